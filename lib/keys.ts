@@ -1,0 +1,23 @@
+/**
+ * Every Redis key of the contract (DESIGN.md), built from one prefix so that tests can isolate themselves.
+ * The names are the existing system's; operators and other services read them.
+ */
+export function redisKeys(prefix: string) {
+  return {
+    permit: (planId: string) => `${prefix}:permit:${planId}`,
+    p33Permit: (planId: string) => `${prefix}:permit:p33:${planId}`,
+    applyStream: `${prefix}:stream:apply.plan`,
+    applyDedupe: (planId: string) => `${prefix}:apply:dedupe:${planId}`,
+    position: (symbol: string) => `${prefix}:position:${symbol}`,
+    execution: (planId: string) => `${prefix}:execution:${planId}`,
+    killSwitch: `${prefix}:governor:kill_switch`,
+    exitPlanStream: `${prefix}:stream:exit.plan`,
+    exitPlanDeadStream: `${prefix}:stream:exit.plan.dead`,
+    auditStream: `${prefix}:stream:permit.audit`,
+    paperPosition: (symbol: string) => `${prefix}:exchange:paper:position:${symbol}`,
+    paperOrder: (clientOrderId: string) => `${prefix}:exchange:paper:order:${clientOrderId}`,
+    paperPrice: (symbol: string) => `${prefix}:exchange:paper:price:${symbol}`,
+  };
+}
+
+export type RedisKeys = ReturnType<typeof redisKeys>;

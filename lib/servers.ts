@@ -1,0 +1,137 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { EphemeralServerExecutable } from '@temporalio/testing/lib/ephemeral-server';
+import { Redis } from 'ioredis';
+import { CHAIN_SEARCH_ATTRIBUTES } from '../workflows/messages';
+
+/** The project's root: `.tools/` and `.data/` live here. */
+export const PROJECT_ROOT = resolve(__dirname, '..');
+export const TOOLS_DIR = join(PROJECT_ROOT, '.tools');
+export const DATA_DIR = join(PROJECT_ROOT, '.data');
+
+const SETUP_HINT = 'run `bash scripts/setup.sh`';
+
+/**
+ * The Temporal CLI (dev server and Web UI): `TEMPORAL_CLI_PATH`, else the copy `scripts/setup.sh` installed in
+ * `.tools/`, else the SDK's own download (needs the internet).
+ */
+export function temporalCliExecutable(): EphemeralServerExecutable {
+  const path = process.env.TEMPORAL_CLI_PATH || join(TOOLS_DIR, 'temporal-cli', 'bin', 'temporal');
+  if (existsSync(path)) return { type: 'existing-path', path };
+  if (process.env.TEMPORAL_CLI_PATH) throw new Error(`TEMPORAL_CLI_PATH: no file at ${path}`);
+  return { type: 'cached-download', downloadDir: join(TOOLS_DIR, 'sdk-download') };
+}
+
+/** The time-skipping test server: `TEMPORAL_TEST_SERVER_PATH`, `.tools/`, else the SDK's own download. */
+export function testServerExecutable(): EphemeralServerExecutable {
+  const path =
+    process.env.TEMPORAL_TEST_SERVER_PATH || join(TOOLS_DIR, 'temporal-test-server', 'bin', 'temporal-test-server');
+  if (existsSync(path)) return { type: 'existing-path', path };
+  if (process.env.TEMPORAL_TEST_SERVER_PATH) throw new Error(`TEMPORAL_TEST_SERVER_PATH: no file at ${path}`);
+  return { type: 'cached-download', downloadDir: join(TOOLS_DIR, 'sdk-download') };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? done(address.port) : fail(new Error('no port'))));
+    });
+  });
+}
+
+export interface RunningRedis {
+  url: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export function redisServerPath(): string {
+  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  const path = found.stdout.trim();
+  if (found.status !== 0 || path === '') {
+    throw new Error(`redis-server not found: ${SETUP_HINT} (it installs Debian's redis-server)`);
+  }
+  return path;
+}
+
+/** True when a Redis answers PING at the URL within the timeout. */
+export async function redisReachable(url: string, timeoutMs = 1000): Promise<boolean> {
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    connectTimeout: timeoutMs,
+    retryStrategy: () => null,
+  });
+  try {
+    await redis.connect();
+    return (await redis.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * Starts Debian's redis-server on loopback. With `dir`, it keeps an append-only file there (state survives a
+ * restart); without, it keeps nothing on disk (tests).
+ */
+export async function startRedis(options: { port: number; dir?: string }): Promise<RunningRedis> {
+  const args = ['--port', String(options.port), '--bind', '127.0.0.1', '--save', ''];
+  if (options.dir) {
+    mkdirSync(options.dir, { recursive: true });
+    args.push('--dir', options.dir, '--appendonly', 'yes', '--appendfsync', 'everysec');
+  } else {
+    args.push('--appendonly', 'no');
+  }
+  const child = spawn(redisServerPath(), args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const url = `redis://127.0.0.1:${options.port}/0`;
+  const deadline = Date.now() + 10_000;
+  while (!(await redisReachable(url, 500))) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`redis-server did not answer on port ${options.port} within 10 s`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    process: child,
+    stop: () =>
+      new Promise<void>((done) => {
+        if (child.exitCode !== null) return done();
+        child.once('exit', () => done());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/**
+ * Starts the Temporal dev server (from the Temporal CLI) with the chain's search attributes registered. With
+ * `dbFilename` its state survives a restart; with `uiPort` it serves the Web UI.
+ */
+export async function startTemporalDevServer(options: {
+  port?: number;
+  uiPort?: number;
+  dbFilename?: string;
+  namespace?: string;
+}): Promise<TestWorkflowEnvironment> {
+  return TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: temporalCliExecutable(),
+      ip: '127.0.0.1',
+      ...(options.port ? { port: options.port } : {}),
+      ...(options.uiPort ? { ui: true, uiPort: options.uiPort } : { ui: false }),
+      ...(options.dbFilename ? { dbFilename: options.dbFilename } : {}),
+      ...(options.namespace ? { namespace: options.namespace } : {}),
+      searchAttributes: CHAIN_SEARCH_ATTRIBUTES,
+    },
+  });
+}
