@@ -1,0 +1,113 @@
+import type { Redis } from 'ioredis';
+import { Dec, formatDec, parseAmount } from '../../lib/decimal';
+import type { RedisKeys } from '../../lib/keys';
+import { defineChainScripts } from '../redis-scripts';
+import type { ExchangeOrder, ExchangePort, MarketOrderRequest } from './port';
+
+const DEFAULT_PRICE = '1';
+/** Compare-and-set conflicts only happen under contention on one symbol; this many tries is far beyond that. */
+const MAX_CAS_TRIES = 100;
+
+/** The order a paper market order becomes, given the position it meets: a pure decision. */
+export function fillPaperOrder(
+  request: MarketOrderRequest,
+  position: Dec,
+  price: string,
+  now: number,
+): { order: ExchangeOrder; newPosition: Dec } {
+  const qty = new Dec(request.qty);
+  const signed = request.side === 'BUY' ? qty : qty.neg();
+  const base = {
+    order_id: `paper-${request.clientOrderId}`,
+    client_order_id: request.clientOrderId,
+    symbol: request.symbol,
+    side: request.side,
+    qty: request.qty,
+    reduce_only: request.reduceOnly,
+    placed_at: now,
+  };
+  const reduces = position.isZero() ? false : signed.isNeg() !== position.isNeg();
+  if (request.reduceOnly && (!reduces || qty.gt(position.abs()))) {
+    return {
+      order: { ...base, status: 'REJECTED', filled_qty: '0', avg_price: '0', reject_reason: 'reduce_only_rejected' },
+      newPosition: position,
+    };
+  }
+  return {
+    order: { ...base, status: 'FILLED', filled_qty: formatDec(qty), avg_price: price },
+    newPosition: position.add(signed),
+  };
+}
+
+function orderFields(order: ExchangeOrder): string[] {
+  const fields: string[] = [];
+  for (const [key, value] of Object.entries(order)) fields.push(key, String(value));
+  return fields;
+}
+
+function readOrder(hash: Record<string, string>): ExchangeOrder | null {
+  if (!hash.client_order_id) return null;
+  const order: ExchangeOrder = {
+    order_id: hash.order_id ?? '',
+    client_order_id: hash.client_order_id,
+    symbol: hash.symbol ?? '',
+    side: hash.side === 'BUY' ? 'BUY' : 'SELL',
+    qty: hash.qty ?? '0',
+    reduce_only: hash.reduce_only === 'true',
+    status: hash.status === 'FILLED' ? 'FILLED' : 'REJECTED',
+    filled_qty: hash.filled_qty ?? '0',
+    avg_price: hash.avg_price ?? '0',
+    placed_at: Number(hash.placed_at ?? 0),
+  };
+  if (hash.reject_reason) order.reject_reason = hash.reject_reason;
+  return order;
+}
+
+/**
+ * The paper exchange (DESIGN.md): its own position per symbol, independent of the ledger, orders keyed by client
+ * order id, market orders filled at once at `quantum:exchange:paper:price:{symbol}` (default 1).
+ */
+export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => number): ExchangePort {
+  defineChainScripts(redis);
+
+  async function findOrder(clientOrderId: string): Promise<ExchangeOrder | null> {
+    return readOrder(await redis.hgetall(keys.paperOrder(clientOrderId)));
+  }
+
+  return {
+    name: 'paper',
+
+    async getPosition(symbol) {
+      return parseAmount(await redis.hget(keys.paperPosition(symbol), 'amount'), `paper position of ${symbol}`);
+    },
+
+    findOrder,
+
+    async placeMarketOrder(request) {
+      for (let tries = 0; tries < MAX_CAS_TRIES; tries++) {
+        const existing = await findOrder(request.clientOrderId);
+        if (existing) return existing;
+        const [rawPosition, rawPrice] = await Promise.all([
+          redis.hget(keys.paperPosition(request.symbol), 'amount'),
+          redis.get(keys.paperPrice(request.symbol)),
+        ]);
+        const price = rawPrice ? formatDec(parseAmount(rawPrice, `paper price of ${request.symbol}`)) : DEFAULT_PRICE;
+        const position = parseAmount(rawPosition, `paper position of ${request.symbol}`);
+        const { order, newPosition } = fillPaperOrder(request, position, price, clock());
+        const written = await redis.casAmountOnce(
+          keys.paperOrder(request.clientOrderId),
+          keys.paperPosition(request.symbol),
+          '',
+          'amount',
+          rawPosition ?? '',
+          formatDec(newPosition),
+          String(order.placed_at),
+          String(orderFields(order).length),
+          ...orderFields(order),
+        );
+        if (written !== -1) return (await findOrder(request.clientOrderId)) ?? order;
+      }
+      throw new Error(`paper exchange: position of ${request.symbol} kept changing; order not placed`);
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import { toleranceFor } from '../lib/config';
+import { Dec, formatDec, parseAmount } from '../lib/decimal';
+import { redisKeys } from '../lib/keys';
+import type { P33Permit, Plan } from '../lib/types';
+import { queueAudit } from './audit';
+import type { ActivityDeps } from './deps';
+
+export type P33Reason =
+  | 'positions_reconciled'
+  | 'reconcile_required_qty_mismatch'
+  | 'reduce_only_wrong_side'
+  | 'reduce_only_exceeds_position';
+
+export interface P33Decision {
+  allow: boolean;
+  reason: P33Reason;
+  discrepancy: Dec;
+}
+
+/**
+ * The Position State Brain's (P3.3) decision: the exchange's and the ledger's positions must agree within the
+ * tolerance (a discrepancy exactly at the tolerance is allowed), and a reduce-only plan must reduce the position it
+ * meets on the exchange, by no more than that position.
+ */
+export function decideP33(
+  plan: Pick<Plan, 'side' | 'qty' | 'reduce_only'>,
+  state: { exchangeAmount: Dec; ledgerAmount: Dec; tolerance: Dec },
+): P33Decision {
+  const discrepancy = state.exchangeAmount.sub(state.ledgerAmount).abs();
+  if (discrepancy.gt(state.tolerance)) return { allow: false, reason: 'reconcile_required_qty_mismatch', discrepancy };
+  if (plan.reduce_only) {
+    const position = state.exchangeAmount;
+    const reducesLong = plan.side === 'SELL' && position.gt(0);
+    const reducesShort = plan.side === 'BUY' && position.lt(0);
+    if (!position.isZero() && !reducesLong && !reducesShort) {
+      return { allow: false, reason: 'reduce_only_wrong_side', discrepancy };
+    }
+    if (new Dec(plan.qty).gt(position.abs()))
+      return { allow: false, reason: 'reduce_only_exceeds_position', discrepancy };
+  }
+  return { allow: true, reason: 'positions_reconciled', discrepancy };
+}
+
+export function createP33Activities({ redis, config, exchange, clock }: ActivityDeps) {
+  const keys = redisKeys(config.keyPrefix);
+  return {
+    /**
+     * Compares the exchange's position with the ledger's and writes P3.3's permit at `quantum:permit:p33:{plan_id}`
+     * (EX PERMIT_TTL_S), with its audit entry in the same MULTI.
+     */
+    async checkPosition(plan: Plan): Promise<P33Permit> {
+      const [exchangeAmount, rawLedger] = await Promise.all([
+        exchange.getPosition(plan.symbol),
+        redis.hget(keys.position(plan.symbol), 'ledger_amount'),
+      ]);
+      const ledgerAmount = parseAmount(rawLedger, `ledger_amount of ${plan.symbol}`);
+      const tolerance = new Dec(toleranceFor(config, plan.symbol));
+      const decision = decideP33(plan, { exchangeAmount, ledgerAmount, tolerance });
+      const evaluatedAt = clock();
+      const permit: P33Permit = {
+        plan_id: plan.plan_id,
+        symbol: plan.symbol,
+        allow: decision.allow,
+        reason: decision.reason,
+        exchange_amount: formatDec(exchangeAmount),
+        ledger_amount: formatDec(ledgerAmount),
+        discrepancy: formatDec(decision.discrepancy),
+        tolerance: formatDec(tolerance),
+        evaluated_at: evaluatedAt,
+      };
+      const multi = redis.multi().set(keys.p33Permit(plan.plan_id), JSON.stringify(permit), 'EX', config.permitTtlS);
+      queueAudit(multi, keys.auditStream, {
+        plan_id: plan.plan_id,
+        layer: 'p33',
+        decision: decision.allow ? 'allowed' : 'denied',
+        reason: decision.reason,
+        at: evaluatedAt,
+      });
+      await multi.exec();
+      return permit;
+    },
+  };
+}
