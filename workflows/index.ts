@@ -1,0 +1,1 @@
+export { permitChain } from './permit-chain';

@@ -1,0 +1,23 @@
+import { defineSearchAttributeKey } from '@temporalio/common';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { ChainStatus, RetryRequest } from '../lib/types';
+
+/** The workflow type every plan runs as; its id is {@link planWorkflowId}. */
+export const PERMIT_CHAIN_WORKFLOW = 'permitChain';
+
+/** The business key: one workflow per plan, ever. */
+export function planWorkflowId(planId: string): string {
+  return `plan-${planId}`;
+}
+
+export const statusQuery = defineQuery<ChainStatus>('status');
+export const retrySignal = defineSignal<[RetryRequest?]>('retry');
+
+export const planIdKey = defineSearchAttributeKey('PlanId', 'KEYWORD');
+export const symbolKey = defineSearchAttributeKey('Symbol', 'KEYWORD');
+export const chainStageKey = defineSearchAttributeKey('ChainStage', 'KEYWORD');
+export const chainOutcomeKey = defineSearchAttributeKey('ChainOutcome', 'KEYWORD');
+export const tradingModeKey = defineSearchAttributeKey('TradingMode', 'KEYWORD');
+
+/** Registered by the dev server at start and by `scripts/register-search-attributes.ts` on a cluster. */
+export const CHAIN_SEARCH_ATTRIBUTES = [planIdKey, symbolKey, chainStageKey, chainOutcomeKey, tradingModeKey];

@@ -1,0 +1,66 @@
+import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import type { ChainOutcome, ChainStage, ChainStatus, P33Permit, Plan, TradingMode } from '../lib/types';
+import { chainOutcomeKey, chainStageKey } from './messages';
+
+/** How many timeline entries a plan keeps; older re-checks of a long-blocked plan give way to newer ones. */
+const MAX_TIMELINE = 200;
+
+/** `10:31:08` (UTC): the time of day a person reads in the Web UI. */
+export function clockTime(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 19);
+}
+
+/** The blocked plan's explanation, as the Web UI shows it. */
+export function blockedDetail(p33: P33Permit, nextCheckAt: number): string {
+  return (
+    `blocked: ${p33.reason}, exchange ${p33.exchange_amount} vs ledger ${p33.ledger_amount}, ` +
+    `tolerance ${p33.tolerance}; next re-check ${clockTime(nextCheckAt)} UTC`
+  );
+}
+
+/**
+ * The plan's public face: the `status` query's answer, the `ChainStage`/`ChainOutcome` search attributes and the
+ * current details in the Web UI, kept in step from one place.
+ */
+export class StatusBoard {
+  readonly status: ChainStatus;
+
+  constructor(
+    private readonly plan: Plan,
+    mode: TradingMode,
+  ) {
+    this.status = { plan_id: plan.plan_id, stage: 'governor', mode, attempts: 0, timeline: [] };
+  }
+
+  /** Moves to a stage (search attribute and details follow) and writes the timeline line. */
+  enter(stage: ChainStage, detail: string): void {
+    if (stage !== this.status.stage) {
+      this.status.stage = stage;
+      upsertSearchAttributes([{ key: chainStageKey, value: stage }]);
+    }
+    this.note(detail);
+  }
+
+  /** A timeline line in the current stage, also shown as the workflow's current details. */
+  note(detail: string): void {
+    this.status.timeline.push({ stage: this.status.stage, at: Date.now(), detail });
+    if (this.status.timeline.length > MAX_TIMELINE) this.status.timeline.splice(1, 1);
+    this.show(detail);
+  }
+
+  /** Current details only: for what changes often and would flood the timeline (the next re-check time). */
+  show(detail: string): void {
+    setCurrentDetails(`**${this.status.stage}** · ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}\n\n${detail}`);
+  }
+
+  finish(outcome: ChainOutcome, detail: string): ChainStatus {
+    this.status.outcome = outcome;
+    this.status.stage = 'done';
+    upsertSearchAttributes([
+      { key: chainStageKey, value: 'done' },
+      { key: chainOutcomeKey, value: outcome },
+    ]);
+    this.note(`${outcome}: ${detail}`);
+    return this.status;
+  }
+}
