@@ -68,6 +68,7 @@ export async function redisReachable(url: string, timeoutMs = 1000): Promise<boo
     connectTimeout: timeoutMs,
     retryStrategy: () => null,
   });
+  redis.on('error', () => undefined); // a refused connection is the answer here, not an error to report
   try {
     await redis.connect();
     return (await redis.ping()) === 'PONG';

@@ -1,0 +1,123 @@
+import type { Client } from '@temporalio/client';
+import { connectTemporal, startPlan } from '../lib/chain-client';
+import type { ChainConfig } from '../lib/config';
+import { redisKeys } from '../lib/keys';
+import { parsePlan } from '../lib/plan';
+import type { ChainStatus } from '../lib/types';
+import { retrySignal, statusQuery } from '../workflows/messages';
+import { connectRedis } from '../workers/worker';
+import type { permitChain } from '../workflows';
+import type { Output } from './output';
+
+const SYMBOL = 'BTCUSDT';
+const EXCHANGE_AMOUNT = '0.062';
+const STALE_LEDGER_AMOUNT = '0.002';
+/** The demo waits this long for each step; the chain itself takes milliseconds. */
+const STEP_TIMEOUT_MS = 60_000;
+
+async function waitForStatus(
+  client: Client,
+  workflowId: string,
+  done: (status: ChainStatus) => boolean,
+): Promise<ChainStatus> {
+  const handle = client.workflow.getHandle(workflowId);
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  for (;;) {
+    const status = await handle.query(statusQuery);
+    if (done(status)) return status;
+    if (Date.now() > deadline) throw new Error(`demo: plan stuck in stage ${status.stage} for ${STEP_TIMEOUT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface DemoResult {
+  plan_id: string;
+  workflow_id: string;
+  outcome: string | undefined;
+  exchange_amount: string | null;
+  ledger_amount: string | null;
+  /** Submit → blocked: Governor, Apply and P3.3's denial. */
+  first_pass_ms: number;
+  /** Retry → executed: P3.3 again and Execute. */
+  retry_to_executed_ms: number;
+}
+
+/**
+ * The existing system's reported incident, on the running stack: exchange 0.062 BTC, ledger 0.002, a reduce-only
+ * SELL 0.062 → P3.3 denies `reconcile_required_qty_mismatch` → the ledger is set to 0.062 → retry → executed, and
+ * the exchange and the ledger are both 0.
+ */
+export async function runDemo(config: ChainConfig, out: Output): Promise<DemoResult> {
+  const keys = redisKeys(config.keyPrefix);
+  const redis = connectRedis(config.redisUrl);
+  const client = await connectTemporal(config);
+  try {
+    out.line(`1. the incident: exchange holds ${EXCHANGE_AMOUNT} ${SYMBOL}, the ledger says ${STALE_LEDGER_AMOUNT}`);
+    out.line(`   redis-cli HSET ${keys.paperPosition(SYMBOL)} amount ${EXCHANGE_AMOUNT}`);
+    out.line(`   redis-cli HSET ${keys.position(SYMBOL)} ledger_amount ${STALE_LEDGER_AMOUNT}`);
+    await redis.hset(keys.paperPosition(SYMBOL), 'amount', EXCHANGE_AMOUNT);
+    await redis.hset(keys.position(SYMBOL), 'ledger_amount', STALE_LEDGER_AMOUNT, 'updated_at', String(Date.now()));
+
+    const plan = parsePlan({
+      action: 'EXECUTE',
+      symbol: SYMBOL,
+      side: 'SELL',
+      qty: EXCHANGE_AMOUNT,
+      reduce_only: true,
+      source: 'demo',
+      reason: 'exit monitor: close position',
+      created_at: Date.now(),
+    });
+    const submittedAt = Date.now();
+    const { workflowId } = await startPlan(client, config, plan);
+    out.line(
+      `2. plan SELL ${EXCHANGE_AMOUNT} ${SYMBOL} reduce-only submitted: plan ${plan.plan_id}, workflow ${workflowId}`,
+    );
+
+    const blocked = await waitForStatus(client, workflowId, (s) => s.stage === 'blocked' || s.stage === 'done');
+    const firstPassMs = Date.now() - submittedAt;
+    if (blocked.stage !== 'blocked')
+      throw new Error(`demo: expected the plan to be blocked, it ended ${blocked.outcome}`);
+    out.line(
+      `3. Governor granted, Apply published ${blocked.apply?.stream_id}, P3.3 denied: ${blocked.p33?.reason} ` +
+        `(exchange ${blocked.p33?.exchange_amount} vs ledger ${blocked.p33?.ledger_amount}, tolerance ${blocked.p33?.tolerance}) in ${firstPassMs} ms`,
+    );
+
+    out.line(
+      `4. the operator reconciles the ledger: redis-cli HSET ${keys.position(SYMBOL)} ledger_amount ${EXCHANGE_AMOUNT}`,
+    );
+    await redis.hset(keys.position(SYMBOL), 'ledger_amount', EXCHANGE_AMOUNT, 'updated_at', String(Date.now()));
+
+    out.line(`5. and retries the plan: permit-chain retry ${plan.plan_id}`);
+    const retriedAt = Date.now();
+    const handle = client.workflow.getHandle<typeof permitChain>(workflowId);
+    await handle.signal(retrySignal, { by: 'demo' });
+    const final: ChainStatus = await handle.result();
+    const retryMs = Date.now() - retriedAt;
+
+    const [exchangeAmount, ledgerAmount] = await Promise.all([
+      redis.hget(keys.paperPosition(SYMBOL), 'amount'),
+      redis.hget(keys.position(SYMBOL), 'ledger_amount'),
+    ]);
+    out.line(
+      `6. ${final.outcome}: order ${final.execution?.order_id} ${final.execution?.status} ${final.execution?.filled_qty} @ ${final.execution?.avg_price} ` +
+        `in ${retryMs} ms after the retry`,
+    );
+    const result: DemoResult = {
+      plan_id: plan.plan_id,
+      workflow_id: workflowId,
+      outcome: final.outcome,
+      exchange_amount: exchangeAmount,
+      ledger_amount: ledgerAmount,
+      first_pass_ms: firstPassMs,
+      retry_to_executed_ms: retryMs,
+    };
+    if (final.outcome !== 'executed')
+      throw new Error(`demo: the plan ended ${final.outcome}: ${final.last_error ?? ''}`);
+    out.result(`7. exchange ${exchangeAmount}, ledger ${ledgerAmount}: demo done`, result);
+    return result;
+  } finally {
+    await client.connection.close();
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,88 @@
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { ChainConfig } from '../lib/config';
+import { DATA_DIR, startRedis, startTemporalDevServer, type RunningRedis } from '../lib/servers';
+import { connectRedis, createChainWorker } from '../workers/worker';
+import { runDemo } from './demo';
+import type { Output } from './output';
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
+
+/** True when something accepts TCP connections at host:port. */
+function listening(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((done) => {
+    const socket = createConnection({ host, port });
+    const finish = (ok: boolean) => {
+      socket.destroy();
+      done(ok);
+    };
+    socket.setTimeout(timeoutMs, () => finish(false));
+    socket.once('connect', () => finish(true));
+    socket.once('error', () => finish(false));
+  });
+}
+
+/**
+ * `permit-chain dev`: Redis (AOF under .data/redis) and the Temporal dev server (SQLite under .data/, Web UI on
+ * the gRPC port + 1000) where none is reachable, then the worker. Ctrl-C stops what it started; state survives.
+ */
+export async function runDev(config: ChainConfig, out: Output, options: { demo: boolean }): Promise<void> {
+  // The console is for the stack's own lines here; the SDK speaks up only for warnings.
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const redisUrl = new URL(config.redisUrl);
+  const redisPort = Number(redisUrl.port || 6379);
+  const [temporalHost = '127.0.0.1', temporalPortText = '7233'] = config.temporalAddress.split(':');
+  const temporalPort = Number(temporalPortText);
+  const uiPort = temporalPort + 1000;
+
+  let redisServer: RunningRedis | undefined;
+  let temporalServer: TestWorkflowEnvironment | undefined;
+  try {
+    if (!(await listening(redisUrl.hostname, redisPort))) {
+      if (!LOOPBACK.has(redisUrl.hostname)) throw new Error(`REDIS_URL: nothing answers at ${config.redisUrl}`);
+      out.line(`dev: starting redis-server on port ${redisPort} (append-only file in .data/redis)`);
+      redisServer = await startRedis({ port: redisPort, dir: join(DATA_DIR, 'redis') });
+    } else {
+      out.line(`dev: using the Redis at ${config.redisUrl}`);
+    }
+    if (!(await listening(temporalHost, temporalPort))) {
+      if (!LOOPBACK.has(temporalHost))
+        throw new Error(`TEMPORAL_ADDRESS: nothing answers at ${config.temporalAddress}`);
+      out.line(`dev: starting the Temporal dev server on port ${temporalPort} (database .data/temporal.db)`);
+      temporalServer = await startTemporalDevServer({
+        port: temporalPort,
+        uiPort,
+        dbFilename: join(DATA_DIR, 'temporal.db'),
+        namespace: config.temporalNamespace,
+      });
+    } else {
+      out.line(`dev: using the Temporal server at ${config.temporalAddress}`);
+    }
+
+    const redis = connectRedis(config.redisUrl);
+    const connection = await NativeConnection.connect({ address: config.temporalAddress });
+    try {
+      const worker = await createChainWorker({ config, redis, connection });
+      const running = worker.run();
+      const ui = temporalServer ? `http://127.0.0.1:${uiPort}` : `(the Web UI of ${config.temporalAddress})`;
+      out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${config.redisUrl}  (Ctrl-C stops)`);
+      if (options.demo) {
+        runDemo(config, out).catch((err: unknown) => {
+          out.line(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+          process.exitCode = 1;
+          worker.shutdown();
+        });
+      }
+      await running;
+      out.line('dev: worker stopped');
+    } finally {
+      await connection.close();
+      redis.disconnect();
+    }
+  } finally {
+    await temporalServer?.teardown();
+    await redisServer?.stop();
+  }
+}

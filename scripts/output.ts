@@ -1,0 +1,51 @@
+import type { ChainStatus } from '../lib/types';
+
+/** Where a command writes: text lines for people, or one JSON object with `--json`. */
+export interface Output {
+  json: boolean;
+  line(text: string): void;
+  result(text: string, value: object): void;
+}
+
+export function createOutput(json: boolean, write: (text: string) => void = (t) => process.stdout.write(t)): Output {
+  return {
+    json,
+    line: (text) => {
+      if (!json) write(`${text}\n`);
+    },
+    result: (text, value) => write(json ? `${JSON.stringify(value)}\n` : `${text}\n`),
+  };
+}
+
+function time(ms: number): string {
+  return new Date(ms)
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, 'Z');
+}
+
+/** The `status` query as a person reads it: stage, outcome, permits, then the timeline. */
+export function formatStatus(status: ChainStatus): string {
+  const lines = [
+    `plan ${status.plan_id}  stage ${status.stage}${status.outcome ? `  outcome ${status.outcome}` : ''}  mode ${status.mode}  attempts ${status.attempts}`,
+  ];
+  const g = status.governor;
+  if (g) {
+    lines.push(
+      `  governor  ${g.granted ? 'granted' : 'denied'} (${g.reason})${g.approved_by ? ` by ${g.approved_by}` : ''}, expires ${time(g.expires_at)}`,
+    );
+  }
+  if (status.apply) lines.push(`  apply     stream id ${status.apply.stream_id}`);
+  const p = status.p33;
+  if (p) {
+    lines.push(
+      `  p33       ${p.allow ? 'allowed' : 'denied'} (${p.reason}): exchange ${p.exchange_amount}, ledger ${p.ledger_amount}, discrepancy ${p.discrepancy}, tolerance ${p.tolerance}`,
+    );
+  }
+  const e = status.execution;
+  if (e) lines.push(`  execute   ${e.status} ${e.side} ${e.filled_qty} @ ${e.avg_price}, order ${e.order_id}`);
+  if (status.last_error) lines.push(`  error     ${status.last_error}`);
+  lines.push('  timeline');
+  for (const entry of status.timeline) lines.push(`    ${time(entry.at)}  ${entry.stage.padEnd(17)} ${entry.detail}`);
+  return lines.join('\n');
+}

