@@ -1,0 +1,45 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import type { TestProject } from 'vitest/node';
+import { freePort, startRedis, startTemporalDevServer } from '../lib/servers';
+import { WORKFLOWS_PATH } from '../workers/worker';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    redisUrl: string;
+    temporalAddress: string;
+    workflowBundlePath: string;
+  }
+}
+
+/**
+ * One real Redis and one real Temporal dev server for the whole run, and the workflow bundle built once. Each test
+ * file isolates itself with its own key prefix and task queue.
+ */
+export default async function setup(project: TestProject) {
+  const [redis, temporal, bundle] = await Promise.all([
+    freePort().then((port) => startRedis({ port })),
+    startTemporalDevServer({}),
+    bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger }),
+  ]);
+  const bundlePath = join(mkdtempSync(join(tmpdir(), 'permit-chain-bundle-')), 'workflow-bundle.js');
+  writeFileSync(bundlePath, bundle.code);
+  project.provide('redisUrl', redis.url);
+  project.provide('temporalAddress', temporal.address);
+  project.provide('workflowBundlePath', bundlePath);
+  return async () => {
+    await temporal.teardown();
+    await redis.stop();
+  };
+}
+
+const quietLogger = {
+  log: () => undefined,
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: (message: string) => console.warn(message),
+  error: (message: string) => console.error(message),
+};

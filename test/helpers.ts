@@ -1,0 +1,130 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
+import { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { loadConfig, type ChainConfig } from '../lib/config';
+import { redisKeys, type RedisKeys } from '../lib/keys';
+import { parsePlan } from '../lib/plan';
+import type { Plan } from '../lib/types';
+import { createChainWorker } from '../workers/worker';
+
+let runtimeInstalled = false;
+/** The SDK's own logs only for warnings: a test's output is its assertions. */
+export function quietRuntime(): void {
+  if (runtimeInstalled) return;
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  runtimeInstalled = true;
+}
+
+/** The environment a test runs the chain under: the shared servers, a key prefix and task queue of its own. */
+export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
+  const id = randomBytes(4).toString('hex');
+  return {
+    REDIS_URL: inject('redisUrl'),
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    KEY_PREFIX: `t${id}`,
+    TASK_QUEUE: `permit-chain-${id}`,
+    ...overrides,
+  };
+}
+
+export function testConfig(overrides: Record<string, string> = {}): ChainConfig {
+  return loadConfig(testEnv(overrides));
+}
+
+export interface ChainHarness {
+  config: ChainConfig;
+  keys: RedisKeys;
+  redis: Redis;
+  client: Client;
+  /** Runs `fn` while a fresh worker serves the config's task queue. */
+  withWorker<T>(fn: () => Promise<T>, clock?: () => number): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** Real Redis, a real Temporal client, and a fresh worker per call of `withWorker`. */
+export async function chainHarness(config: ChainConfig): Promise<ChainHarness> {
+  quietRuntime();
+  const redis = new Redis(config.redisUrl);
+  const connection = await Connection.connect({ address: config.temporalAddress });
+  const client = new Client({ connection, namespace: config.temporalNamespace });
+  const nativeConnection = await NativeConnection.connect({ address: config.temporalAddress });
+  return {
+    config,
+    keys: redisKeys(config.keyPrefix),
+    redis,
+    client,
+    async withWorker(fn, clock) {
+      const worker = await createChainWorker({
+        config,
+        redis,
+        connection: nativeConnection,
+        workflowBundle: { codePath: inject('workflowBundlePath') },
+        ...(clock ? { clock } : {}),
+      });
+      return worker.runUntil(fn);
+    },
+    async close() {
+      await nativeConnection.close();
+      await connection.close();
+      redis.disconnect();
+    },
+  };
+}
+
+/** A valid plan; each call is a new plan unless `plan_id` is given. */
+export function makePlan(fields: Record<string, unknown> = {}): Plan {
+  return parsePlan({
+    action: 'EXECUTE',
+    symbol: 'BTCUSDT',
+    side: 'SELL',
+    qty: '0.062',
+    reduce_only: true,
+    source: 'test',
+    created_at: Date.now(),
+    nonce: randomBytes(8).toString('hex'),
+    ...fields,
+  });
+}
+
+/** Sets the paper exchange's and the ledger's position of a symbol. */
+export async function setPositions(
+  h: Pick<ChainHarness, 'redis' | 'keys'>,
+  symbol: string,
+  exchange: string,
+  ledger: string,
+) {
+  await h.redis.hset(h.keys.paperPosition(symbol), 'amount', exchange);
+  await h.redis.hset(h.keys.position(symbol), 'ledger_amount', ledger);
+}
+
+/** Polls until `check` returns a value (not undefined), or fails after `timeoutMs`. */
+export async function eventually<T>(
+  check: () => Promise<T | undefined>,
+  timeoutMs = 20_000,
+  what = 'condition',
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Audit entries of one plan, as [layer, decision, reason]. */
+export async function auditOf(h: Pick<ChainHarness, 'redis' | 'keys'>, planId: string): Promise<string[][]> {
+  const entries = await h.redis.xrange(h.keys.auditStream, '-', '+');
+  return entries
+    .map(([, fields]) => Object.fromEntries(pairs(fields)))
+    .filter((e) => e.plan_id === planId)
+    .map((e) => [e.layer ?? '', e.decision ?? '', e.reason ?? '']);
+}
+
+export function pairs(fields: string[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < fields.length; i += 2) out.push([fields[i] ?? '', fields[i + 1] ?? '']);
+  return out;
+}

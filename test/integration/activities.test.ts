@@ -1,0 +1,197 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities } from '../../activities';
+import { createPaperExchange } from '../../activities/exchange/paper';
+import { redisKeys } from '../../lib/keys';
+import { auditOf, makePlan, setPositions, testConfig } from '../helpers';
+
+const config = testConfig({ PERMIT_TTL_S: '60', PERMIT_MARGIN_S: '5' });
+const keys = redisKeys(config.keyPrefix);
+let redis: Redis;
+let layers: ReturnType<typeof createActivities>;
+
+beforeAll(() => {
+  redis = new Redis(config.redisUrl);
+  const exchange = createPaperExchange(redis, keys, Date.now);
+  layers = createActivities({ redis, config, exchange, clock: Date.now });
+});
+afterAll(() => redis.disconnect());
+
+/** Both permits in place, as the Governor and P3.3 would have left them. */
+async function grantPermits(planId: string, symbol = 'BTCUSDT') {
+  const plan = makePlan({ plan_id: planId, symbol });
+  await layers.requestPermit(plan);
+  const p33 = await layers.checkPosition(plan);
+  expect(p33.allow).toBe(true);
+  return plan;
+}
+
+async function paperOrderCount(): Promise<number> {
+  return (await redis.keys(`${config.keyPrefix}:exchange:paper:order:*`)).length;
+}
+
+describe('Governor', () => {
+  it('writes a granted permit with the TTL, and audits it', async () => {
+    const plan = makePlan();
+    const permit = await layers.requestPermit(plan);
+    const stored = JSON.parse((await redis.get(keys.permit(plan.plan_id))) ?? 'null') as unknown;
+    expect(stored).toEqual(permit);
+    expect(permit).toMatchObject({ plan_id: plan.plan_id, granted: true, mode: 'testnet', symbol: 'BTCUSDT' });
+    expect(permit.expires_at - permit.issued_at).toBe(60_000);
+    const ttl = await redis.ttl(keys.permit(plan.plan_id));
+    expect(ttl).toBeGreaterThan(55);
+    expect(ttl).toBeLessThanOrEqual(60);
+    expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([['governor', 'granted', 'testnet_auto_approved']]);
+  });
+
+  it('denies every permit while the kill switch is on', async () => {
+    await redis.set(keys.killSwitch, '1');
+    try {
+      const plan = makePlan();
+      const permit = await layers.requestPermit(plan);
+      expect(permit).toMatchObject({ granted: false, reason: 'kill_switch_active', approved_by: null });
+      expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([['governor', 'denied', 'kill_switch_active']]);
+    } finally {
+      await redis.del(keys.killSwitch);
+    }
+  });
+});
+
+describe('Apply', () => {
+  it('publishes once and returns one id to 20 concurrent calls', async () => {
+    const plan = makePlan({ symbol: 'APPLYUSDT' });
+    const results = await Promise.all(Array.from({ length: 20 }, () => layers.publishPlan(plan, 'plan-x')));
+    const ids = new Set(results.map((r) => r.stream_id));
+    expect(ids.size).toBe(1);
+    expect(results.filter((r) => r.published)).toHaveLength(1);
+    const entries = await redis.xrange(keys.applyStream, '-', '+');
+    const mine = entries.filter(([, fields]) => fields[1] === plan.plan_id);
+    expect(mine).toHaveLength(1);
+    expect(mine[0]?.[0]).toBe([...ids][0]);
+    expect(await redis.get(keys.applyDedupe(plan.plan_id))).toBe([...ids][0]);
+    const ttl = await redis.ttl(keys.applyDedupe(plan.plan_id));
+    expect(ttl).toBeGreaterThan(86_000);
+    expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([['apply', 'published', 'ok']]);
+  });
+
+  it('writes the entry fields the existing consumers read', async () => {
+    const plan = makePlan({ symbol: 'FIELDUSDT', qty: '0.00000001', reduce_only: false, side: 'BUY' });
+    const { stream_id } = await layers.publishPlan(plan, `plan-${plan.plan_id}`);
+    const [entry] = await redis.xrange(keys.applyStream, stream_id, stream_id);
+    const fields = Object.fromEntries(
+      (entry?.[1] ?? []).flatMap((v, i, all) => (i % 2 === 0 ? [[v, all[i + 1]]] : [])),
+    ) as Record<string, string>;
+    expect(fields).toMatchObject({
+      plan_id: plan.plan_id,
+      symbol: 'FIELDUSDT',
+      action: 'EXECUTE',
+      side: 'BUY',
+      qty: '0.00000001',
+      reduce_only: 'false',
+      source: 'test',
+      workflow_id: `plan-${plan.plan_id}`,
+    });
+    expect(Date.parse(fields.published_at ?? '')).toBeGreaterThan(0);
+  });
+});
+
+describe('P3.3', () => {
+  it('denies the incident with the amounts in its permit', async () => {
+    await setPositions({ redis, keys }, 'INCUSDT', '0.062', '0.002');
+    const plan = makePlan({ symbol: 'INCUSDT' });
+    const permit = await layers.checkPosition(plan);
+    expect(permit).toMatchObject({
+      allow: false,
+      reason: 'reconcile_required_qty_mismatch',
+      exchange_amount: '0.062',
+      ledger_amount: '0.002',
+      discrepancy: '0.06',
+      tolerance: '0.001',
+    });
+    expect(JSON.parse((await redis.get(keys.p33Permit(plan.plan_id))) ?? 'null')).toEqual(permit);
+    expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([
+      ['p33', 'denied', 'reconcile_required_qty_mismatch'],
+    ]);
+  });
+});
+
+describe('Execute', () => {
+  it('places one order and moves the ledger once, however often it is called', async () => {
+    await setPositions({ redis, keys }, 'TWICEUSDT', '0.062', '0.062');
+    await redis.set(keys.paperPrice('TWICEUSDT'), '97000.5');
+    const plan = await grantPermits('a1a1a1a1a1a1a1a1', 'TWICEUSDT');
+    const before = await paperOrderCount();
+    const [first, ...others] = await Promise.all([1, 2, 3, 4, 5].map(() => layers.executePlan(plan)));
+    const again = await layers.executePlan(plan);
+    expect(first?.placed).toBe(true);
+    for (const result of [...others, again]) expect(result).toEqual(first);
+    expect((await paperOrderCount()) - before).toBe(1);
+    expect(await redis.hget(keys.position('TWICEUSDT'), 'ledger_amount')).toBe('0');
+    expect(await redis.hget(keys.paperPosition('TWICEUSDT'), 'amount')).toBe('0');
+    expect(await redis.hgetall(keys.execution(plan.plan_id))).toMatchObject({
+      order_id: 'paper-a1a1a1a1a1a1a1a1',
+      client_order_id: plan.plan_id,
+      status: 'FILLED',
+      side: 'SELL',
+      filled_qty: '0.062',
+      avg_price: '97000.5',
+    });
+    const executes = (await auditOf({ redis, keys }, plan.plan_id)).filter(([layer]) => layer === 'execute');
+    expect(executes).toEqual([['execute', 'executed', 'filled 0.062 @ 97000.5']]);
+  });
+
+  it.each([
+    ['missing governor permit', 'permit_missing', async (planId: string) => redis.del(keys.permit(planId))],
+    ['expired p33 permit', 'permit_missing', async (planId: string) => redis.del(keys.p33Permit(planId))],
+    // 4 s left is inside the 5 s margin: too late to place an order.
+    [
+      'permit within the margin',
+      'permit_expiring',
+      async (planId: string) => redis.pexpire(keys.permit(planId), 4_000),
+    ],
+  ])('places no order with a %s', async (_case, reason, spoil) => {
+    await setPositions({ redis, keys }, 'NOPEUSDT', '1', '1');
+    const plan = await grantPermits(makePlan().plan_id, 'NOPEUSDT');
+    await spoil(plan.plan_id);
+    const before = await paperOrderCount();
+    const result = await layers.executePlan(plan);
+    expect(result).toMatchObject({ placed: false, reason });
+    expect((await paperOrderCount()) - before).toBe(0);
+    expect(await redis.exists(keys.execution(plan.plan_id))).toBe(0);
+    expect(await redis.hget(keys.position('NOPEUSDT'), 'ledger_amount')).toBe('1');
+    expect(await redis.hget(keys.paperPosition('NOPEUSDT'), 'amount')).toBe('1');
+  });
+
+  it('records an order already on the exchange even after its permits expired (crash after placing)', async () => {
+    await setPositions({ redis, keys }, 'CRASHUSDT', '0.5', '0.5');
+    const plan = await grantPermits(makePlan().plan_id, 'CRASHUSDT');
+    const exchange = createPaperExchange(redis, keys, Date.now);
+    await exchange.placeMarketOrder({
+      symbol: 'CRASHUSDT',
+      side: 'SELL',
+      qty: plan.qty,
+      reduceOnly: true,
+      clientOrderId: plan.plan_id,
+    });
+    await redis.del(keys.permit(plan.plan_id), keys.p33Permit(plan.plan_id));
+    const result = await layers.executePlan(plan);
+    expect(result).toMatchObject({ placed: true, ledger_amount: '0.438' });
+    expect(await redis.hget(keys.paperPosition('CRASHUSDT'), 'amount')).toBe('0.438');
+  });
+
+  it('keeps the ledger exact under concurrent fills on one symbol', async () => {
+    await setPositions({ redis, keys }, 'MANYUSDT', '0', '0');
+    const plans = await Promise.all(
+      Array.from({ length: 10 }, async () => {
+        const plan = makePlan({ symbol: 'MANYUSDT', side: 'BUY', qty: '0.00000001', reduce_only: false });
+        await layers.requestPermit(plan);
+        await layers.checkPosition(plan);
+        return plan;
+      }),
+    );
+    const results = await Promise.all(plans.map((plan) => layers.executePlan(plan)));
+    expect(results.every((r) => r.placed)).toBe(true);
+    expect(await redis.hget(keys.position('MANYUSDT'), 'ledger_amount')).toBe('0.0000001');
+    expect(await redis.hget(keys.paperPosition('MANYUSDT'), 'amount')).toBe('0.0000001');
+  });
+});
