@@ -9,7 +9,7 @@ const seconds = (fallback: number) =>
     .transform((raw, ctx) => {
       const value = Number(raw);
       if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value <= 0) {
-        ctx.addIssue({ code: 'custom', message: `must be a whole number of seconds > 0 (got '${raw}')` });
+        ctx.addIssue({ code: 'custom', message: 'must be a whole number of seconds > 0' });
         return z.NEVER;
       }
       return value;
@@ -112,7 +112,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
   const p33ToleranceBySymbol: Record<string, string> = {};
   for (const [key, value] of Object.entries(env)) {
     const match = TOLERANCE_OVERRIDE.exec(key);
-    if (!match?.[1] || value === undefined) continue;
+    if (!match?.[1] || value === undefined || value === '') continue;
     const checked = decimalString('0').safeParse(value);
     if (!checked.success) throw new ConfigError(`config: ${key} must be a decimal number >= 0 (got '${value}')`);
     p33ToleranceBySymbol[match[1]] = checked.data;

@@ -18,9 +18,9 @@ export class PlanError extends Error {
 export const MAX_QTY_DECIMALS = 8;
 const PLAN_ID = /^[0-9a-f]{16}$/;
 const SYMBOL = /^[A-Z][A-Z0-9]{1,19}$/;
-const DECIMAL_TEXT = /^(\d+(\.\d*)?|\.\d+)$/;
+const DECIMAL_TEXT = /^-?(\d+(\.\d*)?|\.\d+)$/;
 
-const qty = z.union([z.string(), z.number()]).transform((raw, ctx) => {
+const qty = z.union([z.string(), z.number()], { message: 'must be a decimal number' }).transform((raw, ctx) => {
   const text = typeof raw === 'number' ? (Number.isFinite(raw) ? new Dec(raw).toFixed() : '') : raw.trim();
   if (!DECIMAL_TEXT.test(text)) {
     ctx.addIssue({ code: 'custom', message: 'must be a decimal number' });
@@ -38,19 +38,24 @@ const qty = z.union([z.string(), z.number()]).transform((raw, ctx) => {
   return value.toFixed();
 });
 
-const bool = z
-  .union([z.boolean(), z.enum(['true', 'false', '1', '0'])])
-  .transform((v) => v === true || v === 'true' || v === '1');
-
-const createdAt = z.union([z.number(), z.string()]).transform((raw, ctx) => {
-  const text = String(raw).trim();
-  const ms = /^\d+$/.test(text) ? Number(text) : /^\d{4}-\d{2}-\d{2}T/.test(text) ? Date.parse(text) : NaN;
-  if (!Number.isSafeInteger(ms) || ms <= 0) {
-    ctx.addIssue({ code: 'custom', message: 'must be ms since epoch or an ISO-8601 time' });
-    return z.NEVER;
-  }
-  return ms;
+const bool = z.unknown().transform((raw, ctx) => {
+  if (raw === true || raw === 'true' || raw === '1') return true;
+  if (raw === false || raw === 'false' || raw === '0') return false;
+  ctx.addIssue({ code: 'custom', message: 'must be true or false' });
+  return z.NEVER;
 });
+
+const createdAt = z
+  .union([z.number(), z.string()], { message: 'must be ms since epoch or an ISO-8601 time' })
+  .transform((raw, ctx) => {
+    const text = String(raw).trim();
+    const ms = /^\d+$/.test(text) ? Number(text) : /^\d{4}-\d{2}-\d{2}T/.test(text) ? Date.parse(text) : NaN;
+    if (!Number.isSafeInteger(ms) || ms <= 0) {
+      ctx.addIssue({ code: 'custom', message: 'must be ms since epoch or an ISO-8601 time' });
+      return z.NEVER;
+    }
+    return ms;
+  });
 
 const PlanFields = z.object({
   plan_id: z.string().regex(PLAN_ID, 'must be 16 lowercase hex characters').optional(),
@@ -66,7 +71,8 @@ const PlanFields = z.object({
 
 /** Canonical JSON: keys sorted at every depth, no white space. */
 export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (Array.isArray(value))
+    return `[${value.map((item) => (item === undefined ? 'null' : canonicalJson(item))).join(',')}]`;
   if (value !== null && typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>)
       .filter(([, v]) => v !== undefined)

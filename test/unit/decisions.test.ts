@@ -1,0 +1,367 @@
+import { describe, expect, it } from 'vitest';
+import type { ExchangeOrder, MarketOrderRequest } from '../../activities/exchange/port';
+import { fillPaperOrder } from '../../activities/exchange/paper';
+import { checkPermits, ledgerAfterFill, type PermitCheck, type StoredPermit } from '../../activities/execute';
+import { decidePermit, type GovernorDecision } from '../../activities/governor';
+import { decideP33 } from '../../activities/p33';
+import { Dec } from '../../lib/decimal';
+import type { GovernorPermit, P33Permit, Plan, Side, TradingMode } from '../../lib/types';
+
+const NOW = 1_700_000_000_000;
+const PLAN_ID = 'a1b2c3d4e5f60718';
+
+const plan: Plan = {
+  plan_id: PLAN_ID,
+  action: 'EXECUTE',
+  symbol: 'BTCUSDT',
+  side: 'SELL',
+  qty: '0.062',
+  reduce_only: true,
+  source: 'exit-monitor',
+  created_at: NOW,
+};
+
+describe('decidePermit (Governor)', () => {
+  it.each<[TradingMode, boolean, GovernorDecision]>([
+    ['testnet', false, { granted: true, reason: 'testnet_auto_approved', approvedBy: 'auto:testnet' }],
+    ['production', false, { granted: false, reason: 'approval_required' }],
+    ['testnet', true, { granted: false, reason: 'kill_switch_active' }],
+    ['production', true, { granted: false, reason: 'kill_switch_active' }],
+  ])('in %s with kill switch %s decides %j', (mode, killSwitch, expected) => {
+    expect(decidePermit(plan, { mode }, { killSwitch })).toEqual(expected);
+  });
+});
+
+describe('decideP33 (Position State Brain)', () => {
+  const decide = (
+    order: { side: Side; qty: string; reduce_only: boolean },
+    exchange: string,
+    ledger: string | Dec,
+    tolerance: string,
+  ) =>
+    decideP33(order, {
+      exchangeAmount: new Dec(exchange),
+      ledgerAmount: typeof ledger === 'string' ? new Dec(ledger) : ledger,
+      tolerance: new Dec(tolerance),
+    });
+
+  // A small reduce-only SELL that every long position below passes, so only the discrepancy decides.
+  const smallSell = { side: 'SELL', qty: '0.001', reduce_only: true } as const;
+
+  it.each<[string, string, string, boolean, string]>([
+    ['exactly at the tolerance', '0.003', '0.002', true, '0.001'],
+    ['0.00000001 above the tolerance', '0.00300001', '0.002', false, '0.00100001'],
+    ['0.00000001 below the tolerance', '0.00299999', '0.002', true, '0.00099999'],
+    ['exactly at the tolerance, ledger above the exchange', '0.001', '0.002', true, '0.001'],
+    ['0.00000001 above the tolerance, ledger above the exchange', '0.001', '0.00200001', false, '0.00100001'],
+    ['no discrepancy', '0.062', '0.062', true, '0'],
+  ])('with a discrepancy %s (exchange %s, ledger %s, tolerance 0.001) allows: %s', (_n, ex, led, allow, diff) => {
+    const decision = decide(smallSell, ex, led, '0.001');
+    expect(decision.allow).toBe(allow);
+    expect(decision.reason).toBe(allow ? 'positions_reconciled' : 'reconcile_required_qty_mismatch');
+    expect(decision.discrepancy.toFixed()).toBe(diff);
+  });
+
+  it('denies the reported incident: exchange 0.062, ledger 0.002, SELL 0.062 reduce-only', () => {
+    const decision = decide({ side: 'SELL', qty: '0.062', reduce_only: true }, '0.062', '0.002', '0.001');
+    expect(decision.allow).toBe(false);
+    expect(decision.reason).toBe('reconcile_required_qty_mismatch');
+    expect(decision.discrepancy.toFixed()).toBe('0.06');
+  });
+
+  it('allows the incident once the ledger is reconciled to 0.062', () => {
+    const decision = decide({ side: 'SELL', qty: '0.062', reduce_only: true }, '0.062', '0.062', '0.001');
+    expect(decision).toMatchObject({ allow: true, reason: 'positions_reconciled' });
+  });
+
+  it.each<[string, Side, string, string, boolean, string]>([
+    ['SELL against a short', 'SELL', '0.01', '-0.05', false, 'reduce_only_wrong_side'],
+    ['BUY against a long', 'BUY', '0.01', '0.05', false, 'reduce_only_wrong_side'],
+    ['SELL larger than the long', 'SELL', '0.07', '0.062', false, 'reduce_only_exceeds_position'],
+    ['SELL 0.00000001 larger than the long', 'SELL', '0.06200001', '0.062', false, 'reduce_only_exceeds_position'],
+    ['SELL exactly the long', 'SELL', '0.062', '0.062', true, 'positions_reconciled'],
+    ['SELL part of the long', 'SELL', '0.02', '0.062', true, 'positions_reconciled'],
+    ['BUY exactly the short', 'BUY', '0.05', '-0.05', true, 'positions_reconciled'],
+    ['BUY larger than the short', 'BUY', '0.06', '-0.05', false, 'reduce_only_exceeds_position'],
+    ['SELL with no position', 'SELL', '0.01', '0', false, 'reduce_only_exceeds_position'],
+  ])('reduce-only %s', (_name, side, qty, position, allow, reason) => {
+    const decision = decide({ side, qty, reduce_only: true }, position, position, '0');
+    expect(decision.allow).toBe(allow);
+    expect(decision.reason).toBe(reason);
+  });
+
+  it.each<[string, Side, string, string]>([
+    ['SELL against a short', 'SELL', '0.01', '-0.05'],
+    ['BUY against a long', 'BUY', '0.01', '0.05'],
+    ['SELL larger than the long', 'SELL', '1', '0.062'],
+    ['SELL with no position', 'SELL', '0.01', '0'],
+  ])('not reduce-only, ignores the reduce-only checks: %s', (_name, side, qty, position) => {
+    const decision = decide({ side, qty, reduce_only: false }, position, position, '0');
+    expect(decision).toMatchObject({ allow: true, reason: 'positions_reconciled' });
+  });
+
+  it('not reduce-only, still denies a mismatch', () => {
+    const decision = decide({ side: 'BUY', qty: '1', reduce_only: false }, '0.062', '0.002', '0.001');
+    expect(decision).toMatchObject({ allow: false, reason: 'reconcile_required_qty_mismatch' });
+  });
+
+  it('compares 8-decimal quantities exactly where floats would not: exchange 0.3, ledger 0.1 + 0.2', () => {
+    expect(0.1 + 0.2).not.toBe(0.3); // the float sum this test guards against
+    const ledger = new Dec('0.1').add(new Dec('0.2'));
+    const decision = decide({ side: 'SELL', qty: '0.3', reduce_only: true }, '0.3', ledger, '0');
+    expect(decision.allow).toBe(true);
+    expect(decision.reason).toBe('positions_reconciled');
+    expect(decision.discrepancy.isZero()).toBe(true);
+  });
+
+  it.each<[string, string, string, boolean]>([
+    ['12345678.12345678', '12345678.12345677', '0.00000001', true],
+    ['12345678.12345678', '12345678.12345677', '0', false],
+    ['0.00000001', '0', '0', false],
+    ['0.00000001', '0', '0.00000001', true],
+  ])('exchange %s, ledger %s, tolerance %s: allows %s', (exchange, ledger, tolerance, allow) => {
+    expect(decide({ side: 'BUY', qty: '1', reduce_only: false }, exchange, ledger, tolerance).allow).toBe(allow);
+  });
+});
+
+describe('checkPermits (Execute gate)', () => {
+  const MARGIN_MS = 5_000;
+
+  const governorPermit = (overrides: Partial<GovernorPermit> = {}): GovernorPermit => ({
+    plan_id: PLAN_ID,
+    symbol: 'BTCUSDT',
+    granted: true,
+    mode: 'testnet',
+    reason: 'testnet_auto_approved',
+    approved_by: 'auto:testnet',
+    issued_at: NOW,
+    expires_at: NOW + 60_000,
+    ...overrides,
+  });
+
+  const p33Permit = (overrides: Partial<P33Permit> = {}): P33Permit => ({
+    plan_id: PLAN_ID,
+    symbol: 'BTCUSDT',
+    allow: true,
+    reason: 'positions_reconciled',
+    exchange_amount: '0.062',
+    ledger_amount: '0.062',
+    discrepancy: '0',
+    tolerance: '0.001',
+    evaluated_at: NOW + 10,
+    ...overrides,
+  });
+
+  const stored = (permit: GovernorPermit | P33Permit | null, pttlMs: number): StoredPermit => ({
+    json: permit === null ? null : JSON.stringify(permit),
+    pttlMs,
+  });
+
+  const live = MARGIN_MS + 1;
+  const refused = (reason: string, layer: 'governor' | 'p33') => ({ ok: false, reason, layer });
+
+  it.each<[string, StoredPermit, StoredPermit, { ok: true } | ReturnType<typeof refused>]>([
+    ['both permits 1 ms more than the margin', stored(governorPermit(), live), stored(p33Permit(), live), { ok: true }],
+    [
+      'governor permit with exactly the margin left',
+      stored(governorPermit(), MARGIN_MS),
+      stored(p33Permit(), live),
+      refused('permit_expiring', 'governor'),
+    ],
+    [
+      'p33 permit with exactly the margin left',
+      stored(governorPermit(), live),
+      stored(p33Permit(), MARGIN_MS),
+      refused('permit_expiring', 'p33'),
+    ],
+    [
+      'governor permit missing',
+      { json: null, pttlMs: -2 },
+      stored(p33Permit(), live),
+      refused('permit_missing', 'governor'),
+    ],
+    [
+      'p33 permit missing',
+      stored(governorPermit(), live),
+      { json: null, pttlMs: -2 },
+      refused('permit_missing', 'p33'),
+    ],
+    [
+      'governor permit with PTTL -2',
+      stored(governorPermit(), -2),
+      stored(p33Permit(), live),
+      refused('permit_missing', 'governor'),
+    ],
+    [
+      'governor permit with no expiry (PTTL -1)',
+      stored(governorPermit(), -1),
+      stored(p33Permit(), live),
+      refused('permit_missing', 'governor'),
+    ],
+    [
+      'p33 permit with no expiry (PTTL -1)',
+      stored(governorPermit(), live),
+      stored(p33Permit(), -1),
+      refused('permit_missing', 'p33'),
+    ],
+    [
+      'governor permit for another plan',
+      stored(governorPermit({ plan_id: 'ffffffffffffffff' }), live),
+      stored(p33Permit(), live),
+      refused('permit_missing', 'governor'),
+    ],
+    [
+      'p33 permit for another plan',
+      stored(governorPermit(), live),
+      stored(p33Permit({ plan_id: 'ffffffffffffffff' }), live),
+      refused('permit_missing', 'p33'),
+    ],
+    [
+      'governor permit that is not JSON',
+      { json: '{not json', pttlMs: live },
+      stored(p33Permit(), live),
+      refused('permit_missing', 'governor'),
+    ],
+    [
+      'governor permit not granted',
+      stored(governorPermit({ granted: false, reason: 'kill_switch_active', approved_by: null }), live),
+      stored(p33Permit(), live),
+      refused('permit_denied', 'governor'),
+    ],
+    [
+      'p33 permit not allowed',
+      stored(governorPermit(), live),
+      stored(p33Permit({ allow: false, reason: 'reconcile_required_qty_mismatch', ledger_amount: '0.002' }), live),
+      refused('permit_denied', 'p33'),
+    ],
+  ])('%s', (_name, governor, p33, expected) => {
+    const check: PermitCheck = checkPermits(PLAN_ID, governor, p33, MARGIN_MS);
+    if (expected.ok) {
+      expect(check).toEqual({ ok: true });
+      return;
+    }
+    expect(check.ok).toBe(false);
+    if (check.ok) return;
+    expect(check.reason).toBe(expected.reason);
+    expect(check.detail.startsWith(`${expected.layer} permit `)).toBe(true);
+  });
+
+  it('names the deny reason in the detail', () => {
+    const check = checkPermits(
+      PLAN_ID,
+      stored(governorPermit(), live),
+      stored(p33Permit({ allow: false, reason: 'reduce_only_exceeds_position' }), live),
+      MARGIN_MS,
+    );
+    expect(check).toEqual({
+      ok: false,
+      reason: 'permit_denied',
+      detail: 'p33 permit denied: reduce_only_exceeds_position',
+    });
+  });
+
+  it.each<[number, boolean]>([
+    [1, true],
+    [0, false],
+  ])('with a margin of 0, a permit with %i ms left passes: %s', (pttlMs, ok) => {
+    const check = checkPermits(PLAN_ID, stored(governorPermit(), pttlMs), stored(p33Permit(), pttlMs), 0);
+    expect(check.ok).toBe(ok);
+  });
+});
+
+describe('ledgerAfterFill', () => {
+  const order = (side: Side, status: ExchangeOrder['status'], filledQty: string) => ({
+    side,
+    status,
+    filled_qty: filledQty,
+  });
+
+  it.each<[string, Side, ExchangeOrder['status'], string, string]>([
+    ['0.002', 'BUY', 'FILLED', '0.06', '0.062'],
+    ['0.062', 'SELL', 'FILLED', '0.062', '0'],
+    ['0', 'SELL', 'FILLED', '0.5', '-0.5'],
+    ['-0.5', 'BUY', 'FILLED', '0.2', '-0.3'],
+    ['0.1', 'BUY', 'FILLED', '0.2', '0.3'],
+    ['12345678.12345678', 'SELL', 'FILLED', '0.00000001', '12345678.12345677'],
+    ['0.062', 'SELL', 'REJECTED', '0', '0.062'],
+    ['0.062', 'BUY', 'REJECTED', '0.062', '0.062'],
+  ])('ledger %s after %s %s of %s is %s', (ledger, side, status, filledQty, expected) => {
+    const after = ledgerAfterFill(new Dec(ledger), order(side, status, filledQty));
+    expect(after.toFixed()).toBe(expected);
+    expect(after.eq(new Dec(expected))).toBe(true);
+  });
+});
+
+describe('fillPaperOrder', () => {
+  const request = (overrides: Partial<MarketOrderRequest> = {}): MarketOrderRequest => ({
+    symbol: 'BTCUSDT',
+    side: 'SELL',
+    qty: '0.062',
+    reduceOnly: true,
+    clientOrderId: PLAN_ID,
+    ...overrides,
+  });
+
+  it('fills a market order at the price, under the client order id', () => {
+    const { order, newPosition } = fillPaperOrder(request(), new Dec('0.062'), '101.5', NOW);
+    expect(order).toEqual<ExchangeOrder>({
+      order_id: `paper-${PLAN_ID}`,
+      client_order_id: PLAN_ID,
+      symbol: 'BTCUSDT',
+      side: 'SELL',
+      qty: '0.062',
+      reduce_only: true,
+      status: 'FILLED',
+      filled_qty: '0.062',
+      avg_price: '101.5',
+      placed_at: NOW,
+    });
+    expect(newPosition.toFixed()).toBe('0');
+  });
+
+  it('rejects a reduce-only order larger than the position and leaves the position as it was', () => {
+    const position = new Dec('0.062');
+    const { order, newPosition } = fillPaperOrder(request({ qty: '0.07' }), position, '101.5', NOW);
+    expect(order).toEqual<ExchangeOrder>({
+      order_id: `paper-${PLAN_ID}`,
+      client_order_id: PLAN_ID,
+      symbol: 'BTCUSDT',
+      side: 'SELL',
+      qty: '0.07',
+      reduce_only: true,
+      status: 'REJECTED',
+      filled_qty: '0',
+      avg_price: '0',
+      reject_reason: 'reduce_only_rejected',
+      placed_at: NOW,
+    });
+    expect(newPosition.toFixed()).toBe('0.062');
+    expect(ledgerAfterFill(new Dec('0.062'), order).toFixed()).toBe('0.062');
+  });
+
+  it.each<[string, Side, string, boolean, string, ExchangeOrder['status'], string]>([
+    ['reduce-only SELL larger than the long', 'SELL', '0.07', true, '0.062', 'REJECTED', '0.062'],
+    ['reduce-only SELL 0.00000001 larger than the long', 'SELL', '0.06200001', true, '0.062', 'REJECTED', '0.062'],
+    ['reduce-only SELL against a short', 'SELL', '0.01', true, '-0.05', 'REJECTED', '-0.05'],
+    ['reduce-only BUY against a long', 'BUY', '0.01', true, '0.05', 'REJECTED', '0.05'],
+    ['reduce-only SELL with no position', 'SELL', '0.01', true, '0', 'REJECTED', '0'],
+    ['reduce-only SELL exactly the long', 'SELL', '0.062', true, '0.062', 'FILLED', '0'],
+    ['reduce-only BUY exactly the short', 'BUY', '0.05', true, '-0.05', 'FILLED', '0'],
+    ['BUY of 0.00000001', 'BUY', '0.00000001', false, '0.062', 'FILLED', '0.06200001'],
+    ['SELL of part of the long', 'SELL', '0.1', false, '0.3', 'FILLED', '0.2'],
+    ['SELL that flips a long to a short', 'SELL', '0.1', false, '0.062', 'FILLED', '-0.038'],
+    ['BUY that flips a short to a long', 'BUY', '1', false, '-0.25', 'FILLED', '0.75'],
+    ['BUY from no position', 'BUY', '0.5', false, '0', 'FILLED', '0.5'],
+  ])('%s: %s %s (reduce-only %s) on %s is %s, position %s', (_n, side, qty, reduceOnly, position, status, after) => {
+    const { order, newPosition } = fillPaperOrder(request({ side, qty, reduceOnly }), new Dec(position), '1', NOW);
+    expect(order.status).toBe(status);
+    expect(order.filled_qty).toBe(status === 'FILLED' ? qty : '0');
+    expect(newPosition.toFixed()).toBe(after);
+  });
+
+  it('reports the filled quantity in canonical form', () => {
+    const { order } = fillPaperOrder(request({ side: 'BUY', qty: '0.0620', reduceOnly: false }), new Dec(0), '1', NOW);
+    expect(order.qty).toBe('0.0620');
+    expect(order.filled_qty).toBe('0.062');
+  });
+});

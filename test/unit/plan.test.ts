@@ -1,0 +1,271 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { canonicalJson, derivePlanId, parsePlan, PlanError, planSummary } from '../../lib/plan';
+import type { Plan } from '../../lib/types';
+
+const NOW = 1_700_000_000_000;
+const now = () => NOW;
+
+/** A plan as an upstream service sends it as JSON; `created_at` 2023-11-14T22:13:20.123Z. */
+const jsonPlan = {
+  action: 'EXECUTE',
+  symbol: 'BTCUSDT',
+  side: 'SELL',
+  qty: '0.062',
+  reduce_only: true,
+  source: 'exit-monitor',
+  reason: 'stop hit',
+  created_at: 1_700_000_000_123,
+};
+
+/** The same plan as a stream entry: every field a string. */
+const streamPlan: Record<string, string> = {
+  action: 'EXECUTE',
+  symbol: 'BTCUSDT',
+  side: 'SELL',
+  qty: '0.062',
+  reduce_only: 'false',
+  source: 'exit-monitor',
+  created_at: '1700000000123',
+};
+
+function sha256Prefix(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
+
+function without(fields: Record<string, unknown>, key: string): Record<string, unknown> {
+  const { [key]: _dropped, ...rest } = fields;
+  return rest;
+}
+
+/** Parses and returns the PlanError, failing the test if parsePlan accepts the input or throws something else. */
+function refusal(input: unknown): PlanError {
+  try {
+    parsePlan(input, now);
+  } catch (error) {
+    if (error instanceof PlanError) return error;
+    throw error;
+  }
+  return expect.fail(`parsePlan accepted ${JSON.stringify(input)}`);
+}
+
+describe('parsePlan: accepted plans', () => {
+  it('takes a JSON plan and returns it in canonical form', () => {
+    expect(parsePlan(jsonPlan, now)).toEqual<Plan>({
+      plan_id: derivePlanId(jsonPlan),
+      action: 'EXECUTE',
+      symbol: 'BTCUSDT',
+      side: 'SELL',
+      qty: '0.062',
+      reduce_only: true,
+      source: 'exit-monitor',
+      reason: 'stop hit',
+      created_at: 1_700_000_000_123,
+    });
+  });
+
+  it('takes a stream-style plan whose fields are all strings', () => {
+    const plan = parsePlan(streamPlan, now);
+    expect(plan).toEqual<Plan>({
+      plan_id: derivePlanId(streamPlan),
+      action: 'EXECUTE',
+      symbol: 'BTCUSDT',
+      side: 'SELL',
+      qty: '0.062',
+      reduce_only: false,
+      source: 'exit-monitor',
+      created_at: 1_700_000_000_123,
+    });
+    expect(plan).not.toHaveProperty('reason');
+  });
+
+  it.each([
+    ['ms since epoch, number', 1_700_000_000_123],
+    ['ms since epoch, string', '1700000000123'],
+    ['ISO-8601 in UTC', '2023-11-14T22:13:20.123Z'],
+    ['ISO-8601 with an offset', '2023-11-15T00:13:20.123+02:00'],
+  ])('reads created_at given as %s', (_name, createdAt) => {
+    expect(parsePlan({ ...streamPlan, created_at: createdAt }, now).created_at).toBe(1_700_000_000_123);
+  });
+
+  it('stamps created_at with the time of receipt when absent', () => {
+    expect(parsePlan(without(jsonPlan, 'created_at'), now).created_at).toBe(NOW);
+  });
+
+  it.each<[string, unknown, boolean]>([
+    ['absent', undefined, true],
+    ['true', true, true],
+    ['false', false, false],
+    ["'true'", 'true', true],
+    ["'false'", 'false', false],
+    ["'1'", '1', true],
+    ["'0'", '0', false],
+  ])('reads reduce_only %s as %s', (_name, reduceOnly, expected) => {
+    const input =
+      reduceOnly === undefined ? without(jsonPlan, 'reduce_only') : { ...jsonPlan, reduce_only: reduceOnly };
+    expect(parsePlan(input, now).reduce_only).toBe(expected);
+  });
+
+  it.each<[unknown, string]>([
+    ['0.00000001', '0.00000001'],
+    [0.00000001, '0.00000001'],
+    [0.062, '0.062'],
+    ['0.062', '0.062'],
+    ['0.0620', '0.062'],
+    ['1.50000000', '1.5'],
+    ['12', '12'],
+    [' 0.5 ', '0.5'],
+  ])('accepts qty %j as %j', (qty, canonical) => {
+    expect(parsePlan({ ...jsonPlan, qty }, now).qty).toBe(canonical);
+  });
+
+  it.each(['BUY', 'SELL'])('accepts side %s', (side) => {
+    expect(parsePlan({ ...jsonPlan, side }, now).side).toBe(side);
+  });
+
+  it('keeps a plan_id that is given', () => {
+    expect(parsePlan({ ...jsonPlan, plan_id: '0123456789abcdef' }, now).plan_id).toBe('0123456789abcdef');
+  });
+
+  it('drops an empty reason', () => {
+    expect(parsePlan({ ...jsonPlan, reason: '' }, now)).not.toHaveProperty('reason');
+  });
+});
+
+describe('parsePlan: refused plans', () => {
+  it.each<[string, unknown, string, string]>([
+    ["qty '0'", { ...jsonPlan, qty: '0' }, 'qty', 'must be > 0'],
+    ['qty 0', { ...jsonPlan, qty: 0 }, 'qty', 'must be > 0'],
+    ["qty '0.00000000'", { ...jsonPlan, qty: '0.00000000' }, 'qty', 'must be > 0'],
+    ['qty with 9 decimals', { ...jsonPlan, qty: '0.000000001' }, 'qty', 'at most 8 decimals'],
+    ['qty number with 9 decimals', { ...jsonPlan, qty: 0.000000001 }, 'qty', 'at most 8 decimals'],
+    ['qty 0.1 + 0.2 as a float', { ...jsonPlan, qty: 0.1 + 0.2 }, 'qty', 'at most 8 decimals'],
+    ["qty '1e-7' (not decimal text)", { ...jsonPlan, qty: '1e-7' }, 'qty', 'must be a decimal number'],
+    ["qty '-0.5'", { ...jsonPlan, qty: '-0.5' }, 'qty', 'must be > 0'],
+    ['qty -1', { ...jsonPlan, qty: -1 }, 'qty', 'must be > 0'],
+    ["qty 'abc'", { ...jsonPlan, qty: 'abc' }, 'qty', 'must be a decimal number'],
+    ["qty ''", { ...jsonPlan, qty: '' }, 'qty', 'must be a decimal number'],
+    ['qty missing', without(jsonPlan, 'qty'), 'qty', 'is required'],
+    ["side 'buy'", { ...jsonPlan, side: 'buy' }, 'side', "'BUY' or 'SELL'"],
+    ["side 'HOLD'", { ...jsonPlan, side: 'HOLD' }, 'side', "'BUY' or 'SELL'"],
+    ["symbol 'btcusdt'", { ...jsonPlan, symbol: 'btcusdt' }, 'symbol', 'upper-case'],
+    ["action 'EXIT'", { ...jsonPlan, action: 'EXIT' }, 'action', "'EXECUTE'"],
+    ['action missing', without(jsonPlan, 'action'), 'action', 'is required'],
+    ['source missing', without(jsonPlan, 'source'), 'source', 'is required'],
+    ["source ''", { ...jsonPlan, source: '' }, 'source', 'must name who produced the plan'],
+    ['plan_id upper-case', { ...jsonPlan, plan_id: '0123456789ABCDEF' }, 'plan_id', '16 lowercase hex'],
+    ['plan_id of 15 hex', { ...jsonPlan, plan_id: '0123456789abcde' }, 'plan_id', '16 lowercase hex'],
+    ['plan_id of 17 hex', { ...jsonPlan, plan_id: '0123456789abcdef0' }, 'plan_id', '16 lowercase hex'],
+    ['plan_id not hex', { ...jsonPlan, plan_id: '0123456789abcdeg' }, 'plan_id', '16 lowercase hex'],
+    ["reduce_only 'yes'", { ...jsonPlan, reduce_only: 'yes' }, 'reduce_only', 'must be true or false'],
+    ["created_at 'yesterday'", { ...jsonPlan, created_at: 'yesterday' }, 'created_at', 'ISO-8601'],
+    ['created_at 0', { ...jsonPlan, created_at: 0 }, 'created_at', 'ms since epoch'],
+  ])('refuses %s, naming the field', (_name, input, field, rule) => {
+    const error = refusal(input);
+    expect(error).toBeInstanceOf(PlanError);
+    expect(error.field).toBe(field);
+    expect(error.message.startsWith(`plan: ${field} `)).toBe(true);
+    expect(error.message).toContain(rule);
+  });
+
+  it("says 'is required' for a missing source", () => {
+    expect(refusal(without(jsonPlan, 'source')).message).toBe('plan: source is required');
+  });
+
+  it.each<[string, unknown]>([
+    ['null', null],
+    ['an array', [jsonPlan]],
+    ['a string', JSON.stringify(jsonPlan)],
+  ])('refuses %s as not a JSON object', (_name, input) => {
+    const error = refusal(input);
+    expect(error.field).toBe('plan');
+    expect(error.message).toBe('plan: plan must be a JSON object');
+  });
+});
+
+describe('plan id derivation', () => {
+  const fields = {
+    source: 'exit-monitor',
+    qty: '0.062',
+    side: 'SELL',
+    symbol: 'BTCUSDT',
+    action: 'EXECUTE',
+    created_at: 1_700_000_000_123,
+    reduce_only: true,
+  };
+  // Written out by hand: keys sorted, no white space.
+  const canonical =
+    '{"action":"EXECUTE","created_at":1700000000123,"qty":"0.062","reduce_only":true,' +
+    '"side":"SELL","source":"exit-monitor","symbol":"BTCUSDT"}';
+
+  it('is the first 16 hex of the SHA-256 of the canonical JSON of the other fields', () => {
+    const expected = sha256Prefix(canonical);
+    expect(expected).toMatch(/^[0-9a-f]{16}$/);
+    expect(canonicalJson(fields)).toBe(canonical);
+    expect(derivePlanId(fields)).toBe(expected);
+    expect(derivePlanId({ ...fields, plan_id: 'ffffffffffffffff' })).toBe(expected);
+    expect(parsePlan(fields, now).plan_id).toBe(expected);
+  });
+
+  it('does not depend on key order', () => {
+    const reversed = Object.fromEntries(Object.entries(fields).reverse());
+    expect(Object.keys(reversed)).not.toEqual(Object.keys(fields));
+    expect(parsePlan(reversed, now).plan_id).toBe(parsePlan(fields, now).plan_id);
+  });
+
+  it('gives the same plan sent twice the same id, and a plan with another created_at a new one', () => {
+    const first = parsePlan({ ...fields }, now).plan_id;
+    expect(parsePlan({ ...fields }, () => NOW + 5_000).plan_id).toBe(first);
+    expect(parsePlan({ ...fields, created_at: 1_700_000_000_124 }, now).plan_id).not.toBe(first);
+  });
+
+  it('hashes the fields as received, so a number and a string qty are different plans', () => {
+    expect(derivePlanId({ ...fields, qty: 0.062 })).toBe(
+      sha256Prefix(canonical.replace('"qty":"0.062"', '"qty":0.062')),
+    );
+    expect(derivePlanId({ ...fields, qty: 0.062 })).not.toBe(derivePlanId(fields));
+  });
+});
+
+describe('canonicalJson', () => {
+  it.each<[string, unknown, string]>([
+    ['sorts keys', { b: 1, a: 2 }, '{"a":2,"b":1}'],
+    [
+      'sorts keys at every depth and keeps array order',
+      { z: { y: 1, x: [3, { d: 1, c: 2 }] }, a: null },
+      '{"a":null,"z":{"x":[3,{"c":2,"d":1}],"y":1}}',
+    ],
+    ['drops undefined members', { b: undefined, a: 'x' }, '{"a":"x"}'],
+    ['escapes strings as JSON does', { q: 'say "hi"\n' }, '{"q":"say \\"hi\\"\\n"}'],
+    ['writes an empty object', {}, '{}'],
+    ['writes a number', 1.5, '1.5'],
+    ['writes a boolean', false, 'false'],
+    ['writes null', null, 'null'],
+  ])('%s', (_name, value, expected) => {
+    expect(canonicalJson(value)).toBe(expected);
+  });
+});
+
+describe('planSummary', () => {
+  const plan: Plan = {
+    plan_id: '0123456789abcdef',
+    action: 'EXECUTE',
+    symbol: 'BTCUSDT',
+    side: 'SELL',
+    qty: '0.062',
+    reduce_only: true,
+    source: 'exit-monitor',
+    created_at: NOW,
+  };
+
+  it.each<[string, Plan, string]>([
+    ['a reduce-only plan', plan, 'SELL 0.062 BTCUSDT reduce-only · plan 0123456789abcdef'],
+    [
+      'a plan that may open a position',
+      { ...plan, side: 'BUY', qty: '1.5', symbol: 'ETHUSDT', reduce_only: false },
+      'BUY 1.5 ETHUSDT · plan 0123456789abcdef',
+    ],
+  ])('reads %s in one line', (_name, input, expected) => {
+    expect(planSummary(input)).toBe(expected);
+  });
+});
