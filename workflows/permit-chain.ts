@@ -75,13 +75,16 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
       // Governor (P3.2)
       status.attempts += 1;
       board.enter('governor', `asking the Governor for a permit (attempt ${status.attempts})`);
+      // The permit's life is counted on the workflow's clock from before the request: never later than the
+      // Governor's own issue time, and immune to skew between worker and server clocks.
+      const askedAt = Date.now();
       const permit = await layers.requestPermit.executeWithOptions(
         { ...until(planDeadline, 'Governor: permit'), startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS },
         [plan],
       );
       status.governor = permit;
       if (!permit.granted) return board.finish('denied', `Governor denied: ${permit.reason}`);
-      const permitDeadline = permit.issued_at + permitLifeMs;
+      const permitDeadline = askedAt + permitLifeMs;
       board.note(`permit granted (${permit.reason}), valid until ${new Date(permit.expires_at).toISOString()}`);
 
       // Apply layer (P3)
