@@ -10,7 +10,8 @@ import { CHAIN_SEARCH_ATTRIBUTES } from '../workflows/messages';
 /** The project's root: `.tools/` and `.data/` live here. */
 export const PROJECT_ROOT = resolve(__dirname, '..');
 export const TOOLS_DIR = join(PROJECT_ROOT, '.tools');
-export const DATA_DIR = join(PROJECT_ROOT, '.data');
+/** Where `dev` keeps its state; `PERMIT_CHAIN_DATA_DIR` moves it (tests use a temporary folder). */
+export const DATA_DIR = process.env.PERMIT_CHAIN_DATA_DIR || join(PROJECT_ROOT, '.data');
 
 const SETUP_HINT = 'run `bash scripts/setup.sh`';
 

@@ -77,7 +77,11 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
     .option('--json', 'print one JSON object instead of text')
     .showSuggestionAfterError(false)
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text.split('\n')[0] + '\n') });
+    .configureOutput({
+      // One line, in the same voice as every other refusal.
+      writeErr: (text) =>
+        process.stderr.write(`permit-chain: ${(text.split('\n')[0] ?? '').replace(/^error: /, '')}\n`),
+    });
 
   program
     .command('dev')

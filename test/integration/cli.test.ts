@@ -1,0 +1,104 @@
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../lib/config';
+import type { ChainStatus } from '../../lib/types';
+import { planWorkflowId } from '../../workflows/messages';
+import { runCli } from '../cli-runner';
+import { chainHarness, setPositions, testEnv, type ChainHarness } from '../helpers';
+
+const env = testEnv();
+let h: ChainHarness;
+beforeAll(async () => {
+  h = await chainHarness(loadConfig(env));
+});
+afterAll(() => h.close());
+
+describe('permit-chain submit: bad input', () => {
+  const planId = 'badbadbadbadbad0';
+  const valid = ['--symbol', 'BTCUSDT', '--side', 'SELL', '--qty', '0.062', '--plan-id', planId];
+  const withArg = (name: string, value: string) => {
+    const args = [...valid];
+    args[args.indexOf(name) + 1] = value;
+    return args;
+  };
+
+  it.each([
+    ['a negative qty', withArg('--qty', '-1'), 'qty'],
+    ['a qty with 9 decimals', withArg('--qty', '0.000000001'), 'qty'],
+    ['a qty that is not a number', withArg('--qty', '12abc'), 'qty'],
+    ['a side of HOLD', withArg('--side', 'HOLD'), 'side'],
+    ['a lower-case symbol', withArg('--symbol', 'btcusdt'), 'symbol'],
+    ['an upper-case plan id', withArg('--plan-id', 'BADBADBADBADBAD0'), 'plan_id'],
+  ])('refuses %s with one line naming the field, and starts and writes nothing', async (_case, args, field) => {
+    const run = await runCli(['submit', ...args], env);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    const lines = run.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^permit-chain: plan: ${field} `));
+    expect(await h.redis.keys(`${env.KEY_PREFIX}:*`)).toEqual([]);
+    await expect(h.client.workflow.getHandle(planWorkflowId(planId)).describe()).rejects.toBeInstanceOf(
+      WorkflowNotFoundError,
+    );
+  });
+
+  it('refuses a missing option and an unknown command with one line each', async () => {
+    const missing = await runCli(['submit', '--symbol', 'BTCUSDT', '--side', 'SELL'], env);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe("permit-chain: required option '--qty <qty>' not specified\n");
+    const unknown = await runCli(['frobnicate'], env);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toBe("permit-chain: unknown command 'frobnicate'\n");
+  });
+
+  it('refuses a bad configuration value, naming the variable', async () => {
+    const run = await runCli(['position', 'BTCUSDT'], { ...env, PERMIT_TTL_S: 'sixty' });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe("permit-chain: config: PERMIT_TTL_S must be a whole number of seconds > 0 (got 'sixty')\n");
+  });
+});
+
+describe('permit-chain against a running worker', () => {
+  it('submits and waits, shows status and position, and retries', async () => {
+    await setPositions(h, 'LTCUSDT', '3', '3');
+    await h.withWorker(async () => {
+      const run = await runCli(
+        ['submit', '--symbol', 'LTCUSDT', '--side', 'SELL', '--qty', '1.25', '--wait', '--json', '--source', 'ops'],
+        env,
+      );
+      expect(run.stderr).toBe('');
+      expect(run.code).toBe(0);
+      const status = JSON.parse(run.stdout) as ChainStatus;
+      expect(status).toMatchObject({ outcome: 'executed', stage: 'done', attempts: 1 });
+      expect(status.execution?.filled_qty).toBe('1.25');
+
+      const shown = await runCli(['status', status.plan_id], env);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toContain(`plan ${status.plan_id}  stage done  outcome executed`);
+      expect(shown.stdout).toContain('p33       allowed (positions_reconciled): exchange 3, ledger 3');
+
+      const position = await runCli(['position', 'LTCUSDT', '--json'], env);
+      expect(JSON.parse(position.stdout)).toEqual({
+        symbol: 'LTCUSDT',
+        exchange_amount: '1.75',
+        ledger_amount: '1.75',
+        discrepancy: '0',
+        tolerance: '0.001',
+        within_tolerance: true,
+      });
+
+      const submitted = await runCli(['submit', '--symbol', 'LTCUSDT', '--side', 'SELL', '--qty', '5', '--json'], env);
+      const { plan_id: blockedId } = JSON.parse(submitted.stdout) as { plan_id: string };
+      // 5 exceeds the 1.75 held: P3.3 blocks it; a retry wakes it and it stays blocked for the same reason.
+      const retried = await runCli(['retry', blockedId, '--by', 'alice'], env);
+      expect(retried.code).toBe(0);
+      expect(retried.stdout).toBe(`retry sent to plan-${blockedId}\n`);
+    });
+  });
+
+  it('says so when a plan does not exist', async () => {
+    const run = await runCli(['status', 'feedfeedfeedfeed'], env);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe('permit-chain: no plan feedfeedfeedfeed (workflow plan-feedfeedfeedfeed not found)\n');
+  });
+});

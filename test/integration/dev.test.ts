@@ -1,0 +1,130 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { freePort, redisReachable, temporalCliExecutable } from '../../lib/servers';
+import type { ChainStatus } from '../../lib/types';
+import { CLI, runCli } from '../cli-runner';
+import { eventually } from '../helpers';
+
+const run = promisify(execFile);
+
+/** A Temporal port whose Web UI port (+1000) is free too. */
+async function temporalPorts(): Promise<{ port: number; uiPort: number }> {
+  for (;;) {
+    const port = await freePort();
+    if (port + 1000 > 65535) continue;
+    const probe = await import('node:net').then(
+      (net) =>
+        new Promise<boolean>((done) => {
+          const server = net.createServer();
+          server.once('error', () => done(false));
+          server.listen(port + 1000, '127.0.0.1', () => server.close(() => done(true)));
+        }),
+    );
+    if (probe) return { port, uiPort: port + 1000 };
+  }
+}
+
+interface DevProcess {
+  child: ChildProcess;
+  output: () => string;
+  waitFor: (pattern: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
+  stop: () => Promise<number | null>;
+}
+
+function startDev(args: string[], env: Record<string, string>): DevProcess {
+  const child = spawn(process.execPath, [CLI, 'dev', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  return {
+    child,
+    output: () => out,
+    waitFor: (pattern, timeoutMs = 90_000) =>
+      eventually(
+        () => Promise.resolve(out.match(pattern) ?? (child.exitCode !== null ? fail(out) : undefined)),
+        timeoutMs,
+        `${pattern}\n${out}`,
+      ),
+    stop: async () => {
+      if (child.exitCode === null) child.kill('SIGINT');
+      return exited;
+    },
+  };
+}
+
+function fail(out: string): never {
+  throw new Error(`permit-chain dev exited early:\n${out}`);
+}
+
+const running: DevProcess[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((dev) => dev.stop()));
+});
+
+describe('permit-chain dev', () => {
+  it('starts the stack, plays the demo, stops on Ctrl-C, and keeps its state across a restart', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'permit-chain-dev-'));
+    const redisPort = await freePort();
+    const { port, uiPort } = await temporalPorts();
+    const env = {
+      REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
+      TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+      PERMIT_CHAIN_DATA_DIR: dataDir,
+    };
+
+    const first = startDev(['--demo'], env);
+    running.push(first);
+    await first.waitFor(new RegExp(`ready  Web UI http://127\\.0\\.0\\.1:${uiPort}`));
+    const [, planId] = await first.waitFor(/submitted: plan ([0-9a-f]{16})/);
+    await first.waitFor(/7\. exchange 0, ledger 0: demo done/);
+    expect(first.output()).toContain('P3.3 denied: reconcile_required_qty_mismatch (exchange 0.062 vs ledger 0.002');
+    expect(first.output()).toContain('6. executed: order paper-');
+    const ui = await fetch(`http://127.0.0.1:${uiPort}/`);
+    expect(ui.status).toBe(200);
+    expect(await first.stop()).toBe(0);
+    running.pop();
+    expect(await redisReachable(env.REDIS_URL)).toBe(false);
+    expect(existsSync(join(dataDir, 'temporal.db'))).toBe(true);
+    expect(existsSync(join(dataDir, 'redis', 'appendonlydir'))).toBe(true);
+
+    const second = startDev([], env);
+    running.push(second);
+    await second.waitFor(/ready {2}Web UI/);
+    const status = await runCli(['status', planId ?? '', '--json'], env);
+    expect((JSON.parse(status.stdout) as ChainStatus).outcome).toBe('executed');
+    const position = await runCli(['position', 'BTCUSDT', '--json'], env);
+    expect(JSON.parse(position.stdout)).toMatchObject({ exchange_amount: '0', ledger_amount: '0' });
+
+    // The operators' way, with redis-cli and the official temporal CLI only.
+    const redisCli = (...args: string[]) => run('redis-cli', ['-p', String(redisPort), ...args]);
+    const temporalExecutable = temporalCliExecutable();
+    if (temporalExecutable.type !== 'existing-path') throw new Error('no Temporal CLI in .tools: run scripts/setup.sh');
+    const temporal = (...args: string[]) => run(temporalExecutable.path, [...args, '--address', env.TEMPORAL_ADDRESS]);
+    await redisCli('HSET', 'quantum:exchange:paper:position:BTCUSDT', 'amount', '0.062');
+    await redisCli('HSET', 'quantum:position:BTCUSDT', 'ledger_amount', '0.002');
+    const submitted = await runCli(['submit', '--symbol', 'BTCUSDT', '--side', 'SELL', '--qty', '0.062'], env);
+    const [, opsPlan] = /plan_id ([0-9a-f]{16})/.exec(submitted.stdout) ?? [];
+    const workflowId = `plan-${opsPlan}`;
+    await eventually(async () => {
+      const { stdout } = await temporal('workflow', 'query', '-w', workflowId, '--name', 'status', '-o', 'json');
+      return stdout.includes('"stage": "blocked"') ? stdout : undefined;
+    });
+    await redisCli('HSET', 'quantum:position:BTCUSDT', 'ledger_amount', '0.062');
+    await temporal('workflow', 'signal', '-w', workflowId, '--name', 'retry', '--input', '{"by":"ops"}');
+    const { stdout: result } = await temporal('workflow', 'result', '-w', workflowId, '-o', 'json');
+    expect(result).toContain('"outcome": "executed"');
+    expect((await redisCli('GET', `quantum:permit:${opsPlan}`)).stdout).toContain('"granted":true');
+    expect((await redisCli('XREVRANGE', 'quantum:stream:apply.plan', '+', '-', 'COUNT', '1')).stdout).toContain(
+      opsPlan,
+    );
+    expect(await second.stop()).toBe(0);
+  }, 180_000);
+});
