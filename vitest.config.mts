@@ -8,7 +8,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    // Failures print the one plan's story; the servers' own logs stay quiet.
-    reporters: ['default'],
+    // The summary reporter's last line, `tests: N passed, N failed`, is what CI reads.
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
