@@ -8,6 +8,7 @@ import { PlanError, parsePlan } from '../lib/plan';
 import type { ChainStatus } from '../lib/types';
 import { planWorkflowId, retrySignal } from '../workflows/messages';
 import { connectRedis, runWorker } from '../workers/worker';
+import { runBench, type BenchOptions } from './bench';
 import { runDemo } from './demo';
 import { runDev } from './dev';
 import { createOutput, formatStatus, type Output } from './output';
@@ -23,6 +24,11 @@ const SYMBOL = /^[A-Z][A-Z0-9]{1,19}$/;
 function planIdArg(value: string): string {
   if (!PLAN_ID.test(value)) throw new InvalidArgumentError('must be 16 lowercase hex characters');
   return value;
+}
+
+function positiveInt(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('must be a whole number >= 1');
+  return Number(value);
 }
 
 function symbolArg(value: string): string {
@@ -203,6 +209,17 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
     .description("play the existing system's reported incident on the running stack")
     .action(async () => {
       await runDemo(config(), out());
+    });
+
+  program
+    .command('bench')
+    .description('the load benchmark: plans through the whole chain on the running stack, with their latency')
+    .option('--plans <n>', 'how many plans', positiveInt, 200)
+    .option('--concurrency <n>', 'plans in flight at once', positiveInt, 20)
+    .option('--symbols <n>', 'distinct symbols the plans spread over', positiveInt, 10)
+    .action(async (opts: BenchOptions) => {
+      const result = await runBench(config(), out(), opts);
+      if (result.executed !== result.plans) exitCode = 1;
     });
 
   return { program, exitCode: () => exitCode };
