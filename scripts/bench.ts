@@ -24,6 +24,16 @@ export interface BenchResult {
   peak_rss_mib: number;
 }
 
+/** The bench's own keys go when it is done: it leaves the shared Redis as it found it. */
+async function removeKeys(redis: ReturnType<typeof connectRedis>, pattern: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    if (found.length > 0) await redis.del(...found);
+    cursor = next;
+  } while (cursor !== '0');
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
@@ -106,6 +116,7 @@ export async function runBench(base: ChainConfig, out: Output, options: BenchOpt
     return result;
   } finally {
     clearInterval(sampler);
+    await removeKeys(redis, `${config.keyPrefix}:*`);
     await connection.close();
     await client.connection.close();
     redis.disconnect();

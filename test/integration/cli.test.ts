@@ -101,4 +101,21 @@ describe('permit-chain against a running worker', () => {
     expect(run.code).toBe(2);
     expect(run.stderr).toBe('permit-chain: no plan feedfeedfeedfeed (workflow plan-feedfeedfeedfeed not found)\n');
   });
+
+  it('benchmarks plans through the whole chain and reports their latency', async () => {
+    const run = await runCli(['bench', '--plans', '6', '--concurrency', '3', '--symbols', '2', '--json'], env);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    const result = JSON.parse(run.stdout) as {
+      executed: number;
+      plans: number;
+      latency_ms: { p50: number; p95: number; max: number };
+    };
+    expect(result.plans).toBe(6);
+    expect(result.executed).toBe(6);
+    expect(result.latency_ms.p50).toBeGreaterThan(0);
+    expect(result.latency_ms.max).toBeGreaterThanOrEqual(result.latency_ms.p95);
+    // The bench keeps to a key prefix of its own: the test's prefix is untouched.
+    expect(await h.redis.keys(`${env.KEY_PREFIX}:position:BENCH*`)).toEqual([]);
+  });
 });
