@@ -16,6 +16,22 @@ export const DATA_DIR = process.env.PERMIT_CHAIN_DATA_DIR || join(PROJECT_ROOT, 
 const SETUP_HINT = 'run `bash scripts/setup.sh`';
 
 /**
+ * Runs `scripts/setup.sh` (the one setup that `.ci/run` uses too) when the servers it provides are missing, so that
+ * `dev` and the tests work on a fresh clone. Quiet and quick when everything is there.
+ */
+export function ensureServersInstalled(): void {
+  const cli = process.env.TEMPORAL_CLI_PATH || join(TOOLS_DIR, 'temporal-cli', 'bin', 'temporal');
+  const testServer =
+    process.env.TEMPORAL_TEST_SERVER_PATH || join(TOOLS_DIR, 'temporal-test-server', 'bin', 'temporal-test-server');
+  const redis = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
+  if (existsSync(cli) && existsSync(testServer) && redis) return;
+  const setup = spawnSync('bash', [join(PROJECT_ROOT, 'scripts', 'setup.sh')], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  if (setup.status !== 0) throw new Error(`scripts/setup.sh failed (exit ${setup.status ?? setup.signal})`);
+}
+
+/**
  * The Temporal CLI (dev server and Web UI): `TEMPORAL_CLI_PATH`, else the copy `scripts/setup.sh` installed in
  * `.tools/`, else the SDK's own download (needs the internet).
  */

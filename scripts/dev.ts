@@ -3,7 +3,13 @@ import { join } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { ChainConfig } from '../lib/config';
-import { DATA_DIR, startRedis, startTemporalDevServer, type RunningRedis } from '../lib/servers';
+import {
+  DATA_DIR,
+  ensureServersInstalled,
+  startRedis,
+  startTemporalDevServer,
+  type RunningRedis,
+} from '../lib/servers';
 import { connectRedis, createChainWorker } from '../workers/worker';
 import { runDemo } from './demo';
 import type { Output } from './output';
@@ -31,6 +37,7 @@ function listening(host: string, port: number, timeoutMs = 500): Promise<boolean
 export async function runDev(config: ChainConfig, out: Output, options: { demo: boolean }): Promise<void> {
   // The console is for the stack's own lines here; the SDK speaks up only for warnings.
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  ensureServersInstalled();
   const redisUrl = new URL(config.redisUrl);
   const redisPort = Number(redisUrl.port || 6379);
   const [temporalHost = '127.0.0.1', temporalPortText = '7233'] = config.temporalAddress.split(':');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { freePort, startRedis, startTemporalDevServer } from '../lib/servers';
+import { ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../lib/servers';
 import { WORKFLOWS_PATH } from '../workers/worker';
 
 declare module 'vitest' {
@@ -19,6 +19,7 @@ declare module 'vitest' {
  * file isolates itself with its own key prefix and task queue.
  */
 export default async function setup(project: TestProject) {
+  ensureServersInstalled();
   const [redis, temporal, bundle] = await Promise.all([
     freePort().then((port) => startRedis({ port })),
     startTemporalDevServer({}),

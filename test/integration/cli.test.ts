@@ -1,10 +1,11 @@
+import { spawn } from 'node:child_process';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus } from '../../lib/types';
 import { planWorkflowId } from '../../workflows/messages';
-import { runCli } from '../cli-runner';
-import { chainHarness, setPositions, testEnv, type ChainHarness } from '../helpers';
+import { CLI, runCli } from '../cli-runner';
+import { chainHarness, eventually, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 const env = testEnv();
 let h: ChainHarness;
@@ -117,5 +118,22 @@ describe('permit-chain against a running worker', () => {
     expect(result.latency_ms.max).toBeGreaterThanOrEqual(result.latency_ms.p95);
     // The bench keeps to a key prefix of its own: the test's prefix is untouched.
     expect(await h.redis.keys(`${env.KEY_PREFIX}:position:BENCH*`)).toEqual([]);
+  });
+
+  it('runs the worker process until SIGTERM, then stops cleanly', async () => {
+    const child = spawn(process.execPath, [CLI, 'worker'], { env: { ...process.env, ...env }, stdio: 'pipe' });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const exited = new Promise<number | null>((done) => child.once('exit', done));
+    await eventually(() => Promise.resolve(out.includes(`worker: task queue ${env.TASK_QUEUE}`) || undefined));
+    await setPositions(h, 'DOTUSDT', '1', '1');
+    const run = await runCli(
+      ['submit', '--symbol', 'DOTUSDT', '--side', 'SELL', '--qty', '1', '--wait', '--json'],
+      env,
+    );
+    expect((JSON.parse(run.stdout) as ChainStatus).outcome).toBe('executed');
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(out).toContain('worker: stopped');
   });
 });
