@@ -1,4 +1,4 @@
-import type { ChainPipeline } from './redis-scripts';
+import type { Redis } from 'ioredis';
 
 export type Layer = 'governor' | 'apply' | 'p33' | 'execute' | 'operator';
 
@@ -27,7 +27,19 @@ export function auditFields(entry: AuditEntry): string[] {
   ];
 }
 
-/** Queues the audit entry on a MULTI, so it lands together with the decision it records. */
-export function queueAudit(multi: ChainPipeline, auditStream: string, entry: AuditEntry): void {
-  multi.xadd(auditStream, '*', ...auditFields(entry));
+/**
+ * Writes a layer's permit (JSON, with its TTL) and the audit entry of the decision in one MULTI: the operators never
+ * see a permit without its audit line, or the reverse.
+ */
+export async function writePermit(
+  redis: Redis,
+  permit: { key: string; value: object; ttlS: number },
+  auditStream: string,
+  entry: AuditEntry,
+): Promise<void> {
+  await redis
+    .multi()
+    .set(permit.key, JSON.stringify(permit.value), 'EX', permit.ttlS)
+    .xadd(auditStream, '*', ...auditFields(entry))
+    .exec();
 }

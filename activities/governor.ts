@@ -1,6 +1,6 @@
 import type { GovernorPermit, Plan, TradingMode } from '../lib/types';
 import { redisKeys } from '../lib/keys';
-import { queueAudit } from './audit';
+import { writePermit } from './audit';
 import type { ActivityDeps } from './deps';
 
 export type GovernorDecision =
@@ -39,15 +39,18 @@ export function createGovernorActivities({ redis, config, clock }: ActivityDeps)
         issued_at: issuedAt,
         expires_at: issuedAt + config.permitTtlS * 1000,
       };
-      const multi = redis.multi().set(keys.permit(plan.plan_id), JSON.stringify(permit), 'EX', config.permitTtlS);
-      queueAudit(multi, keys.auditStream, {
-        plan_id: plan.plan_id,
-        layer: 'governor',
-        decision: decision.granted ? 'granted' : 'denied',
-        reason: decision.reason,
-        at: issuedAt,
-      });
-      await multi.exec();
+      await writePermit(
+        redis,
+        { key: keys.permit(plan.plan_id), value: permit, ttlS: config.permitTtlS },
+        keys.auditStream,
+        {
+          plan_id: plan.plan_id,
+          layer: 'governor',
+          decision: decision.granted ? 'granted' : 'denied',
+          reason: decision.reason,
+          at: issuedAt,
+        },
+      );
       return permit;
     },
   };

@@ -2,7 +2,7 @@ import { toleranceFor } from '../lib/config';
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
 import type { P33Permit, Plan } from '../lib/types';
-import { queueAudit } from './audit';
+import { writePermit } from './audit';
 import type { ActivityDeps } from './deps';
 
 export type P33Reason =
@@ -68,15 +68,14 @@ export function createP33Activities({ redis, config, exchange, clock }: Activity
         tolerance: formatDec(tolerance),
         evaluated_at: evaluatedAt,
       };
-      const multi = redis.multi().set(keys.p33Permit(plan.plan_id), JSON.stringify(permit), 'EX', config.permitTtlS);
-      queueAudit(multi, keys.auditStream, {
+      const key = keys.p33Permit(plan.plan_id);
+      await writePermit(redis, { key, value: permit, ttlS: config.permitTtlS }, keys.auditStream, {
         plan_id: plan.plan_id,
         layer: 'p33',
         decision: decision.allow ? 'allowed' : 'denied',
         reason: decision.reason,
         at: evaluatedAt,
       });
-      await multi.exec();
       return permit;
     },
   };

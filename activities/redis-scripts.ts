@@ -1,6 +1,4 @@
-import type { ChainableCommander, Redis, Result } from 'ioredis';
-
-export type ChainPipeline = ChainableCommander;
+import type { Redis, Result } from 'ioredis';
 
 /**
  * Sets a decimal amount in a hash only if it still holds the value the caller read (compare-and-set), and only
@@ -35,9 +33,4 @@ declare module 'ioredis' {
 export function defineChainScripts(redis: Redis): Redis {
   redis.defineCommand('casAmountOnce', { numberOfKeys: 3, lua: CAS_AMOUNT_ONCE });
   return redis;
-}
-
-/** Turns a flat list of [k, v, k, v] pairs into the argument list of a script: count, then the pairs. */
-export function countedArgs(pairs: string[]): string[] {
-  return [String(pairs.length), ...pairs];
 }
