@@ -156,7 +156,8 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
 
   return {
     /**
-     * Execute: places the plan's order (client order id = plan id) only while both permits hold, then moves the
+     * Execute: places the plan's order (client order id = plan id) only while both permits hold and the kill switch
+     * is off, then moves the
      * ledger by the fill exactly once. Idempotent: a second call places nothing and returns the first fill.
      */
     async executePlan(plan: Plan): Promise<ExecuteResult> {
@@ -168,8 +169,14 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
       // An order already on the exchange (a crash after placing it) is recorded whatever its permits say now.
       let order = await exchange.findOrder(plan.plan_id);
       if (!order) {
-        const [governor, p33] = await readPermits(plan.plan_id);
-        const check = checkPermits(plan.plan_id, governor, p33, marginMs);
+        const [[governor, p33], killSwitch] = await Promise.all([
+          readPermits(plan.plan_id),
+          redis.get(keys.killSwitch),
+        ]);
+        const check: PermitCheck =
+          killSwitch === '1'
+            ? { ok: false, reason: 'kill_switch_active', detail: 'the kill switch is on' }
+            : checkPermits(plan.plan_id, governor, p33, marginMs);
         if (!check.ok) {
           await redis.xadd(
             keys.auditStream,

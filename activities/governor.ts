@@ -1,41 +1,191 @@
-import type { GovernorPermit, Plan, TradingMode } from '../lib/types';
+import type { Result } from 'ioredis';
+import { sizeLimitsFor } from '../lib/config';
+import { Dec } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
-import { writePermit } from './audit';
+import type {
+  Approval,
+  GovernorAnswer,
+  GovernorPermit,
+  GovernorRequest,
+  Plan,
+  PositionSnapshot,
+  TradingMode,
+} from '../lib/types';
+import { auditFields, writePermit } from './audit';
 import type { ActivityDeps } from './deps';
+import { readPositions, snapshotOf } from './positions';
 
 export type GovernorDecision =
-  | { granted: true; reason: 'testnet_auto_approved'; approvedBy: string }
-  | { granted: false; reason: 'kill_switch_active' | 'approval_required' };
+  | { kind: 'deny'; reason: 'kill_switch_active' | 'size_limit_exceeded'; detail: string }
+  | { kind: 'ask'; reason: 'approval_required' | 'approval_stale'; detail: string }
+  | { kind: 'grant'; reason: 'testnet_auto_approved' | 'approved'; approvedBy: string; detail: string };
+
+export interface GovernorPolicy {
+  mode: TradingMode;
+  /** Decimal strings; absent: no limit. */
+  maxQty?: string;
+  maxNotional?: string;
+}
 
 export interface GovernorState {
   killSwitch: boolean;
+  /** The fill price now: the plan's notional is qty × price. */
+  price: Dec;
+  /** The positions now (production mode): an approval holds only while they match what the approver saw. */
+  positions?: PositionSnapshot;
+  approval?: Approval;
 }
 
-/** The Governor's (P3.2) decision for one plan: a pure function of the plan, the mode and the shared state. */
-export function decidePermit(_plan: Plan, policy: { mode: TradingMode }, state: GovernorState): GovernorDecision {
-  if (state.killSwitch) return { granted: false, reason: 'kill_switch_active' };
-  if (policy.mode === 'production') return { granted: false, reason: 'approval_required' };
-  return { granted: true, reason: 'testnet_auto_approved', approvedBy: 'auto:testnet' };
+/** Whether the positions still match what the approver saw, each amount within the tolerance. */
+export function snapshotHolds(seen: PositionSnapshot, now: PositionSnapshot): boolean {
+  const tolerance = new Dec(now.tolerance);
+  const drift = (a: string, b: string) => new Dec(a).sub(new Dec(b)).abs();
+  return (
+    drift(seen.exchange_amount, now.exchange_amount).lte(tolerance) &&
+    drift(seen.ledger_amount, now.ledger_amount).lte(tolerance)
+  );
 }
 
-export function createGovernorActivities({ redis, config, clock }: ActivityDeps) {
+/**
+ * The Governor's (P3.2) decision for one plan, a pure function: the kill switch, then the size limits, then who
+ * approves (testnet: the Governor itself; production: a person, whose approval holds while the positions match
+ * what they saw). The per-symbol rate limit is applied after a grant, atomically in Redis.
+ */
+export function decidePermit(plan: Plan, policy: GovernorPolicy, state: GovernorState): GovernorDecision {
+  if (state.killSwitch) return { kind: 'deny', reason: 'kill_switch_active', detail: 'the kill switch is on' };
+  const qty = new Dec(plan.qty);
+  if (policy.maxQty !== undefined && qty.gt(policy.maxQty)) {
+    return { kind: 'deny', reason: 'size_limit_exceeded', detail: `qty ${plan.qty} > max ${policy.maxQty}` };
+  }
+  const notional = qty.mul(state.price);
+  if (policy.maxNotional !== undefined && notional.gt(policy.maxNotional)) {
+    return {
+      kind: 'deny',
+      reason: 'size_limit_exceeded',
+      detail: `notional ${notional.toFixed()} > max ${policy.maxNotional}`,
+    };
+  }
+  if (policy.mode === 'testnet') {
+    return { kind: 'grant', reason: 'testnet_auto_approved', approvedBy: 'auto:testnet', detail: 'testnet' };
+  }
+  if (!state.approval) return { kind: 'ask', reason: 'approval_required', detail: 'production mode' };
+  if (!state.positions || !snapshotHolds(state.approval.snapshot, state.positions)) {
+    return {
+      kind: 'ask',
+      reason: 'approval_stale',
+      detail: `positions moved since ${state.approval.by} approved`,
+    };
+  }
+  return {
+    kind: 'grant',
+    reason: 'approved',
+    approvedBy: state.approval.by,
+    detail: `approved by ${state.approval.by}`,
+  };
+}
+
+/**
+ * The per-symbol rate window, check-and-consume in one step. A plan that already holds a slot in the window (a
+ * re-issued permit) keeps it.
+ *
+ * KEYS: the symbol's rate set. ARGV: now ms, window ms, limit, plan id.
+ * Returns [1, 0] when the plan has a slot, [0, ms when the next slot frees] when not.
+ */
+const TAKE_RATE_SLOT = `
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return {1, 0} end
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tonumber(oldest[2]) + window}
+`;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    takeRateSlot(
+      key: string,
+      now: string,
+      windowMs: string,
+      limit: string,
+      planId: string,
+    ): Result<[number, number], Context>;
+  }
+}
+
+export function createGovernorActivities({ redis, config, exchange, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
+  redis.defineCommand('takeRateSlot', { numberOfKeys: 1, lua: TAKE_RATE_SLOT });
+
+  async function readState(plan: Plan, approval: Approval | undefined): Promise<GovernorState> {
+    const production = config.tradingMode === 'production';
+    const [killSwitch, price, positions] = await Promise.all([
+      redis.get(keys.killSwitch),
+      exchange.getPrice(plan.symbol),
+      production ? readPositions({ redis, exchange, config, keys }, plan.symbol) : undefined,
+    ]);
+    return {
+      killSwitch: killSwitch === '1',
+      price,
+      ...(positions ? { positions: snapshotOf(positions, clock()) } : {}),
+      ...(approval ? { approval } : {}),
+    };
+  }
+
   return {
     /**
-     * Decides and writes the Governor's permit at `quantum:permit:{plan_id}` (EX PERMIT_TTL_S), with its audit
-     * entry in the same MULTI. A retry issues a fresh permit over the old one.
+     * The Governor: decides, and for a decision writes the permit at `quantum:permit:{plan_id}` (EX PERMIT_TTL_S)
+     * with its audit entry in one MULTI. It may instead ask for a person (production mode), with the positions to
+     * show them, or say when the symbol's next rate slot frees. A retry issues a fresh permit over the old one.
      */
-    async requestPermit(plan: Plan): Promise<GovernorPermit> {
-      const killSwitch = (await redis.get(keys.killSwitch)) === '1';
-      const decision = decidePermit(plan, { mode: config.tradingMode }, { killSwitch });
+    async requestPermit({ plan, at, approval }: GovernorRequest): Promise<GovernorAnswer> {
+      const state = await readState(plan, approval);
+      const decision = decidePermit(plan, { mode: config.tradingMode, ...sizeLimitsFor(config, plan.symbol) }, state);
+      if (decision.kind === 'ask') {
+        const snapshot =
+          state.positions ?? snapshotOf(await readPositions({ redis, exchange, config, keys }, plan.symbol), clock());
+        await redis.xadd(
+          keys.auditStream,
+          '*',
+          ...auditFields({
+            plan_id: plan.plan_id,
+            layer: 'governor',
+            decision: 'approval_requested',
+            reason: decision.reason,
+            at: clock(),
+          }),
+        );
+        return { kind: 'approval_required', reason: decision.reason, snapshot };
+      }
+      if (decision.kind === 'grant' && config.rateLimit) {
+        const { count, windowMs } = config.rateLimit;
+        const [ok, freeAt] = await redis.takeRateSlot(
+          keys.governorRate(plan.symbol),
+          String(at),
+          String(windowMs),
+          String(count),
+          plan.plan_id,
+        );
+        if (ok !== 1) {
+          return {
+            kind: 'rate_limited',
+            retry_at: freeAt,
+            detail: `rate limit ${count}/${windowMs / 1000}s on ${plan.symbol}`,
+          };
+        }
+      }
       const issuedAt = clock();
       const permit: GovernorPermit = {
         plan_id: plan.plan_id,
         symbol: plan.symbol,
-        granted: decision.granted,
+        granted: decision.kind === 'grant',
         mode: config.tradingMode,
         reason: decision.reason,
-        approved_by: decision.granted ? decision.approvedBy : null,
+        approved_by: decision.kind === 'grant' ? decision.approvedBy : null,
         issued_at: issuedAt,
         expires_at: issuedAt + config.permitTtlS * 1000,
       };
@@ -46,12 +196,20 @@ export function createGovernorActivities({ redis, config, clock }: ActivityDeps)
         {
           plan_id: plan.plan_id,
           layer: 'governor',
-          decision: decision.granted ? 'granted' : 'denied',
-          reason: decision.reason,
+          decision: permit.granted ? 'granted' : 'denied',
+          reason:
+            decision.kind === 'grant' && decision.reason === 'approved'
+              ? `approved by ${decision.approvedBy}`
+              : decision.reason,
           at: issuedAt,
         },
       );
-      return permit;
+      return { kind: 'permit', permit };
+    },
+
+    /** Records an operator's decision on a plan (approve, reject, refused, cancel) in the audit stream. */
+    async recordOperatorDecision(entry: { plan_id: string; decision: string; reason: string }): Promise<void> {
+      await redis.xadd(keys.auditStream, '*', ...auditFields({ ...entry, layer: 'operator', at: clock() }));
     },
   };
 }

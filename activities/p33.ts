@@ -1,9 +1,9 @@
-import { toleranceFor } from '../lib/config';
-import { Dec, formatDec, parseAmount } from '../lib/decimal';
+import { Dec, formatDec } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
 import type { P33Permit, Plan } from '../lib/types';
 import { writePermit } from './audit';
 import type { ActivityDeps } from './deps';
+import { readPositions } from './positions';
 
 export type P33Reason =
   | 'positions_reconciled'
@@ -49,12 +49,10 @@ export function createP33Activities({ redis, config, exchange, clock }: Activity
      * (EX PERMIT_TTL_S), with its audit entry in the same MULTI.
      */
     async checkPosition(plan: Plan): Promise<P33Permit> {
-      const [exchangeAmount, rawLedger] = await Promise.all([
-        exchange.getPosition(plan.symbol),
-        redis.hget(keys.position(plan.symbol), 'ledger_amount'),
-      ]);
-      const ledgerAmount = parseAmount(rawLedger, `ledger_amount of ${plan.symbol}`);
-      const tolerance = new Dec(toleranceFor(config, plan.symbol));
+      const { exchangeAmount, ledgerAmount, tolerance } = await readPositions(
+        { redis, exchange, config, keys },
+        plan.symbol,
+      );
       const decision = decideP33(plan, { exchangeAmount, ledgerAmount, tolerance });
       const evaluatedAt = clock();
       const permit: P33Permit = {

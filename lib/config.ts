@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Dec } from './decimal';
+import { SYMBOL_PATTERN } from './plan';
 import type { ChainSettings, TradingMode } from './types';
 
 const seconds = (fallback: number) =>
@@ -21,6 +22,14 @@ const decimalString = (fallback: string) =>
     .default(fallback)
     .refine((raw) => /^(\d+(\.\d*)?|\.\d+)$/.test(raw.trim()), { message: 'must be a decimal number >= 0' })
     .transform((raw) => new Dec(raw.trim()).toFixed());
+
+const optionalDecimal = z
+  .string()
+  .default('')
+  .refine((raw) => raw.trim() === '' || /^(\d+(\.\d*)?|\.\d+)$/.test(raw.trim()), {
+    message: 'must be a decimal number >= 0',
+  })
+  .transform((raw) => (raw.trim() === '' ? null : new Dec(raw.trim()).toFixed()));
 
 const EnvSchema = z.object({
   REDIS_URL: z
@@ -58,6 +67,27 @@ const EnvSchema = z.object({
         .filter((name) => name !== ''),
     ),
   EXCHANGE: z.enum(['paper']).default('paper'),
+  GOVERNOR_RATE_LIMIT: z
+    .string()
+    .default('')
+    .transform((raw, ctx) => {
+      if (raw.trim() === '') return null;
+      const match = /^(\d+)\/(\d+)(s|m)$/.exec(raw.trim());
+      const count = Number(match?.[1]);
+      const window = Number(match?.[2]) * (match?.[3] === 'm' ? 60_000 : 1000);
+      // Bounded so that Redis can hold the window: at most a million permits per day.
+      if (!match || count < 1 || window < 1 || count > 1_000_000 || window > 86_400_000) {
+        ctx.addIssue({
+          code: 'custom',
+          message:
+            'must be <count>/<window>s or <count>/<window>m, e.g. 30/60s (count up to 1000000, window up to 1 day)',
+        });
+        return z.NEVER;
+      }
+      return { count, windowMs: window };
+    }),
+  GOVERNOR_MAX_QTY: optionalDecimal,
+  GOVERNOR_MAX_NOTIONAL: optionalDecimal,
 });
 
 export interface ChainConfig {
@@ -79,13 +109,43 @@ export interface ChainConfig {
   /** Empty means anyone may approve. */
   approvers: string[];
   exchange: 'paper';
+  /** Permits per symbol per window (`GOVERNOR_RATE_LIMIT`, e.g. 30/60s); null: no limit. */
+  rateLimit: { count: number; windowMs: number } | null;
+  /** Largest qty one plan may have (`GOVERNOR_MAX_QTY`, `GOVERNOR_MAX_QTY_<SYMBOL>`); null: no limit. */
+  maxQty: string | null;
+  maxQtyBySymbol: Record<string, string>;
+  /** Largest qty × price one plan may have (`GOVERNOR_MAX_NOTIONAL`, `…_<SYMBOL>`); null: no limit. */
+  maxNotional: string | null;
+  maxNotionalBySymbol: Record<string, string>;
 }
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-const TOLERANCE_OVERRIDE = /^P33_TOLERANCE_([A-Z][A-Z0-9]{1,19})$/;
+/** Per-symbol overrides: `P33_TOLERANCE_BTCUSDT=0.0005` and the like. */
+const SYMBOL_OVERRIDES = ['P33_TOLERANCE', 'GOVERNOR_MAX_QTY', 'GOVERNOR_MAX_NOTIONAL'] as const;
+type OverrideName = (typeof SYMBOL_OVERRIDES)[number];
+
+function symbolOverrides(env: NodeJS.ProcessEnv): Record<OverrideName, Record<string, string>> {
+  const found: Record<OverrideName, Record<string, string>> = {
+    P33_TOLERANCE: {},
+    GOVERNOR_MAX_QTY: {},
+    GOVERNOR_MAX_NOTIONAL: {},
+  };
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined || value === '') continue;
+    // The longest base name that prefixes the key: GOVERNOR_MAX_QTY_X is not a tolerance.
+    const base = SYMBOL_OVERRIDES.filter((name) => key.startsWith(`${name}_`)).sort((a, b) => b.length - a.length)[0];
+    if (!base) continue;
+    const symbol = key.slice(base.length + 1);
+    if (!SYMBOL_PATTERN.test(symbol)) continue;
+    const checked = decimalString('0').safeParse(value);
+    if (!checked.success) throw new ConfigError(`config: ${key} must be a decimal number >= 0 (got '${value}')`);
+    found[base][symbol] = checked.data;
+  }
+  return found;
+}
 
 /**
  * Reads and validates the configuration from the environment. A bad value throws a {@link ConfigError} whose
@@ -109,14 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
       `config: PERMIT_MARGIN_S must be less than PERMIT_TTL_S (got ${e.PERMIT_MARGIN_S} >= ${e.PERMIT_TTL_S})`,
     );
   }
-  const p33ToleranceBySymbol: Record<string, string> = {};
-  for (const [key, value] of Object.entries(env)) {
-    const match = TOLERANCE_OVERRIDE.exec(key);
-    if (!match?.[1] || value === undefined || value === '') continue;
-    const checked = decimalString('0').safeParse(value);
-    if (!checked.success) throw new ConfigError(`config: ${key} must be a decimal number >= 0 (got '${value}')`);
-    p33ToleranceBySymbol[match[1]] = checked.data;
-  }
+  const overrides = symbolOverrides(env);
   return {
     redisUrl: e.REDIS_URL,
     temporalAddress: e.TEMPORAL_ADDRESS,
@@ -130,9 +183,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     planMaxAgeS: e.PLAN_MAX_AGE_S,
     recheckIntervalS: e.RECHECK_INTERVAL_S,
     p33Tolerance: e.P33_TOLERANCE,
-    p33ToleranceBySymbol,
+    p33ToleranceBySymbol: overrides.P33_TOLERANCE,
     approvers: e.APPROVERS,
     exchange: e.EXCHANGE,
+    rateLimit: e.GOVERNOR_RATE_LIMIT,
+    maxQty: e.GOVERNOR_MAX_QTY,
+    maxQtyBySymbol: overrides.GOVERNOR_MAX_QTY,
+    maxNotional: e.GOVERNOR_MAX_NOTIONAL,
+    maxNotionalBySymbol: overrides.GOVERNOR_MAX_NOTIONAL,
   };
 }
 
@@ -150,5 +208,16 @@ export function chainSettings(config: ChainConfig): ChainSettings {
     recheckIntervalS: config.recheckIntervalS,
     planMaxAgeS: config.planMaxAgeS,
     approvalTimeoutS: config.approvalTimeoutS,
+    approvers: config.approvers,
   };
+}
+
+/** The size limits that apply to a symbol (decimal strings; undefined: no limit). */
+export function sizeLimitsFor(
+  config: Pick<ChainConfig, 'maxQty' | 'maxQtyBySymbol' | 'maxNotional' | 'maxNotionalBySymbol'>,
+  symbol: string,
+): { maxQty?: string; maxNotional?: string } {
+  const maxQty = config.maxQtyBySymbol[symbol] ?? config.maxQty ?? undefined;
+  const maxNotional = config.maxNotionalBySymbol[symbol] ?? config.maxNotional ?? undefined;
+  return { ...(maxQty !== undefined ? { maxQty } : {}), ...(maxNotional !== undefined ? { maxNotional } : {}) };
 }

@@ -13,11 +13,16 @@ export function formatDec(value: Dec): string {
   return text === '-0' ? '0' : text;
 }
 
+/** A stored amount that is not a decimal: retrying will not fix it, a person must. */
+export class AmountError extends Error {
+  override name = 'AmountError';
+}
+
 /** Reads a signed decimal string as stored in Redis; a missing value is zero. */
 export function parseAmount(raw: string | null | undefined, what: string): Dec {
   if (raw === null || raw === undefined || raw === '') return new Dec(0);
   if (!/^[+-]?(\d+(\.\d*)?|\.\d+)$/.test(raw.trim())) {
-    throw new Error(`${what} is not a decimal number: '${raw}'`);
+    throw new AmountError(`${what} is not a decimal number: '${raw}'`);
   }
   return new Dec(raw.trim());
 }

@@ -11,6 +11,10 @@ export function redisKeys(prefix: string) {
     position: (symbol: string) => `${prefix}:position:${symbol}`,
     execution: (planId: string) => `${prefix}:execution:${planId}`,
     killSwitch: `${prefix}:governor:kill_switch`,
+    /** The Governor's rate window per symbol: a sorted set of plan ids by permit time. */
+    governorRate: (symbol: string) => `${prefix}:governor:rate:${symbol}`,
+    /** Which plan holds a symbol from P3.3 through the ledger update (a lease). */
+    symbolLock: (symbol: string) => `${prefix}:lock:symbol:${symbol}`,
     exitPlanStream: `${prefix}:stream:exit.plan`,
     exitPlanDeadStream: `${prefix}:stream:exit.plan.dead`,
     auditStream: `${prefix}:stream:permit.audit`,

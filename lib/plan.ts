@@ -17,7 +17,8 @@ export class PlanError extends Error {
 
 export const MAX_QTY_DECIMALS = 8;
 const PLAN_ID = /^[0-9a-f]{16}$/;
-const SYMBOL = /^[A-Z][A-Z0-9]{1,19}$/;
+/** Upper-case letters and digits with at least one letter: BTCUSDT, 1000PEPEUSDT. */
+export const SYMBOL_PATTERN = /^(?=[0-9]*[A-Z])[A-Z0-9]{2,20}$/;
 const DECIMAL_TEXT = /^-?(\d+(\.\d*)?|\.\d+)$/;
 
 const qty = z.union([z.string(), z.number()], { message: 'must be a decimal number' }).transform((raw, ctx) => {
@@ -60,7 +61,7 @@ const createdAt = z
 const PlanFields = z.object({
   plan_id: z.string().regex(PLAN_ID, 'must be 16 lowercase hex characters').optional(),
   action: z.literal('EXECUTE', { message: "must be 'EXECUTE' (this chain only executes plans)" }),
-  symbol: z.string().regex(SYMBOL, 'must be an upper-case exchange symbol such as BTCUSDT'),
+  symbol: z.string().regex(SYMBOL_PATTERN, 'must be an upper-case exchange symbol such as BTCUSDT'),
   side: z.enum(['BUY', 'SELL'], { message: "must be 'BUY' or 'SELL'" }),
   qty,
   reduce_only: bool.optional(),

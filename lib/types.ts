@@ -27,6 +27,8 @@ export interface ChainSettings {
   recheckIntervalS: number;
   planMaxAgeS: number;
   approvalTimeoutS: number;
+  /** Who may approve or reject (production mode); empty means anyone. */
+  approvers: string[];
 }
 
 export interface ChainInput {
@@ -80,7 +82,7 @@ export type ExecuteResult =
   | { placed: true; execution: ExecutionRecord; ledger_amount: string }
   | { placed: false; reason: ExecuteRefusal; detail: string };
 
-export type ExecuteRefusal = 'permit_missing' | 'permit_denied' | 'permit_expiring';
+export type ExecuteRefusal = 'permit_missing' | 'permit_denied' | 'permit_expiring' | 'kill_switch_active';
 
 export type ChainStage = 'governor' | 'awaiting_approval' | 'apply' | 'p33' | 'blocked' | 'execute' | 'done';
 export type ChainOutcome = 'executed' | 'denied' | 'rejected' | 'expired' | 'cancelled' | 'failed';
@@ -103,10 +105,71 @@ export interface ChainStatus {
   apply?: ApplyResult;
   p33?: P33Permit;
   execution?: ExecutionRecord;
+  /** The approval the plan holds (production mode). */
+  approval?: Approval;
+  /** While awaiting approval: what the approver is shown. */
+  awaiting?: PositionSnapshot;
   timeline: TimelineEntry[];
   last_error?: string;
 }
 
+/** The positions a person saw when asked to approve: P3.3's view at that time. */
+export interface PositionSnapshot {
+  exchange_amount: string;
+  ledger_amount: string;
+  tolerance: string;
+  taken_at: number;
+}
+
+/** A person's approval, bound to the plan and to the positions they saw. */
+export interface Approval {
+  by: string;
+  at: number;
+  note?: string;
+  snapshot: PositionSnapshot;
+}
+
+/** What the Governor answers: a permit (granted or denied), a request for a person, or a wait for a rate slot. */
+export type GovernorAnswer =
+  | { kind: 'permit'; permit: GovernorPermit }
+  | { kind: 'approval_required'; reason: 'approval_required' | 'approval_stale'; snapshot: PositionSnapshot }
+  | { kind: 'rate_limited'; retry_at: number; detail: string };
+
+export interface GovernorRequest {
+  plan: Plan;
+  /** The workflow's time of the request: rate-limit windows are counted on it. */
+  at: number;
+  approval?: Approval;
+}
+
 export interface RetryRequest {
   by?: string;
+}
+
+export interface ApproveRequest {
+  by: string;
+  note?: string;
+}
+
+export interface RejectRequest {
+  by: string;
+  reason: string;
+}
+
+export interface CancelRequest {
+  by: string;
+  reason: string;
+}
+
+/** What an operator's update returns: accepted, or refused with the reason (also recorded). */
+export interface OperatorReply {
+  accepted: boolean;
+  detail: string;
+}
+
+/** An operator's decision as the audit stream records it. */
+export interface OperatorDecision {
+  plan_id: string;
+  decision: string;
+  reason: string;
 }

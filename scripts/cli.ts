@@ -1,15 +1,38 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { WorkflowNotFoundError } from '@temporalio/client';
+import {
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  WorkflowUpdateRPCTimeoutOrCancelledError,
+} from '@temporalio/client';
+import { msToNumber } from '@temporalio/common/lib/time';
+import type { UpdateDefinition } from '@temporalio/common';
+import { createPaperExchange } from '../activities/exchange/paper';
 import { connectTemporal, planStatus, startPlan } from '../lib/chain-client';
 import { ConfigError, loadConfig, toleranceFor, type ChainConfig } from '../lib/config';
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
-import { PlanError, parsePlan } from '../lib/plan';
-import type { ChainStatus } from '../lib/types';
-import { planWorkflowId, retrySignal } from '../workflows/messages';
+import { PlanError, SYMBOL_PATTERN, parsePlan } from '../lib/plan';
+import type { ChainOutcome, ChainStage, ChainStatus, OperatorReply } from '../lib/types';
+import {
+  approvePlanUpdate,
+  cancelPlanUpdate,
+  planWorkflowId,
+  rejectPlanUpdate,
+  retrySignal,
+} from '../workflows/messages';
 import { connectRedis, runWorker } from '../workers/worker';
 import { runBench, type BenchOptions } from './bench';
 import { runDemo } from './demo';
+import {
+  OUTCOMES,
+  STAGES,
+  closedStatus,
+  listPlans,
+  reconcileLedger,
+  resetFailedPlan,
+  retryBlocked,
+  setKillSwitch,
+} from './operations';
 import { runDev } from './dev';
 import { createOutput, formatStatus, type Output } from './output';
 
@@ -19,7 +42,6 @@ export class UsageError extends Error {
 }
 
 const PLAN_ID = /^[0-9a-f]{16}$/;
-const SYMBOL = /^[A-Z][A-Z0-9]{1,19}$/;
 
 function planIdArg(value: string): string {
   if (!PLAN_ID.test(value)) throw new InvalidArgumentError('must be 16 lowercase hex characters');
@@ -31,8 +53,52 @@ function positiveInt(value: string): number {
   return Number(value);
 }
 
+function oneOf<T extends string>(allowed: readonly T[]) {
+  return (value: string): T => {
+    if (!(allowed as readonly string[]).includes(value))
+      throw new InvalidArgumentError(`must be one of ${allowed.join(', ')}`);
+    return value as T;
+  };
+}
+
+function durationArg(value: string): number {
+  if (!/^\d+(ms|s|m|h|d)$/.test(value)) throw new InvalidArgumentError('must be a duration such as 30s, 5m or 2h');
+  return msToNumber(value);
+}
+
+/**
+ * Sends an operator's decision as an update, so the operator learns at once: accepted (exit 0), or refused with
+ * the reason (exit 3).
+ */
+async function operatorUpdate<Request>(
+  cfg: ChainConfig,
+  o: Output,
+  planId: string,
+  update: UpdateDefinition<OperatorReply, [Request]>,
+  request: Request,
+): Promise<number> {
+  return withTemporal(cfg, async (client) => {
+    const handle = client.workflow.getHandle(planWorkflowId(planId));
+    let reply: OperatorReply;
+    try {
+      reply = await handle.executeUpdate(update, { args: [request] });
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return notFound(err, planId);
+      if (err instanceof WorkflowUpdateFailedError)
+        reply = { accepted: false, detail: err.cause?.message ?? err.message };
+      else if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) throw err;
+      else if (/completed|closed/i.test(String((err as Error).message)))
+        reply = { accepted: false, detail: 'plan has already ended' };
+      else throw err;
+    }
+    o.result(reply.accepted ? `accepted: ${reply.detail}` : `refused: ${reply.detail}`, { plan_id: planId, ...reply });
+    return reply.accepted ? 0 : 3;
+  });
+}
+
 function symbolArg(value: string): string {
-  if (!SYMBOL.test(value)) throw new InvalidArgumentError('must be an upper-case exchange symbol such as BTCUSDT');
+  if (!SYMBOL_PATTERN.test(value))
+    throw new InvalidArgumentError('must be an upper-case exchange symbol such as BTCUSDT');
   return value;
 }
 
@@ -157,18 +223,32 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
 
   program
     .command('retry')
-    .description('wake a blocked plan: re-check P3.3 now (and ask the Governor again if its permit ran out)')
+    .description('wake a blocked plan now; a plan that ended failed runs again from its start (Temporal reset)')
     .argument('<plan_id>', 'the plan id', planIdArg)
     .option('--by <name>', 'who asks', 'operator')
     .action(async (planId: string, opts: { by: string }) => {
       const cfg = config();
       const o = out();
       await withTemporal(cfg, async (client) => {
-        await client.workflow
-          .getHandle(planWorkflowId(planId))
-          .signal(retrySignal, { by: opts.by })
-          .catch((err: unknown) => notFound(err, planId));
-        o.result(`retry sent to ${planWorkflowId(planId)}`, { plan_id: planId, signalled: true });
+        const ended = await closedStatus(client, planId).catch((err: unknown) => notFound(err, planId));
+        if (!ended) {
+          await client.workflow.getHandle(planWorkflowId(planId)).signal(retrySignal, { by: opts.by });
+          o.result(`retry sent to ${planWorkflowId(planId)}`, { plan_id: planId, signalled: true });
+          return;
+        }
+        if (ended.outcome !== 'failed') {
+          throw new UsageError(
+            `plan ${planId} ended ${ended.outcome ?? 'without an outcome'}: only a failed plan runs again`,
+          );
+        }
+        await withRedis(cfg, async (redis) => {
+          const { runId } = await resetFailedPlan(client, redis, redisKeys(cfg.keyPrefix), planId, opts.by);
+          o.result(`plan ${planId} runs again from its start (reset, run ${runId})`, {
+            plan_id: planId,
+            reset: true,
+            run_id: runId,
+          });
+        });
       });
     });
 
@@ -209,6 +289,134 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
     .description("play the existing system's reported incident on the running stack")
     .action(async () => {
       await runDemo(config(), out());
+    });
+
+  program
+    .command('approve')
+    .description('approve a plan that awaits approval (production mode)')
+    .argument('<plan_id>', 'the plan id', planIdArg)
+    .requiredOption('--by <name>', 'who approves (must be in APPROVERS when it is set)')
+    .option('--note <text>', 'kept with the approval')
+    .action(async (planId: string, opts: { by: string; note?: string }) => {
+      const request = { by: opts.by, ...(opts.note !== undefined ? { note: opts.note } : {}) };
+      exitCode = await operatorUpdate(config(), out(), planId, approvePlanUpdate, request);
+    });
+
+  program
+    .command('reject')
+    .description('reject a plan that awaits approval (production mode)')
+    .argument('<plan_id>', 'the plan id', planIdArg)
+    .requiredOption('--by <name>', 'who rejects')
+    .requiredOption('--reason <text>', 'why')
+    .action(async (planId: string, opts: { by: string; reason: string }) => {
+      exitCode = await operatorUpdate(config(), out(), planId, rejectPlanUpdate, { by: opts.by, reason: opts.reason });
+    });
+
+  program
+    .command('cancel')
+    .description('end a plan before its order is placed')
+    .argument('<plan_id>', 'the plan id', planIdArg)
+    .requiredOption('--by <name>', 'who cancels')
+    .requiredOption('--reason <text>', 'why')
+    .action(async (planId: string, opts: { by: string; reason: string }) => {
+      exitCode = await operatorUpdate(config(), out(), planId, cancelPlanUpdate, { by: opts.by, reason: opts.reason });
+    });
+
+  program
+    .command('kill-switch')
+    .description("set or clear the Governor's kill switch: while on, no permit is issued and no order placed")
+    .argument('<state>', 'on or off', (value: string) => {
+      if (value !== 'on' && value !== 'off') throw new InvalidArgumentError("must be 'on' or 'off'");
+      return value;
+    })
+    .requiredOption('--by <name>', 'who sets it')
+    .action(async (state: 'on' | 'off', opts: { by: string }) => {
+      const cfg = config();
+      const o = out();
+      await withRedis(cfg, async (redis) => {
+        await setKillSwitch(redis, redisKeys(cfg.keyPrefix), state === 'on', opts.by);
+        o.result(`kill switch ${state} (by ${opts.by})`, { kill_switch: state, by: opts.by });
+      });
+    });
+
+  program
+    .command('list')
+    .description('plans by stage, outcome and symbol (search attributes)')
+    .option('--stage <stage>', `one of ${STAGES.join(', ')}`, oneOf(STAGES))
+    .option('--outcome <outcome>', `one of ${OUTCOMES.join(', ')}`, oneOf(OUTCOMES))
+    .option('--symbol <symbol>', 'exchange symbol', symbolArg)
+    .option('--limit <n>', 'at most this many', positiveInt, 50)
+    .action(async (opts: { stage?: ChainStage; outcome?: ChainOutcome; symbol?: string; limit: number }) => {
+      const cfg = config();
+      const o = out();
+      await withTemporal(cfg, async (client) => {
+        const filter = {
+          ...(opts.stage ? { stage: opts.stage } : {}),
+          ...(opts.outcome ? { outcome: opts.outcome } : {}),
+          ...(opts.symbol ? { symbol: opts.symbol } : {}),
+        };
+        const plans = await listPlans(client, filter, opts.limit);
+        const lines = plans.map(
+          (p) =>
+            `${p.plan_id}  ${p.symbol.padEnd(10)} ${p.stage.padEnd(17)} ${(p.outcome || '-').padEnd(9)} ${p.mode.padEnd(10)} ${p.started_at}`,
+        );
+        o.result([`${plans.length} plan(s)`, ...lines].join('\n'), { plans });
+      });
+    });
+
+  program
+    .command('retry-stuck')
+    .description('wake every blocked plan (optionally only older ones, or one symbol)')
+    .option('--older-than <age>', 'only plans started longer ago than this, e.g. 5m, 30s, 2h', durationArg)
+    .option('--symbol <symbol>', 'only this symbol', symbolArg)
+    .option('--by <name>', 'who asks', 'operator')
+    .action(async (opts: { olderThan?: number; symbol?: string; by: string }) => {
+      const cfg = config();
+      const o = out();
+      await withTemporal(cfg, async (client) => {
+        const woken = await retryBlocked(
+          client,
+          {
+            ...(opts.symbol ? { symbol: opts.symbol } : {}),
+            ...(opts.olderThan !== undefined ? { startedBefore: new Date(Date.now() - opts.olderThan) } : {}),
+          },
+          opts.by,
+        );
+        o.result(`retried ${woken.length} blocked plan(s)`, { retried: woken.length, plan_ids: woken });
+      });
+    });
+
+  program
+    .command('reconcile')
+    .description("set the ledger to the exchange's amount (audited) and wake the symbol's blocked plans")
+    .argument('<symbol>', 'exchange symbol, e.g. BTCUSDT', symbolArg)
+    .requiredOption('--by <name>', 'who reconciles')
+    .action(async (symbol: string, opts: { by: string }) => {
+      const cfg = config();
+      const keys = redisKeys(cfg.keyPrefix);
+      const o = out();
+      await withRedis(cfg, async (redis) => {
+        const exchange = createPaperExchange(redis, keys, Date.now);
+        const { before, after } = await reconcileLedger(
+          redis,
+          keys,
+          await exchange.getPosition(symbol),
+          symbol,
+          opts.by,
+        );
+        await withTemporal(cfg, async (client) => {
+          const woken = await retryBlocked(client, { symbol }, opts.by);
+          o.result(
+            `${symbol} ledger ${before} -> ${after} (the exchange's amount); woke ${woken.length} blocked plan(s)`,
+            {
+              symbol,
+              ledger_before: before,
+              ledger_after: after,
+              woken: woken.length,
+            },
+          );
+        });
+      });
     });
 
   program

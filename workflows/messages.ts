@@ -1,6 +1,13 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
-import { defineQuery, defineSignal } from '@temporalio/workflow';
-import type { ChainStatus, RetryRequest } from '../lib/types';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type {
+  ApproveRequest,
+  CancelRequest,
+  ChainStatus,
+  OperatorReply,
+  RejectRequest,
+  RetryRequest,
+} from '../lib/types';
 
 /** The workflow type every plan runs as; its id is {@link planWorkflowId}. */
 export const PERMIT_CHAIN_WORKFLOW = 'permitChain';
@@ -12,6 +19,14 @@ export function planWorkflowId(planId: string): string {
 
 export const statusQuery = defineQuery<ChainStatus>('status');
 export const retrySignal = defineSignal<[RetryRequest?]>('retry');
+export const approveSignal = defineSignal<[ApproveRequest]>('approve');
+export const rejectSignal = defineSignal<[RejectRequest]>('reject');
+export const cancelSignal = defineSignal<[CancelRequest]>('cancel');
+
+/** The same decisions as updates: the caller learns at once whether it was accepted, and why not. */
+export const approvePlanUpdate = defineUpdate<OperatorReply, [ApproveRequest]>('approvePlan');
+export const rejectPlanUpdate = defineUpdate<OperatorReply, [RejectRequest]>('rejectPlan');
+export const cancelPlanUpdate = defineUpdate<OperatorReply, [CancelRequest]>('cancelPlan');
 
 export const planIdKey = defineSearchAttributeKey('PlanId', 'KEYWORD');
 export const symbolKey = defineSearchAttributeKey('Symbol', 'KEYWORD');

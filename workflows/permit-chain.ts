@@ -1,28 +1,37 @@
 import {
   ActivityFailure,
   ApplicationFailure,
+  CancellationScope,
   TimeoutFailure,
+  allHandlersFinished,
   condition,
   isCancellation,
   proxyActivities,
-  setHandler,
   workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
-import type { ChainInput, ChainStatus, P33Permit } from '../lib/types';
-import { retrySignal, statusQuery } from './messages';
-import { StatusBoard, blockedDetail } from './status-board';
+import type { ChainInput, ChainOutcome, ChainStatus, GovernorPermit, P33Permit } from '../lib/types';
+import { OperatorDesk } from './operator-desk';
+import { StatusBoard, blockedDetail, clockTime } from './status-board';
 
 /** Redis round trips take milliseconds; a layer that has not answered in this long is retried. */
 const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
 /** Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. */
 const LAYER_RETRY = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '2s' } as const;
+/** How often a plan waiting for its symbol looks again; a chain holds a symbol for tens of milliseconds. */
+const SYMBOL_POLL_MS = 200;
 
 const layers = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
 
 /** Marks a layer call that ran out of permit life: the chain goes back to the Governor. */
 const PERMIT_RAN_OUT = Symbol('permit ran out');
+
+/** How a plan ends, when it ends before executing. */
+interface Ending {
+  outcome: ChainOutcome;
+  detail: string;
+}
 
 /** Options for a call that must finish by `deadline` (ms): both timeouts come from what remains. */
 function until(deadline: number, summary: string): ActivityOptions {
@@ -51,46 +60,126 @@ async function withinPermit<T>(deadline: number, call: () => Promise<T>): Promis
 }
 
 /**
- * One plan, Governor → Apply → P3.3 → Execute. A P3.3 denial blocks the plan: it re-checks every
- * RECHECK_INTERVAL_S, at once on `retry`, asks the Governor again once its permit has run out, and ends `expired`
- * after PLAN_MAX_AGE_S.
+ * One plan, Governor → Apply → P3.3 → Execute. In production mode the Governor waits for a person's approval. A
+ * P3.3 denial blocks the plan: it re-checks every RECHECK_INTERVAL_S, at once on `retry`, asks the Governor again
+ * once its permit has run out, and ends `expired` after PLAN_MAX_AGE_S. One plan per symbol runs P3.3 through the
+ * ledger update at a time.
  */
 export async function permitChain({ plan, settings }: ChainInput): Promise<ChainStatus> {
   const board = new StatusBoard(plan, settings.mode);
   const status = board.status;
-  let retryRequested = false;
-  setHandler(statusQuery, () => status);
-  setHandler(retrySignal, (request) => {
-    retryRequested = true;
-    board.note(`retry requested by ${request?.by ?? 'an operator'}`);
-  });
+  const desk = new OperatorDesk(board, settings, (entry) =>
+    layers.recordOperatorDecision.executeWithOptions(
+      { summary: `operator: ${entry.decision}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
+      [entry],
+    ),
+  );
+  desk.register();
 
   const planDeadline = workflowInfo().startTime.getTime() + settings.planMaxAgeS * 1000;
   const permitLifeMs = (settings.permitTtlS - settings.permitMarginS) * 1000;
+  const cancelled = (): Ending | undefined =>
+    desk.cancel && { outcome: 'cancelled', detail: `cancelled by ${desk.cancel.by}: ${desk.cancel.reason}` };
+  const tooOld = (): Ending | undefined =>
+    Date.now() >= planDeadline ? { outcome: 'expired', detail: `not done after ${settings.planMaxAgeS}s` } : undefined;
 
-  try {
-    chain: for (;;) {
-      if (Date.now() >= planDeadline) return board.finish('expired', `not done after ${settings.planMaxAgeS}s`);
-
-      // Governor (P3.2)
+  /** The Governor (P3.2), with a person's approval in production mode and waits for rate slots. */
+  async function obtainPermit(): Promise<{ permit: GovernorPermit; deadline: number } | Ending> {
+    for (;;) {
+      const ending = cancelled() ?? tooOld();
+      if (ending) return ending;
       status.attempts += 1;
       board.enter('governor', `asking the Governor for a permit (attempt ${status.attempts})`);
       // The permit's life is counted on the workflow's clock from before the request: never later than the
       // Governor's own issue time, and immune to skew between worker and server clocks.
       const askedAt = Date.now();
-      const permit = await layers.requestPermit.executeWithOptions(
+      const answer = await layers.requestPermit.executeWithOptions(
         { ...until(planDeadline, 'Governor: permit'), startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS },
-        [plan],
+        [{ plan, at: askedAt, ...(status.approval ? { approval: status.approval } : {}) }],
       );
-      status.governor = permit;
-      if (!permit.granted) return board.finish('denied', `Governor denied: ${permit.reason}`);
-      const permitDeadline = askedAt + permitLifeMs;
-      board.note(`permit granted (${permit.reason}), valid until ${new Date(permit.expires_at).toISOString()}`);
+      if (answer.kind === 'permit') {
+        status.governor = answer.permit;
+        if (!answer.permit.granted) return { outcome: 'denied', detail: `Governor denied: ${answer.permit.reason}` };
+        board.note(
+          `permit granted (${answer.permit.reason}), valid until ${new Date(answer.permit.expires_at).toISOString()}`,
+        );
+        return { permit: answer.permit, deadline: askedAt + permitLifeMs };
+      }
+      if (answer.kind === 'rate_limited') {
+        board.note(`${answer.detail}: waiting for the next slot at ${clockTime(answer.retry_at)} UTC`);
+        await desk.pause(Math.min(answer.retry_at, planDeadline));
+        continue;
+      }
+      // A person decides (production mode): shown the plan and the positions P3.3 sees now.
+      delete status.approval;
+      status.awaiting = answer.snapshot;
+      const shown = answer.snapshot;
+      board.enter(
+        'awaiting_approval',
+        `${answer.reason === 'approval_stale' ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
+          `${plan.side} ${plan.qty} ${plan.symbol}: exchange ${shown.exchange_amount}, ledger ${shown.ledger_amount}, ` +
+          `tolerance ${shown.tolerance}; until ${clockTime(Date.now() + settings.approvalTimeoutS * 1000)} UTC`,
+      );
+      const decision = await desk.awaitDecision(Math.min(settings.approvalTimeoutS * 1000, planDeadline - Date.now()));
+      delete status.awaiting;
+      if (!decision) {
+        return cancelled() ?? { outcome: 'expired', detail: `no approval within ${settings.approvalTimeoutS}s` };
+      }
+      if (decision.kind === 'reject')
+        return { outcome: 'rejected', detail: `rejected by ${decision.by}: ${decision.reason}` };
+      status.approval = {
+        by: decision.by,
+        at: decision.at,
+        ...(decision.note ? { note: decision.note } : {}),
+        snapshot: shown,
+      };
+    }
+  }
+
+  /** Takes the plan's symbol (per-symbol serialization), waiting while another plan holds it. */
+  async function holdSymbol(deadline: number): Promise<'held' | typeof PERMIT_RAN_OUT | Ending> {
+    let waiting = false;
+    for (;;) {
+      const ending = cancelled();
+      if (ending) return ending;
+      // The lease outlives the permit by the margin: a crashed holder frees the symbol soon after its permit ends.
+      const leaseMs = deadline - Date.now() + settings.permitMarginS * 1000;
+      const hold = await withinPermit(deadline, () =>
+        layers.holdSymbol.executeWithOptions(until(deadline, `symbol: hold ${plan.symbol}`), [plan, leaseMs]),
+      );
+      if (hold === PERMIT_RAN_OUT) return hold;
+      if (hold.held) {
+        holding = true;
+        return 'held';
+      }
+      const detail = `waiting for ${plan.symbol}: plan ${hold.holder} is between P3.3 and its ledger update`;
+      if (waiting) board.show(detail);
+      else board.enter('p33', detail);
+      waiting = true;
+      await desk.pause(Date.now() + Math.min(SYMBOL_POLL_MS, Math.max(1, hold.leaseLeftMs)));
+    }
+  }
+
+  let holding = false;
+  async function releaseSymbol(): Promise<void> {
+    if (!holding) return;
+    await layers.releaseSymbol.executeWithOptions(
+      { summary: `symbol: release ${plan.symbol}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
+      [plan],
+    );
+    holding = false;
+  }
+
+  async function runChain(): Promise<Ending> {
+    chain: for (;;) {
+      const obtained = await obtainPermit();
+      if ('outcome' in obtained) return obtained;
+      const { deadline } = obtained;
 
       // Apply layer (P3)
       board.enter('apply', 'publishing to the Apply stream');
-      const applied = await withinPermit(permitDeadline, () =>
-        layers.publishPlan.executeWithOptions(until(permitDeadline, 'Apply: publish plan'), [
+      const applied = await withinPermit(deadline, () =>
+        layers.publishPlan.executeWithOptions(until(deadline, 'Apply: publish plan'), [
           plan,
           workflowInfo().workflowId,
         ]),
@@ -99,29 +188,44 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
       status.apply = applied;
       board.note(`${applied.published ? 'published' : 'already published'} as ${applied.stream_id}`);
 
-      // Position State Brain (P3.3), blocking until the positions agree
+      // Position State Brain (P3.3), holding the symbol, blocking until the positions agree
       board.enter('p33', 'comparing exchange and ledger positions');
       for (;;) {
-        const p33: P33Permit | typeof PERMIT_RAN_OUT = await withinPermit(permitDeadline, () =>
-          layers.checkPosition.executeWithOptions(until(permitDeadline, 'P3.3: position check'), [plan]),
+        const held = await holdSymbol(deadline);
+        if (held === PERMIT_RAN_OUT) continue chain;
+        if (held !== 'held') return held;
+        const p33: P33Permit | typeof PERMIT_RAN_OUT = await withinPermit(deadline, () =>
+          layers.checkPosition.executeWithOptions(until(deadline, 'P3.3: position check'), [plan]),
         );
-        if (p33 === PERMIT_RAN_OUT) continue chain;
+        if (p33 === PERMIT_RAN_OUT) {
+          await releaseSymbol();
+          continue chain;
+        }
         const changed = status.p33?.reason !== p33.reason || status.p33?.ledger_amount !== p33.ledger_amount;
         status.p33 = p33;
         if (p33.allow) break;
 
+        await releaseSymbol();
         const nextCheckAt = Math.min(Date.now() + settings.recheckIntervalS * 1000, planDeadline);
         if (changed || status.stage !== 'blocked') board.enter('blocked', blockedDetail(p33, nextCheckAt));
         else board.show(blockedDetail(p33, nextCheckAt));
-        retryRequested = false;
-        await condition(() => retryRequested, Math.max(1, nextCheckAt - Date.now()));
-        if (Date.now() >= planDeadline) return board.finish('expired', `still blocked after ${settings.planMaxAgeS}s`);
-        if (Date.now() >= permitDeadline) {
+        await desk.pause(nextCheckAt, true);
+        const ending =
+          cancelled() ??
+          (Date.now() >= planDeadline
+            ? { outcome: 'expired' as const, detail: `still blocked after ${settings.planMaxAgeS}s` }
+            : undefined);
+        if (ending) return ending;
+        if (Date.now() >= deadline) {
           board.note('permit ran out while blocked; asking the Governor again');
           continue chain;
         }
       }
       board.enter('p33', `positions agree: exchange ${status.p33.exchange_amount}, ledger ${status.p33.ledger_amount}`);
+
+      // The last point where a cancel stops the plan: after this the order may be on the exchange.
+      const ending = cancelled();
+      if (ending) return ending;
 
       // Execute. The permit check is inside the activity, so it retries until it is done: once an order may be on
       // the exchange, its fill must reach the ledger whatever the permits say by then.
@@ -130,21 +234,35 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
         { summary: 'Execute: place order', startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
         [plan],
       );
+      await releaseSymbol();
       if (!result.placed) {
         board.note(`no order: ${result.detail}; asking the Governor again`);
         continue chain;
       }
       status.execution = result.execution;
       const fill = `${result.execution.status} ${result.execution.filled_qty} @ ${result.execution.avg_price}`;
-      if (result.execution.status !== 'FILLED') return board.finish('failed', `exchange ${fill}`);
-      return board.finish('executed', `${fill}, order ${result.execution.order_id}, ledger ${result.ledger_amount}`);
+      if (result.execution.status !== 'FILLED') return { outcome: 'failed', detail: `exchange ${fill}` };
+      return {
+        outcome: 'executed',
+        detail: `${fill}, order ${result.execution.order_id}, ledger ${result.ledger_amount}`,
+      };
     }
+  }
+
+  let ending: Ending;
+  try {
+    ending = await runChain();
   } catch (err) {
     if (isCancellation(err)) throw err;
     status.last_error = errorMessage(err);
-    if (err instanceof ActivityFailure && isTimeout(err)) return board.finish('expired', status.last_error);
-    return board.finish('failed', status.last_error);
+    ending = { outcome: isTimeout(err) ? 'expired' : 'failed', detail: status.last_error };
+  } finally {
+    // Whatever happened, the symbol is not left held by this plan (the lease would free it, but later).
+    await CancellationScope.nonCancellable(() => releaseSymbol()).catch(() => undefined);
   }
+  board.finish(ending.outcome, ending.detail);
+  await condition(allHandlersFinished);
+  return status;
 }
 
 function errorMessage(err: unknown): string {

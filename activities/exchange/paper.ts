@@ -81,6 +81,11 @@ export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => 
       return parseAmount(await redis.hget(keys.paperPosition(symbol), 'amount'), `paper position of ${symbol}`);
     },
 
+    async getPrice(symbol) {
+      const raw = await redis.get(keys.paperPrice(symbol));
+      return raw ? parseAmount(raw, `paper price of ${symbol}`) : new Dec(DEFAULT_PRICE);
+    },
+
     findOrder,
 
     async placeMarketOrder(request) {

@@ -29,6 +29,8 @@ export interface ExchangePort {
   readonly name: string;
   /** Signed position: long > 0, short < 0. */
   getPosition(symbol: string): Promise<Dec>;
+  /** The price a market order would fill at now. */
+  getPrice(symbol: string): Promise<Dec>;
   findOrder(clientOrderId: string): Promise<ExchangeOrder | null>;
   /** Places a market order, or returns the order already placed under the same client order id. */
   placeMarketOrder(request: MarketOrderRequest): Promise<ExchangeOrder>;

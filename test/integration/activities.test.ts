@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { redisKeys } from '../../lib/keys';
+import type { GovernorPermit, Plan } from '../../lib/types';
 import { auditOf, makePlan, setPositions, testConfig } from '../helpers';
 
 const config = testConfig({ PERMIT_TTL_S: '60', PERMIT_MARGIN_S: '5' });
@@ -17,10 +18,17 @@ beforeAll(() => {
 });
 afterAll(() => redis.disconnect());
 
+/** The Governor's permit for a plan (testnet mode: it decides by itself). */
+async function permitFor(plan: Plan): Promise<GovernorPermit> {
+  const answer = await layers.requestPermit({ plan, at: Date.now() });
+  if (answer.kind !== 'permit') throw new Error(`expected a permit, got ${answer.kind}`);
+  return answer.permit;
+}
+
 /** Both permits in place, as the Governor and P3.3 would have left them. */
 async function grantPermits(planId: string, symbol = 'BTCUSDT') {
   const plan = makePlan({ plan_id: planId, symbol });
-  await layers.requestPermit(plan);
+  await permitFor(plan);
   const p33 = await layers.checkPosition(plan);
   expect(p33.allow).toBe(true);
   return plan;
@@ -33,7 +41,7 @@ async function paperOrderCount(): Promise<number> {
 describe('Governor', () => {
   it('writes a granted permit with the TTL, and audits it', async () => {
     const plan = makePlan();
-    const permit = await layers.requestPermit(plan);
+    const permit = await permitFor(plan);
     const stored = JSON.parse((await redis.get(keys.permit(plan.plan_id))) ?? 'null') as unknown;
     expect(stored).toEqual(permit);
     expect(permit).toMatchObject({ plan_id: plan.plan_id, granted: true, mode: 'testnet', symbol: 'BTCUSDT' });
@@ -48,7 +56,7 @@ describe('Governor', () => {
     await redis.set(keys.killSwitch, '1');
     try {
       const plan = makePlan();
-      const permit = await layers.requestPermit(plan);
+      const permit = await permitFor(plan);
       expect(permit).toMatchObject({ granted: false, reason: 'kill_switch_active', approved_by: null });
       expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([['governor', 'denied', 'kill_switch_active']]);
     } finally {
@@ -184,7 +192,7 @@ describe('Execute', () => {
     const plans = await Promise.all(
       Array.from({ length: 10 }, async () => {
         const plan = makePlan({ symbol: 'MANYUSDT', side: 'BUY', qty: '0.00000001', reduce_only: false });
-        await layers.requestPermit(plan);
+        await permitFor(plan);
         await layers.checkPosition(plan);
         return plan;
       }),

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { chainSettings, ConfigError, loadConfig, toleranceFor, type ChainConfig } from '../../lib/config';
+import {
+  chainSettings,
+  ConfigError,
+  loadConfig,
+  sizeLimitsFor,
+  toleranceFor,
+  type ChainConfig,
+} from '../../lib/config';
 
 /** Loads and returns the ConfigError, failing the test if loadConfig accepts the environment. */
 function configError(env: NodeJS.ProcessEnv): ConfigError {
@@ -30,15 +37,28 @@ describe('loadConfig', () => {
       p33ToleranceBySymbol: {},
       approvers: [],
       exchange: 'paper',
+      rateLimit: null,
+      maxQty: null,
+      maxQtyBySymbol: {},
+      maxNotional: null,
+      maxNotionalBySymbol: {},
     });
   });
 
   it('treats an empty variable as unset', () => {
-    expect(loadConfig({ PERMIT_TTL_S: '', TRADING_MODE: '', REDIS_URL: '' })).toMatchObject({
-      permitTtlS: 60,
-      tradingMode: 'testnet',
-      redisUrl: 'redis://127.0.0.1:6379/0',
-    });
+    expect(
+      loadConfig({
+        PERMIT_TTL_S: '',
+        TRADING_MODE: '',
+        REDIS_URL: '',
+        GOVERNOR_RATE_LIMIT: '',
+        GOVERNOR_MAX_QTY: '',
+        GOVERNOR_MAX_NOTIONAL: '',
+        GOVERNOR_MAX_QTY_BTCUSDT: '',
+        GOVERNOR_MAX_NOTIONAL_BTCUSDT: '',
+        P33_TOLERANCE_BTCUSDT: '',
+      }),
+    ).toEqual(loadConfig({}));
   });
 
   it('reads every variable that is set', () => {
@@ -55,7 +75,14 @@ describe('loadConfig', () => {
       PLAN_MAX_AGE_S: '7200',
       RECHECK_INTERVAL_S: '10',
       P33_TOLERANCE: '0.0020',
+      P33_TOLERANCE_ETHUSDT: '0.01',
+      APPROVERS: 'alice,bob',
       EXCHANGE: 'paper',
+      GOVERNOR_RATE_LIMIT: '30/60s',
+      GOVERNOR_MAX_QTY: '1.50',
+      GOVERNOR_MAX_QTY_BTCUSDT: '0.1',
+      GOVERNOR_MAX_NOTIONAL: '100000',
+      GOVERNOR_MAX_NOTIONAL_ETHUSDT: '2500.5',
     });
     expect(config).toEqual<ChainConfig>({
       redisUrl: 'rediss://redis.internal:6380/2',
@@ -70,9 +97,14 @@ describe('loadConfig', () => {
       planMaxAgeS: 7200,
       recheckIntervalS: 10,
       p33Tolerance: '0.002',
-      p33ToleranceBySymbol: {},
-      approvers: [],
+      p33ToleranceBySymbol: { ETHUSDT: '0.01' },
+      approvers: ['alice', 'bob'],
       exchange: 'paper',
+      rateLimit: { count: 30, windowMs: 60_000 },
+      maxQty: '1.5',
+      maxQtyBySymbol: { BTCUSDT: '0.1' },
+      maxNotional: '100000',
+      maxNotionalBySymbol: { ETHUSDT: '2500.5' },
     });
   });
 
@@ -89,6 +121,20 @@ describe('loadConfig', () => {
     ['a margin above the default TTL', { PERMIT_MARGIN_S: '61' }, 'PERMIT_MARGIN_S'],
     ['an unknown exchange', { EXCHANGE: 'binance' }, 'EXCHANGE'],
     ['a bad per-symbol tolerance', { P33_TOLERANCE_BTCUSDT: 'abc' }, 'P33_TOLERANCE_BTCUSDT'],
+    ['a rate limit of 0 per window', { GOVERNOR_RATE_LIMIT: '0/60s' }, 'GOVERNOR_RATE_LIMIT'],
+    ['a rate limit window of 0', { GOVERNOR_RATE_LIMIT: '30/0s' }, 'GOVERNOR_RATE_LIMIT'],
+    ['a rate limit that is not count/window', { GOVERNOR_RATE_LIMIT: 'abc' }, 'GOVERNOR_RATE_LIMIT'],
+    ['a rate limit window in hours', { GOVERNOR_RATE_LIMIT: '30/60h' }, 'GOVERNOR_RATE_LIMIT'],
+    ['a rate limit window without a unit', { GOVERNOR_RATE_LIMIT: '30/60' }, 'GOVERNOR_RATE_LIMIT'],
+    ['a rate limit with a fractional count', { GOVERNOR_RATE_LIMIT: '1.5/60s' }, 'GOVERNOR_RATE_LIMIT'],
+    ['a rate limit with a negative count', { GOVERNOR_RATE_LIMIT: '-1/60s' }, 'GOVERNOR_RATE_LIMIT'],
+    ['a negative max qty', { GOVERNOR_MAX_QTY: '-1' }, 'GOVERNOR_MAX_QTY'],
+    ['a max qty that is not a number', { GOVERNOR_MAX_QTY: 'abc' }, 'GOVERNOR_MAX_QTY'],
+    ['a negative max notional', { GOVERNOR_MAX_NOTIONAL: '-100' }, 'GOVERNOR_MAX_NOTIONAL'],
+    ['a max notional with an exponent', { GOVERNOR_MAX_NOTIONAL: '1e5' }, 'GOVERNOR_MAX_NOTIONAL'],
+    ['a bad per-symbol max qty', { GOVERNOR_MAX_QTY_BTCUSDT: 'abc' }, 'GOVERNOR_MAX_QTY_BTCUSDT'],
+    ['a negative per-symbol max qty', { GOVERNOR_MAX_QTY_BTCUSDT: '-0.1' }, 'GOVERNOR_MAX_QTY_BTCUSDT'],
+    ['a bad per-symbol max notional', { GOVERNOR_MAX_NOTIONAL_ETHUSDT: 'x' }, 'GOVERNOR_MAX_NOTIONAL_ETHUSDT'],
   ])('refuses %s, naming the variable', (_name, env, variable) => {
     const error = configError(env);
     expect(error).toBeInstanceOf(ConfigError);
@@ -109,6 +155,156 @@ describe('loadConfig', () => {
     ['empty entries', ',,carol,,', ['carol']],
   ])('reads APPROVERS with %s', (_name, approvers, expected) => {
     expect(loadConfig({ APPROVERS: approvers }).approvers).toEqual(expected);
+  });
+
+  it.each<[string, { count: number; windowMs: number } | null]>([
+    ['', null],
+    ['   ', null],
+    ['30/60s', { count: 30, windowMs: 60_000 }],
+    ['2/1m', { count: 2, windowMs: 60_000 }],
+    ['1/1s', { count: 1, windowMs: 1_000 }],
+    ['100/5m', { count: 100, windowMs: 300_000 }],
+    [' 30/60s ', { count: 30, windowMs: 60_000 }],
+  ])('reads GOVERNOR_RATE_LIMIT %j as %j', (raw, expected) => {
+    expect(loadConfig({ GOVERNOR_RATE_LIMIT: raw }).rateLimit).toEqual(expected);
+  });
+
+  it('names GOVERNOR_RATE_LIMIT and the value it refuses', () => {
+    expect(configError({ GOVERNOR_RATE_LIMIT: '30/60h' }).message).toBe(
+      "config: GOVERNOR_RATE_LIMIT must be <count>/<window>s or <count>/<window>m, e.g. 30/60s (count up to 1000000, window up to 1 day) (got '30/60h')",
+    );
+  });
+
+  it.each<[string, string, string | null]>([
+    ['unset', '', null],
+    ['a whole number', '2', '2'],
+    ['a decimal with trailing zeros', '0.0620', '0.062'],
+    ['8 decimals', '0.00000001', '0.00000001'],
+    ['a leading dot', '.5', '0.5'],
+    ['zero', '0', '0'],
+    ['surrounding spaces', ' 1.5 ', '1.5'],
+  ])('reads GOVERNOR_MAX_QTY and GOVERNOR_MAX_NOTIONAL: %s', (_name, raw, expected) => {
+    const config = loadConfig({ GOVERNOR_MAX_QTY: raw, GOVERNOR_MAX_NOTIONAL: raw });
+    expect(config.maxQty).toBe(expected);
+    expect(config.maxNotional).toBe(expected);
+  });
+
+  it.each<[string, NodeJS.ProcessEnv, Partial<ChainConfig>]>([
+    [
+      'a max qty override is not a tolerance',
+      { GOVERNOR_MAX_QTY_BTCUSDT: '0.5' },
+      { maxQtyBySymbol: { BTCUSDT: '0.5' }, maxNotionalBySymbol: {}, p33ToleranceBySymbol: {} },
+    ],
+    [
+      'a max notional override is not a max qty',
+      { GOVERNOR_MAX_NOTIONAL_XRPUSDT: '5000' },
+      { maxQtyBySymbol: {}, maxNotionalBySymbol: { XRPUSDT: '5000' }, p33ToleranceBySymbol: {} },
+    ],
+    [
+      'a tolerance override is not a size limit',
+      { P33_TOLERANCE_ETHUSDT: '0.01' },
+      { maxQtyBySymbol: {}, maxNotionalBySymbol: {}, p33ToleranceBySymbol: { ETHUSDT: '0.01' } },
+    ],
+    [
+      'all three for one symbol, in canonical form',
+      { GOVERNOR_MAX_QTY_BTCUSDT: '0.50', GOVERNOR_MAX_NOTIONAL_BTCUSDT: '1000.0', P33_TOLERANCE_BTCUSDT: '0.0010' },
+      {
+        maxQtyBySymbol: { BTCUSDT: '0.5' },
+        maxNotionalBySymbol: { BTCUSDT: '1000' },
+        p33ToleranceBySymbol: { BTCUSDT: '0.001' },
+      },
+    ],
+    [
+      'several symbols',
+      { GOVERNOR_MAX_QTY_BTCUSDT: '0.1', GOVERNOR_MAX_QTY_ETHUSDT: '2' },
+      { maxQtyBySymbol: { BTCUSDT: '0.1', ETHUSDT: '2' } },
+    ],
+    [
+      'a lowercase suffix is ignored',
+      { GOVERNOR_MAX_QTY_btcusdt: '0.1', GOVERNOR_MAX_NOTIONAL_Btcusdt: '1' },
+      { maxQtyBySymbol: {}, maxNotionalBySymbol: {} },
+    ],
+    [
+      'an empty override is ignored',
+      { GOVERNOR_MAX_QTY_BTCUSDT: '', GOVERNOR_MAX_NOTIONAL_BTCUSDT: '' },
+      { maxQtyBySymbol: {}, maxNotionalBySymbol: {} },
+    ],
+    [
+      'an override leaves the default as set',
+      { GOVERNOR_MAX_QTY: '1', GOVERNOR_MAX_QTY_BTCUSDT: '0.1' },
+      { maxQty: '1', maxQtyBySymbol: { BTCUSDT: '0.1' }, maxNotional: null },
+    ],
+  ])('reads per-symbol overrides: %s', (_name, env, expected) => {
+    const config = loadConfig(env);
+    // Exact per field: toMatchObject would let {} match a map that has entries.
+    const picked = Object.fromEntries(Object.keys(expected).map((key) => [key, config[key as keyof ChainConfig]]));
+    expect(picked).toEqual(expected);
+  });
+});
+
+describe('sizeLimitsFor', () => {
+  const limits = (env: NodeJS.ProcessEnv, symbol: string) => sizeLimitsFor(loadConfig(env), symbol);
+
+  it.each<[string, NodeJS.ProcessEnv, string, { maxQty?: string; maxNotional?: string }]>([
+    ['no limit set', {}, 'BTCUSDT', {}],
+    [
+      'only the defaults',
+      { GOVERNOR_MAX_QTY: '1', GOVERNOR_MAX_NOTIONAL: '50000' },
+      'BTCUSDT',
+      { maxQty: '1', maxNotional: '50000' },
+    ],
+    ['only a max qty', { GOVERNOR_MAX_QTY: '1' }, 'BTCUSDT', { maxQty: '1' }],
+    ['only a max notional', { GOVERNOR_MAX_NOTIONAL: '50000' }, 'BTCUSDT', { maxNotional: '50000' }],
+    [
+      'symbol overrides win over the defaults',
+      {
+        GOVERNOR_MAX_QTY: '1',
+        GOVERNOR_MAX_NOTIONAL: '50000',
+        GOVERNOR_MAX_QTY_BTCUSDT: '0.1',
+        GOVERNOR_MAX_NOTIONAL_BTCUSDT: '9000',
+      },
+      'BTCUSDT',
+      { maxQty: '0.1', maxNotional: '9000' },
+    ],
+    [
+      'another symbol keeps the defaults',
+      {
+        GOVERNOR_MAX_QTY: '1',
+        GOVERNOR_MAX_NOTIONAL: '50000',
+        GOVERNOR_MAX_QTY_BTCUSDT: '0.1',
+        GOVERNOR_MAX_NOTIONAL_BTCUSDT: '9000',
+      },
+      'ETHUSDT',
+      { maxQty: '1', maxNotional: '50000' },
+    ],
+    ['an override with no default', { GOVERNOR_MAX_QTY_BTCUSDT: '0.1' }, 'BTCUSDT', { maxQty: '0.1' }],
+    ['no limit for a symbol without an override or default', { GOVERNOR_MAX_QTY_BTCUSDT: '0.1' }, 'ETHUSDT', {}],
+    [
+      'an override of 0 wins over the default',
+      { GOVERNOR_MAX_QTY: '1', GOVERNOR_MAX_QTY_BTCUSDT: '0' },
+      'BTCUSDT',
+      { maxQty: '0' },
+    ],
+    [
+      'a max notional override leaves the max qty default',
+      { GOVERNOR_MAX_QTY: '1', GOVERNOR_MAX_NOTIONAL_BTCUSDT: '9000' },
+      'BTCUSDT',
+      { maxQty: '1', maxNotional: '9000' },
+    ],
+  ])('%s (%j, %s)', (_name, env, symbol, expected) => {
+    const got = limits(env, symbol);
+    // toStrictEqual: a missing limit is an absent key, not one set to undefined or null.
+    expect(got).toStrictEqual(expected);
+    expect(Object.keys(got).sort()).toEqual(Object.keys(expected).sort());
+  });
+
+  it('takes the limits from a hand-made config', () => {
+    expect(
+      sizeLimitsFor(
+        { maxQty: null, maxQtyBySymbol: {}, maxNotional: '10', maxNotionalBySymbol: { ETHUSDT: '5' } },
+        'ETHUSDT',
+      ),
+    ).toStrictEqual({ maxNotional: '5' });
   });
 });
 
@@ -137,6 +333,12 @@ describe('chainSettings', () => {
       recheckIntervalS: 30,
       planMaxAgeS: 3600,
       approvalTimeoutS: 600,
+      approvers: [],
     });
+  });
+
+  it('carries the approvers', () => {
+    const config = loadConfig({ TRADING_MODE: 'production', APPROVERS: 'alice, bob' });
+    expect(chainSettings(config)).toMatchObject({ mode: 'production', approvers: ['alice', 'bob'] });
   });
 });

@@ -149,6 +149,7 @@ describe('parsePlan: refused plans', () => {
     ["side 'buy'", { ...jsonPlan, side: 'buy' }, 'side', "'BUY' or 'SELL'"],
     ["side 'HOLD'", { ...jsonPlan, side: 'HOLD' }, 'side', "'BUY' or 'SELL'"],
     ["symbol 'btcusdt'", { ...jsonPlan, symbol: 'btcusdt' }, 'symbol', 'upper-case'],
+    ["symbol '1000'", { ...jsonPlan, symbol: '1000' }, 'symbol', 'upper-case'],
     ["action 'EXIT'", { ...jsonPlan, action: 'EXIT' }, 'action', "'EXECUTE'"],
     ['action missing', without(jsonPlan, 'action'), 'action', 'is required'],
     ['source missing', without(jsonPlan, 'source'), 'source', 'is required'],
@@ -267,5 +268,11 @@ describe('planSummary', () => {
     ],
   ])('reads %s in one line', (_name, input, expected) => {
     expect(planSummary(input)).toBe(expected);
+  });
+});
+
+describe('parsePlan: symbols', () => {
+  it.each(['BTCUSDT', '1000PEPEUSDT', 'ETH2USDT'])('accepts %s', (symbol) => {
+    expect(parsePlan({ ...jsonPlan, symbol }, now).symbol).toBe(symbol);
   });
 });

@@ -1,0 +1,180 @@
+import { randomUUID } from 'node:crypto';
+import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import type { Redis } from 'ioredis';
+import { auditFields } from '../activities/audit';
+import { formatDec, parseAmount, type Dec } from '../lib/decimal';
+import type { RedisKeys } from '../lib/keys';
+import type { ChainOutcome, ChainStage, ChainStatus } from '../lib/types';
+import {
+  PERMIT_CHAIN_WORKFLOW,
+  chainOutcomeKey,
+  chainStageKey,
+  planIdKey,
+  planWorkflowId,
+  retrySignal,
+  symbolKey,
+  tradingModeKey,
+} from '../workflows/messages';
+
+export const STAGES: readonly ChainStage[] = [
+  'governor',
+  'awaiting_approval',
+  'apply',
+  'p33',
+  'blocked',
+  'execute',
+  'done',
+];
+export const OUTCOMES: readonly ChainOutcome[] = ['executed', 'denied', 'rejected', 'expired', 'cancelled', 'failed'];
+
+/** An operator's action that is not about one plan, in the audit stream (plan id `-`). */
+function operatorAudit(decision: string, reason: string): string[] {
+  return auditFields({ plan_id: '-', layer: 'operator', decision, reason, at: Date.now() });
+}
+
+/** Sets or clears the Governor's kill switch, audited in the same MULTI. */
+export async function setKillSwitch(redis: Redis, keys: RedisKeys, on: boolean, by: string): Promise<void> {
+  const multi = redis.multi();
+  if (on) multi.set(keys.killSwitch, '1');
+  else multi.del(keys.killSwitch);
+  await multi
+    .xadd(keys.auditStream, '*', ...operatorAudit(on ? 'kill_switch_on' : 'kill_switch_off', `by ${by}`))
+    .exec();
+}
+
+export interface PlanFilter {
+  stage?: ChainStage;
+  outcome?: ChainOutcome;
+  symbol?: string;
+  /** Only running workflows. */
+  running?: boolean;
+  /** Only plans started before this time. */
+  startedBefore?: Date;
+}
+
+/** The visibility query for a filter: every clause a search attribute of the contract. */
+export function planQuery(filter: PlanFilter): string {
+  const clauses = [`WorkflowType = "${PERMIT_CHAIN_WORKFLOW}"`];
+  if (filter.stage) clauses.push(`ChainStage = "${filter.stage}"`);
+  if (filter.outcome) clauses.push(`ChainOutcome = "${filter.outcome}"`);
+  if (filter.symbol) clauses.push(`Symbol = "${filter.symbol}"`);
+  if (filter.running) clauses.push('ExecutionStatus = "Running"');
+  if (filter.startedBefore) clauses.push(`StartTime < "${filter.startedBefore.toISOString()}"`);
+  return clauses.join(' AND ');
+}
+
+export interface PlanRow {
+  plan_id: string;
+  workflow_id: string;
+  symbol: string;
+  stage: string;
+  outcome: string;
+  mode: string;
+  status: string;
+  started_at: string;
+}
+
+function row(info: WorkflowExecutionInfo): PlanRow {
+  const attrs = info.typedSearchAttributes;
+  return {
+    plan_id: attrs.get(planIdKey) ?? info.workflowId.replace(/^plan-/, ''),
+    workflow_id: info.workflowId,
+    symbol: attrs.get(symbolKey) ?? '',
+    stage: attrs.get(chainStageKey) ?? '',
+    outcome: attrs.get(chainOutcomeKey) ?? '',
+    mode: attrs.get(tradingModeKey) ?? '',
+    status: info.status.name,
+    started_at: info.startTime.toISOString(),
+  };
+}
+
+export async function listPlans(client: Client, filter: PlanFilter, limit: number): Promise<PlanRow[]> {
+  const rows: PlanRow[] = [];
+  for await (const info of client.workflow.list({ query: planQuery(filter), pageSize: Math.min(limit, 1000) })) {
+    rows.push(row(info));
+    if (rows.length >= limit) break;
+  }
+  return rows;
+}
+
+/** Signals `retry` to every running blocked plan the filter finds; returns the plan ids it woke. */
+export async function retryBlocked(
+  client: Client,
+  filter: Pick<PlanFilter, 'symbol' | 'startedBefore'>,
+  by: string,
+): Promise<string[]> {
+  const woken: string[] = [];
+  for (const plan of await listPlans(client, { ...filter, stage: 'blocked', running: true }, 10_000)) {
+    try {
+      await client.workflow.getHandle(plan.workflow_id).signal(retrySignal, { by });
+      woken.push(plan.plan_id);
+    } catch {
+      // It ended between the list and the signal: nothing to wake.
+    }
+  }
+  return woken;
+}
+
+/** Sets the ledger to the exchange's amount, audited in the same MULTI; returns both amounts. */
+export async function reconcileLedger(
+  redis: Redis,
+  keys: RedisKeys,
+  exchangeAmount: Dec,
+  symbol: string,
+  by: string,
+): Promise<{ before: string; after: string }> {
+  const before = formatDec(
+    parseAmount(await redis.hget(keys.position(symbol), 'ledger_amount'), `ledger_amount of ${symbol}`),
+  );
+  const after = formatDec(exchangeAmount);
+  await redis
+    .multi()
+    .hset(keys.position(symbol), 'ledger_amount', after, 'updated_at', String(Date.now()))
+    .xadd(keys.auditStream, '*', ...operatorAudit('reconcile', `${symbol} ledger ${before} -> ${after} by ${by}`))
+    .exec();
+  return { before, after };
+}
+
+const WORKFLOW_TASK_COMPLETED = temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED;
+
+/**
+ * Runs a plan that ended `failed` again from its start with Temporal's reset, the reason recorded in its history
+ * and in the audit stream. The layers are idempotent (one stream entry, one order per plan), so a rerun never
+ * publishes or fills twice.
+ */
+export async function resetFailedPlan(
+  client: Client,
+  redis: Redis,
+  keys: RedisKeys,
+  planId: string,
+  by: string,
+): Promise<{ runId: string }> {
+  const handle = client.workflow.getHandle(planWorkflowId(planId));
+  const description = await handle.describe();
+  const history = await handle.fetchHistory();
+  const firstTask = history.events?.find((event) => event.eventType === WORKFLOW_TASK_COMPLETED);
+  if (!firstTask?.eventId) throw new Error(`plan ${planId} has no completed workflow task to reset to`);
+  const reason = `retry of a failed plan by ${by}`;
+  const reset = await client.workflowService.resetWorkflowExecution({
+    namespace: client.options.namespace,
+    workflowExecution: { workflowId: description.workflowId, runId: description.runId },
+    reason,
+    workflowTaskFinishEventId: firstTask.eventId,
+    requestId: randomUUID(),
+  });
+  await redis.xadd(
+    keys.auditStream,
+    '*',
+    ...auditFields({ plan_id: planId, layer: 'operator', decision: 'reset', reason, at: Date.now() }),
+  );
+  return { runId: reset.runId ?? '' };
+}
+
+/** The final status of a closed plan, or undefined while it runs. */
+export async function closedStatus(client: Client, planId: string): Promise<ChainStatus | undefined> {
+  const handle = client.workflow.getHandle(planWorkflowId(planId));
+  const description = await handle.describe();
+  if (description.status.name === 'RUNNING') return undefined;
+  return handle.query<ChainStatus>('status');
+}
