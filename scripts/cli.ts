@@ -1,9 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import {
-  WorkflowNotFoundError,
-  WorkflowUpdateFailedError,
-  WorkflowUpdateRPCTimeoutOrCancelledError,
-} from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { msToNumber } from '@temporalio/common/lib/time';
 import type { UpdateDefinition } from '@temporalio/common';
 import { createPaperExchange } from '../activities/exchange/paper';
@@ -83,13 +79,15 @@ async function operatorUpdate<Request>(
     try {
       reply = await handle.executeUpdate(update, { args: [request] });
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) return notFound(err, planId);
-      if (err instanceof WorkflowUpdateFailedError)
-        reply = { accepted: false, detail: err.cause?.message ?? err.message };
-      else if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) throw err;
-      else if (/completed|closed/i.test(String((err as Error).message)))
+      // An update to a finished workflow is answered "not found": tell that apart from a plan that never was.
+      if (err instanceof WorkflowNotFoundError) {
+        await handle.describe().catch((missing: unknown) => notFound(missing, planId));
         reply = { accepted: false, detail: 'plan has already ended' };
-      else throw err;
+      } else if (err instanceof WorkflowUpdateFailedError) {
+        reply = { accepted: false, detail: err.cause?.message ?? err.message };
+      } else {
+        throw err;
+      }
     }
     o.result(reply.accepted ? `accepted: ${reply.detail}` : `refused: ${reply.detail}`, { plan_id: planId, ...reply });
     return reply.accepted ? 0 : 3;
