@@ -1,0 +1,227 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPlan } from '../../lib/chain-client';
+import { loadConfig } from '../../lib/config';
+import type { ChainStatus } from '../../lib/types';
+import type { permitChain } from '../../workflows';
+import { retrySignal, statusQuery } from '../../workflows/messages';
+import { runCli } from '../cli-runner';
+import {
+  auditOf,
+  chainHarness,
+  eventually,
+  makePlan,
+  pairs,
+  setPositions,
+  testEnv,
+  type ChainHarness,
+} from '../helpers';
+
+const env = testEnv();
+let h: ChainHarness;
+beforeAll(async () => {
+  h = await chainHarness(loadConfig(env));
+});
+afterAll(() => h.close());
+
+async function blockedCount(symbol: string, expected: number): Promise<void> {
+  await eventually(
+    async () => {
+      const run = await runCli(['list', '--stage', 'blocked', '--symbol', symbol, '--json', '--limit', '100'], env);
+      const { plans } = JSON.parse(run.stdout) as { plans: unknown[] };
+      return plans.length === expected ? true : undefined;
+    },
+    30_000,
+    `${expected} blocked plans on ${symbol} in visibility`,
+  );
+}
+
+async function waitForStage(workflowId: string, stage: ChainStatus['stage']): Promise<ChainStatus> {
+  const handle = h.client.workflow.getHandle(workflowId);
+  return eventually(async () => {
+    const status = await handle.query(statusQuery);
+    return status.stage === stage ? status : undefined;
+  });
+}
+
+describe('kill switch', () => {
+  it('stops the order of a plan that already holds both permits', async () => {
+    await setPositions(h, 'KILLUSDT', '2', '1');
+    const plan = makePlan({ symbol: 'KILLUSDT', qty: '2' });
+    await h.withWorker(async () => {
+      const { workflowId, handle } = await startPlan(h.client, h.config, plan);
+      await waitForStage(workflowId, 'blocked');
+      expect(JSON.parse((await h.redis.get(h.keys.permit(plan.plan_id))) ?? '{}')).toMatchObject({ granted: true });
+
+      const on = await runCli(['kill-switch', 'on', '--by', 'risk-desk'], env);
+      expect(on.stdout).toBe('kill switch on (by risk-desk)\n');
+      expect(await h.redis.get(h.keys.killSwitch)).toBe('1');
+      // Reconciled and retried: P3.3 now allows, so the plan holds both permits when it reaches Execute.
+      await h.redis.hset(h.keys.position('KILLUSDT'), 'ledger_amount', '2');
+      await handle.signal(retrySignal, { by: 'ops' });
+      const final = await handle.result();
+      expect(final.outcome).toBe('denied');
+      expect(final.governor?.reason).toBe('kill_switch_active');
+    });
+    const audit = await auditOf(h, plan.plan_id);
+    expect(audit).toContainEqual(['p33', 'allowed', 'positions_reconciled']);
+    expect(audit).toContainEqual(['execute', 'refused', 'kill_switch_active']);
+    expect(audit.at(-1)).toEqual(['governor', 'denied', 'kill_switch_active']);
+    expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(0);
+    expect(await h.redis.hget(h.keys.paperPosition('KILLUSDT'), 'amount')).toBe('2');
+
+    const off = await runCli(['kill-switch', 'off', '--by', 'risk-desk'], env);
+    expect(off.code).toBe(0);
+    expect(await h.redis.exists(h.keys.killSwitch)).toBe(0);
+    const operator = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
+      .map(([, fields]) => Object.fromEntries(pairs(fields)))
+      .filter((e) => e.layer === 'operator' && e.plan_id === '-')
+      .map((e) => [e.decision, e.reason]);
+    expect(operator).toEqual([
+      ['kill_switch_on', 'by risk-desk'],
+      ['kill_switch_off', 'by risk-desk'],
+    ]);
+  });
+});
+
+describe('per-symbol serialization', () => {
+  it('runs 5 plans for one symbol one at a time, each against the ledger the last one left', async () => {
+    await setPositions(h, 'SERUSDT', '5', '5');
+    const plans = Array.from({ length: 5 }, () => makePlan({ symbol: 'SERUSDT', qty: '1' }));
+    const finals = await h.withWorker(async () => {
+      const started = await Promise.all(plans.map((plan) => startPlan(h.client, h.config, plan)));
+      return Promise.all(started.map((s) => s.handle.result()));
+    });
+    expect(finals.map((f) => f.outcome)).toEqual(Array(5).fill('executed'));
+    // Each P3.3 saw the ledger after the previous fill: 5, 4, 3, 2, 1, never the same amount twice.
+    expect(finals.map((f) => f.p33?.ledger_amount).sort()).toEqual(['1', '2', '3', '4', '5']);
+    expect(await h.redis.hget(h.keys.position('SERUSDT'), 'ledger_amount')).toBe('0');
+    expect(await h.redis.hget(h.keys.paperPosition('SERUSDT'), 'amount')).toBe('0');
+    // And in the audit stream, each plan's P3.3 approval is followed by its own fill before the next P3.3.
+    const ids = new Set(plans.map((p) => p.plan_id));
+    const sequence = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
+      .map(([, fields]) => Object.fromEntries(pairs(fields)))
+      .filter((e) => ids.has(e.plan_id ?? '') && ['p33', 'execute'].includes(e.layer ?? ''))
+      .map((e) => `${e.layer}:${e.plan_id}`);
+    expect(sequence).toHaveLength(10);
+    for (let i = 0; i < 10; i += 2) {
+      expect(sequence[i]?.startsWith('p33:')).toBe(true);
+      expect(sequence[i + 1]).toBe(`execute:${sequence[i]?.slice(4)}`);
+    }
+    expect(await h.redis.exists(h.keys.symbolLock('SERUSDT'))).toBe(0);
+  });
+
+  it('frees a symbol whose holder crashed once the lease runs out', async () => {
+    await setPositions(h, 'LEASEUSDT', '1', '1');
+    // A plan that died holding the symbol: its lease has 1.5 s left.
+    await h.redis.set(h.keys.symbolLock('LEASEUSDT'), 'deaddeaddeaddead', 'PX', 1500);
+    const plan = makePlan({ symbol: 'LEASEUSDT', qty: '1' });
+    await h.withWorker(async () => {
+      const { workflowId, handle } = await startPlan(h.client, h.config, plan);
+      const waiting = await eventually(async () => {
+        const status = await handle.query(statusQuery);
+        return status.timeline.find((t) => t.detail.startsWith('waiting for LEASEUSDT: plan deaddeaddeaddead'));
+      });
+      expect(waiting.stage).toBe('p33');
+      expect((await handle.result()).outcome).toBe('executed');
+      expect(workflowId).toBe(`plan-${plan.plan_id}`);
+    });
+  });
+});
+
+describe('stuck plans', () => {
+  it('wakes 20 blocked plans with one retry-stuck after the ledger is reconciled, and all execute', async () => {
+    await setPositions(h, 'STUCKUSDT', '2', '1');
+    const plans = Array.from({ length: 20 }, () => makePlan({ symbol: 'STUCKUSDT', qty: '0.1' }));
+    await h.withWorker(async () => {
+      const started = await Promise.all(plans.map((plan) => startPlan(h.client, h.config, plan)));
+      await blockedCount('STUCKUSDT', 20);
+      await h.redis.hset(h.keys.position('STUCKUSDT'), 'ledger_amount', '2');
+      const run = await runCli(['retry-stuck', '--symbol', 'STUCKUSDT', '--by', 'ops', '--json'], env);
+      expect(JSON.parse(run.stdout)).toMatchObject({ retried: 20 });
+      const finals = await Promise.all(started.map((s) => s.handle.result()));
+      expect(finals.map((f) => f.outcome)).toEqual(Array(20).fill('executed'));
+    });
+    expect(await h.redis.hget(h.keys.position('STUCKUSDT'), 'ledger_amount')).toBe('0');
+    expect(await h.redis.hget(h.keys.paperPosition('STUCKUSDT'), 'amount')).toBe('0');
+  });
+
+  it('retry-stuck --older-than leaves younger plans alone', async () => {
+    await setPositions(h, 'YOUNGUSDT', '2', '1');
+    const plan = makePlan({ symbol: 'YOUNGUSDT', qty: '1' });
+    await h.withWorker(async () => {
+      const { handle } = await startPlan(h.client, h.config, plan);
+      await blockedCount('YOUNGUSDT', 1);
+      const run = await runCli(['retry-stuck', '--symbol', 'YOUNGUSDT', '--older-than', '1h', '--json'], env);
+      expect(JSON.parse(run.stdout)).toMatchObject({ retried: 0 });
+      const cancel = await runCli(['cancel', plan.plan_id, '--by', 'ops', '--reason', 'test over'], env);
+      expect(cancel.stdout).toBe('accepted: cancel accepted from ops\n');
+      expect((await handle.result()).outcome).toBe('cancelled');
+    });
+  });
+
+  it('reconcile sets the ledger to the exchange, audits it, and wakes the symbol’s blocked plans', async () => {
+    await setPositions(h, 'RECUSDT', '0.062', '0.002');
+    const plans = [makePlan({ symbol: 'RECUSDT', qty: '0.031' }), makePlan({ symbol: 'RECUSDT', qty: '0.031' })];
+    await h.withWorker(async () => {
+      const started = await Promise.all(plans.map((plan) => startPlan(h.client, h.config, plan)));
+      await blockedCount('RECUSDT', 2);
+      const run = await runCli(['reconcile', 'RECUSDT', '--by', 'alice'], env);
+      expect(run.stdout).toBe("RECUSDT ledger 0.002 -> 0.062 (the exchange's amount); woke 2 blocked plan(s)\n");
+      const finals = await Promise.all(started.map((s) => s.handle.result()));
+      expect(finals.map((f) => f.outcome)).toEqual(['executed', 'executed']);
+    });
+    expect(await h.redis.hget(h.keys.position('RECUSDT'), 'ledger_amount')).toBe('0');
+    const reconciles = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
+      .map(([, fields]) => Object.fromEntries(pairs(fields)))
+      .filter((e) => e.decision === 'reconcile');
+    expect(reconciles.map((e) => e.reason)).toEqual(['RECUSDT ledger 0.002 -> 0.062 by alice']);
+  });
+
+  it('cancels a plan before its order, and refuses to cancel one that has ended', async () => {
+    await setPositions(h, 'CANUSDT', '3', '1');
+    const plan = makePlan({ symbol: 'CANUSDT', qty: '1' });
+    await h.withWorker(async () => {
+      const { workflowId, handle } = await startPlan(h.client, h.config, plan);
+      await waitForStage(workflowId, 'blocked');
+      const run = await runCli(['cancel', plan.plan_id, '--by', 'alice', '--reason', 'stale signal'], env);
+      expect(run.code).toBe(0);
+      const final = await handle.result();
+      expect(final.outcome).toBe('cancelled');
+      expect(final.timeline.at(-1)?.detail).toBe('cancelled: cancelled by alice: stale signal');
+      const again = await runCli(['cancel', plan.plan_id, '--by', 'alice', '--reason', 'again'], env);
+      expect(again.stdout).toBe('refused: plan has already ended\n');
+      expect(again.code).toBe(3);
+    });
+    expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(0);
+    expect(await auditOf(h, plan.plan_id)).toContainEqual(['operator', 'cancel_requested', 'alice: stale signal']);
+  });
+
+  it('runs a failed plan again with retry (Temporal reset) once its data is fixed', async () => {
+    await setPositions(h, 'FAILUSDT', '1', 'garbage');
+    const plan = makePlan({ symbol: 'FAILUSDT', qty: '1' });
+    await h.withWorker(async () => {
+      const { handle } = await startPlan(h.client, h.config, plan);
+      const failed = await handle.result();
+      expect(failed.outcome).toBe('failed');
+      expect(failed.last_error).toBe("checkPosition: ledger_amount of FAILUSDT is not a decimal number: 'garbage'");
+
+      await h.redis.hset(h.keys.position('FAILUSDT'), 'ledger_amount', '1');
+      const run = await runCli(['retry', plan.plan_id, '--by', 'alice'], env);
+      expect(run.stdout).toMatch(
+        new RegExp(`^plan ${plan.plan_id} runs again from its start \\(reset, run [0-9a-f-]+\\)\\n$`),
+      );
+      const rerun = await h.client.workflow.getHandle<typeof permitChain>(handle.workflowId).result();
+      expect(rerun.outcome).toBe('executed');
+      await eventually(async () => {
+        const again = await runCli(['list', '--outcome', 'executed', '--symbol', 'FAILUSDT', '--json'], env);
+        return (JSON.parse(again.stdout) as { plans: unknown[] }).plans.length === 1 ? true : undefined;
+      });
+      const notFailed = await runCli(['retry', plan.plan_id], env);
+      expect(notFailed.stderr).toBe(
+        `permit-chain: plan ${plan.plan_id} ended executed: only a failed plan runs again\n`,
+      );
+    });
+    expect(await auditOf(h, plan.plan_id)).toContainEqual(['operator', 'reset', 'retry of a failed plan by alice']);
+    expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(1);
+  });
+});
