@@ -1,12 +1,16 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../lib/chain-client';
-import { loadConfig } from '../../lib/config';
-import { chainSettings } from '../../lib/config';
+import { chainSettings, loadConfig } from '../../lib/config';
+import { temporalCliExecutable } from '../../lib/servers';
 import type { ChainStatus, Plan } from '../../lib/types';
 import { PERMIT_CHAIN_WORKFLOW, approveSignal, planWorkflowId, statusQuery } from '../../workflows/messages';
 import type { permitChain } from '../../workflows';
 import { runCli } from '../cli-runner';
 import { auditOf, chainHarness, eventually, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
+
+const run = promisify(execFile);
 
 /** Production mode: a person approves each plan; only alice and bob may. */
 const env = testEnv({ TRADING_MODE: 'production', APPROVERS: 'alice,bob', APPROVAL_TIMEOUT_S: '2' });
@@ -134,6 +138,32 @@ describe('manual approval (production mode) on the real dev server', () => {
       const final = await h.client.workflow.getHandle<typeof permitChain>(handle.workflowId).result();
       expect(final.outcome).toBe('executed');
       expect(final.governor?.approved_by).toBe('alice');
+    });
+  });
+
+  it('takes an approval sent with the official temporal CLI', async () => {
+    await setPositions(h, 'DOTUSDT', '4', '4');
+    const plan = makePlan({ symbol: 'DOTUSDT', qty: '4' });
+    const cli = temporalCliExecutable();
+    if (cli.type !== 'existing-path') throw new Error('no Temporal CLI in .tools: run scripts/setup.sh');
+    await h.withWorker(async () => {
+      const { workflowId, handle } = await startPlan(h.client, h.config, plan);
+      await stageOf(workflowId, 'awaiting_approval');
+      await run(cli.path, [
+        'workflow',
+        'signal',
+        '--address',
+        h.config.temporalAddress,
+        '-w',
+        workflowId,
+        '--name',
+        'approve',
+        '--input',
+        '{"by":"alice","note":"via temporal"}',
+      ]);
+      const final = await handle.result();
+      expect(final.outcome).toBe('executed');
+      expect(final.approval).toMatchObject({ by: 'alice', note: 'via temporal' });
     });
   });
 });

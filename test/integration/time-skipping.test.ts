@@ -5,10 +5,11 @@ import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { startPlan } from '../../lib/chain-client';
+import type { ChainConfig } from '../../lib/config';
 import { redisKeys } from '../../lib/keys';
 import { registerSearchAttributes } from '../../lib/search-attributes';
 import { testServerExecutable } from '../../lib/servers';
-import { retrySignal, statusQuery } from '../../workflows/messages';
+import { approveSignal, retrySignal, statusQuery } from '../../workflows/messages';
 import { auditOf, makePlan, quietRuntime, setPositions, testConfig } from '../helpers';
 
 /**
@@ -32,13 +33,13 @@ afterAll(async () => {
   await env?.teardown();
 });
 
-async function withWorker<T>(fn: () => Promise<T>): Promise<T> {
-  const exchange = createPaperExchange(redis, keys, Date.now);
+async function withWorker<T>(fn: () => Promise<T>, cfg: ChainConfig = config): Promise<T> {
+  const exchange = createPaperExchange(redis, redisKeys(cfg.keyPrefix), Date.now);
   const worker = await Worker.create({
     connection: env.nativeConnection,
-    taskQueue: config.taskQueue,
+    taskQueue: cfg.taskQueue,
     workflowBundle: { codePath: inject('workflowBundlePath') },
-    activities: createActivities({ redis, config, exchange, clock: Date.now }),
+    activities: createActivities({ redis, config: cfg, exchange, clock: Date.now }),
   });
   return worker.runUntil(fn);
 }
@@ -78,5 +79,101 @@ describe('permitChain with time skipping', () => {
     expect(final.outcome).toBe('executed');
     expect(final.attempts).toBe(2);
     expect(await redis.hget(keys.position('ADAUSDT'), 'ledger_amount')).toBe('0');
+  });
+});
+
+describe('manual approval with time skipping (production mode, real-length timers)', () => {
+  const production = testConfig({ TRADING_MODE: 'production', APPROVERS: 'alice' });
+  const pkeys = redisKeys(production.keyPrefix);
+
+  it('ends expired when APPROVAL_TIMEOUT_S (600 s) passes without a decision', async () => {
+    await setPositions({ redis, keys: pkeys }, 'BTCUSDT', '1', '1');
+    const plan = makePlan({ symbol: 'BTCUSDT', qty: '1' });
+    const startedAt = await env.currentTimeMs();
+    const final = await withWorker(
+      async () => (await startPlan(env.client, production, plan)).handle.result(),
+      production,
+    );
+    expect(final.outcome).toBe('expired');
+    expect(final.timeline.at(-1)?.detail).toBe('expired: no approval within 600s');
+    expect((await env.currentTimeMs()) - startedAt).toBeGreaterThanOrEqual(600_000);
+    expect(await redis.exists(pkeys.paperOrder(plan.plan_id))).toBe(0);
+  });
+
+  it('re-issues the permit of a blocked, approved plan without asking while the positions match', async () => {
+    await setPositions({ redis, keys: pkeys }, 'ETHUSDT', '0.062', '0.002');
+    const plan = makePlan({ symbol: 'ETHUSDT', qty: '0.062' });
+    const final = await withWorker(async () => {
+      const { handle } = await startPlan(env.client, production, plan);
+      await env.sleep('1s');
+      await handle.signal(approveSignal, { by: 'alice' });
+      await env.sleep('10s');
+      expect((await handle.query(statusQuery)).stage).toBe('blocked');
+      await env.sleep('70s'); // the permit (55 s for the chain) ran out while blocked
+      const reissued = await handle.query(statusQuery);
+      expect(reissued.attempts).toBe(3); // asked, approved, re-issued
+      expect(reissued.stage).toBe('blocked');
+      expect(reissued.governor).toMatchObject({ granted: true, approved_by: 'alice' });
+      await redis.hset(pkeys.position('ETHUSDT'), 'ledger_amount', '0.062');
+      // The ledger moved away from what alice saw: the next re-issue would ask again, but the permit still holds.
+      await handle.signal(retrySignal, {});
+      return handle.result();
+    }, production);
+    expect(final.outcome).toBe('executed');
+    expect(final.timeline.filter((t) => t.detail.startsWith('awaiting approval of'))).toHaveLength(1);
+  });
+
+  it('asks again when the positions moved since the approval', async () => {
+    await setPositions({ redis, keys: pkeys }, 'SOLUSDT', '100', '90');
+    const plan = makePlan({ symbol: 'SOLUSDT', qty: '10' });
+    await withWorker(async () => {
+      const { handle } = await startPlan(env.client, production, plan);
+      await env.sleep('1s');
+      await handle.signal(approveSignal, { by: 'alice', note: 'exchange 100, ledger 90' });
+      await env.sleep('10s');
+      await redis.hset(pkeys.position('SOLUSDT'), 'ledger_amount', '95'); // still blocked, but not what alice saw
+      await env.sleep('70s');
+      const asked = await handle.query(statusQuery);
+      expect(asked.stage).toBe('awaiting_approval');
+      expect(asked.approval).toBeUndefined();
+      expect(asked.awaiting).toMatchObject({ exchange_amount: '100', ledger_amount: '95' });
+      expect(asked.timeline.at(-1)?.detail).toMatch(
+        /^positions moved since the approval; awaiting approval of SELL 10/,
+      );
+      await handle.cancel();
+    }, production);
+    const governor = (await auditOf({ redis, keys: pkeys }, plan.plan_id)).filter(([layer]) => layer === 'governor');
+    expect(governor.map(([, decision, reason]) => `${decision}:${reason}`)).toEqual([
+      'approval_requested:approval_required',
+      'granted:approved by alice',
+      'approval_requested:approval_stale',
+    ]);
+  });
+});
+
+describe('rate limit with time skipping', () => {
+  const limited = testConfig({ GOVERNOR_RATE_LIMIT: '1/60s' });
+  const lkeys = redisKeys(limited.keyPrefix);
+
+  it('makes plans over the limit wait for their slot instead of denying them', async () => {
+    await setPositions({ redis, keys: lkeys }, 'DOGEUSDT', '3', '3');
+    const plans = [1, 2, 3].map(() => makePlan({ symbol: 'DOGEUSDT', qty: '1' }));
+    const startedAt = await env.currentTimeMs();
+    const finals = await withWorker(async () => {
+      const started = await Promise.all(plans.map((plan) => startPlan(env.client, limited, plan)));
+      // One result at a time: each wait for a result lets the server skip time, and concurrent waits would lock it
+      // again as soon as the first of them returns.
+      const results = [];
+      for (const { handle } of started) results.push(await handle.result());
+      return results;
+    }, limited);
+    expect(finals.map((f) => f.outcome)).toEqual(['executed', 'executed', 'executed']);
+    // 1 permit per 60 s: the third plan's permit came at least two windows after the first.
+    expect((await env.currentTimeMs()) - startedAt).toBeGreaterThanOrEqual(120_000);
+    const waited = finals.filter((f) =>
+      f.timeline.some((t) => t.detail.startsWith('rate limit 1/60s on DOGEUSDT: waiting')),
+    );
+    expect(waited.length).toBe(2);
+    expect(await redis.hget(lkeys.position('DOGEUSDT'), 'ledger_amount')).toBe('0');
   });
 });
