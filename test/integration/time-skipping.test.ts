@@ -9,7 +9,7 @@ import type { ChainConfig } from '../../lib/config';
 import { redisKeys } from '../../lib/keys';
 import { registerSearchAttributes } from '../../lib/search-attributes';
 import { testServerExecutable } from '../../lib/servers';
-import { approveSignal, retrySignal, statusQuery } from '../../workflows/messages';
+import { approveSignal, cancelSignal, retrySignal, statusQuery } from '../../workflows/messages';
 import { auditOf, makePlan, quietRuntime, setPositions, testConfig } from '../helpers';
 
 /**
@@ -140,7 +140,9 @@ describe('manual approval with time skipping (production mode, real-length timer
       expect(asked.timeline.at(-1)?.detail).toMatch(
         /^positions moved since the approval; awaiting approval of SELL 10/,
       );
-      await handle.cancel();
+      // End it before the worker stops: a workflow left with a pending task would hold the test server's clock.
+      await handle.signal(cancelSignal, { by: 'test', reason: 'done' });
+      expect((await handle.result()).outcome).toBe('cancelled');
     }, production);
     const governor = (await auditOf({ redis, keys: pkeys }, plan.plan_id)).filter(([layer]) => layer === 'governor');
     expect(governor.map(([, decision, reason]) => `${decision}:${reason}`)).toEqual([
