@@ -8,6 +8,7 @@ import { ConfigError, loadConfig, toleranceFor, type ChainConfig } from '../lib/
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
 import { PlanError, SYMBOL_PATTERN, parsePlan } from '../lib/plan';
+import { registerSearchAttributes } from '../lib/search-attributes';
 import type { ChainOutcome, ChainStage, ChainStatus, OperatorReply } from '../lib/types';
 import {
   approvePlanUpdate,
@@ -16,6 +17,7 @@ import {
   rejectPlanUpdate,
   retrySignal,
 } from '../workflows/messages';
+import { DEFAULT_INTAKE_OPTIONS, INTAKE_GROUP, runIntake } from '../workers/intake';
 import { connectRedis, runWorker } from '../workers/worker';
 import { runBench, type BenchOptions } from './bench';
 import { runDemo } from './demo';
@@ -163,6 +165,42 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
     .command('worker')
     .description("run the chain's worker until SIGINT/SIGTERM")
     .action(async () => runWorker(config(), (line) => out().line(line)));
+
+  program
+    .command('intake')
+    .description(`turn the plans on the exit.plan stream into workflows, exactly once (group ${INTAKE_GROUP})`)
+    .option('--consumer <name>', "this process's consumer name (distinct per process)", DEFAULT_INTAKE_OPTIONS.consumer)
+    .option('--batch-size <n>', 'entries read at once', positiveInt, DEFAULT_INTAKE_OPTIONS.batchSize)
+    .option(
+      '--claim-idle <age>',
+      "take over another consumer's entries pending this long",
+      durationArg,
+      DEFAULT_INTAKE_OPTIONS.claimIdleMs,
+    )
+    .action(async (opts: { consumer: string; batchSize: number; claimIdle: number }) => {
+      await runIntake(
+        config(),
+        { ...DEFAULT_INTAKE_OPTIONS, consumer: opts.consumer, batchSize: opts.batchSize, claimIdleMs: opts.claimIdle },
+        (line) => out().line(line),
+      );
+    });
+
+  program
+    .command('register-search-attributes')
+    .description("register the chain's search attributes (all Keyword) in the namespace of a real cluster")
+    .action(async () => {
+      const cfg = config();
+      const o = out();
+      await withTemporal(cfg, async (client) => {
+        const added = await registerSearchAttributes(client.connection, cfg.temporalNamespace);
+        o.result(
+          added.length > 0
+            ? `registered ${added.join(', ')} in ${cfg.temporalNamespace}`
+            : `all registered already in ${cfg.temporalNamespace}`,
+          { namespace: cfg.temporalNamespace, added },
+        );
+      });
+    });
 
   program
     .command('submit')

@@ -1,4 +1,5 @@
 import { createConnection } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -10,6 +11,8 @@ import {
   startTemporalDevServer,
   type RunningRedis,
 } from '../lib/servers';
+import { connectTemporal } from '../lib/chain-client';
+import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
 import { connectRedis, createChainWorker } from '../workers/worker';
 import { runDemo } from './demo';
 import type { Output } from './output';
@@ -32,7 +35,7 @@ function listening(host: string, port: number, timeoutMs = 500): Promise<boolean
 
 /**
  * `permit-chain dev`: Redis (AOF under .data/redis) and the Temporal dev server (SQLite under .data/, Web UI on
- * the gRPC port + 1000) where none is reachable, then the worker. Ctrl-C stops what it started; state survives.
+ * the gRPC port + 1000) where none is reachable, then the worker and the intake. Ctrl-C stops what it started; state survives.
  */
 export async function runDev(config: ChainConfig, out: Output, options: { demo: boolean }): Promise<void> {
   // The console is for the stack's own lines here; the SDK speaks up only for warnings.
@@ -69,23 +72,36 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
     }
 
     const redis = connectRedis(config.redisUrl);
+    const intakeReader = connectRedis(config.redisUrl);
     const connection = await NativeConnection.connect({ address: config.temporalAddress });
+    const client = await connectTemporal(config);
     try {
       const worker = await createChainWorker({ config, redis, connection });
-      const running = worker.run();
+      const intake = new PlanIntake(
+        { reader: intakeReader, writer: redis, client, config, log: (line) => out.line(line) },
+        { ...DEFAULT_INTAKE_OPTIONS, consumer: `dev-${hostname()}` },
+      );
+      // The worker stops itself on SIGINT/SIGTERM (the SDK's runtime); the intake is told to.
+      const stopIntake = () => intake.stop();
+      process.once('SIGINT', stopIntake);
+      process.once('SIGTERM', stopIntake);
+      const running = Promise.all([worker.run(), intake.run()]);
       const ui = temporalServer ? `http://127.0.0.1:${uiPort}` : `(the Web UI of ${config.temporalAddress})`;
       out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${config.redisUrl}  (Ctrl-C stops)`);
       if (options.demo) {
         runDemo(config, out).catch((err: unknown) => {
           out.line(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
           process.exitCode = 1;
+          intake.stop();
           worker.shutdown();
         });
       }
       await running;
-      out.line('dev: worker stopped');
+      out.line('dev: worker and intake stopped');
     } finally {
+      await client.connection.close();
       await connection.close();
+      intakeReader.disconnect();
       redis.disconnect();
     }
   } finally {

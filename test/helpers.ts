@@ -18,7 +18,14 @@ export function quietRuntime(): void {
 }
 
 /** The environment a test runs the chain under: the shared servers, a key prefix and task queue of its own. */
-export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
+export interface TestEnv extends Record<string, string> {
+  REDIS_URL: string;
+  TEMPORAL_ADDRESS: string;
+  KEY_PREFIX: string;
+  TASK_QUEUE: string;
+}
+
+export function testEnv(overrides: Record<string, string> = {}): TestEnv {
   const id = randomBytes(4).toString('hex');
   return {
     REDIS_URL: inject('redisUrl'),

@@ -31,9 +31,19 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   });
 }
 
-/** A Redis client for the chain: it reconnects on its own, and a command fails (and its activity retries) meanwhile. */
+/**
+ * A Redis client for the chain: it reconnects on its own, and a command fails (and its caller retries) meanwhile.
+ * Connection errors are reported once per kind, not once per reconnect attempt.
+ */
 export function connectRedis(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: 3, enableOfflineQueue: true });
+  const redis = new Redis(url, { maxRetriesPerRequest: 3, enableOfflineQueue: true });
+  let last = '';
+  redis.on('error', (err: Error) => {
+    if (err.message !== last) console.warn(`redis: ${err.message}`);
+    last = err.message;
+  });
+  redis.on('ready', () => (last = ''));
+  return redis;
 }
 
 /**

@@ -1,0 +1,271 @@
+import { hostname } from 'node:os';
+import { Client, Connection } from '@temporalio/client';
+import type { Redis } from 'ioredis';
+import { startPlan } from '../lib/chain-client';
+import type { ChainConfig } from '../lib/config';
+import { redisKeys } from '../lib/keys';
+import { PlanError, parsePlan } from '../lib/plan';
+import { connectRedis } from './worker';
+
+/** The consumer group every intake process reads `quantum:stream:exit.plan` with. */
+export const INTAKE_GROUP = 'permit-chain';
+
+export interface IntakeOptions {
+  /** This process's consumer name; distinct per process. Restarting under the same name resumes its pending entries. */
+  consumer: string;
+  /** Entries read per call. */
+  batchSize: number;
+  /** Plans started at once within a batch. */
+  concurrency: number;
+  /** Entries another consumer has held this long without acknowledging are taken over (it is presumed dead). */
+  claimIdleMs: number;
+  /** How long one read waits for new entries; also how soon a stop request is noticed. */
+  blockMs: number;
+}
+
+export const DEFAULT_INTAKE_OPTIONS: IntakeOptions = {
+  consumer: `intake-${hostname()}`,
+  batchSize: 100,
+  concurrency: 16,
+  claimIdleMs: 30_000,
+  blockMs: 1_000,
+};
+
+/** How long one workflow start may take before the intake reports Temporal unavailable and tries again. */
+const START_DEADLINE_MS = 5_000;
+/** Backoff while Redis or Temporal is unavailable: quick at first, at most this long between tries. */
+const MAX_BACKOFF_MS = 10_000;
+
+type StreamEntry = [id: string, fields: string[] | null];
+
+function fieldsOf(list: string[]): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < list.length; i += 2) fields[list[i] ?? ''] = list[i + 1] ?? '';
+  return fields;
+}
+
+export interface IntakeCounts {
+  started: number;
+  deadLettered: number;
+}
+
+/**
+ * Turns EXECUTE plans on `quantum:stream:exit.plan` into workflows, exactly once: an entry is acknowledged only
+ * after its plan's workflow exists (or, for a bad entry, after it is dead-lettered, in the same MULTI), and
+ * starting a plan's workflow again reaches the same one. A crash between start and acknowledgement, a
+ * redelivery, or the same plan sent twice therefore start nothing new.
+ */
+export class PlanIntake {
+  private readonly keys;
+  private stopping = false;
+  readonly counts: IntakeCounts = { started: 0, deadLettered: 0 };
+
+  constructor(
+    private readonly deps: {
+      /** For the blocking reads only: a blocked connection can serve nothing else. */
+      reader: Redis;
+      writer: Redis;
+      client: Client;
+      config: ChainConfig;
+      log: (line: string) => void;
+    },
+    private readonly options: IntakeOptions = DEFAULT_INTAKE_OPTIONS,
+  ) {
+    this.keys = redisKeys(deps.config.keyPrefix);
+  }
+
+  /** Asks the loop to stop after the batch in hand: what was read is finished and acknowledged first. */
+  stop(): void {
+    this.stopping = true;
+  }
+
+  async run(): Promise<IntakeCounts> {
+    const { log } = this.deps;
+    log(`intake: reading ${this.keys.exitPlanStream} as ${INTAKE_GROUP}/${this.options.consumer}`);
+    await this.untilDone('create the consumer group', () => this.ensureGroup());
+    // First what this consumer read before it stopped, then what dead consumers left, then new entries.
+    let backlog = true;
+    let lastClaim = 0;
+    while (!this.stopping) {
+      let entries: StreamEntry[] = [];
+      const ok = await this.attempt('read', async () => {
+        if (backlog) {
+          entries = await this.read('0');
+          backlog = entries.length > 0;
+        } else if (Date.now() - lastClaim >= this.options.claimIdleMs / 2) {
+          lastClaim = Date.now();
+          entries = await this.claimAbandoned();
+        }
+        if (!backlog && entries.length === 0) entries = await this.read('>', this.options.blockMs);
+      });
+      if (!ok) continue;
+      await this.processAll(entries);
+    }
+    log(`intake: stopped (${this.counts.started} started, ${this.counts.deadLettered} dead-lettered)`);
+    return this.counts;
+  }
+
+  private async ensureGroup(): Promise<void> {
+    try {
+      await this.deps.writer.xgroup('CREATE', this.keys.exitPlanStream, INTAKE_GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String(err).includes('BUSYGROUP')) throw err;
+    }
+  }
+
+  private async read(from: '0' | '>', blockMs?: number): Promise<StreamEntry[]> {
+    const { reader } = this.deps;
+    const { consumer, batchSize } = this.options;
+    const stream = this.keys.exitPlanStream;
+    const reply = (
+      blockMs === undefined
+        ? await reader.xreadgroup('GROUP', INTAKE_GROUP, consumer, 'COUNT', batchSize, 'STREAMS', stream, from)
+        : await reader.xreadgroup(
+            'GROUP',
+            INTAKE_GROUP,
+            consumer,
+            'COUNT',
+            batchSize,
+            'BLOCK',
+            blockMs,
+            'STREAMS',
+            stream,
+            from,
+          )
+    ) as [string, StreamEntry[]][] | null;
+    return reply?.[0]?.[1] ?? [];
+  }
+
+  private async claimAbandoned(): Promise<StreamEntry[]> {
+    const reply = (await this.deps.writer.xautoclaim(
+      this.keys.exitPlanStream,
+      INTAKE_GROUP,
+      this.options.consumer,
+      this.options.claimIdleMs,
+      '0-0',
+      'COUNT',
+      this.options.batchSize,
+    )) as [string, StreamEntry[], string[]?];
+    const claimed = reply[1] ?? [];
+    if (claimed.length > 0)
+      this.deps.log(`intake: took over ${claimed.length} entries left pending by a stopped consumer`);
+    return claimed;
+  }
+
+  private async processAll(entries: StreamEntry[]): Promise<void> {
+    let next = 0;
+    const lane = async () => {
+      while (next < entries.length) {
+        const entry = entries[next++];
+        if (entry) await this.untilDone(`take entry ${entry[0]}`, () => this.process(entry));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.options.concurrency, entries.length) }, lane));
+  }
+
+  private async process([id, list]: StreamEntry): Promise<void> {
+    const { writer, client, config } = this.deps;
+    const stream = this.keys.exitPlanStream;
+    // An entry trimmed from the stream while pending comes back without fields: nothing to start.
+    if (list === null) {
+      await writer.xack(stream, INTAKE_GROUP, id);
+      return;
+    }
+    const fields = fieldsOf(list);
+    let plan;
+    try {
+      plan = parsePlan(fields);
+    } catch (err) {
+      if (!(err instanceof PlanError)) throw err;
+      await writer
+        .multi()
+        .xadd(
+          this.keys.exitPlanDeadStream,
+          '*',
+          'original_id',
+          id,
+          'error',
+          err.message,
+          'entry',
+          JSON.stringify(fields),
+          'dead_at',
+          new Date().toISOString(),
+        )
+        .xack(stream, INTAKE_GROUP, id)
+        .exec();
+      this.counts.deadLettered += 1;
+      this.deps.log(`intake: ${id} dead-lettered: ${err.message}`);
+      return;
+    }
+    // A bounded wait: while Temporal is away the SDK would retry for a long time, and the intake should say so.
+    await client.withDeadline(Date.now() + START_DEADLINE_MS, () => startPlan(client, config, plan));
+    await writer.xack(stream, INTAKE_GROUP, id);
+    this.counts.started += 1;
+  }
+
+  private backoffMs = 0;
+
+  /** One try; on failure it says so, waits (backoff) and reports false, so the loop comes round again. */
+  private async attempt(what: string, step: () => Promise<void>): Promise<boolean> {
+    try {
+      await step();
+      this.backoffMs = 0;
+      return true;
+    } catch (err) {
+      this.backoffMs = Math.min(MAX_BACKOFF_MS, this.backoffMs === 0 ? 250 : this.backoffMs * 2);
+      this.deps.log(`intake: could not ${what} (${describe(err)}); retrying in ${this.backoffMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, this.backoffMs));
+      return false;
+    }
+  }
+
+  /**
+   * Retries a step until it succeeds, or until asked to stop: an entry not acknowledged stays pending in the group
+   * and is taken again on restart, so stopping loses nothing.
+   */
+  private async untilDone(what: string, step: () => Promise<void>): Promise<void> {
+    while (!(await this.attempt(what, step)) && !this.stopping) {
+      // attempt() has logged and waited.
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  const messages: string[] = [];
+  for (let e: unknown = err; e instanceof Error && messages.length < 4; e = e.cause) messages.push(e.message);
+  const text = messages.join(': ') || String(err);
+  if (/ECONNREFUSED|Connection is closed|max retries|Stream isn't writeable/i.test(text))
+    return `Redis unavailable: ${text}`;
+  if (/UNAVAILABLE|DEADLINE_EXCEEDED|Deadline exceeded|failed to connect|TransportError/i.test(text)) {
+    return `Temporal unavailable: ${text}`;
+  }
+  return text;
+}
+
+/**
+ * The intake process: runs until SIGINT or SIGTERM, then finishes the batch in hand, acknowledges it and exits.
+ * Redis and Temporal may be down at start or go away: it says so and retries.
+ */
+export async function runIntake(
+  config: ChainConfig,
+  options: IntakeOptions,
+  log: (line: string) => void = console.log,
+): Promise<IntakeCounts> {
+  const reader = connectRedis(config.redisUrl);
+  const writer = connectRedis(config.redisUrl);
+  const connection = Connection.lazy({ address: config.temporalAddress });
+  const client = new Client({ connection, namespace: config.temporalNamespace });
+  const intake = new PlanIntake({ reader, writer, client, config, log }, options);
+  const stop = () => intake.stop();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    return await intake.run();
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    await connection.close().catch(() => undefined);
+    reader.disconnect();
+    writer.disconnect();
+  }
+}
