@@ -24,7 +24,8 @@ export function ensureServersInstalled(): void {
   const testServer =
     process.env.TEMPORAL_TEST_SERVER_PATH || join(TOOLS_DIR, 'temporal-test-server', 'bin', 'temporal-test-server');
   const redis = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
-  if (existsSync(cli) && existsSync(testServer) && redis) return;
+  const chromium = existsSync(process.env.CHROMIUM_PATH || '/usr/bin/chromium');
+  if (existsSync(cli) && existsSync(testServer) && redis && chromium) return;
   const setup = spawnSync('bash', [join(PROJECT_ROOT, 'scripts', 'setup.sh')], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });

