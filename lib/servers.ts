@@ -19,7 +19,7 @@ const SETUP_HINT = 'run `bash scripts/setup.sh`';
  * Runs `scripts/setup.sh` (the one setup that `.ci/run` uses too) when the servers it provides are missing, so that
  * `dev` and the tests work on a fresh clone. Quiet and quick when everything is there.
  */
-export function ensureServersInstalled(): void {
+export function ensureServersInstalled(options: { forTests: boolean }): void {
   const cli = process.env.TEMPORAL_CLI_PATH || join(TOOLS_DIR, 'temporal-cli', 'bin', 'temporal');
   const testServer =
     process.env.TEMPORAL_TEST_SERVER_PATH || join(TOOLS_DIR, 'temporal-test-server', 'bin', 'temporal-test-server');

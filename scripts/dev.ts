@@ -40,7 +40,7 @@ function listening(host: string, port: number, timeoutMs = 500): Promise<boolean
 export async function runDev(config: ChainConfig, out: Output, options: { demo: boolean }): Promise<void> {
   // The console is for the stack's own lines here; the SDK speaks up only for warnings.
   Runtime.install({ logger: new DefaultLogger('WARN') });
-  ensureServersInstalled();
+  ensureServersInstalled({ forTests: false });
   const redisUrl = new URL(config.redisUrl);
   const redisPort = Number(redisUrl.port || 6379);
   const [temporalHost = '127.0.0.1', temporalPortText = '7233'] = config.temporalAddress.split(':');

