@@ -24,11 +24,10 @@ export function ensureServersInstalled(options: { forTests: boolean }): void {
   const testServer =
     process.env.TEMPORAL_TEST_SERVER_PATH || join(TOOLS_DIR, 'temporal-test-server', 'bin', 'temporal-test-server');
   const redis = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
-  const chromium = existsSync(process.env.CHROMIUM_PATH || '/usr/bin/chromium');
+  const chromium = !options.forTests || existsSync(process.env.CHROMIUM_PATH || '/usr/bin/chromium');
   if (existsSync(cli) && existsSync(testServer) && redis && chromium) return;
-  const setup = spawnSync('bash', [join(PROJECT_ROOT, 'scripts', 'setup.sh')], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
+  const args = [join(PROJECT_ROOT, 'scripts', 'setup.sh'), ...(options.forTests ? ['--tests'] : [])];
+  const setup = spawnSync('bash', args, { stdio: ['ignore', 'inherit', 'inherit'] });
   if (setup.status !== 0) throw new Error(`scripts/setup.sh failed (exit ${setup.status ?? setup.signal})`);
 }
 
