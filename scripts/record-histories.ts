@@ -1,0 +1,123 @@
+/**
+ * Records the event histories of representative plans into test/histories/, for the replay test that keeps
+ * workflow changes from breaking plans already running. Starts its own Redis and Temporal dev server.
+ *
+ *   npm run record-histories
+ *
+ * Run it again only when a change to the workflow is meant to be incompatible (and then version the workflow).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { startPlan } from '../lib/chain-client';
+import { loadConfig, type ChainConfig } from '../lib/config';
+import { redisKeys } from '../lib/keys';
+import { parsePlan } from '../lib/plan';
+import {
+  PROJECT_ROOT,
+  ensureServersInstalled,
+  freePort,
+  startRedis,
+  startTemporalDevServer,
+  temporalCliExecutable,
+} from '../lib/servers';
+import type { ChainStatus } from '../lib/types';
+import { approveSignal, retrySignal, statusQuery } from '../workflows/messages';
+import { connectRedis, createChainWorker } from '../workers/worker';
+
+const OUT = join(PROJECT_ROOT, 'test', 'histories');
+
+async function main(): Promise<void> {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  ensureServersInstalled({ forTests: false });
+  const executable = temporalCliExecutable();
+  if (executable.type !== 'existing-path') throw new Error('no Temporal CLI in .tools: run scripts/setup.sh');
+  const cli = executable.path;
+  const redisServer = await startRedis({ port: await freePort() });
+  const temporal = await startTemporalDevServer({});
+  const base = { REDIS_URL: redisServer.url, TEMPORAL_ADDRESS: temporal.address, RECHECK_INTERVAL_S: '1' };
+  const redis = connectRedis(redisServer.url);
+  const connection = await NativeConnection.connect({ address: temporal.address });
+  mkdirSync(OUT, { recursive: true });
+
+  async function record(name: string, env: Record<string, string>, play: (config: ChainConfig) => Promise<string>) {
+    const config = loadConfig({ ...base, ...env, TASK_QUEUE: `record-${name}`, KEY_PREFIX: `record-${name}` });
+    const worker = await createChainWorker({ config, redis, connection });
+    const workflowId = await worker.runUntil(() => play(config));
+    // The official CLI's JSON: the same format `temporal workflow show -o json` gives an operator.
+    const shown = spawnSync(cli, ['workflow', 'show', '-w', workflowId, '--address', temporal.address, '-o', 'json'], {
+      encoding: 'utf8',
+    });
+    if (shown.status !== 0) throw new Error(`temporal workflow show failed: ${shown.stderr}`);
+    const events = (JSON.parse(shown.stdout) as { events: unknown[] }).events.length;
+    writeFileSync(join(OUT, `${name}.json`), shown.stdout.endsWith('\n') ? shown.stdout : `${shown.stdout}\n`);
+    console.log(`recorded ${name} (${events} events)`);
+  }
+
+  function plan(symbol: string, qty: string) {
+    return parsePlan({
+      action: 'EXECUTE',
+      symbol,
+      side: 'SELL',
+      qty,
+      source: 'record-histories',
+      created_at: Date.now(),
+    });
+  }
+
+  async function positions(config: ChainConfig, symbol: string, exchange: string, ledger: string) {
+    const keys = redisKeys(config.keyPrefix);
+    await redis.hset(keys.paperPosition(symbol), 'amount', exchange);
+    await redis.hset(keys.position(symbol), 'ledger_amount', ledger);
+  }
+
+  async function until(config: ChainConfig, workflowId: string, stage: ChainStatus['stage']) {
+    const handle = temporal.client.workflow.getHandle(workflowId);
+    while ((await handle.query(statusQuery)).stage !== stage) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  try {
+    await record('executed', {}, async (config) => {
+      await positions(config, 'BTCUSDT', '0.062', '0.062');
+      const { workflowId, handle } = await startPlan(temporal.client, config, plan('BTCUSDT', '0.062'));
+      await handle.result();
+      return workflowId;
+    });
+    await record('blocked-then-executed', {}, async (config) => {
+      await positions(config, 'BTCUSDT', '0.062', '0.002');
+      const { workflowId, handle } = await startPlan(temporal.client, config, plan('BTCUSDT', '0.062'));
+      await until(config, workflowId, 'blocked');
+      await new Promise((r) => setTimeout(r, 1500)); // a re-check or two while blocked
+      await redis.hset(redisKeys(config.keyPrefix).position('BTCUSDT'), 'ledger_amount', '0.062');
+      await handle.signal(retrySignal, { by: 'ops' });
+      await handle.result();
+      return workflowId;
+    });
+    await record('expired', { PLAN_MAX_AGE_S: '3', PERMIT_TTL_S: '2', PERMIT_MARGIN_S: '1' }, async (config) => {
+      await positions(config, 'ETHUSDT', '1', '0');
+      const { workflowId, handle } = await startPlan(temporal.client, config, plan('ETHUSDT', '1'));
+      await handle.result();
+      return workflowId;
+    });
+    await record('approved-production', { TRADING_MODE: 'production', APPROVERS: 'alice' }, async (config) => {
+      await positions(config, 'SOLUSDT', '2', '2');
+      const { workflowId, handle } = await startPlan(temporal.client, config, plan('SOLUSDT', '2'));
+      await until(config, workflowId, 'awaiting_approval');
+      await handle.signal(approveSignal, { by: 'mallory' });
+      await handle.signal(approveSignal, { by: 'alice', note: 'recorded' });
+      await handle.result();
+      return workflowId;
+    });
+  } finally {
+    await connection.close();
+    redis.disconnect();
+    await temporal.teardown();
+    await redisServer.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`record-histories: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});

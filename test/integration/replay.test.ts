@@ -1,0 +1,64 @@
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { DeterminismViolationError } from '@temporalio/workflow';
+import { Worker, bundleWorkflowCode, type ReplayResult } from '@temporalio/worker';
+import { describe, expect, inject, it } from 'vitest';
+import { PROJECT_ROOT } from '../../lib/servers';
+import { quietRuntime } from '../helpers';
+
+/**
+ * Replay safety: the recorded histories of real plans (scripts/record-histories.ts) must replay against the
+ * workflow code as it is now. A change that would break plans already running fails here, in CI.
+ */
+const HISTORIES = join(PROJECT_ROOT, 'test', 'histories');
+
+function recorded() {
+  return readdirSync(HISTORIES)
+    .filter((file) => file.endsWith('.json'))
+    .sort()
+    .map((file) => ({
+      workflowId: basename(file, '.json'),
+      history: JSON.parse(readFileSync(join(HISTORIES, file), 'utf8')) as unknown,
+    }));
+}
+
+async function replayAll(codePath: string): Promise<ReplayResult[]> {
+  quietRuntime();
+  const results: ReplayResult[] = [];
+  for await (const result of Worker.runReplayHistories({ workflowBundle: { codePath } }, recorded()))
+    results.push(result);
+  return results;
+}
+
+describe('replay of recorded plans', () => {
+  it('replays executed, blocked-then-executed, expired and approved plans against the current workflow', async () => {
+    const results = await replayAll(inject('workflowBundlePath'));
+    expect(results.map((r) => r.workflowId)).toEqual([
+      'approved-production',
+      'blocked-then-executed',
+      'executed',
+      'expired',
+    ]);
+    for (const result of results) expect(result.error, result.workflowId).toBeUndefined();
+  });
+
+  it('fails them against a workflow that changed the order of the layers', async () => {
+    const bundle = await bundleWorkflowCode({
+      workflowsPath: join(PROJECT_ROOT, 'test', 'fixtures', 'reordered-workflow', 'index.ts'),
+      logger: {
+        log: () => undefined,
+        trace: () => undefined,
+        debug: () => undefined,
+        info: () => undefined,
+        warn: () => undefined,
+        error: () => undefined,
+      },
+    });
+    const codePath = join(mkdtempSync(join(tmpdir(), 'reordered-')), 'bundle.js');
+    writeFileSync(codePath, bundle.code);
+    const results = await replayAll(codePath);
+    expect(results).toHaveLength(4);
+    for (const result of results) expect(result.error, result.workflowId).toBeInstanceOf(DeterminismViolationError);
+  });
+});
