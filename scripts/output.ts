@@ -35,6 +35,19 @@ export function formatStatus(status: ChainStatus): string {
       `  governor  ${g.granted ? 'granted' : 'denied'} (${g.reason})${g.approved_by ? ` by ${g.approved_by}` : ''}, expires ${time(g.expires_at)}`,
     );
   }
+  const waiting = status.awaiting;
+  if (waiting) {
+    lines.push(
+      `  approval  awaiting a person: exchange ${waiting.exchange_amount}, ledger ${waiting.ledger_amount}, tolerance ${waiting.tolerance}`,
+    );
+  }
+  const approval = status.approval;
+  if (approval) {
+    lines.push(
+      `  approval  by ${approval.by} at ${time(approval.at)}${approval.note ? ` (${approval.note})` : ''}, ` +
+        `seeing exchange ${approval.snapshot.exchange_amount}, ledger ${approval.snapshot.ledger_amount}`,
+    );
+  }
   if (status.apply) lines.push(`  apply     stream id ${status.apply.stream_id}`);
   const p = status.p33;
   if (p) {

@@ -125,6 +125,33 @@ describe('permit-chain dev', () => {
     expect((await redisCli('XREVRANGE', 'quantum:stream:apply.plan', '+', '-', 'COUNT', '1')).stdout).toContain(
       opsPlan,
     );
+
+    // And a plan written to the exit.plan stream by any producer: the intake that dev runs starts it.
+    await redisCli(
+      'XADD',
+      'quantum:stream:exit.plan',
+      '*',
+      'plan_id',
+      'feedc0defeedc0de',
+      'action',
+      'EXECUTE',
+      'symbol',
+      'BTCUSDT',
+      'side',
+      'BUY',
+      'qty',
+      '0.01',
+      'reduce_only',
+      'false',
+      'source',
+      'exit-monitor',
+    );
+    const streamed = await eventually(async () => {
+      const run = await runCli(['status', 'feedc0defeedc0de', '--json'], env);
+      const parsed = run.code === 0 ? (JSON.parse(run.stdout) as ChainStatus) : undefined;
+      return parsed?.outcome ? parsed : undefined;
+    }, 30_000);
+    expect(streamed.outcome).toBe('executed');
     expect(await second.stop()).toBe(0);
   }, 180_000);
 });
