@@ -6,7 +6,8 @@ import { inject } from 'vitest';
 import { loadConfig, type ChainConfig } from '../lib/config';
 import { redisKeys, type RedisKeys } from '../lib/keys';
 import { parsePlan } from '../lib/plan';
-import type { Plan } from '../lib/types';
+import type { ChainStatus, Plan } from '../lib/types';
+import { statusQuery } from '../workflows/messages';
 import { createChainWorker } from '../workers/worker';
 
 let runtimeInstalled = false;
@@ -119,6 +120,23 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Waits until the plan's `status` query reports the stage, and returns that status. */
+export async function waitForStage(
+  h: Pick<ChainHarness, 'client'>,
+  workflowId: string,
+  stage: ChainStatus['stage'],
+): Promise<ChainStatus> {
+  const handle = h.client.workflow.getHandle(workflowId);
+  return eventually(
+    async () => {
+      const status = await handle.query(statusQuery);
+      return status.stage === stage ? status : undefined;
+    },
+    20_000,
+    `stage ${stage}`,
+  );
 }
 
 /** Audit entries of one plan, as [layer, decision, reason]. */

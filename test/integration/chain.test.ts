@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../lib/chain-client';
-import type { ChainStatus } from '../../lib/types';
 import { planWorkflowId, retrySignal, statusQuery } from '../../workflows/messages';
 import {
   auditOf,
@@ -11,6 +10,7 @@ import {
   setPositions,
   testConfig,
   type ChainHarness,
+  waitForStage,
 } from '../helpers';
 
 let h: ChainHarness;
@@ -18,18 +18,6 @@ beforeAll(async () => {
   h = await chainHarness(testConfig());
 });
 afterAll(() => h.close());
-
-async function waitForStage(workflowId: string, stage: ChainStatus['stage']): Promise<ChainStatus> {
-  const handle = h.client.workflow.getHandle(workflowId);
-  return eventually(
-    async () => {
-      const status = await handle.query(statusQuery);
-      return status.stage === stage ? status : undefined;
-    },
-    20_000,
-    `stage ${stage}`,
-  );
-}
 
 describe('permitChain on the real dev server', () => {
   it('plays the incident: denied, reconciled, retried, executed, with the keys the operators read', async () => {
@@ -39,7 +27,7 @@ describe('permitChain on the real dev server', () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
       expect(workflowId).toBe(`plan-${plan.plan_id}`);
 
-      const blocked = await waitForStage(workflowId, 'blocked');
+      const blocked = await waitForStage(h, workflowId, 'blocked');
       expect(blocked.p33).toMatchObject({
         allow: false,
         reason: 'reconcile_required_qty_mismatch',
@@ -122,7 +110,7 @@ describe('permitChain on the real dev server', () => {
     const plan = makePlan({ symbol: 'SOLUSDT', qty: '1' });
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
-      await waitForStage(workflowId, 'blocked');
+      await waitForStage(h, workflowId, 'blocked');
       const found = await eventually(
         async () => {
           const ids: string[] = [];

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../lib/chain-client';
 import { loadConfig } from '../../lib/config';
-import type { ChainStatus } from '../../lib/types';
 import type { permitChain } from '../../workflows';
 import { retrySignal, statusQuery } from '../../workflows/messages';
 import { runCli } from '../cli-runner';
@@ -14,6 +13,7 @@ import {
   setPositions,
   testEnv,
   type ChainHarness,
+  waitForStage,
 } from '../helpers';
 
 const env = testEnv();
@@ -35,21 +35,13 @@ async function blockedCount(symbol: string, expected: number): Promise<void> {
   );
 }
 
-async function waitForStage(workflowId: string, stage: ChainStatus['stage']): Promise<ChainStatus> {
-  const handle = h.client.workflow.getHandle(workflowId);
-  return eventually(async () => {
-    const status = await handle.query(statusQuery);
-    return status.stage === stage ? status : undefined;
-  });
-}
-
 describe('kill switch', () => {
   it('stops the order of a plan that already holds both permits', async () => {
     await setPositions(h, 'KILLUSDT', '2', '1');
     const plan = makePlan({ symbol: 'KILLUSDT', qty: '2' });
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
-      await waitForStage(workflowId, 'blocked');
+      await waitForStage(h, workflowId, 'blocked');
       expect(JSON.parse((await h.redis.get(h.keys.permit(plan.plan_id))) ?? '{}')).toMatchObject({ granted: true });
 
       const on = await runCli(['kill-switch', 'on', '--by', 'risk-desk'], env);
@@ -182,7 +174,7 @@ describe('stuck plans', () => {
     const plan = makePlan({ symbol: 'CANUSDT', qty: '1' });
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
-      await waitForStage(workflowId, 'blocked');
+      await waitForStage(h, workflowId, 'blocked');
       const run = await runCli(['cancel', plan.plan_id, '--by', 'alice', '--reason', 'stale signal'], env);
       expect(run.code).toBe(0);
       const final = await handle.result();

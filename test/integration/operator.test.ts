@@ -4,11 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../lib/chain-client';
 import { chainSettings, loadConfig } from '../../lib/config';
 import { temporalCliExecutable } from '../../lib/servers';
-import type { ChainStatus, Plan } from '../../lib/types';
+import type { Plan } from '../../lib/types';
 import { PERMIT_CHAIN_WORKFLOW, approveSignal, planWorkflowId, statusQuery } from '../../workflows/messages';
 import type { permitChain } from '../../workflows';
 import { runCli } from '../cli-runner';
-import { auditOf, chainHarness, eventually, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
+import { auditOf, chainHarness, makePlan, setPositions, testEnv, type ChainHarness, waitForStage } from '../helpers';
 
 const run = promisify(execFile);
 
@@ -20,18 +20,6 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-async function stageOf(workflowId: string, stage: ChainStatus['stage']): Promise<ChainStatus> {
-  const handle = h.client.workflow.getHandle(workflowId);
-  return eventually(
-    async () => {
-      const status = await handle.query(statusQuery);
-      return status.stage === stage ? status : undefined;
-    },
-    20_000,
-    `stage ${stage}`,
-  );
-}
-
 async function ordersOf(plan: Plan): Promise<number> {
   return h.redis.exists(h.keys.paperOrder(plan.plan_id));
 }
@@ -42,7 +30,7 @@ describe('manual approval (production mode) on the real dev server', () => {
     const plan = makePlan({ symbol: 'BTCUSDT', qty: '0.062' });
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
-      const waiting = await stageOf(workflowId, 'awaiting_approval');
+      const waiting = await waitForStage(h, workflowId, 'awaiting_approval');
       expect(waiting.awaiting).toMatchObject({ exchange_amount: '0.062', ledger_amount: '0.062', tolerance: '0.001' });
       expect(await h.redis.exists(h.keys.permit(plan.plan_id))).toBe(0);
       await handle.signal(approveSignal, { by: 'alice', note: 'checked the book' });
@@ -71,7 +59,7 @@ describe('manual approval (production mode) on the real dev server', () => {
     const plan = makePlan({ symbol: 'ETHUSDT', qty: '1' });
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
-      await stageOf(workflowId, 'awaiting_approval');
+      await waitForStage(h, workflowId, 'awaiting_approval');
       const run = await runCli(['reject', plan.plan_id, '--by', 'bob', '--reason', 'not today'], env);
       expect(run.stdout).toBe('accepted: rejected by bob\n');
       expect(run.code).toBe(0);
@@ -98,7 +86,7 @@ describe('manual approval (production mode) on the real dev server', () => {
     const patient = loadConfig({ ...env, APPROVAL_TIMEOUT_S: '60' });
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, patient, plan);
-      await stageOf(workflowId, 'awaiting_approval');
+      await waitForStage(h, workflowId, 'awaiting_approval');
       const refused = await runCli(['approve', plan.plan_id, '--by', 'mallory'], env);
       expect(refused.stdout).toBe('refused: not an approver\n');
       expect(refused.code).toBe(3);
@@ -148,7 +136,7 @@ describe('manual approval (production mode) on the real dev server', () => {
     if (cli.type !== 'existing-path') throw new Error('no Temporal CLI in .tools: run scripts/setup.sh');
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
-      await stageOf(workflowId, 'awaiting_approval');
+      await waitForStage(h, workflowId, 'awaiting_approval');
       await run(cli.path, [
         'workflow',
         'signal',
