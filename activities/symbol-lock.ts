@@ -4,55 +4,100 @@ import type { Plan } from '../lib/types';
 import type { ActivityDeps } from './deps';
 
 /**
- * Takes the symbol for a plan, or extends the plan's own hold: a lease, so that a worker that crashes while holding
- * a symbol frees it when the lease runs out.
+ * A waiter asks again at least this often (the workflow's fallback re-check); one silent for longer has stopped
+ * (cancelled, or its worker died) and loses its place in the line.
+ */
+export const WAITER_STALE_MS = 5_000;
+
+/**
+ * Takes the symbol for a plan, first come first served, or extends the plan's own hold. The hold is a lease, so a
+ * worker that crashes while holding a symbol frees it when the lease runs out. Plans that find the symbol taken
+ * line up in arrival order; a waiter that stops asking drops out of the line.
  *
- * KEYS: the symbol's lock. ARGV: plan id, lease ms. Returns ['', 0] when the plan holds it, else [holder, ms left].
+ * KEYS: lock, line (sorted set: plan → arrival ms), last-asked (hash: plan → ms).
+ * ARGV: plan id, lease ms, now ms, stale ms.
+ * Returns ['', 0, 0] when the plan holds the symbol, else [holder ('' if none), lease ms left, plans ahead].
  */
 const TAKE_SYMBOL = `
-local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-  return {'', 0}
+local lock, line, asked = KEYS[1], KEYS[2], KEYS[3]
+local plan, lease, now, stale = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local holder = redis.call('GET', lock)
+if holder == plan then
+  redis.call('SET', lock, plan, 'PX', lease)
+  return {'', 0, 0}
 end
-return {holder, redis.call('PTTL', KEYS[1])}
+redis.call('ZADD', line, 'NX', now, plan)
+redis.call('HSET', asked, plan, now)
+while true do
+  local head = redis.call('ZRANGE', line, 0, 0)[1]
+  if (not head) or head == plan then break end
+  if tonumber(redis.call('HGET', asked, head) or '0') >= now - stale then break end
+  redis.call('ZREM', line, head)
+  redis.call('HDEL', asked, head)
+end
+if not holder and redis.call('ZRANGE', line, 0, 0)[1] == plan then
+  redis.call('SET', lock, plan, 'PX', lease)
+  redis.call('ZREM', line, plan)
+  redis.call('HDEL', asked, plan)
+  return {'', 0, 0}
+end
+return {holder or '', holder and redis.call('PTTL', lock) or 0, redis.call('ZRANK', line, plan)}
 `;
 
-/** Lets go of the symbol only if the plan still holds it. KEYS: the lock. ARGV: plan id. */
+/**
+ * Lets go of the symbol if the plan holds it, and leaves the line if it is in it.
+ * KEYS: lock, line, last-asked. ARGV: plan id. Returns the plan next in line ('' if none) when it let go.
+ */
 const RELEASE_SYMBOL = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return '' end
+redis.call('DEL', KEYS[1])
+return redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    takeSymbol(key: string, planId: string, leaseMs: string): Result<[string, number], Context>;
-    releaseSymbol(key: string, planId: string): Result<number, Context>;
+    takeSymbol(
+      lock: string,
+      line: string,
+      asked: string,
+      planId: string,
+      leaseMs: string,
+      now: string,
+      staleMs: string,
+    ): Result<[string, number, number], Context>;
+    releaseSymbol(lock: string, line: string, asked: string, planId: string): Result<string, Context>;
   }
 }
 
-export type SymbolHold = { held: true } | { held: false; holder: string; leaseLeftMs: number };
+export type SymbolHold = { held: true } | { held: false; holder: string; leaseLeftMs: number; ahead: number };
 
-export function createSymbolLockActivities({ redis, config }: ActivityDeps) {
+export function createSymbolLockActivities({ redis, config, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
-  redis.defineCommand('takeSymbol', { numberOfKeys: 1, lua: TAKE_SYMBOL });
-  redis.defineCommand('releaseSymbol', { numberOfKeys: 1, lua: RELEASE_SYMBOL });
+  redis.defineCommand('takeSymbol', { numberOfKeys: 3, lua: TAKE_SYMBOL });
+  redis.defineCommand('releaseSymbol', { numberOfKeys: 3, lua: RELEASE_SYMBOL });
+  const lockKeys = (symbol: string) =>
+    [keys.symbolLock(symbol), keys.symbolLine(symbol), keys.symbolLineAsked(symbol)] as const;
   return {
     /**
      * Per-symbol serialization: one plan at a time runs P3.3 through the ledger update on a symbol, so the next
-     * one evaluates against the updated ledger.
+     * one evaluates against the updated ledger; the others wait their turn in arrival order.
      */
     async holdSymbol(plan: Plan, leaseMs: number): Promise<SymbolHold> {
-      const [holder, left] = await redis.takeSymbol(
-        keys.symbolLock(plan.symbol),
+      const [holder, left, ahead] = await redis.takeSymbol(
+        ...lockKeys(plan.symbol),
         plan.plan_id,
         String(Math.max(1, Math.round(leaseMs))),
+        String(clock()),
+        String(WAITER_STALE_MS),
       );
-      return holder === '' ? { held: true } : { held: false, holder, leaseLeftMs: left };
+      return holder === '' && ahead === 0 ? { held: true } : { held: false, holder, leaseLeftMs: left, ahead };
     },
 
-    async releaseSymbol(plan: Plan): Promise<void> {
-      await redis.releaseSymbol(keys.symbolLock(plan.symbol), plan.plan_id);
+    /** Lets go of the symbol; returns the plan next in line, to be woken ('' when none waits). */
+    async releaseSymbol(plan: Plan): Promise<string> {
+      return redis.releaseSymbol(...lockKeys(plan.symbol), plan.plan_id);
     },
   };
 }

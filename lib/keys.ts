@@ -15,6 +15,9 @@ export function redisKeys(prefix: string) {
     governorRate: (symbol: string) => `${prefix}:governor:rate:${symbol}`,
     /** Which plan holds a symbol from P3.3 through the ledger update (a lease). */
     symbolLock: (symbol: string) => `${prefix}:lock:symbol:${symbol}`,
+    /** The plans waiting for the symbol, in arrival order, and when each last asked. */
+    symbolLine: (symbol: string) => `${prefix}:lock:symbol:${symbol}:line`,
+    symbolLineAsked: (symbol: string) => `${prefix}:lock:symbol:${symbol}:asked`,
     exitPlanStream: `${prefix}:stream:exit.plan`,
     exitPlanDeadStream: `${prefix}:stream:exit.plan.dead`,
     auditStream: `${prefix}:stream:permit.audit`,

@@ -22,6 +22,8 @@ export const retrySignal = defineSignal<[RetryRequest?]>('retry');
 export const approveSignal = defineSignal<[ApproveRequest]>('approve');
 export const rejectSignal = defineSignal<[RejectRequest]>('reject');
 export const cancelSignal = defineSignal<[CancelRequest]>('cancel');
+/** Internal: a plan letting go of its symbol wakes the plan next in line. */
+export const symbolFreeSignal = defineSignal('symbolFree');
 
 /** The same decisions as updates: the caller learns at once whether it was accepted, and why not. */
 export const approvePlanUpdate = defineUpdate<OperatorReply, [ApproveRequest]>('approvePlan');

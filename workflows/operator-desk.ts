@@ -16,6 +16,7 @@ import {
   rejectSignal,
   retrySignal,
   statusQuery,
+  symbolFreeSignal,
 } from './messages';
 import type { StatusBoard } from './status-board';
 
@@ -37,6 +38,7 @@ function name(value: unknown): string {
  */
 export class OperatorDesk {
   retryRequested = false;
+  symbolFreed = false;
   cancel?: CancelRequest;
   private decision?: PersonDecision;
   /** Once the plan has asked for approval, decisions count only while it waits for one. */
@@ -55,6 +57,9 @@ export class OperatorDesk {
     setHandler(retrySignal, (request) => {
       this.retryRequested = true;
       this.board.note(`retry requested by ${name(request?.by) || 'an operator'}`);
+    });
+    setHandler(symbolFreeSignal, () => {
+      this.symbolFreed = true;
     });
     setHandler(approveSignal, (request) => this.decide({ kind: 'approve', ...request }).then(() => undefined));
     setHandler(rejectSignal, (request) => this.decide({ kind: 'reject', ...request }).then(() => undefined));
@@ -154,5 +159,11 @@ export class OperatorDesk {
       () => this.cancel !== undefined || (wakeOnRetry && this.retryRequested),
       Math.max(1, until - Date.now()),
     );
+  }
+
+  /** Waits for the plan ahead to let go of the symbol (it signals), or at most `timeoutMs`, or a cancel. */
+  async awaitSymbol(timeoutMs: number): Promise<void> {
+    await condition(() => this.symbolFreed || this.cancel !== undefined, Math.max(1, timeoutMs));
+    this.symbolFreed = false;
   }
 }

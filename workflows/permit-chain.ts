@@ -5,6 +5,7 @@ import {
   TimeoutFailure,
   allHandlersFinished,
   condition,
+  getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
   workflowInfo,
@@ -12,6 +13,7 @@ import {
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
 import type { ChainInput, ChainOutcome, ChainStatus, GovernorPermit, P33Permit } from '../lib/types';
+import { planWorkflowId, symbolFreeSignal } from './messages';
 import { OperatorDesk } from './operator-desk';
 import { StatusBoard, blockedDetail, clockTime } from './status-board';
 
@@ -19,8 +21,12 @@ import { StatusBoard, blockedDetail, clockTime } from './status-board';
 const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
 /** Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. */
 const LAYER_RETRY = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '2s' } as const;
-/** How often a plan waiting for its symbol looks again; a chain holds a symbol for tens of milliseconds. */
-const SYMBOL_POLL_MS = 200;
+/**
+ * How long a plan waiting for its symbol sleeps before it asks again if nobody wakes it: the plan letting go
+ * signals the next in line, so this only matters when that plan died. Below WAITER_STALE_MS, so a waiter keeps
+ * its place in line.
+ */
+const SYMBOL_RECHECK_MS = 1_000;
 
 const layers = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
 
@@ -136,7 +142,10 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
     }
   }
 
-  /** Takes the plan's symbol (per-symbol serialization), waiting while another plan holds it. */
+  /** Whether this plan holds its symbol or stands in its line: either way it must let go when it leaves. */
+  let holding = false;
+
+  /** Takes the plan's symbol (per-symbol serialization), waiting its turn while other plans hold or wait for it. */
   async function holdSymbol(deadline: number): Promise<'held' | typeof PERMIT_RAN_OUT | Ending> {
     let waiting = false;
     for (;;) {
@@ -148,26 +157,35 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
         layers.holdSymbol.executeWithOptions(until(deadline, `symbol: hold ${plan.symbol}`), [plan, leaseMs]),
       );
       if (hold === PERMIT_RAN_OUT) return hold;
-      if (hold.held) {
-        holding = true;
-        return 'held';
-      }
-      const detail = `waiting for ${plan.symbol}: plan ${hold.holder} is between P3.3 and its ledger update`;
+      holding = true;
+      if (hold.held) return 'held';
+      const detail =
+        `waiting for ${plan.symbol}: ` +
+        (hold.holder
+          ? `plan ${hold.holder} is between P3.3 and its ledger update (${hold.ahead} ahead in line)`
+          : `${hold.ahead} plan(s) ahead in line`);
       if (waiting) board.show(detail);
       else board.enter('p33', detail);
       waiting = true;
-      await desk.pause(Date.now() + Math.min(SYMBOL_POLL_MS, Math.max(1, hold.leaseLeftMs)));
+      await desk.awaitSymbol(
+        Math.min(SYMBOL_RECHECK_MS, hold.holder ? Math.max(1, hold.leaseLeftMs) : SYMBOL_RECHECK_MS),
+      );
     }
   }
 
-  let holding = false;
+  /** Lets go of the symbol (or leaves its line), and wakes the plan next in line. */
   async function releaseSymbol(): Promise<void> {
     if (!holding) return;
-    await layers.releaseSymbol.executeWithOptions(
+    const next = await layers.releaseSymbol.executeWithOptions(
       { summary: `symbol: release ${plan.symbol}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
       [plan],
     );
     holding = false;
+    // It may have ended meanwhile; then there is nobody to wake.
+    if (next)
+      await getExternalWorkflowHandle(planWorkflowId(next))
+        .signal(symbolFreeSignal)
+        .catch(() => undefined);
   }
 
   async function runChain(): Promise<Ending> {
@@ -192,7 +210,10 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
       board.enter('p33', 'comparing exchange and ledger positions');
       for (;;) {
         const held = await holdSymbol(deadline);
-        if (held === PERMIT_RAN_OUT) continue chain;
+        if (held === PERMIT_RAN_OUT) {
+          await releaseSymbol(); // out of the line too: a waiter that does not ask would hold up the others
+          continue chain;
+        }
         if (held !== 'held') return held;
         const p33: P33Permit | typeof PERMIT_RAN_OUT = await withinPermit(deadline, () =>
           layers.checkPosition.executeWithOptions(until(deadline, 'P3.3: position check'), [plan]),

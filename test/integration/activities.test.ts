@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
+import { WAITER_STALE_MS } from '../../activities/symbol-lock';
 import { redisKeys } from '../../lib/keys';
 import type { GovernorPermit, Plan } from '../../lib/types';
 import { auditOf, makePlan, setPositions, testConfig } from '../helpers';
@@ -201,5 +202,48 @@ describe('Execute', () => {
     expect(results.every((r) => r.placed)).toBe(true);
     expect(await redis.hget(keys.position('MANYUSDT'), 'ledger_amount')).toBe('0.0000001');
     expect(await redis.hget(keys.paperPosition('MANYUSDT'), 'amount')).toBe('0.0000001');
+  });
+});
+
+describe('symbol lock', () => {
+  it('serves waiters in arrival order and names the next one on release', async () => {
+    const [a, b, c] = [1, 2, 3].map(() => makePlan({ symbol: 'LINEUSDT' }));
+    if (!a || !b || !c) throw new Error('plans');
+    expect(await layers.holdSymbol(a, 10_000)).toEqual({ held: true });
+    expect(await layers.holdSymbol(b, 10_000)).toMatchObject({ held: false, holder: a.plan_id, ahead: 0 });
+    expect(await layers.holdSymbol(c, 10_000)).toMatchObject({ held: false, holder: a.plan_id, ahead: 1 });
+    expect(await layers.releaseSymbol(a)).toBe(b.plan_id);
+    // The symbol is free, but c is behind b: it keeps waiting, and b gets it.
+    expect(await layers.holdSymbol(c, 10_000)).toMatchObject({ held: false, holder: '', ahead: 1 });
+    expect(await layers.holdSymbol(b, 10_000)).toEqual({ held: true });
+    expect(await layers.releaseSymbol(b)).toBe(c.plan_id);
+    expect(await layers.holdSymbol(c, 10_000)).toEqual({ held: true });
+    expect(await layers.releaseSymbol(c)).toBe('');
+    expect(await redis.exists(keys.symbolLock('LINEUSDT'), keys.symbolLine('LINEUSDT'))).toBe(0);
+  });
+
+  it('drops a waiter that stopped asking, so it cannot hold up the line', async () => {
+    let now = Date.now();
+    const exchange = createPaperExchange(redis, keys, () => now);
+    const timed = createActivities({ redis, config, exchange, clock: () => now });
+    const [gone, next] = [1, 2].map(() => makePlan({ symbol: 'STALEUSDT' }));
+    if (!gone || !next) throw new Error('plans');
+    await redis.set(keys.symbolLock('STALEUSDT'), 'cafecafecafecafe', 'PX', 60_000);
+    expect(await timed.holdSymbol(gone, 10_000)).toMatchObject({ held: false, ahead: 0 });
+    expect(await timed.holdSymbol(next, 10_000)).toMatchObject({ held: false, ahead: 1 });
+    await redis.del(keys.symbolLock('STALEUSDT'));
+    now += WAITER_STALE_MS + 1; // `gone` never asks again
+    expect(await timed.holdSymbol(next, 10_000)).toEqual({ held: true });
+  });
+
+  it('frees a crashed holder only when its lease runs out', async () => {
+    const [holder, waiter] = [1, 2].map(() => makePlan({ symbol: 'CRASHLOCKUSDT' }));
+    if (!holder || !waiter) throw new Error('plans');
+    expect(await layers.holdSymbol(holder, 300)).toEqual({ held: true });
+    const waiting = await layers.holdSymbol(waiter, 10_000);
+    expect(waiting).toMatchObject({ held: false, holder: holder.plan_id });
+    expect(waiting.held === false && waiting.leaseLeftMs).toBeLessThanOrEqual(300);
+    await new Promise((r) => setTimeout(r, 350));
+    expect(await layers.holdSymbol(waiter, 10_000)).toEqual({ held: true });
   });
 });
