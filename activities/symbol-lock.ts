@@ -14,19 +14,19 @@ export const WAITER_STALE_MS = 5_000;
  * worker that crashes while holding a symbol frees it when the lease runs out. Plans that find the symbol taken
  * line up in arrival order; a waiter that stops asking drops out of the line.
  *
- * KEYS: lock, line (sorted set: plan → arrival ms), last-asked (hash: plan → ms).
+ * KEYS: lock, line (sorted set: plan → arrival number), last-asked (hash: plan → ms), arrival counter.
  * ARGV: plan id, lease ms, now ms, stale ms.
  * Returns ['', 0, 0] when the plan holds the symbol, else [holder ('' if none), lease ms left, plans ahead].
  */
 const TAKE_SYMBOL = `
-local lock, line, asked = KEYS[1], KEYS[2], KEYS[3]
+local lock, line, asked, arrivals = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local plan, lease, now, stale = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local holder = redis.call('GET', lock)
 if holder == plan then
   redis.call('SET', lock, plan, 'PX', lease)
   return {'', 0, 0}
 end
-redis.call('ZADD', line, 'NX', now, plan)
+if not redis.call('ZSCORE', line, plan) then redis.call('ZADD', line, redis.call('INCR', arrivals), plan) end
 redis.call('HSET', asked, plan, now)
 while true do
   local head = redis.call('ZRANGE', line, 0, 0)[1]
@@ -62,6 +62,7 @@ declare module 'ioredis' {
       lock: string,
       line: string,
       asked: string,
+      arrivals: string,
       planId: string,
       leaseMs: string,
       now: string,
@@ -75,7 +76,7 @@ export type SymbolHold = { held: true } | { held: false; holder: string; leaseLe
 
 export function createSymbolLockActivities({ redis, config, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
-  redis.defineCommand('takeSymbol', { numberOfKeys: 3, lua: TAKE_SYMBOL });
+  redis.defineCommand('takeSymbol', { numberOfKeys: 4, lua: TAKE_SYMBOL });
   redis.defineCommand('releaseSymbol', { numberOfKeys: 3, lua: RELEASE_SYMBOL });
   const lockKeys = (symbol: string) =>
     [keys.symbolLock(symbol), keys.symbolLine(symbol), keys.symbolLineAsked(symbol)] as const;
@@ -87,6 +88,7 @@ export function createSymbolLockActivities({ redis, config, clock }: ActivityDep
     async holdSymbol(plan: Plan, leaseMs: number): Promise<SymbolHold> {
       const [holder, left, ahead] = await redis.takeSymbol(
         ...lockKeys(plan.symbol),
+        keys.symbolArrivals(plan.symbol),
         plan.plan_id,
         String(Math.max(1, Math.round(leaseMs))),
         String(clock()),

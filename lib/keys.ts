@@ -18,6 +18,7 @@ export function redisKeys(prefix: string) {
     /** The plans waiting for the symbol, in arrival order, and when each last asked. */
     symbolLine: (symbol: string) => `${prefix}:lock:symbol:${symbol}:line`,
     symbolLineAsked: (symbol: string) => `${prefix}:lock:symbol:${symbol}:asked`,
+    symbolArrivals: (symbol: string) => `${prefix}:lock:symbol:${symbol}:arrivals`,
     exitPlanStream: `${prefix}:stream:exit.plan`,
     exitPlanDeadStream: `${prefix}:stream:exit.plan.dead`,
     auditStream: `${prefix}:stream:permit.audit`,
