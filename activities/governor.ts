@@ -29,8 +29,8 @@ export interface GovernorPolicy {
 
 export interface GovernorState {
   killSwitch: boolean;
-  /** The fill price now: the plan's notional is qty × price. */
-  price: Dec;
+  /** The fill price now (read only when a notional limit applies): the plan's notional is qty × price. */
+  price?: Dec;
   /** The positions now (production mode): an approval holds only while they match what the approver saw. */
   positions?: PositionSnapshot;
   approval?: Approval;
@@ -57,13 +57,16 @@ export function decidePermit(plan: Plan, policy: GovernorPolicy, state: Governor
   if (policy.maxQty !== undefined && qty.gt(policy.maxQty)) {
     return { kind: 'deny', reason: 'size_limit_exceeded', detail: `qty ${plan.qty} > max ${policy.maxQty}` };
   }
-  const notional = qty.mul(state.price);
-  if (policy.maxNotional !== undefined && notional.gt(policy.maxNotional)) {
-    return {
-      kind: 'deny',
-      reason: 'size_limit_exceeded',
-      detail: `notional ${notional.toFixed()} > max ${policy.maxNotional}`,
-    };
+  if (policy.maxNotional !== undefined) {
+    if (!state.price) throw new Error('decidePermit: a notional limit needs the price');
+    const notional = qty.mul(state.price);
+    if (notional.gt(policy.maxNotional)) {
+      return {
+        kind: 'deny',
+        reason: 'size_limit_exceeded',
+        detail: `notional ${notional.toFixed()} > max ${policy.maxNotional}`,
+      };
+    }
   }
   if (policy.mode === 'testnet') {
     return { kind: 'grant', reason: 'testnet_auto_approved', approvedBy: 'auto:testnet', detail: 'testnet' };
@@ -121,16 +124,17 @@ export function createGovernorActivities({ redis, config, exchange, clock }: Act
   const keys = redisKeys(config.keyPrefix);
   redis.defineCommand('takeRateSlot', { numberOfKeys: 1, lua: TAKE_RATE_SLOT });
 
-  async function readState(plan: Plan, approval: Approval | undefined): Promise<GovernorState> {
+  /** Reads only what the decision needs: the price for a notional limit, the positions in production mode. */
+  async function readState(plan: Plan, approval: Approval | undefined, limits: GovernorPolicy): Promise<GovernorState> {
     const production = config.tradingMode === 'production';
     const [killSwitch, price, positions] = await Promise.all([
       redis.get(keys.killSwitch),
-      exchange.getPrice(plan.symbol),
+      limits.maxNotional !== undefined ? exchange.getPrice(plan.symbol) : undefined,
       production ? readPositions({ redis, exchange, config, keys }, plan.symbol) : undefined,
     ]);
     return {
       killSwitch: killSwitch === '1',
-      price,
+      ...(price ? { price } : {}),
       ...(positions ? { positions: snapshotOf(positions, clock()) } : {}),
       ...(approval ? { approval } : {}),
     };
@@ -143,11 +147,13 @@ export function createGovernorActivities({ redis, config, exchange, clock }: Act
      * show them, or say when the symbol's next rate slot frees. A retry issues a fresh permit over the old one.
      */
     async requestPermit({ plan, at, approval }: GovernorRequest): Promise<GovernorAnswer> {
-      const state = await readState(plan, approval);
-      const decision = decidePermit(plan, { mode: config.tradingMode, ...sizeLimitsFor(config, plan.symbol) }, state);
+      const policy: GovernorPolicy = { mode: config.tradingMode, ...sizeLimitsFor(config, plan.symbol) };
+      const state = await readState(plan, approval, policy);
+      const decision = decidePermit(plan, policy, state);
       if (decision.kind === 'ask') {
-        const snapshot =
-          state.positions ?? snapshotOf(await readPositions({ redis, exchange, config, keys }, plan.symbol), clock());
+        // Asking happens in production mode only, where the positions were read: they are what the person sees.
+        const snapshot = state.positions;
+        if (!snapshot) throw new Error('governor: asked for approval without the positions to show');
         await redis.xadd(
           keys.auditStream,
           '*',

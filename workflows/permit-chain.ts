@@ -19,8 +19,16 @@ import { StatusBoard, blockedDetail, clockTime } from './status-board';
 
 /** Redis round trips take milliseconds; a layer that has not answered in this long is retried. */
 const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
-/** Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. */
-const LAYER_RETRY = { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '2s' } as const;
+/**
+ * Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. Not retried:
+ * `CorruptAmount` (a stored amount that is not a decimal; activities/index.ts), which needs a person, not time.
+ */
+const LAYER_RETRY = {
+  initialInterval: '200ms',
+  backoffCoefficient: 2,
+  maximumInterval: '2s',
+  nonRetryableErrorTypes: ['CorruptAmount'],
+};
 /**
  * How long a plan waiting for its symbol sleeps before it asks again if nobody wakes it: the plan letting go
  * signals the next in line, so this only matters when that plan died. Below WAITER_STALE_MS, so a waiter keeps

@@ -66,6 +66,27 @@ describe('Governor', () => {
   });
 });
 
+describe('Governor size limits', () => {
+  it('denies a plan above the notional limit at the exchange price, and grants one within it', async () => {
+    const limited = testConfig({ GOVERNOR_MAX_NOTIONAL: '1000', GOVERNOR_MAX_QTY_SIZEUSDT: '5' });
+    const lkeys = redisKeys(limited.keyPrefix);
+    const governor = createActivities({
+      redis,
+      config: limited,
+      exchange: createPaperExchange(redis, lkeys, Date.now),
+      clock: Date.now,
+    });
+    await redis.set(lkeys.paperPrice('SIZEUSDT'), '97000.5');
+    const big = await governor.requestPermit({ plan: makePlan({ symbol: 'SIZEUSDT', qty: '0.02' }), at: Date.now() });
+    expect(big).toMatchObject({ kind: 'permit', permit: { granted: false, reason: 'size_limit_exceeded' } });
+    const small = await governor.requestPermit({ plan: makePlan({ symbol: 'SIZEUSDT', qty: '0.01' }), at: Date.now() });
+    expect(small).toMatchObject({ kind: 'permit', permit: { granted: true } });
+    await redis.set(lkeys.paperPrice('SIZEUSDT'), '1');
+    const many = await governor.requestPermit({ plan: makePlan({ symbol: 'SIZEUSDT', qty: '6' }), at: Date.now() });
+    expect(many).toMatchObject({ kind: 'permit', permit: { granted: false, reason: 'size_limit_exceeded' } });
+  });
+});
+
 describe('Apply', () => {
   it('publishes once and returns one id to 20 concurrent calls', async () => {
     const plan = makePlan({ symbol: 'APPLYUSDT' });
