@@ -110,7 +110,9 @@ export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => 
           String(orderFields(order).length),
           ...orderFields(order),
         );
-        if (written !== -1) return (await findOrder(request.clientOrderId)) ?? order;
+        if (written === 1) return order;
+        // Another call placed this order first: that one stands.
+        if (written === 0) return (await findOrder(request.clientOrderId)) ?? order;
       }
       throw new Error(`paper exchange: position of ${request.symbol} kept changing; order not placed`);
     },
