@@ -92,8 +92,9 @@ export class PlanIntake {
         if (backlog) {
           entries = await this.read('0');
           backlog = entries.length > 0;
-        } else if (Date.now() - lastClaim >= this.options.claimIdleMs / 2) {
-          lastClaim = Date.now();
+        } else if (this.claimCursor !== '0-0' || Date.now() - lastClaim >= this.options.claimIdleMs / 2) {
+          // A scan of the pending list; while a scan is under way (a large backlog) it goes on at once.
+          if (this.claimCursor === '0-0') lastClaim = Date.now();
           entries = await this.claimAbandoned();
         }
         if (!backlog && entries.length === 0) entries = await this.read('>', this.options.blockMs);
@@ -136,16 +137,20 @@ export class PlanIntake {
     return reply?.[0]?.[1] ?? [];
   }
 
+  /** Where the scan of the group's pending list goes on; '0-0' when none is under way. */
+  private claimCursor = '0-0';
+
   private async claimAbandoned(): Promise<StreamEntry[]> {
     const reply = (await this.deps.writer.xautoclaim(
       this.keys.exitPlanStream,
       INTAKE_GROUP,
       this.options.consumer,
       this.options.claimIdleMs,
-      '0-0',
+      this.claimCursor,
       'COUNT',
       this.options.batchSize,
     )) as [string, StreamEntry[], string[]?];
+    this.claimCursor = reply[0];
     const claimed = reply[1] ?? [];
     if (claimed.length > 0)
       this.deps.log(`intake: took over ${claimed.length} entries left pending by a stopped consumer`);
