@@ -17,6 +17,13 @@ export interface StoredPermit {
 
 export type PermitCheck = { ok: true } | { ok: false; reason: ExecuteRefusal; detail: string };
 
+/** What Execute's gate reads from Redis, in one round trip. */
+export interface ExecuteGate {
+  killSwitch: boolean;
+  governor: StoredPermit;
+  p33: StoredPermit;
+}
+
 function parsePermit<T>(json: string): T | null {
   try {
     return JSON.parse(json) as T;
@@ -26,10 +33,12 @@ function parsePermit<T>(json: string): T | null {
 }
 
 /**
- * Execute's gate: both permits present, for this plan, granted, and with more than the margin left. Pure.
- * A permit with no expiry (PTTL -1) was not written by this chain and does not count.
+ * Execute's gate, pure: the kill switch off, and both permits present, for this plan, granted, and with more than
+ * the margin left. A permit with no expiry (PTTL -1) was not written by this chain and does not count.
  */
-export function checkPermits(planId: string, governor: StoredPermit, p33: StoredPermit, marginMs: number): PermitCheck {
+export function checkPermits(planId: string, gate: ExecuteGate, marginMs: number): PermitCheck {
+  if (gate.killSwitch) return { ok: false, reason: 'kill_switch_active', detail: 'the kill switch is on' };
+  const { governor, p33 } = gate;
   const layers = [
     { name: 'governor', stored: governor, granted: (p: GovernorPermit) => p.granted },
     { name: 'p33', stored: p33, granted: (p: P33Permit) => p.allow },
@@ -89,9 +98,10 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
   defineChainScripts(redis);
   const marginMs = config.permitMarginS * 1000;
 
-  async function readPermits(planId: string): Promise<[StoredPermit, StoredPermit]> {
+  async function readGate(planId: string): Promise<ExecuteGate> {
     const replies = await redis
       .pipeline()
+      .get(keys.killSwitch)
       .get(keys.permit(planId))
       .pttl(keys.permit(planId))
       .get(keys.p33Permit(planId))
@@ -102,10 +112,11 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
       if (error) throw error;
       return result;
     };
-    return [
-      { json: value(0) as string | null, pttlMs: Number(value(1)) },
-      { json: value(2) as string | null, pttlMs: Number(value(3)) },
-    ];
+    return {
+      killSwitch: value(0) === '1',
+      governor: { json: value(1) as string | null, pttlMs: Number(value(2)) },
+      p33: { json: value(3) as string | null, pttlMs: Number(value(4)) },
+    };
   }
 
   /**
@@ -139,44 +150,39 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
         ...audit,
       );
       if (written === 1) return { execution, ledger: formatDec(ledger) };
-      if (written === 0) return existingExecution(plan);
+      if (written === 0) {
+        const existing = await existingExecution(plan);
+        if (!existing) throw new Error(`execute: execution record of ${plan.plan_id} vanished`);
+        return existing;
+      }
     }
     throw new Error(`execute: ledger of ${plan.symbol} kept changing; fill of ${plan.plan_id} not yet recorded`);
   }
 
-  async function existingExecution(plan: Plan): Promise<{ execution: ExecutionRecord; ledger: string }> {
+  /** The plan's recorded execution and the ledger now, or undefined when nothing is recorded yet. */
+  async function existingExecution(plan: Plan): Promise<{ execution: ExecutionRecord; ledger: string } | undefined> {
     const [hash, rawLedger] = await Promise.all([
       redis.hgetall(keys.execution(plan.plan_id)),
       redis.hget(keys.position(plan.symbol), 'ledger_amount'),
     ]);
     const execution = readExecution(hash);
-    if (!execution) throw new Error(`execute: execution record of ${plan.plan_id} vanished`);
+    if (!execution) return undefined;
     return { execution, ledger: formatDec(parseAmount(rawLedger, `ledger_amount of ${plan.symbol}`)) };
   }
 
   return {
     /**
      * Execute: places the plan's order (client order id = plan id) only while both permits hold and the kill switch
-     * is off, then moves the
-     * ledger by the fill exactly once. Idempotent: a second call places nothing and returns the first fill.
+     * is off, then moves the ledger by the fill exactly once. Idempotent: a second call places nothing and returns
+     * the first fill.
      */
     async executePlan(plan: Plan): Promise<ExecuteResult> {
-      const recorded = readExecution(await redis.hgetall(keys.execution(plan.plan_id)));
-      if (recorded) {
-        const { execution, ledger } = await existingExecution(plan);
-        return { placed: true, execution, ledger_amount: ledger };
-      }
+      const recorded = await existingExecution(plan);
+      if (recorded) return { placed: true, execution: recorded.execution, ledger_amount: recorded.ledger };
       // An order already on the exchange (a crash after placing it) is recorded whatever its permits say now.
       let order = await exchange.findOrder(plan.plan_id);
       if (!order) {
-        const [[governor, p33], killSwitch] = await Promise.all([
-          readPermits(plan.plan_id),
-          redis.get(keys.killSwitch),
-        ]);
-        const check: PermitCheck =
-          killSwitch === '1'
-            ? { ok: false, reason: 'kill_switch_active', detail: 'the kill switch is on' }
-            : checkPermits(plan.plan_id, governor, p33, marginMs);
+        const check = checkPermits(plan.plan_id, await readGate(plan.plan_id), marginMs);
         if (!check.ok) {
           await redis.xadd(
             keys.auditStream,

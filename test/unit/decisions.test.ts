@@ -454,7 +454,7 @@ describe('checkPermits (Execute gate)', () => {
       refused('permit_denied', 'p33'),
     ],
   ])('%s', (_name, governor, p33, expected) => {
-    const check: PermitCheck = checkPermits(PLAN_ID, governor, p33, MARGIN_MS);
+    const check: PermitCheck = checkPermits(PLAN_ID, { killSwitch: false, governor, p33 }, MARGIN_MS);
     if (expected.ok) {
       expect(check).toEqual({ ok: true });
       return;
@@ -468,8 +468,11 @@ describe('checkPermits (Execute gate)', () => {
   it('names the deny reason in the detail', () => {
     const check = checkPermits(
       PLAN_ID,
-      stored(governorPermit(), live),
-      stored(p33Permit({ allow: false, reason: 'reduce_only_exceeds_position' }), live),
+      {
+        killSwitch: false,
+        governor: stored(governorPermit(), live),
+        p33: stored(p33Permit({ allow: false, reason: 'reduce_only_exceeds_position' }), live),
+      },
       MARGIN_MS,
     );
     expect(check).toEqual({
@@ -483,8 +486,18 @@ describe('checkPermits (Execute gate)', () => {
     [1, true],
     [0, false],
   ])('with a margin of 0, a permit with %i ms left passes: %s', (pttlMs, ok) => {
-    const check = checkPermits(PLAN_ID, stored(governorPermit(), pttlMs), stored(p33Permit(), pttlMs), 0);
-    expect(check.ok).toBe(ok);
+    const gate = { killSwitch: false, governor: stored(governorPermit(), pttlMs), p33: stored(p33Permit(), pttlMs) };
+    expect(checkPermits(PLAN_ID, gate, 0).ok).toBe(ok);
+  });
+
+  it('refuses while the kill switch is on, even with both permits fresh and granted', () => {
+    const fresh = { governor: stored(governorPermit(), live), p33: stored(p33Permit(), live) };
+    expect(checkPermits(PLAN_ID, { killSwitch: false, ...fresh }, MARGIN_MS)).toEqual({ ok: true });
+    expect(checkPermits(PLAN_ID, { killSwitch: true, ...fresh }, MARGIN_MS)).toEqual({
+      ok: false,
+      reason: 'kill_switch_active',
+      detail: 'the kill switch is on',
+    });
   });
 });
 
