@@ -72,6 +72,9 @@ declare module 'ioredis' {
   }
 }
 
+/** Who takes a symbol: a plan, or an operator's action that must not run inside a plan's chain (reconcile). */
+export type SymbolHolder = Pick<Plan, 'plan_id' | 'symbol'>;
+
 export type SymbolHold = { held: true } | { held: false; holder: string; leaseLeftMs: number; ahead: number };
 
 export function createSymbolLockActivities({ redis, config, clock }: ActivityDeps) {
@@ -85,7 +88,7 @@ export function createSymbolLockActivities({ redis, config, clock }: ActivityDep
      * Per-symbol serialization: one plan at a time runs P3.3 through the ledger update on a symbol, so the next
      * one evaluates against the updated ledger; the others wait their turn in arrival order.
      */
-    async holdSymbol(plan: Plan, leaseMs: number): Promise<SymbolHold> {
+    async holdSymbol(plan: SymbolHolder, leaseMs: number): Promise<SymbolHold> {
       const [holder, left, ahead] = await redis.takeSymbol(
         ...lockKeys(plan.symbol),
         keys.symbolArrivals(plan.symbol),
@@ -98,7 +101,7 @@ export function createSymbolLockActivities({ redis, config, clock }: ActivityDep
     },
 
     /** Lets go of the symbol; returns the plan next in line, to be woken ('' when none waits). */
-    async releaseSymbol(plan: Plan): Promise<string> {
+    async releaseSymbol(plan: SymbolHolder): Promise<string> {
       return redis.releaseSymbol(...lockKeys(plan.symbol), plan.plan_id);
     },
   };

@@ -433,14 +433,9 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       const o = out();
       await withRedis(cfg, async (redis) => {
         const exchange = createPaperExchange(redis, keys, Date.now);
-        const { before, after } = await reconcileLedger(
-          redis,
-          keys,
-          await exchange.getPosition(symbol),
-          symbol,
-          opts.by,
-        );
         await withTemporal(cfg, async (client) => {
+          const deps = { redis, config: cfg, exchange, clock: Date.now };
+          const { before, after } = await reconcileLedger(deps, client, symbol, opts.by);
           const woken = await retryBlocked(client, { symbol }, opts.by);
           o.result(
             `${symbol} ledger ${before} -> ${after} (the exchange's amount); woke ${woken.length} blocked plan(s)`,

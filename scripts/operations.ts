@@ -3,8 +3,10 @@ import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { Redis } from 'ioredis';
 import { auditFields } from '../activities/audit';
-import { formatDec, parseAmount, type Dec } from '../lib/decimal';
-import type { RedisKeys } from '../lib/keys';
+import type { ActivityDeps } from '../activities/deps';
+import { createSymbolLockActivities } from '../activities/symbol-lock';
+import { formatDec, parseAmount } from '../lib/decimal';
+import { redisKeys, type RedisKeys } from '../lib/keys';
 import type { ChainOutcome, ChainStage, ChainStatus } from '../lib/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
@@ -13,6 +15,7 @@ import {
   planIdKey,
   planWorkflowId,
   retrySignal,
+  symbolFreeSignal,
   symbolKey,
   tradingModeKey,
 } from '../workflows/messages';
@@ -116,24 +119,53 @@ export async function retryBlocked(
   return woken;
 }
 
-/** Sets the ledger to the exchange's amount, audited in the same MULTI; returns both amounts. */
+/** How long an operator's action waits for a symbol that plans keep busy before it gives up. */
+const SYMBOL_WAIT_MS = 30_000;
+/** Its own hold is short: reading two amounts and writing one. A crashed CLI frees the symbol after this. */
+const OPERATOR_LEASE_MS = 10_000;
+
+/**
+ * Sets the ledger to the exchange's amount, audited in the same MULTI; returns both amounts. It takes the symbol
+ * first, like a plan: a reconcile between a plan's fill and its ledger update would count that fill twice.
+ */
 export async function reconcileLedger(
-  redis: Redis,
-  keys: RedisKeys,
-  exchangeAmount: Dec,
+  deps: ActivityDeps,
+  client: Client,
   symbol: string,
   by: string,
 ): Promise<{ before: string; after: string }> {
-  const before = formatDec(
-    parseAmount(await redis.hget(keys.position(symbol), 'ledger_amount'), `ledger_amount of ${symbol}`),
-  );
-  const after = formatDec(exchangeAmount);
-  await redis
-    .multi()
-    .hset(keys.position(symbol), 'ledger_amount', after, 'updated_at', String(Date.now()))
-    .xadd(keys.auditStream, '*', ...operatorAudit('reconcile', `${symbol} ledger ${before} -> ${after} by ${by}`))
-    .exec();
-  return { before, after };
+  const keys = redisKeys(deps.config.keyPrefix);
+  const lock = createSymbolLockActivities(deps);
+  const holder = { plan_id: `reconcile-${randomUUID()}`, symbol };
+  const deadline = Date.now() + SYMBOL_WAIT_MS;
+  while (!(await lock.holdSymbol(holder, OPERATOR_LEASE_MS)).held) {
+    if (Date.now() > deadline) {
+      await lock.releaseSymbol(holder);
+      throw new Error(`reconcile: ${symbol} stayed busy for ${SYMBOL_WAIT_MS / 1000}s; nothing changed, try again`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  try {
+    const [exchangeAmount, rawLedger] = await Promise.all([
+      deps.exchange.getPosition(symbol),
+      deps.redis.hget(keys.position(symbol), 'ledger_amount'),
+    ]);
+    const before = formatDec(parseAmount(rawLedger, `ledger_amount of ${symbol}`));
+    const after = formatDec(exchangeAmount);
+    await deps.redis
+      .multi()
+      .hset(keys.position(symbol), 'ledger_amount', after, 'updated_at', String(Date.now()))
+      .xadd(keys.auditStream, '*', ...operatorAudit('reconcile', `${symbol} ledger ${before} -> ${after} by ${by}`))
+      .exec();
+    return { before, after };
+  } finally {
+    const next = await lock.releaseSymbol(holder);
+    if (next)
+      await client.workflow
+        .getHandle(planWorkflowId(next))
+        .signal(symbolFreeSignal)
+        .catch(() => undefined);
+  }
 }
 
 const WORKFLOW_TASK_COMPLETED = temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED;

@@ -169,6 +169,21 @@ describe('stuck plans', () => {
     expect(reconciles.map((e) => e.reason)).toEqual(['RECUSDT ledger 0.002 -> 0.062 by alice']);
   });
 
+  it('reconcile waits while a plan holds the symbol between its fill and its ledger update', async () => {
+    await setPositions(h, 'HELDUSDT', '1', '3');
+    // A plan past P3.3 holds the symbol for 3 s more; its fill may not be in the ledger yet.
+    const freeAt = Date.now() + 3000;
+    await h.redis.set(h.keys.symbolLock('HELDUSDT'), 'beefbeefbeefbeef', 'PX', 3000);
+    const run = await runCli(['reconcile', 'HELDUSDT', '--by', 'alice'], env);
+    expect(run.stdout).toBe("HELDUSDT ledger 3 -> 1 (the exchange's amount); woke 0 blocked plan(s)\n");
+    const [written] = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
+      .map(([, fields]) => Object.fromEntries(pairs(fields)))
+      .filter((e) => e.decision === 'reconcile' && e.reason?.startsWith('HELDUSDT'));
+    // The ledger was written only once the holder's lease had run out, not while it held the symbol.
+    expect(Date.parse(written?.at ?? '')).toBeGreaterThanOrEqual(freeAt - 5);
+    expect(await h.redis.exists(h.keys.symbolLock('HELDUSDT'), h.keys.symbolLine('HELDUSDT'))).toBe(0);
+  });
+
   it('cancels a plan before its order, and refuses to cancel one that has ended', async () => {
     await setPositions(h, 'CANUSDT', '3', '1');
     const plan = makePlan({ symbol: 'CANUSDT', qty: '1' });
