@@ -23,7 +23,7 @@ export function ensureServersInstalled(options: { forTests: boolean }): void {
   const cli = process.env.TEMPORAL_CLI_PATH || join(TOOLS_DIR, 'temporal-cli', 'bin', 'temporal');
   const testServer =
     process.env.TEMPORAL_TEST_SERVER_PATH || join(TOOLS_DIR, 'temporal-test-server', 'bin', 'temporal-test-server');
-  const redis = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).status === 0;
+  const redis = onPath('redis-server') !== undefined;
   const chromium = !options.forTests || existsSync(process.env.CHROMIUM_PATH || '/usr/bin/chromium');
   if (existsSync(cli) && existsSync(testServer) && redis && chromium) return;
   const args = [join(PROJECT_ROOT, 'scripts', 'setup.sh'), ...(options.forTests ? ['--tests'] : [])];
@@ -68,12 +68,16 @@ export interface RunningRedis {
   stop(): Promise<void>;
 }
 
-export function redisServerPath(): string {
-  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+/** Where a command is on PATH, or undefined. */
+function onPath(command: string): string | undefined {
+  const found = spawnSync('sh', ['-c', `command -v ${command}`], { encoding: 'utf8' });
   const path = found.stdout.trim();
-  if (found.status !== 0 || path === '') {
-    throw new Error(`redis-server not found: ${SETUP_HINT} (it installs Debian's redis-server)`);
-  }
+  return found.status === 0 && path !== '' ? path : undefined;
+}
+
+export function redisServerPath(): string {
+  const path = onPath('redis-server');
+  if (!path) throw new Error(`redis-server not found: ${SETUP_HINT} (it installs Debian's redis-server)`);
   return path;
 }
 

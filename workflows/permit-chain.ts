@@ -94,8 +94,8 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
   const permitLifeMs = (settings.permitTtlS - settings.permitMarginS) * 1000;
   const cancelled = (): Ending | undefined =>
     desk.cancel && { outcome: 'cancelled', detail: `cancelled by ${desk.cancel.by}: ${desk.cancel.reason}` };
-  const tooOld = (): Ending | undefined =>
-    Date.now() >= planDeadline ? { outcome: 'expired', detail: `not done after ${settings.planMaxAgeS}s` } : undefined;
+  const tooOld = (state = 'not done'): Ending | undefined =>
+    Date.now() >= planDeadline ? { outcome: 'expired', detail: `${state} after ${settings.planMaxAgeS}s` } : undefined;
 
   /** The Governor (P3.2), with a person's approval in production mode and waits for rate slots. */
   async function obtainPermit(): Promise<{ permit: GovernorPermit; deadline: number } | Ending> {
@@ -239,11 +239,7 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
         if (changed || status.stage !== 'blocked') board.enter('blocked', blockedDetail(p33, nextCheckAt));
         else board.show(blockedDetail(p33, nextCheckAt));
         await desk.pause(nextCheckAt, true);
-        const ending =
-          cancelled() ??
-          (Date.now() >= planDeadline
-            ? { outcome: 'expired' as const, detail: `still blocked after ${settings.planMaxAgeS}s` }
-            : undefined);
+        const ending = cancelled() ?? tooOld('still blocked');
         if (ending) return ending;
         if (Date.now() >= deadline) {
           board.note('permit ran out while blocked; asking the Governor again');
