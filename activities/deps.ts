@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { ChainConfig } from '../lib/config';
 import type { ExchangePort } from './exchange/port';
@@ -7,6 +8,8 @@ export interface ActivityDeps {
   redis: Redis;
   config: ChainConfig;
   exchange: ExchangePort;
+  /** The approvers' Ed25519 public keys (lib/approval.ts loadApproverKeys), by name. */
+  approverKeys: ReadonlyMap<string, KeyObject>;
   /** ms since epoch; injected so that tests can pin time. */
   clock: () => number;
 }

@@ -1,14 +1,20 @@
 import type { Result } from 'ioredis';
-import { sizeLimitsFor } from '../lib/config';
+import { claimedDecision, decisionRefusal } from '../lib/approval';
+import { chainRules, sizeLimitsFor } from '../lib/config';
 import { Dec } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
+import { PlanError, admitInput } from '../lib/plan';
 import type {
+  Admission,
   Approval,
+  ApproveRequest,
+  DecisionVerdict,
   GovernorAnswer,
   GovernorPermit,
   GovernorRequest,
   Plan,
   PositionSnapshot,
+  RejectRequest,
   TradingMode,
 } from '../lib/types';
 import { auditFields, writePermit } from './audit';
@@ -120,9 +126,22 @@ declare module 'ioredis' {
   }
 }
 
-export function createGovernorActivities({ redis, config, exchange, clock }: ActivityDeps) {
+/** The plan id a workflow id names, for audit lines about an input that may not even be a plan. */
+function planIdOf(workflowId: string): string {
+  return /^plan-[0-9a-f]{16}$/.test(workflowId) ? workflowId.slice('plan-'.length) : '-';
+}
+
+export function createGovernorActivities({ redis, config, exchange, clock, approverKeys }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
   redis.defineCommand('takeRateSlot', { numberOfKeys: 1, lua: TAKE_RATE_SLOT });
+  const approvalRules = { mode: config.tradingMode, approvers: config.approvers, keys: approverKeys };
+
+  /** An approval the plan holds counts only while its signature holds (expiry aside: it was answered in time). */
+  function verifiedApproval(planId: string, approval: Approval | undefined): Approval | undefined {
+    if (!approval) return undefined;
+    const decision = claimedDecision(planId, 'approve', approval, approval.snapshot);
+    return decisionRefusal(decision, approval.signature, approvalRules, undefined) ? undefined : approval;
+  }
 
   /** Reads only what the decision needs: the price for a notional limit, the positions in production mode. */
   async function readState(plan: Plan, approval: Approval | undefined, limits: GovernorPolicy): Promise<GovernorState> {
@@ -142,13 +161,77 @@ export function createGovernorActivities({ redis, config, exchange, clock }: Act
 
   return {
     /**
+     * The Governor's admission: the workflow's input checked where it runs (the plan alone, valid, the workflow's
+     * own), and the rules it runs under, which are this worker's configuration and nobody else's. A refused input
+     * is audited; nothing else is written.
+     */
+    async admitPlan({ input, workflowId }: { input: unknown; workflowId: string }): Promise<Admission> {
+      const rules = chainRules(config);
+      try {
+        return { admitted: true, plan: admitInput(input, workflowId), rules };
+      } catch (err) {
+        if (!(err instanceof PlanError)) throw err;
+        await redis.xadd(
+          keys.auditStream,
+          '*',
+          ...auditFields({
+            plan_id: planIdOf(workflowId),
+            layer: 'governor',
+            decision: 'denied',
+            reason: `invalid_plan: ${err.message} (workflow ${workflowId})`,
+            at: clock(),
+          }),
+        );
+        return { admitted: false, error: err.message, rules };
+      }
+    },
+
+    /**
+     * A person's approval or rejection, checked by the Governor: an approver of this worker, signing with their
+     * key over this plan, this decision, the positions shown and an unexpired expiry. Either way it is audited
+     * (`approved`/`rejected`, or `approval_refused`/`rejection_refused` with the reason).
+     */
+    async verifyDecision({
+      plan_id,
+      kind,
+      request,
+      snapshot,
+    }: {
+      plan_id: string;
+      kind: 'approve' | 'reject';
+      request: Partial<ApproveRequest & RejectRequest>;
+      snapshot: PositionSnapshot;
+    }): Promise<DecisionVerdict> {
+      const decision = claimedDecision(plan_id, kind, request, snapshot);
+      const refusal = decisionRefusal(decision, request.signature, approvalRules, clock());
+      const by = decision.by || '(nobody)';
+      const said = kind === 'approve' ? (decision.note ?? '') : (decision.reason ?? '');
+      await redis.xadd(
+        keys.auditStream,
+        '*',
+        ...auditFields({
+          plan_id,
+          layer: 'operator',
+          decision: refusal
+            ? `${kind === 'approve' ? 'approval' : 'rejection'}_refused`
+            : kind === 'approve'
+              ? 'approved'
+              : 'rejected',
+          reason: refusal ? `${by}: ${refusal}` : `${by}${said ? `: ${said}` : ''}`,
+          at: clock(),
+        }),
+      );
+      return refusal ? { valid: false, why: refusal } : { valid: true };
+    },
+
+    /**
      * The Governor: decides, and for a decision writes the permit at `quantum:permit:{plan_id}` (EX PERMIT_TTL_S)
      * with its audit entry in one MULTI. It may instead ask for a person (production mode), with the positions to
      * show them, or say when the symbol's next rate slot frees. A retry issues a fresh permit over the old one.
      */
     async requestPermit({ plan, at, approval }: GovernorRequest): Promise<GovernorAnswer> {
       const policy: GovernorPolicy = { mode: config.tradingMode, ...sizeLimitsFor(config, plan.symbol) };
-      const state = await readState(plan, approval, policy);
+      const state = await readState(plan, verifiedApproval(plan.plan_id, approval), policy);
       const decision = decidePermit(plan, policy, state);
       if (decision.kind === 'ask') {
         // Asking happens in production mode only, where the positions were read: they are what the person sees.

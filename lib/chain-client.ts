@@ -1,15 +1,14 @@
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
 import type { ChainConfig } from './config';
-import { chainSettings } from './config';
-import { planSummary } from './plan';
-import type { ChainStatus, Plan } from './types';
+import { PlanConflictError, differingFields, parsePlan, planSummary } from './plan';
+import type { ChainInput, ChainStatus, Plan } from './types';
 import {
   PERMIT_CHAIN_WORKFLOW,
   chainStageKey,
   planIdKey,
   planWorkflowId,
+  statusQuery,
   symbolKey,
-  tradingModeKey,
 } from '../workflows/messages';
 import type { permitChain } from '../workflows';
 
@@ -26,33 +25,65 @@ export interface StartedPlan {
 
 /**
  * Starts the plan's workflow, or reaches the one that already exists: the workflow id is the plan's, a running
- * duplicate is joined (USE_EXISTING) and a finished one is never run again (REJECT_DUPLICATE).
+ * duplicate is joined (USE_EXISTING) and a finished one is never run again (REJECT_DUPLICATE). The input is the plan
+ * alone: its rules are the worker's. With `explicitId` (the caller chose the plan id rather than deriving it from
+ * the plan), a plan id that already names a different trade is refused with a {@link PlanConflictError}.
  */
-export async function startPlan(client: Client, config: ChainConfig, plan: Plan): Promise<StartedPlan> {
+export async function startPlan(
+  client: Client,
+  config: Pick<ChainConfig, 'taskQueue'>,
+  plan: Plan,
+  { explicitId = false }: { explicitId?: boolean } = {},
+): Promise<StartedPlan> {
   const workflowId = planWorkflowId(plan.plan_id);
+  const input: ChainInput = { plan };
+  let handle: WorkflowHandle<typeof permitChain>;
   try {
-    const handle = await client.workflow.start<typeof permitChain>(PERMIT_CHAIN_WORKFLOW, {
+    handle = await client.workflow.start<typeof permitChain>(PERMIT_CHAIN_WORKFLOW, {
       taskQueue: config.taskQueue,
       workflowId,
-      args: [{ plan, settings: chainSettings(config) }],
+      args: [input],
       workflowIdConflictPolicy: 'USE_EXISTING',
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
       staticSummary: planSummary(plan),
       staticDetails: `source ${plan.source}${plan.reason ? `: ${plan.reason}` : ''}`,
+      // Shown at once in the Web UI; the workflow sets them again (and TradingMode) from what the Governor admits.
       typedSearchAttributes: [
         { key: planIdKey, value: plan.plan_id },
         { key: symbolKey, value: plan.symbol },
-        { key: tradingModeKey, value: config.tradingMode },
         { key: chainStageKey, value: 'governor' },
       ],
     });
-    return { planId: plan.plan_id, workflowId, handle };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-    return { planId: plan.plan_id, workflowId, handle: client.workflow.getHandle(workflowId) };
+    handle = client.workflow.getHandle(workflowId);
+  }
+  // A derived id is the plan's own hash: the same id is the same plan. A chosen one may name another trade.
+  if (explicitId) {
+    const existing = await startedPlan(client, workflowId);
+    const differs = existing ? differingFields(existing, plan) : ['plan'];
+    if (differs.length > 0) throw new PlanConflictError(plan.plan_id, differs);
+  }
+  return { planId: plan.plan_id, workflowId, handle };
+}
+
+/** The plan a workflow was started with (its first history event), or undefined when that is no valid plan. */
+async function startedPlan(client: Client, workflowId: string): Promise<Plan | undefined> {
+  const history = await client.workflowService.getWorkflowExecutionHistory({
+    namespace: client.options.namespace,
+    execution: { workflowId },
+    maximumPageSize: 1,
+  });
+  const payload = history.history?.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+  if (!payload) return undefined;
+  const input = client.options.loadedDataConverter.payloadConverter.fromPayload<Partial<ChainInput>>(payload);
+  try {
+    return parsePlan(input?.plan);
+  } catch {
+    return undefined;
   }
 }
 
 export async function planStatus(client: Client, planId: string): Promise<ChainStatus> {
-  return client.workflow.getHandle(planWorkflowId(planId)).query<ChainStatus>('status');
+  return client.workflow.getHandle(planWorkflowId(planId)).query(statusQuery);
 }

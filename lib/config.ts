@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { Dec } from './decimal';
 import { SYMBOL_PATTERN } from './plan';
-import type { ChainSettings, TradingMode } from './types';
+import type { ChainRules, TradingMode } from './types';
 
 const seconds = (fallback: number) =>
   z
@@ -66,6 +66,7 @@ const EnvSchema = z.object({
         .map((name) => name.trim())
         .filter((name) => name !== ''),
     ),
+  APPROVER_KEYS_DIR: z.string().default(''),
   EXCHANGE: z.enum(['paper']).default('paper'),
   GOVERNOR_RATE_LIMIT: z
     .string()
@@ -106,8 +107,10 @@ export interface ChainConfig {
   p33Tolerance: string;
   /** Per-symbol overrides from `P33_TOLERANCE_<SYMBOL>`. */
   p33ToleranceBySymbol: Record<string, string>;
-  /** Empty means anyone may approve. */
+  /** Who may approve or reject in production mode; empty means nobody. */
   approvers: string[];
+  /** Where each approver's Ed25519 public key is (`NAME.pub`); empty: not configured. */
+  approverKeysDir: string;
   exchange: 'paper';
   /** Permits per symbol per window (`GOVERNOR_RATE_LIMIT`, e.g. 30/60s); null: no limit. */
   rateLimit: { count: number; windowMs: number } | null;
@@ -185,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     p33Tolerance: e.P33_TOLERANCE,
     p33ToleranceBySymbol: overrides.P33_TOLERANCE,
     approvers: e.APPROVERS,
+    approverKeysDir: e.APPROVER_KEYS_DIR,
     exchange: e.EXCHANGE,
     rateLimit: e.GOVERNOR_RATE_LIMIT,
     maxQty: e.GOVERNOR_MAX_QTY,
@@ -199,8 +203,20 @@ export function toleranceFor(config: Pick<ChainConfig, 'p33Tolerance' | 'p33Tole
   return config.p33ToleranceBySymbol[symbol] ?? config.p33Tolerance;
 }
 
-/** The part of the configuration a plan's workflow runs under. */
-export function chainSettings(config: ChainConfig): ChainSettings {
+/**
+ * A process that decides or starts plans (worker, intake) runs in the mode it was told: a trading system must not
+ * fall into auto-approval because a variable was forgotten. Throws a {@link ConfigError} when TRADING_MODE is unset.
+ */
+export function requireExplicitMode(env: NodeJS.ProcessEnv, who: string): void {
+  if (env.TRADING_MODE === undefined || env.TRADING_MODE.trim() === '') {
+    throw new ConfigError(
+      `config: TRADING_MODE must be set for the ${who} (testnet or production): it does not default to auto-approval`,
+    );
+  }
+}
+
+/** The rules a plan's workflow runs under: the worker's, handed to the workflow by the Governor's admission. */
+export function chainRules(config: ChainConfig): ChainRules {
   return {
     mode: config.tradingMode,
     permitTtlS: config.permitTtlS,

@@ -16,6 +16,8 @@ export class PlanError extends Error {
 }
 
 export const MAX_QTY_DECIMALS = 8;
+/** No exchange trades a trillion of anything in one order: a longer qty is a producer's bug, not a plan. */
+export const MAX_QTY_INTEGER_DIGITS = 12;
 const PLAN_ID = /^[0-9a-f]{16}$/;
 /** Upper-case letters and digits with at least one letter: BTCUSDT, 1000PEPEUSDT. */
 export const SYMBOL_PATTERN = /^(?=[0-9]*[A-Z])[A-Z0-9]{2,20}$/;
@@ -36,8 +38,41 @@ const qty = z.union([z.string(), z.number()], { message: 'must be a decimal numb
     ctx.addIssue({ code: 'custom', message: `must have at most ${MAX_QTY_DECIMALS} decimals` });
     return z.NEVER;
   }
+  if (value.trunc().toFixed().length > MAX_QTY_INTEGER_DIGITS) {
+    ctx.addIssue({ code: 'custom', message: `must have at most ${MAX_QTY_INTEGER_DIGITS} integer digits` });
+    return z.NEVER;
+  }
   return value.toFixed();
 });
+
+/** ISO-8601 with a zone: `2026-11-26T10:31:08Z`, `…08.123+01:00`. A time without a zone would mean the host's. */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/** ms since epoch of a strict ISO-8601 time, or NaN: no 30 February, no hour 24 (Date.parse rolls those over). */
+export function strictIsoTime(text: string): number {
+  const m = ISO_TIME.exec(text);
+  if (!m) return NaN;
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6] ?? '0'].map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59) return NaN;
+  return Date.parse(text);
+}
+
+/** Control characters (C0, DEL, C1) in free text break log lines and terminals; a plan never needs them. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+const freeText = (max: number) =>
+  z
+    .string()
+    .max(max, `must be at most ${max} characters`)
+    .refine((value) => !CONTROL_CHARS.test(value), { message: 'must not contain control characters' });
 
 const bool = z.unknown().transform((raw, ctx) => {
   if (raw === true || raw === 'true' || raw === '1') return true;
@@ -50,7 +85,7 @@ const createdAt = z
   .union([z.number(), z.string()], { message: 'must be ms since epoch or an ISO-8601 time' })
   .transform((raw, ctx) => {
     const text = String(raw).trim();
-    const ms = /^\d+$/.test(text) ? Number(text) : /^\d{4}-\d{2}-\d{2}T/.test(text) ? Date.parse(text) : NaN;
+    const ms = /^\d+$/.test(text) ? Number(text) : strictIsoTime(text);
     if (!Number.isSafeInteger(ms) || ms <= 0) {
       ctx.addIssue({ code: 'custom', message: 'must be ms since epoch or an ISO-8601 time' });
       return z.NEVER;
@@ -65,8 +100,10 @@ const PlanFields = z.object({
   side: z.enum(['BUY', 'SELL'], { message: "must be 'BUY' or 'SELL'" }),
   qty,
   reduce_only: bool.optional(),
-  source: z.string().trim().min(1, 'must name who produced the plan').max(200, 'must be at most 200 characters'),
-  reason: z.string().max(2000, 'must be at most 2000 characters').optional(),
+  source: freeText(200)
+    .transform((value) => value.trim())
+    .pipe(z.string().min(1, 'must name who produced the plan')),
+  reason: freeText(2000).optional(),
   created_at: createdAt.optional(),
 });
 
@@ -124,4 +161,46 @@ export function parsePlan(input: unknown, now: () => number = Date.now): Plan {
 /** The one-line summary a person reads in the Web UI and the logs. */
 export function planSummary(plan: Plan): string {
   return `${plan.side} ${plan.qty} ${plan.symbol}${plan.reduce_only ? ' reduce-only' : ''} · plan ${plan.plan_id}`;
+}
+
+/**
+ * What a plan's workflow accepts as input, checked where it runs (the Governor's admission): the plan alone, valid
+ * by the same rules as `submit` and the intake, in canonical form, with its id and creation time given and the id
+ * the workflow's own. Anything else — the old `settings`, any other field — is refused, not silently used.
+ */
+export function admitInput(input: unknown, workflowId: string): Plan {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new PlanError('input', 'must be a JSON object {plan}');
+  }
+  const extra = Object.keys(input).filter((key) => key !== 'plan');
+  if (extra.length > 0) {
+    throw new PlanError('input', `must carry the plan only; a plan's rules are the worker's (got ${extra.join(', ')})`);
+  }
+  const raw = (input as { plan?: unknown }).plan;
+  if (raw === undefined) throw new PlanError('plan', 'is required');
+  const plan = parsePlan(raw, () => NaN);
+  // parsePlan fills these in for a plan as received; a plan handed to its workflow has them already.
+  for (const required of ['plan_id', 'created_at'] as const) {
+    if ((raw as Record<string, unknown>)[required] === undefined) throw new PlanError(required, 'is required');
+  }
+  if (workflowId !== `plan-${plan.plan_id}`) {
+    throw new PlanError('plan_id', `must be the workflow's own (workflow id ${JSON.stringify(workflowId)})`);
+  }
+  return plan;
+}
+
+/** The fields that make a plan the trade it is: a plan id given twice must mean the same trade. */
+const TRADE_FIELDS = ['action', 'symbol', 'side', 'qty', 'reduce_only'] as const;
+
+/** The trade fields in which two plans with one id differ (empty: the same plan). */
+export function differingFields(existing: Plan, candidate: Plan): string[] {
+  return TRADE_FIELDS.filter((field) => existing[field] !== candidate[field]);
+}
+
+/** A plan id that already names another trade. */
+export class PlanConflictError extends PlanError {
+  override name = 'PlanConflictError';
+  constructor(planId: string, fields: string[]) {
+    super('plan_id', `${planId} is already a different plan (it differs in ${fields.join(', ')})`);
+  }
 }

@@ -19,22 +19,29 @@ export interface Plan {
   created_at: number;
 }
 
-/** The settings a plan runs under, fixed when its workflow starts so that a config change never alters history. */
-export interface ChainSettings {
+/**
+ * The rules a plan runs under: the worker's configuration, never the caller's. The Governor hands them to the
+ * workflow through an activity, so they are recorded in its history and replay reads the same rules.
+ */
+export interface ChainRules {
   mode: TradingMode;
   permitTtlS: number;
   permitMarginS: number;
   recheckIntervalS: number;
   planMaxAgeS: number;
   approvalTimeoutS: number;
-  /** Who may approve or reject (production mode); empty means anyone. */
+  /** Who may approve or reject (production mode); empty means nobody. */
   approvers: string[];
 }
 
+/** The workflow's input: the plan alone. Anything else a starter sends is refused by the Governor's admission. */
 export interface ChainInput {
   plan: Plan;
-  settings: ChainSettings;
 }
+
+/** The Governor's admission of a workflow's input: the validated plan and the worker's rules, or why not. */
+export type Admission =
+  { admitted: true; plan: Plan; rules: ChainRules } | { admitted: false; error: string; rules: ChainRules };
 
 /** The Governor's permit, as stored at `quantum:permit:{plan_id}`. */
 export interface GovernorPermit {
@@ -98,7 +105,8 @@ export interface ChainStatus {
   plan_id: string;
   stage: ChainStage;
   outcome?: ChainOutcome;
-  mode: TradingMode;
+  /** The worker's trading mode, known once the Governor has admitted the plan. */
+  mode?: TradingMode;
   /** How many times the Governor was asked for a permit. */
   attempts: number;
   governor?: GovernorPermit;
@@ -121,12 +129,15 @@ export interface PositionSnapshot {
   taken_at: number;
 }
 
-/** A person's approval, bound to the plan and to the positions they saw. */
+/** A person's approval, bound by their signature to the plan and to the positions they saw. */
 export interface Approval {
   by: string;
   at: number;
   note?: string;
   snapshot: PositionSnapshot;
+  /** The signed decision's expiry and the Ed25519 signature, kept so the Governor can verify it again. */
+  expires_at: number;
+  signature: string;
 }
 
 /** What the Governor answers: a permit (granted or denied), a request for a person, or a wait for a rate slot. */
@@ -146,15 +157,40 @@ export interface RetryRequest {
   by?: string;
 }
 
+/**
+ * An approval as an approver sends it: signed with their Ed25519 key over {@link SignedDecision} (see
+ * lib/approval.ts). The Governor checks the signature; until then it is only a claim.
+ */
 export interface ApproveRequest {
   by: string;
   note?: string;
+  /** ms since epoch; the Governor refuses a decision past it. */
+  expires_at: number;
+  /** base64 Ed25519 signature. */
+  signature: string;
 }
 
+/** A rejection, signed like an approval: an unsigned rejection would let anyone stop a plan. */
 export interface RejectRequest {
   by: string;
   reason: string;
+  expires_at: number;
+  signature: string;
 }
+
+/** What an approver signs: the plan, the decision, the positions they were shown, and an expiry. */
+export interface SignedDecision {
+  plan_id: string;
+  decision: 'approve' | 'reject';
+  by: string;
+  snapshot: PositionSnapshot;
+  expires_at: number;
+  note?: string;
+  reason?: string;
+}
+
+/** The Governor's verdict on a person's decision. */
+export type DecisionVerdict = { valid: true } | { valid: false; why: string };
 
 export interface CancelRequest {
   by: string;

@@ -4,12 +4,19 @@ import { msToNumber } from '@temporalio/common/lib/time';
 import type { UpdateDefinition } from '@temporalio/common';
 import { createPaperExchange } from '../activities/exchange/paper';
 import { connectTemporal, planStatus, startPlan } from '../lib/chain-client';
-import { ConfigError, loadConfig, toleranceFor, type ChainConfig } from '../lib/config';
+import { ConfigError, loadConfig, requireExplicitMode, toleranceFor, type ChainConfig } from '../lib/config';
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
 import { PlanError, SYMBOL_PATTERN, parsePlan } from '../lib/plan';
 import { registerSearchAttributes } from '../lib/search-attributes';
-import type { ChainOutcome, ChainStage, ChainStatus, OperatorReply } from '../lib/types';
+import {
+  DEFAULT_DECISION_LIFE_MS,
+  MAX_DECISION_LIFE_MS,
+  generateApproverKeys,
+  readPrivateKey,
+  signedRequest,
+} from '../lib/approval';
+import type { ApproveRequest, ChainOutcome, ChainStage, ChainStatus, OperatorReply, RejectRequest } from '../lib/types';
 import {
   approvePlanUpdate,
   cancelPlanUpdate,
@@ -75,7 +82,17 @@ async function operatorUpdate<Request>(
   update: UpdateDefinition<OperatorReply, [Request]>,
   request: Request,
 ): Promise<number> {
-  return withTemporal(cfg, async (client) => {
+  return withTemporal(cfg, (client) => sendUpdate(client, o, planId, update, request));
+}
+
+async function sendUpdate<Request>(
+  client: Awaited<ReturnType<typeof connectTemporal>>,
+  o: Output,
+  planId: string,
+  update: UpdateDefinition<OperatorReply, [Request]>,
+  request: Request,
+): Promise<number> {
+  {
     const handle = client.workflow.getHandle(planWorkflowId(planId));
     let reply: OperatorReply;
     try {
@@ -93,7 +110,57 @@ async function operatorUpdate<Request>(
     }
     o.result(reply.accepted ? `accepted: ${reply.detail}` : `refused: ${reply.detail}`, { plan_id: planId, ...reply });
     return reply.accepted ? 0 : 3;
+  }
+}
+
+interface SigningOptions {
+  key: string;
+  expiresIn: number;
+  print?: boolean;
+}
+
+/**
+ * A person's signed decision: the plan's `status` gives the positions it shows, the approver's key signs the
+ * decision over them, and the update carries it to the plan, whose Governor verifies it. `--print` prints the
+ * signed payload instead, for `temporal workflow signal --input` or the Web UI's signal form.
+ */
+async function signedDecision(
+  cfg: ChainConfig,
+  o: Output,
+  planId: string,
+  kind: 'approve' | 'reject',
+  fields: { by: string; note?: string; reason?: string },
+  opts: SigningOptions,
+): Promise<number> {
+  const privateKey = readPrivateKey(opts.key);
+  return withTemporal(cfg, async (client) => {
+    const status = await planStatus(client, planId).catch((err: unknown) => notFound(err, planId));
+    if (!status.awaiting) {
+      const detail = status.stage === 'done' ? 'plan has already ended' : 'plan is not awaiting approval';
+      o.result(`refused: ${detail}`, { plan_id: planId, accepted: false, detail });
+      return 3;
+    }
+    const request = signedRequest(planId, kind, fields, status.awaiting, privateKey, { lifeMs: opts.expiresIn });
+    if (opts.print) {
+      o.result(JSON.stringify(request), request);
+      return 0;
+    }
+    return kind === 'approve'
+      ? sendUpdate(client, o, planId, approvePlanUpdate, request as ApproveRequest)
+      : sendUpdate(client, o, planId, rejectPlanUpdate, request as RejectRequest);
   });
+}
+
+function signingOptions(command: Command): Command {
+  return command
+    .requiredOption('--key <file>', "the approver's private key (from permit-chain keygen)")
+    .option(
+      '--expires-in <age>',
+      `how long the signature holds, at most ${MAX_DECISION_LIFE_MS / 60_000}m`,
+      durationArg,
+      DEFAULT_DECISION_LIFE_MS,
+    )
+    .option('--print', 'print the signed payload instead of sending it (for temporal workflow signal --input)');
 }
 
 function symbolArg(value: string): string {
@@ -159,12 +226,26 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
     .command('dev')
     .description('the embedded stack: Redis and the Temporal dev server where none is reachable, and the worker')
     .option('--demo', 'play the incident demo once the stack is ready')
-    .action(async (opts: { demo?: boolean }) => runDev(config(), out(), { demo: opts.demo === true }));
+    .action(async (opts: { demo?: boolean }) => {
+      // The embedded stack is for a first run and for development: testnet unless told otherwise, and it says so.
+      const explicit = (env.TRADING_MODE ?? '').trim() !== '';
+      const cfg = loadConfig(explicit ? env : { ...env, TRADING_MODE: 'testnet' });
+      const o = out();
+      o.line(
+        explicit
+          ? `dev: ${cfg.tradingMode} mode (TRADING_MODE)`
+          : 'dev: testnet mode (TRADING_MODE unset; dev runs testnet, where the Governor approves by itself)',
+      );
+      await runDev(cfg, o, { demo: opts.demo === true });
+    });
 
   program
     .command('worker')
     .description("run the chain's worker until SIGINT/SIGTERM")
-    .action(async () => runWorker(config(), (line) => out().line(line)));
+    .action(async () => {
+      requireExplicitMode(env, 'worker');
+      await runWorker(config(), (line) => out().line(line));
+    });
 
   program
     .command('intake')
@@ -178,6 +259,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       DEFAULT_INTAKE_OPTIONS.claimIdleMs,
     )
     .action(async (opts: { consumer: string; batchSize: number; claimIdle: number }) => {
+      requireExplicitMode(env, 'intake');
       await runIntake(
         config(),
         { ...DEFAULT_INTAKE_OPTIONS, consumer: opts.consumer, batchSize: opts.batchSize, claimIdleMs: opts.claimIdle },
@@ -229,7 +311,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       const cfg = config();
       const o = out();
       await withTemporal(cfg, async (client) => {
-        const started = await startPlan(client, cfg, plan);
+        const started = await startPlan(client, cfg, plan, { explicitId: opts.planId !== undefined });
         if (!opts.wait) {
           o.result(`plan_id ${started.planId}\nworkflow_id ${started.workflowId}`, {
             plan_id: started.planId,
@@ -327,25 +409,40 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       await runDemo(config(), out());
     });
 
-  program
-    .command('approve')
-    .description('approve a plan that awaits approval (production mode)')
-    .argument('<plan_id>', 'the plan id', planIdArg)
-    .requiredOption('--by <name>', 'who approves (must be in APPROVERS when it is set)')
-    .option('--note <text>', 'kept with the approval')
-    .action(async (planId: string, opts: { by: string; note?: string }) => {
-      const request = { by: opts.by, ...(opts.note !== undefined ? { note: opts.note } : {}) };
-      exitCode = await operatorUpdate(config(), out(), planId, approvePlanUpdate, request);
-    });
+  signingOptions(
+    program
+      .command('approve')
+      .description('approve a plan that awaits approval (production mode), signed with your key')
+      .argument('<plan_id>', 'the plan id', planIdArg)
+      .requiredOption('--by <name>', 'who approves (an approver the worker has a key for)')
+      .option('--note <text>', 'kept with the approval'),
+  ).action(async (planId: string, opts: SigningOptions & { by: string; note?: string }) => {
+    const fields = { by: opts.by, ...(opts.note !== undefined ? { note: opts.note } : {}) };
+    exitCode = await signedDecision(config(), out(), planId, 'approve', fields, opts);
+  });
+
+  signingOptions(
+    program
+      .command('reject')
+      .description('reject a plan that awaits approval (production mode), signed with your key')
+      .argument('<plan_id>', 'the plan id', planIdArg)
+      .requiredOption('--by <name>', 'who rejects')
+      .requiredOption('--reason <text>', 'why'),
+  ).action(async (planId: string, opts: SigningOptions & { by: string; reason: string }) => {
+    exitCode = await signedDecision(config(), out(), planId, 'reject', { by: opts.by, reason: opts.reason }, opts);
+  });
 
   program
-    .command('reject')
-    .description('reject a plan that awaits approval (production mode)')
-    .argument('<plan_id>', 'the plan id', planIdArg)
-    .requiredOption('--by <name>', 'who rejects')
-    .requiredOption('--reason <text>', 'why')
-    .action(async (planId: string, opts: { by: string; reason: string }) => {
-      exitCode = await operatorUpdate(config(), out(), planId, rejectPlanUpdate, { by: opts.by, reason: opts.reason });
+    .command('keygen')
+    .description("make an approver's Ed25519 key pair: NAME.key (private, 0600) and NAME.pub (for APPROVER_KEYS_DIR)")
+    .argument('<name>', "the approver's name, as in APPROVERS")
+    .requiredOption('--out <dir>', 'the folder to write both files to')
+    .action((name: string, opts: { out: string }) => {
+      const { privateFile, publicFile } = generateApproverKeys(name, opts.out);
+      out().result(`private key ${privateFile} (keep it to yourself)\npublic key ${publicFile} (for the worker)`, {
+        private_key: privateFile,
+        public_key: publicFile,
+      });
     });
 
   program
@@ -434,7 +531,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       await withRedis(cfg, async (redis) => {
         const exchange = createPaperExchange(redis, keys, Date.now);
         await withTemporal(cfg, async (client) => {
-          const deps = { redis, config: cfg, exchange, clock: Date.now };
+          const deps = { redis, config: cfg, exchange, clock: Date.now, approverKeys: new Map() };
           const { before, after } = await reconcileLedger(deps, client, symbol, opts.by);
           const woken = await retryBlocked(client, { symbol }, opts.by);
           o.result(

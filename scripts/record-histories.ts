@@ -7,9 +7,11 @@
  * Run it again only when a change to the workflow is meant to be incompatible (and then version the workflow).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
 import { startPlan } from '../lib/chain-client';
 import { loadConfig, type ChainConfig } from '../lib/config';
 import { redisKeys } from '../lib/keys';
@@ -100,12 +102,25 @@ async function main(): Promise<void> {
       await handle.result();
       return workflowId;
     });
-    await record('approved-production', { TRADING_MODE: 'production', APPROVERS: 'alice' }, async (config) => {
+    const keysDir = mkdtempSync(join(tmpdir(), 'record-approvers-'));
+    const alice = readPrivateKey(generateApproverKeys('alice', keysDir).privateFile);
+    const production = { TRADING_MODE: 'production', APPROVERS: 'alice', APPROVER_KEYS_DIR: keysDir };
+    await record('approved-production', production, async (config) => {
       await positions(config, 'SOLUSDT', '2', '2');
       const { workflowId, handle } = await startPlan(temporal.client, config, plan('SOLUSDT', '2'));
       await until(config, workflowId, 'awaiting_approval');
-      await handle.signal(approveSignal, { by: 'mallory' });
-      await handle.signal(approveSignal, { by: 'alice', note: 'recorded' });
+      const shown = (await handle.query(statusQuery)).awaiting;
+      if (!shown) throw new Error('record: the plan shows no positions to approve');
+      await handle.signal(approveSignal, {
+        by: 'alice',
+        note: 'unsigned',
+        expires_at: Date.now() + 60_000,
+        signature: '',
+      });
+      await handle.signal(
+        approveSignal,
+        signedRequest(handle.workflowId.slice(5), 'approve', { by: 'alice', note: 'recorded' }, shown, alice),
+      );
       await handle.result();
       return workflowId;
     });

@@ -1,13 +1,18 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
+import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
 import { loadConfig, type ChainConfig } from '../lib/config';
 import { redisKeys, type RedisKeys } from '../lib/keys';
 import { parsePlan } from '../lib/plan';
-import type { ChainStatus, Plan } from '../lib/types';
+import type { ApproveRequest, ChainStatus, Plan, PositionSnapshot, RejectRequest } from '../lib/types';
 import { statusQuery } from '../workflows/messages';
+import type { ExchangePort } from '../activities/exchange/port';
 import { createChainWorker } from '../workers/worker';
 
 let runtimeInstalled = false;
@@ -33,7 +38,38 @@ export function testEnv(overrides: Record<string, string> = {}): TestEnv {
     TEMPORAL_ADDRESS: inject('temporalAddress'),
     KEY_PREFIX: `t${id}`,
     TASK_QUEUE: `permit-chain-${id}`,
+    // The worker and the intake refuse to start without an explicit mode.
+    TRADING_MODE: 'testnet',
     ...overrides,
+  };
+}
+
+/** Approvers with real Ed25519 key pairs in a folder of their own: the worker's APPROVER_KEYS_DIR. */
+export interface TestApprovers {
+  dir: string;
+  keyFile(name: string): string;
+  /** The signed payload `name` sends to decide on a plan showing `snapshot` (as `permit-chain approve` does). */
+  sign(
+    planId: string,
+    name: string,
+    snapshot: PositionSnapshot,
+    fields?: { note?: string; reason?: string; kind?: 'approve' | 'reject'; lifeMs?: number; now?: number },
+  ): ApproveRequest & RejectRequest;
+}
+
+export function testApprovers(...names: string[]): TestApprovers {
+  const dir = mkdtempSync(join(tmpdir(), 'permit-chain-approvers-'));
+  const keys = new Map(names.map((name) => [name, readPrivateKey(generateApproverKeys(name, dir).privateFile)]));
+  return {
+    dir,
+    keyFile: (name) => join(dir, `${name}.key`),
+    sign(planId, name, snapshot, { kind = 'approve', note, reason, lifeMs, now } = {}) {
+      const key = keys.get(name);
+      if (!key) throw new Error(`no test key for ${name}`);
+      const fields = { by: name, ...(note !== undefined ? { note } : {}), ...(reason !== undefined ? { reason } : {}) };
+      const options = { ...(lifeMs !== undefined ? { lifeMs } : {}), ...(now !== undefined ? { now } : {}) };
+      return signedRequest(planId, kind, fields, snapshot, key, options) as ApproveRequest & RejectRequest;
+    },
   };
 }
 
@@ -46,8 +82,15 @@ export interface ChainHarness {
   keys: RedisKeys;
   redis: Redis;
   client: Client;
-  /** Runs `fn` while a fresh worker serves the config's task queue. */
-  withWorker<T>(fn: () => Promise<T>, clock?: () => number): Promise<T>;
+  /**
+   * Runs `fn` while a fresh worker serves the config's task queue (or `options.config`'s: a worker with other
+   * rules on its own task queue).
+   */
+  withWorker<T>(
+    fn: () => Promise<T>,
+    clock?: () => number,
+    options?: { config?: ChainConfig; exchange?: ExchangePort },
+  ): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -63,9 +106,10 @@ export async function chainHarness(config: ChainConfig): Promise<ChainHarness> {
     keys: redisKeys(config.keyPrefix),
     redis,
     client,
-    async withWorker(fn, clock) {
+    async withWorker(fn, clock, options = {}) {
       const worker = await createChainWorker({
-        config,
+        config: options.config ?? config,
+        ...(options.exchange ? { exchange: options.exchange } : {}),
         redis,
         connection: nativeConnection,
         workflowBundle: { codePath: inject('workflowBundlePath') },

@@ -81,7 +81,9 @@ export class PlanIntake {
 
   async run(): Promise<IntakeCounts> {
     const { log } = this.deps;
-    log(`intake: reading ${this.keys.exitPlanStream} as ${INTAKE_GROUP}/${this.options.consumer}`);
+    log(
+      `intake: ${this.deps.config.tradingMode} mode, reading ${this.keys.exitPlanStream} as ${INTAKE_GROUP}/${this.options.consumer}`,
+    );
     await this.untilDone('create the consumer group', () => this.ensureGroup());
     // First what this consumer read before it stopped, then what dead consumers left, then new entries.
     let backlog = true;
@@ -177,10 +179,14 @@ export class PlanIntake {
       return;
     }
     const fields = fieldsOf(list);
-    let plan;
     try {
-      plan = parsePlan(fields);
+      const plan = parsePlan(fields);
+      // A bounded wait: while Temporal is away the SDK would retry for a long time, and the intake should say so.
+      await client.withDeadline(Date.now() + START_DEADLINE_MS, () =>
+        startPlan(client, config, plan, { explicitId: fields.plan_id !== undefined }),
+      );
     } catch (err) {
+      // A bad entry, or a plan id that already names another trade: neither gets better by trying again.
       if (!(err instanceof PlanError)) throw err;
       await writer
         .multi()
@@ -202,8 +208,6 @@ export class PlanIntake {
       this.deps.log(`intake: ${id} dead-lettered: ${err.message}`);
       return;
     }
-    // A bounded wait: while Temporal is away the SDK would retry for a long time, and the intake should say so.
-    await client.withDeadline(Date.now() + START_DEADLINE_MS, () => startPlan(client, config, plan));
     await writer.xack(stream, INTAKE_GROUP, id);
     this.counts.started += 1;
   }

@@ -3,6 +3,8 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import { Redis } from 'ioredis';
 import { createActivities } from '../activities';
 import { createPaperExchange } from '../activities/exchange/paper';
+import type { ExchangePort } from '../activities/exchange/port';
+import { loadApproverKeys } from '../lib/approval';
 import type { ChainConfig } from '../lib/config';
 import { redisKeys } from '../lib/keys';
 
@@ -15,18 +17,22 @@ export interface ChainWorkerOptions {
   /** A prebuilt workflow bundle (tests build it once); otherwise the worker bundles `workflows/` itself. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   clock?: () => number;
+  /** The exchange the activities trade on; default: the paper exchange over the same Redis. */
+  exchange?: ExchangePort;
 }
 
 /** Builds the worker for the chain's task queue over one Redis connection and one Temporal connection. */
 export async function createChainWorker(options: ChainWorkerOptions): Promise<Worker> {
   const { config, redis, connection } = options;
   const clock = options.clock ?? Date.now;
-  const exchange = createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
+  const exchange = options.exchange ?? createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
+  // Read once at start: a production worker whose approvers cannot sign does not start.
+  const approverKeys = loadApproverKeys(config);
   return Worker.create({
     connection,
     namespace: config.temporalNamespace,
     taskQueue: config.taskQueue,
-    activities: createActivities({ redis, config, exchange, clock }),
+    activities: createActivities({ redis, config, exchange, clock, approverKeys }),
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
   });
 }
@@ -55,7 +61,10 @@ export async function runWorker(config: ChainConfig, log: (line: string) => void
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   try {
     const worker = await createChainWorker({ config, redis, connection });
-    log(`worker: task queue ${config.taskQueue} on ${config.temporalAddress}, Redis ${config.redisUrl}`);
+    log(
+      `worker: ${config.tradingMode} mode${config.tradingMode === 'production' ? ` (approvers ${config.approvers.join(', ')})` : ' (the Governor approves by itself)'}, ` +
+        `task queue ${config.taskQueue} on ${config.temporalAddress}, Redis ${config.redisUrl}`,
+    );
     await worker.run();
     log('worker: stopped');
   } finally {

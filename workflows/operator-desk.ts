@@ -2,9 +2,10 @@ import { condition, setHandler } from '@temporalio/workflow';
 import type {
   ApproveRequest,
   CancelRequest,
-  ChainSettings,
+  DecisionVerdict,
   OperatorDecision,
   OperatorReply,
+  PositionSnapshot,
   RejectRequest,
 } from '../lib/types';
 import {
@@ -20,54 +21,82 @@ import {
 } from './messages';
 import type { StatusBoard } from './status-board';
 
+/** A person's decision, accepted by the Governor: who, when, what they said, and the signature that proves it. */
 export type PersonDecision =
-  | { kind: 'approve'; by: string; at: number; note?: string }
-  | { kind: 'reject'; by: string; at: number; reason: string };
+  | { kind: 'approve'; by: string; at: number; note?: string; expires_at: number; signature: string }
+  | { kind: 'reject'; by: string; at: number; reason: string; expires_at: number; signature: string };
+
+/** A decision as it arrived: every field a claim, typed only as far as its shape. */
+type DecisionClaim = Partial<ApproveRequest & RejectRequest>;
+
+/** What the desk asks of the activities: the audit record, and the Governor's check of a signed decision. */
+export interface DeskCalls {
+  record(decision: OperatorDecision): Promise<void>;
+  verify(request: {
+    plan_id: string;
+    kind: 'approve' | 'reject';
+    request: DecisionClaim;
+    snapshot: PositionSnapshot;
+  }): Promise<DecisionVerdict>;
+}
 
 const NOT_AWAITING = 'plan is not awaiting approval';
-const NOT_AN_APPROVER = 'not an approver';
+const ENDED = 'plan has already ended';
 
-function name(value: unknown): string {
+function text(value: unknown): string {
   return typeof value === 'string' ? value.trim() : '';
+}
+
+/** Keeps of a payload only fields of the right type: a signal's payload can be anything. */
+function claimOf(request: unknown): DecisionClaim {
+  const raw = request !== null && typeof request === 'object' ? (request as Record<string, unknown>) : {};
+  const claim: DecisionClaim = { by: text(raw.by) };
+  if (typeof raw.note === 'string') claim.note = raw.note;
+  if (typeof raw.reason === 'string') claim.reason = raw.reason;
+  if (typeof raw.expires_at === 'number') claim.expires_at = raw.expires_at;
+  if (typeof raw.signature === 'string') claim.signature = raw.signature;
+  return claim;
 }
 
 /**
  * Everything people send a plan: retry, approve, reject, cancel (as signals, and as updates that answer at once),
- * and the `status` query. It keeps what they asked for until the chain is ready to act on it, so a decision that
- * arrives early is not lost.
+ * Temporal's own cancellation request, and the `status` query. A decision counts only once the Governor has
+ * verified its signature against the positions shown; every refusal is noted in the timeline and audited.
  */
 export class OperatorDesk {
   retryRequested = false;
   symbolFreed = false;
   cancel?: CancelRequest;
   private decision?: PersonDecision;
-  /** Once the plan has asked for approval, decisions count only while it waits for one. */
-  private asked = false;
+  /** While the plan awaits a decision: the positions the approvers are shown, which their signatures cover. */
+  private shown?: PositionSnapshot;
 
   constructor(
     private readonly board: StatusBoard,
-    private readonly settings: ChainSettings,
-    private readonly record: (decision: OperatorDecision) => Promise<void>,
+    private readonly calls: DeskCalls,
   ) {}
 
-  /** Registers every handler; call before the workflow's first await. */
-  register(): void {
+  /**
+   * Registers every handler; call before the workflow's first await. `cancelRequested` is the root scope's: a
+   * Temporal cancellation (Web UI, `temporal workflow cancel`) is taken as a cancel like `permit-chain cancel`.
+   */
+  register(cancelRequested: Promise<never>): void {
     const status = this.board.status;
     setHandler(statusQuery, () => status);
     setHandler(retrySignal, (request) => {
       this.retryRequested = true;
-      this.board.note(`retry requested by ${name(request?.by) || 'an operator'}`);
+      this.board.note(`retry requested by ${text(request?.by) || 'an operator'}`);
     });
     setHandler(symbolFreeSignal, () => {
       this.symbolFreed = true;
     });
-    setHandler(approveSignal, (request) => this.decide({ kind: 'approve', ...request }).then(() => undefined));
-    setHandler(rejectSignal, (request) => this.decide({ kind: 'reject', ...request }).then(() => undefined));
+    setHandler(approveSignal, (request) => this.decide('approve', request).then(() => undefined));
+    setHandler(rejectSignal, (request) => this.decide('reject', request).then(() => undefined));
     setHandler(cancelSignal, (request) => this.requestCancel(request).then(() => undefined));
-    setHandler(approvePlanUpdate, (request) => this.decide({ kind: 'approve', ...request }), {
+    setHandler(approvePlanUpdate, (request) => this.decide('approve', request), {
       validator: (_request: ApproveRequest) => this.validateDecision(),
     });
-    setHandler(rejectPlanUpdate, (request) => this.decide({ kind: 'reject', ...request }), {
+    setHandler(rejectPlanUpdate, (request) => this.decide('reject', request), {
       validator: (_request: RejectRequest) => this.validateDecision(),
     });
     setHandler(cancelPlanUpdate, (request) => this.requestCancel(request), {
@@ -76,59 +105,75 @@ export class OperatorDesk {
         if (refusal) throw new Error(refusal);
       },
     });
+    cancelRequested.catch(() =>
+      this.requestCancel({ by: 'temporal', reason: 'cancellation requested through Temporal' }),
+    );
   }
 
   private validateDecision(): void {
-    if (this.board.status.stage !== 'awaiting_approval') throw new Error(NOT_AWAITING);
+    if (this.board.status.stage === 'done') throw new Error(ENDED);
+    if (!this.shown) throw new Error(NOT_AWAITING);
   }
 
-  private isApprover(by: string): boolean {
-    return by !== '' && (this.settings.approvers.length === 0 || this.settings.approvers.includes(by));
-  }
-
-  private async decide(request: { kind: 'approve' | 'reject'; by: string; note?: string; reason?: string }) {
-    const by = name(request.by);
-    const verb = request.kind === 'approve' ? 'approval' : 'rejection';
-    const refuse = async (why: string): Promise<OperatorReply> => {
-      this.board.note(`${verb} by ${by || '(nobody)'} refused: ${why}`);
-      await this.record({ plan_id: this.board.status.plan_id, decision: `${verb}_refused`, reason: `${by}: ${why}` });
+  private async decide(kind: 'approve' | 'reject', request: unknown): Promise<OperatorReply> {
+    const claim = claimOf(request);
+    const by = claim.by || '(nobody)';
+    const verb = kind === 'approve' ? 'approval' : 'rejection';
+    const refuse = async (why: string, audited = false): Promise<OperatorReply> => {
+      this.board.note(`${verb} by ${by} refused: ${why}`);
+      if (!audited) {
+        await this.calls.record({
+          plan_id: this.board.status.plan_id,
+          decision: `${verb}_refused`,
+          reason: `${by}: ${why}`,
+        });
+      }
       return { accepted: false, detail: why };
     };
-    if (!this.isApprover(by)) return refuse(NOT_AN_APPROVER);
-    if (this.settings.mode === 'testnet') return refuse('testnet mode: the Governor approves by itself');
-    if (this.board.status.stage === 'done' || (this.asked && this.board.status.stage !== 'awaiting_approval')) {
-      return refuse(NOT_AWAITING);
-    }
+    const shown = this.shown;
+    if (!shown) return refuse(this.board.status.stage === 'done' ? ENDED : NOT_AWAITING);
     if (this.decision) return refuse(`already decided by ${this.decision.by}`);
-    const at = Date.now();
-    if (request.kind === 'approve') {
-      const note = name(request.note);
-      this.decision = { kind: 'approve', by, at, ...(note ? { note } : {}) };
-      this.board.note(`approved by ${by}${note ? `: ${note}` : ''}`);
-      await this.record({
-        plan_id: this.board.status.plan_id,
-        decision: 'approved',
-        reason: `${by}${note ? `: ${note}` : ''}`,
-      });
+    const verdict = await this.calls.verify({
+      plan_id: this.board.status.plan_id,
+      kind,
+      request: claim,
+      snapshot: shown,
+    });
+    if (!verdict.valid) return refuse(verdict.why, true);
+    // Another decision may have been taken, or the wait ended, while the Governor checked this one.
+    const taken = this.decision as PersonDecision | undefined;
+    if (taken) return refuse(`already decided by ${taken.by}`);
+    if (this.shown !== shown) return refuse(NOT_AWAITING);
+    const signed = {
+      by: claim.by ?? '',
+      at: Date.now(),
+      expires_at: claim.expires_at ?? 0,
+      signature: claim.signature ?? '',
+    };
+    if (kind === 'approve') {
+      // The note exactly as signed: the Governor verifies the signature again when it grants.
+      const note = claim.note ?? '';
+      this.decision = { kind, ...signed, ...(note !== '' ? { note } : {}) };
+      this.board.note(`approved by ${by}${text(note) ? `: ${text(note)}` : ''}`);
     } else {
-      const reason = name(request.reason) || 'no reason given';
-      this.decision = { kind: 'reject', by, at, reason };
+      const reason = text(claim.reason) || 'no reason given';
+      this.decision = { kind, ...signed, reason: claim.reason ?? '' };
       this.board.note(`rejected by ${by}: ${reason}`);
-      await this.record({ plan_id: this.board.status.plan_id, decision: 'rejected', reason: `${by}: ${reason}` });
     }
-    return { accepted: true, detail: `${request.kind === 'approve' ? 'approved' : 'rejected'} by ${by}` };
+    return { accepted: true, detail: `${kind === 'approve' ? 'approved' : 'rejected'} by ${by}` };
   }
 
   private cancelRefusal(): string | undefined {
     const stage = this.board.status.stage;
-    if (stage === 'done') return 'plan has already ended';
+    if (stage === 'done') return ENDED;
     if (stage === 'execute') return 'the order may already be placed: the plan finishes';
     return undefined;
   }
 
-  private async requestCancel(request: CancelRequest): Promise<OperatorReply> {
-    const by = name(request.by);
-    const reason = name(request.reason) || 'no reason given';
+  private async requestCancel(request: unknown): Promise<OperatorReply> {
+    const claim = request !== null && typeof request === 'object' ? (request as Record<string, unknown>) : {};
+    const by = text(claim.by);
+    const reason = text(claim.reason) || 'no reason given';
     const refusal = this.cancelRefusal() ?? (by === '' ? 'cancel needs a name (by)' : undefined);
     if (refusal) {
       this.board.note(`cancel by ${by || '(nobody)'} refused: ${refusal}`);
@@ -136,17 +181,22 @@ export class OperatorDesk {
     }
     this.cancel ??= { by, reason };
     this.board.note(`cancel requested by ${by}: ${reason}`);
-    await this.record({ plan_id: this.board.status.plan_id, decision: 'cancel_requested', reason: `${by}: ${reason}` });
+    await this.calls.record({
+      plan_id: this.board.status.plan_id,
+      decision: 'cancel_requested',
+      reason: `${by}: ${reason}`,
+    });
     return { accepted: true, detail: `cancel accepted from ${by}` };
   }
 
   /**
-   * Waits for a person's decision at most `timeoutMs`; a decision that came early is taken at once. Undefined when
-   * the time ran out or the plan was cancelled meanwhile.
+   * Shows the approvers `shown` and waits for a verified decision at most `timeoutMs`. Undefined when the time ran
+   * out or the plan was cancelled meanwhile.
    */
-  async awaitDecision(timeoutMs: number): Promise<PersonDecision | undefined> {
-    this.asked = true;
+  async awaitDecision(shown: PositionSnapshot, timeoutMs: number): Promise<PersonDecision | undefined> {
+    this.shown = shown;
     await condition(() => this.decision !== undefined || this.cancel !== undefined, Math.max(1, timeoutMs));
+    this.shown = undefined;
     const decision = this.cancel ? undefined : this.decision;
     this.decision = undefined;
     return decision;

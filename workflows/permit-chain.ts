@@ -74,28 +74,63 @@ async function withinPermit<T>(deadline: number, call: () => Promise<T>): Promis
 }
 
 /**
- * One plan, Governor → Apply → P3.3 → Execute. In production mode the Governor waits for a person's approval. A
- * P3.3 denial blocks the plan: it re-checks every RECHECK_INTERVAL_S, at once on `retry`, asks the Governor again
- * once its permit has run out, and ends `expired` after PLAN_MAX_AGE_S. One plan per symbol runs P3.3 through the
- * ledger update at a time.
+ * One plan, Governor → Apply → P3.3 → Execute. The Governor first admits the input (the plan alone, validated where
+ * it runs) and hands over the worker's rules; in production mode it waits for a person's signed approval. A P3.3
+ * denial blocks the plan: it re-checks every RECHECK_INTERVAL_S, at once on `retry`, asks the Governor again once
+ * its permit has run out, and ends `expired` after PLAN_MAX_AGE_S. One plan per symbol runs P3.3 through the
+ * ledger update at a time. A Temporal cancellation request is a cancel: before the order the plan ends `cancelled`,
+ * after it the fill still reaches the ledger.
  */
-export async function permitChain({ plan, settings }: ChainInput): Promise<ChainStatus> {
-  const board = new StatusBoard(plan, settings.mode);
-  const status = board.status;
-  const desk = new OperatorDesk(board, settings, (entry) =>
-    layers.recordOperatorDecision.executeWithOptions(
-      { summary: `operator: ${entry.decision}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
-      [entry],
-    ),
-  );
-  desk.register();
+export async function permitChain(input: ChainInput): Promise<ChainStatus> {
+  const cancelRequested = CancellationScope.current().cancelRequested;
+  // The chain itself never stops half-way: a cancellation request reaches it as a cancel through the desk.
+  return CancellationScope.nonCancellable(() => runPlan(input, cancelRequested));
+}
 
-  const planDeadline = workflowInfo().startTime.getTime() + settings.planMaxAgeS * 1000;
-  const permitLifeMs = (settings.permitTtlS - settings.permitMarginS) * 1000;
+async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise<ChainStatus> {
+  const workflowId = workflowInfo().workflowId;
+  const board = new StatusBoard(workflowId.replace(/^plan-/, ''));
+  const status = board.status;
+  const desk = new OperatorDesk(board, {
+    record: (entry) =>
+      layers.recordOperatorDecision.executeWithOptions(
+        { summary: `operator: ${entry.decision}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
+        [entry],
+      ),
+    verify: (request) =>
+      layers.verifyDecision.executeWithOptions(
+        {
+          summary: `Governor: verify ${request.kind} by ${request.request.by || '(nobody)'}`,
+          startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS,
+          retry: LAYER_RETRY,
+        },
+        [request],
+      ),
+  });
+  desk.register(cancelRequested);
+
+  // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's).
+  const admission = await layers.admitPlan.executeWithOptions(
+    { summary: 'Governor: admit plan', startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
+    [{ input, workflowId }],
+  );
+  const rules = admission.rules;
+  if (!admission.admitted) {
+    status.mode = rules.mode;
+    status.last_error = admission.error;
+    board.finish('denied', `invalid plan: ${admission.error}`);
+    await condition(allHandlersFinished);
+    return status;
+  }
+  const plan = admission.plan;
+  board.admit(plan, rules.mode);
+
+  const planDeadline = workflowInfo().startTime.getTime() + rules.planMaxAgeS * 1000;
+  const permitLifeMs = (rules.permitTtlS - rules.permitMarginS) * 1000;
   const cancelled = (): Ending | undefined =>
     desk.cancel && { outcome: 'cancelled', detail: `cancelled by ${desk.cancel.by}: ${desk.cancel.reason}` };
   const tooOld = (state = 'not done'): Ending | undefined =>
-    Date.now() >= planDeadline ? { outcome: 'expired', detail: `${state} after ${settings.planMaxAgeS}s` } : undefined;
+    Date.now() >= planDeadline ? { outcome: 'expired', detail: `${state} after ${rules.planMaxAgeS}s` } : undefined;
 
   /** The Governor (P3.2), with a person's approval in production mode and waits for rate slots. */
   async function obtainPermit(): Promise<{ permit: GovernorPermit; deadline: number } | Ending> {
@@ -132,20 +167,25 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
         'awaiting_approval',
         `${answer.reason === 'approval_stale' ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
           `${plan.side} ${plan.qty} ${plan.symbol}: exchange ${shown.exchange_amount}, ledger ${shown.ledger_amount}, ` +
-          `tolerance ${shown.tolerance}; until ${clockTime(Date.now() + settings.approvalTimeoutS * 1000)} UTC`,
+          `tolerance ${shown.tolerance}; until ${clockTime(Date.now() + rules.approvalTimeoutS * 1000)} UTC`,
       );
-      const decision = await desk.awaitDecision(Math.min(settings.approvalTimeoutS * 1000, planDeadline - Date.now()));
+      const decision = await desk.awaitDecision(
+        shown,
+        Math.min(rules.approvalTimeoutS * 1000, planDeadline - Date.now()),
+      );
       delete status.awaiting;
       if (!decision) {
-        return cancelled() ?? { outcome: 'expired', detail: `no approval within ${settings.approvalTimeoutS}s` };
+        return cancelled() ?? { outcome: 'expired', detail: `no approval within ${rules.approvalTimeoutS}s` };
       }
       if (decision.kind === 'reject')
         return { outcome: 'rejected', detail: `rejected by ${decision.by}: ${decision.reason}` };
       status.approval = {
         by: decision.by,
         at: decision.at,
-        ...(decision.note ? { note: decision.note } : {}),
+        ...(decision.note !== undefined ? { note: decision.note } : {}),
         snapshot: shown,
+        expires_at: decision.expires_at,
+        signature: decision.signature,
       };
     }
   }
@@ -160,7 +200,7 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
       const ending = cancelled();
       if (ending) return ending;
       // The lease outlives the permit by the margin: a crashed holder frees the symbol soon after its permit ends.
-      const leaseMs = deadline - Date.now() + settings.permitMarginS * 1000;
+      const leaseMs = deadline - Date.now() + rules.permitMarginS * 1000;
       const hold = await withinPermit(deadline, () =>
         layers.holdSymbol.executeWithOptions(until(deadline, `symbol: hold ${plan.symbol}`), [plan, leaseMs]),
       );
@@ -235,7 +275,7 @@ export async function permitChain({ plan, settings }: ChainInput): Promise<Chain
         if (p33.allow) break;
 
         await releaseSymbol();
-        const nextCheckAt = Math.min(Date.now() + settings.recheckIntervalS * 1000, planDeadline);
+        const nextCheckAt = Math.min(Date.now() + rules.recheckIntervalS * 1000, planDeadline);
         if (changed || status.stage !== 'blocked') board.enter('blocked', blockedDetail(p33, nextCheckAt));
         else board.show(blockedDetail(p33, nextCheckAt));
         await desk.pause(nextCheckAt, true);

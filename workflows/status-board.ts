@@ -1,6 +1,6 @@
 import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ChainOutcome, ChainStage, ChainStatus, P33Permit, Plan, TradingMode } from '../lib/types';
-import { chainOutcomeKey, chainStageKey } from './messages';
+import { chainOutcomeKey, chainStageKey, planIdKey, symbolKey, tradingModeKey } from './messages';
 
 /** How many timeline entries a plan keeps; older re-checks of a long-blocked plan give way to newer ones. */
 const MAX_TIMELINE = 200;
@@ -24,12 +24,24 @@ export function blockedDetail(p33: P33Permit, nextCheckAt: number): string {
  */
 export class StatusBoard {
   readonly status: ChainStatus;
+  /** The plan once the Governor has admitted it; until then the board knows only the workflow's plan id. */
+  private plan?: Plan;
 
-  constructor(
-    private readonly plan: Plan,
-    mode: TradingMode,
-  ) {
-    this.status = { plan_id: plan.plan_id, stage: 'governor', mode, attempts: 0, timeline: [] };
+  constructor(planId: string) {
+    this.status = { plan_id: planId, stage: 'governor', attempts: 0, timeline: [] };
+  }
+
+  /**
+   * The admitted plan and the worker's mode: the search attributes follow them, whatever the starter claimed.
+   */
+  admit(plan: Plan, mode: TradingMode): void {
+    this.plan = plan;
+    this.status.mode = mode;
+    upsertSearchAttributes([
+      { key: planIdKey, value: plan.plan_id },
+      { key: symbolKey, value: plan.symbol },
+      { key: tradingModeKey, value: mode },
+    ]);
   }
 
   /** Moves to a stage (search attribute and details follow) and writes the timeline line. */
@@ -50,7 +62,8 @@ export class StatusBoard {
 
   /** Current details only: for what changes often and would flood the timeline (the next re-check time). */
   show(detail: string): void {
-    setCurrentDetails(`**${this.status.stage}** · ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}\n\n${detail}`);
+    const plan = this.plan ? ` · ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}` : '';
+    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}`);
   }
 
   finish(outcome: ChainOutcome, detail: string): ChainStatus {

@@ -15,7 +15,7 @@ let layers: ReturnType<typeof createActivities>;
 beforeAll(() => {
   redis = new Redis(config.redisUrl);
   const exchange = createPaperExchange(redis, keys, Date.now);
-  layers = createActivities({ redis, config, exchange, clock: Date.now });
+  layers = createActivities({ redis, config, exchange, clock: Date.now, approverKeys: new Map() });
 });
 afterAll(() => redis.disconnect());
 
@@ -75,6 +75,7 @@ describe('Governor size limits', () => {
       config: limited,
       exchange: createPaperExchange(redis, lkeys, Date.now),
       clock: Date.now,
+      approverKeys: new Map(),
     });
     await redis.set(lkeys.paperPrice('SIZEUSDT'), '97000.5');
     const big = await governor.requestPermit({ plan: makePlan({ symbol: 'SIZEUSDT', qty: '0.02' }), at: Date.now() });
@@ -246,7 +247,7 @@ describe('symbol lock', () => {
   it('drops a waiter that stopped asking, so it cannot hold up the line', async () => {
     let now = Date.now();
     const exchange = createPaperExchange(redis, keys, () => now);
-    const timed = createActivities({ redis, config, exchange, clock: () => now });
+    const timed = createActivities({ redis, config, exchange, clock: () => now, approverKeys: new Map() });
     const [gone, next] = [1, 2].map(() => makePlan({ symbol: 'STALEUSDT' }));
     if (!gone || !next) throw new Error('plans');
     await redis.set(keys.symbolLock('STALEUSDT'), 'cafecafecafecafe', 'PX', 60_000);

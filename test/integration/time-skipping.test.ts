@@ -1,16 +1,18 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { WorkflowHandle } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
+import { loadApproverKeys } from '../../lib/approval';
 import { startPlan } from '../../lib/chain-client';
 import type { ChainConfig } from '../../lib/config';
 import { redisKeys } from '../../lib/keys';
 import { registerSearchAttributes } from '../../lib/search-attributes';
 import { testServerExecutable } from '../../lib/servers';
 import { approveSignal, cancelSignal, retrySignal, statusQuery } from '../../workflows/messages';
-import { auditOf, makePlan, quietRuntime, setPositions, testConfig } from '../helpers';
+import { auditOf, makePlan, quietRuntime, setPositions, testApprovers, testConfig } from '../helpers';
 
 /**
  * The chain's timers at their real lengths (TTL 60 s, margin 5 s, re-check 30 s; plan age 10 min), on the
@@ -39,7 +41,13 @@ async function withWorker<T>(fn: () => Promise<T>, cfg: ChainConfig = config): P
     connection: env.nativeConnection,
     taskQueue: cfg.taskQueue,
     workflowBundle: { codePath: inject('workflowBundlePath') },
-    activities: createActivities({ redis, config: cfg, exchange, clock: Date.now }),
+    activities: createActivities({
+      redis,
+      config: cfg,
+      exchange,
+      clock: Date.now,
+      approverKeys: loadApproverKeys(cfg),
+    }),
   });
   return worker.runUntil(fn);
 }
@@ -83,7 +91,14 @@ describe('permitChain with time skipping', () => {
 });
 
 describe('manual approval with time skipping (production mode, real-length timers)', () => {
-  const production = testConfig({ TRADING_MODE: 'production', APPROVERS: 'alice' });
+  const approvers = testApprovers('alice');
+  const production = testConfig({ TRADING_MODE: 'production', APPROVERS: 'alice', APPROVER_KEYS_DIR: approvers.dir });
+  /** alice's signed approval of what the plan shows now. */
+  async function approval(handle: WorkflowHandle, note?: string) {
+    const shown = (await handle.query(statusQuery)).awaiting;
+    if (!shown) throw new Error('the plan is not awaiting approval');
+    return approvers.sign(handle.workflowId.slice('plan-'.length), 'alice', shown, note ? { note } : {});
+  }
   const pkeys = redisKeys(production.keyPrefix);
 
   it('ends expired when APPROVAL_TIMEOUT_S (600 s) passes without a decision', async () => {
@@ -106,7 +121,7 @@ describe('manual approval with time skipping (production mode, real-length timer
     const final = await withWorker(async () => {
       const { handle } = await startPlan(env.client, production, plan);
       await env.sleep('1s');
-      await handle.signal(approveSignal, { by: 'alice' });
+      await handle.signal(approveSignal, await approval(handle));
       await env.sleep('10s');
       expect((await handle.query(statusQuery)).stage).toBe('blocked');
       await env.sleep('70s'); // the permit (55 s for the chain) ran out while blocked
@@ -129,7 +144,7 @@ describe('manual approval with time skipping (production mode, real-length timer
     await withWorker(async () => {
       const { handle } = await startPlan(env.client, production, plan);
       await env.sleep('1s');
-      await handle.signal(approveSignal, { by: 'alice', note: 'exchange 100, ledger 90' });
+      await handle.signal(approveSignal, await approval(handle, 'exchange 100, ledger 90'));
       await env.sleep('10s');
       await redis.hset(pkeys.position('SOLUSDT'), 'ledger_amount', '95'); // still blocked, but not what alice saw
       await env.sleep('70s');

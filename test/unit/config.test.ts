@@ -1,12 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  chainSettings,
-  ConfigError,
-  loadConfig,
-  sizeLimitsFor,
-  toleranceFor,
-  type ChainConfig,
-} from '../../lib/config';
+import { chainRules, ConfigError, loadConfig, sizeLimitsFor, toleranceFor, type ChainConfig } from '../../lib/config';
 
 /** Loads and returns the ConfigError, failing the test if loadConfig accepts the environment. */
 function configError(env: NodeJS.ProcessEnv): ConfigError {
@@ -36,6 +29,7 @@ describe('loadConfig', () => {
       p33Tolerance: '0.001',
       p33ToleranceBySymbol: {},
       approvers: [],
+      approverKeysDir: '',
       exchange: 'paper',
       rateLimit: null,
       maxQty: null,
@@ -99,6 +93,7 @@ describe('loadConfig', () => {
       p33Tolerance: '0.002',
       p33ToleranceBySymbol: { ETHUSDT: '0.01' },
       approvers: ['alice', 'bob'],
+      approverKeysDir: '',
       exchange: 'paper',
       rateLimit: { count: 30, windowMs: 60_000 },
       maxQty: '1.5',
@@ -323,10 +318,10 @@ describe('toleranceFor', () => {
   });
 });
 
-describe('chainSettings', () => {
-  it('carries the settings a plan runs under', () => {
+describe('chainRules', () => {
+  it('carries the rules a plan runs under', () => {
     const config = loadConfig({ TRADING_MODE: 'production', PERMIT_TTL_S: '90', PERMIT_MARGIN_S: '7' });
-    expect(chainSettings(config)).toEqual({
+    expect(chainRules(config)).toEqual({
       mode: 'production',
       permitTtlS: 90,
       permitMarginS: 7,
@@ -339,6 +334,6 @@ describe('chainSettings', () => {
 
   it('carries the approvers', () => {
     const config = loadConfig({ TRADING_MODE: 'production', APPROVERS: 'alice, bob' });
-    expect(chainSettings(config)).toMatchObject({ mode: 'production', approvers: ['alice', 'bob'] });
+    expect(chainRules(config)).toMatchObject({ mode: 'production', approvers: ['alice', 'bob'] });
   });
 });

@@ -44,6 +44,8 @@ describe('decidePermit (Governor)', () => {
     at: TAKEN,
     note: 'checked the book',
     snapshot: snapshot(seen),
+    expires_at: TAKEN + 60_000,
+    signature: 'c2lnbmVk',
   });
 
   const decide = (
