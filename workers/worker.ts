@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { Redis } from 'ioredis';
@@ -17,6 +18,8 @@ export interface ChainWorkerOptions {
   /** A prebuilt workflow bundle (tests build it once); otherwise the worker bundles `workflows/` itself. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   clock?: () => number;
+  /** The approvers' public keys; default: read from APPROVER_KEYS_DIR (lib/approval.ts loadApproverKeys). */
+  approverKeys?: ReadonlyMap<string, KeyObject>;
   /** The exchange the activities trade on; default: the paper exchange over the same Redis. */
   exchange?: ExchangePort;
 }
@@ -27,7 +30,7 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   const clock = options.clock ?? Date.now;
   const exchange = options.exchange ?? createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
   // Read once at start: a production worker whose approvers cannot sign does not start.
-  const approverKeys = loadApproverKeys(config);
+  const approverKeys = options.approverKeys ?? loadApproverKeys(config);
   return Worker.create({
     connection,
     namespace: config.temporalNamespace,
@@ -57,10 +60,11 @@ export function connectRedis(url: string): Redis {
  * shutdown) and closes its connections.
  */
 export async function runWorker(config: ChainConfig, log: (line: string) => void = console.log): Promise<void> {
+  const approverKeys = loadApproverKeys(config);
   const redis = connectRedis(config.redisUrl);
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   try {
-    const worker = await createChainWorker({ config, redis, connection });
+    const worker = await createChainWorker({ config, redis, connection, approverKeys });
     log(
       `worker: ${config.tradingMode} mode${config.tradingMode === 'production' ? ` (approvers ${config.approvers.join(', ')})` : ' (the Governor approves by itself)'}, ` +
         `task queue ${config.taskQueue} on ${config.temporalAddress}, Redis ${config.redisUrl}`,

@@ -105,9 +105,17 @@ export class OperatorDesk {
         if (refusal) throw new Error(refusal);
       },
     });
-    cancelRequested.catch(() =>
-      this.requestCancel({ by: 'temporal', reason: 'cancellation requested through Temporal' }),
-    );
+    cancelRequested.catch(() => {
+      this.background.push(this.requestCancel({ by: 'temporal', reason: 'cancellation requested through Temporal' }));
+    });
+  }
+
+  /** Work started outside a message handler (Temporal's cancellation), which the plan must see done before it ends. */
+  private readonly background: Promise<unknown>[] = [];
+
+  /** Waits for what the desk does outside handlers; the workflow also waits for `allHandlersFinished`. */
+  async settled(): Promise<void> {
+    await Promise.all(this.background);
   }
 
   private validateDecision(): void {

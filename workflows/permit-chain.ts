@@ -91,20 +91,25 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   const workflowId = workflowInfo().workflowId;
   const board = new StatusBoard(workflowId.replace(/^plan-/, ''));
   const status = board.status;
+  // Non-cancellable: a Temporal cancellation request must still get its audit line and its refusals checked.
   const desk = new OperatorDesk(board, {
     record: (entry) =>
-      layers.recordOperatorDecision.executeWithOptions(
-        { summary: `operator: ${entry.decision}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
-        [entry],
+      CancellationScope.nonCancellable(() =>
+        layers.recordOperatorDecision.executeWithOptions(
+          { summary: `operator: ${entry.decision}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
+          [entry],
+        ),
       ),
     verify: (request) =>
-      layers.verifyDecision.executeWithOptions(
-        {
-          summary: `Governor: verify ${request.kind} by ${request.request.by || '(nobody)'}`,
-          startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS,
-          retry: LAYER_RETRY,
-        },
-        [request],
+      CancellationScope.nonCancellable(() =>
+        layers.verifyDecision.executeWithOptions(
+          {
+            summary: `Governor: verify ${request.kind} by ${request.request.by || '(nobody)'}`,
+            startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS,
+            retry: LAYER_RETRY,
+          },
+          [request],
+        ),
       ),
   });
   desk.register(cancelRequested);
@@ -326,6 +331,7 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
     await CancellationScope.nonCancellable(() => releaseSymbol()).catch(() => undefined);
   }
   board.finish(ending.outcome, ending.detail);
+  await desk.settled();
   await condition(allHandlersFinished);
   return status;
 }

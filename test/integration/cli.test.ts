@@ -120,12 +120,30 @@ describe('permit-chain against a running worker', () => {
     expect(await h.redis.keys(`${env.KEY_PREFIX}:position:BENCH*`)).toEqual([]);
   });
 
+  it.each(['worker', 'intake'])('refuses to start the %s without an explicit TRADING_MODE', async (command) => {
+    const { TRADING_MODE: _unset, ...withoutMode } = env;
+    const run = await runCli([command], { ...withoutMode, TRADING_MODE: '' });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe(
+      `permit-chain: config: TRADING_MODE must be set for the ${command} (testnet or production): it does not default to auto-approval\n`,
+    );
+  });
+
+  it('refuses to start a production worker whose approvers have no keys', async () => {
+    const run = await runCli(['worker'], { ...env, TRADING_MODE: 'production', APPROVERS: 'alice' });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe(
+      "permit-chain: config: APPROVER_KEYS_DIR must name the folder of the approvers' NAME.pub keys\n",
+    );
+  });
+
   it('runs the worker process until SIGTERM, then stops cleanly', async () => {
     const child = spawn(process.execPath, [CLI, 'worker'], { env: { ...process.env, ...env }, stdio: 'pipe' });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     const exited = new Promise<number | null>((done) => child.once('exit', done));
-    await eventually(() => Promise.resolve(out.includes(`worker: task queue ${env.TASK_QUEUE}`) || undefined));
+    await eventually(() => Promise.resolve(out.includes(`task queue ${env.TASK_QUEUE}`) || undefined));
+    expect(out).toMatch(/^worker: testnet mode \(the Governor approves by itself\), task queue /m);
     await setPositions(h, 'DOTUSDT', '1', '1');
     const run = await runCli(
       ['submit', '--symbol', 'DOTUSDT', '--side', 'SELL', '--qty', '1', '--wait', '--json'],

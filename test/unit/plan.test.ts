@@ -1,6 +1,14 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, derivePlanId, parsePlan, PlanError, planSummary } from '../../lib/plan';
+import {
+  admitInput,
+  canonicalJson,
+  derivePlanId,
+  differingFields,
+  parsePlan,
+  PlanError,
+  planSummary,
+} from '../../lib/plan';
 import type { Plan } from '../../lib/types';
 
 const NOW = 1_700_000_000_000;
@@ -123,6 +131,15 @@ describe('parsePlan: accepted plans', () => {
     expect(parsePlan({ ...jsonPlan, side }, now).side).toBe(side);
   });
 
+  it.each([
+    ['a qty of 12 integer digits', '999999999999.12345678'],
+    ['a leap day', '2024-02-29T23:59:59.999Z'],
+    ['an offset', '2026-11-26T10:31:08+01:00'],
+  ])('accepts %s', (_case, value) => {
+    const field = value.includes('T') ? 'created_at' : 'qty';
+    expect(parsePlan({ ...jsonPlan, [field]: value }, now)[field]).toBe(field === 'qty' ? value : Date.parse(value));
+  });
+
   it('keeps a plan_id that is given', () => {
     expect(parsePlan({ ...jsonPlan, plan_id: '0123456789abcdef' }, now).plan_id).toBe('0123456789abcdef');
   });
@@ -161,6 +178,15 @@ describe('parsePlan: refused plans', () => {
     ["reduce_only 'yes'", { ...jsonPlan, reduce_only: 'yes' }, 'reduce_only', 'must be true or false'],
     ["created_at 'yesterday'", { ...jsonPlan, created_at: 'yesterday' }, 'created_at', 'ISO-8601'],
     ['created_at 0', { ...jsonPlan, created_at: 0 }, 'created_at', 'ms since epoch'],
+    ["qty '1000000000000' (13 integer digits)", { ...jsonPlan, qty: '1000000000000' }, 'qty', 'at most 12 integer'],
+    ['created_at on 30 February', { ...jsonPlan, created_at: '2026-02-30T10:00:00Z' }, 'created_at', 'ISO-8601'],
+    ['created_at at hour 24', { ...jsonPlan, created_at: '2026-02-28T24:00:00Z' }, 'created_at', 'ISO-8601'],
+    ['created_at without a zone', { ...jsonPlan, created_at: '2026-02-28T10:00:00' }, 'created_at', 'ISO-8601'],
+    ['created_at on 29 February 2025', { ...jsonPlan, created_at: '2025-02-29T10:00:00Z' }, 'created_at', 'ISO'],
+    ['a reason with an escape', { ...jsonPlan, reason: 'stop\u001b[2J' }, 'reason', 'control characters'],
+    ['a reason with a newline', { ...jsonPlan, reason: 'stop\nhit' }, 'reason', 'control characters'],
+    ['a source with NUL', { ...jsonPlan, source: 'exit\u0000monitor' }, 'source', 'control characters'],
+    ['a source with a C1 control', { ...jsonPlan, source: 'exit\u0085monitor' }, 'source', 'control characters'],
   ])('refuses %s, naming the field', (_name, input, field, rule) => {
     const error = refusal(input);
     expect(error).toBeInstanceOf(PlanError);
@@ -274,5 +300,54 @@ describe('planSummary', () => {
 describe('parsePlan: symbols', () => {
   it.each(['BTCUSDT', '1000PEPEUSDT', 'ETH2USDT'])('accepts %s', (symbol) => {
     expect(parsePlan({ ...jsonPlan, symbol }, now).symbol).toBe(symbol);
+  });
+});
+
+describe('admitInput: what a workflow accepts', () => {
+  const plan = parsePlan({ ...jsonPlan, plan_id: '0123456789abcdef' }, now);
+  const workflowId = 'plan-0123456789abcdef';
+
+  it('admits the plan alone, in canonical form, under its own workflow id', () => {
+    expect(admitInput({ plan }, workflowId)).toEqual(plan);
+  });
+
+  it.each<[string, unknown, string, string]>([
+    ['old settings', { plan, settings: { mode: 'testnet' } }, 'input', '(got settings)'],
+    ['any other field', { plan, approvers: ['mallory'] }, 'input', '(got approvers)'],
+    ['no plan', {}, 'plan', 'is required'],
+    ['a plan that is not an object', { plan: 'SELL' }, 'plan', 'must be a JSON object'],
+    ['a negative qty', { plan: { ...plan, qty: '-3' } }, 'qty', 'must be > 0'],
+    ['no plan_id', { plan: without(plan as unknown as Record<string, unknown>, 'plan_id') }, 'plan_id', 'required'],
+    [
+      'no created_at',
+      { plan: without(plan as unknown as Record<string, unknown>, 'created_at') },
+      'created_at',
+      'required',
+    ],
+    ["another workflow's plan", { plan: { ...plan, plan_id: 'ffffffffffffffff' } }, 'plan_id', "workflow's own"],
+    ['an array', [plan], 'input', 'must be a JSON object'],
+  ])('refuses %s, naming the field', (_case, input, field, rule) => {
+    let error: unknown;
+    try {
+      admitInput(input, workflowId);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(PlanError);
+    expect((error as PlanError).field).toBe(field);
+    expect((error as PlanError).message).toContain(rule);
+  });
+});
+
+describe('differingFields', () => {
+  const plan = parsePlan(jsonPlan, now);
+  it('names the trade fields in which two plans with one id differ', () => {
+    expect(differingFields(plan, plan)).toEqual([]);
+    expect(differingFields(plan, { ...plan, qty: '1', side: 'BUY' })).toEqual(['side', 'qty']);
+    expect(differingFields(plan, { ...plan, reduce_only: false })).toEqual(['reduce_only']);
+  });
+
+  it('does not count when or by whom the same trade was sent', () => {
+    expect(differingFields(plan, { ...plan, created_at: 1, source: 'operator-cli', reason: 'again' })).toEqual([]);
   });
 });
