@@ -78,6 +78,7 @@ describe('permit-chain dev', () => {
       REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
       TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
       PERMIT_CHAIN_DATA_DIR: dataDir,
+      TRADING_MODE: '',
     };
 
     const first = startDev(['--demo'], env);
@@ -87,6 +88,7 @@ describe('permit-chain dev', () => {
     await first.waitFor(/7\. exchange 0, ledger 0: demo done/);
     expect(first.output()).toContain('P3.3 denied: reconcile_required_qty_mismatch (exchange 0.062 vs ledger 0.002');
     expect(first.output()).toContain('6. executed: order paper-');
+    expect(first.output()).toContain('dev: testnet mode (TRADING_MODE unset; dev runs testnet');
     const ui = await fetch(`http://127.0.0.1:${uiPort}/`);
     expect(ui.status).toBe(200);
     expect(await first.stop()).toBe(0);
