@@ -3,6 +3,7 @@ import { redisKeys } from '../lib/keys';
 import type { ExecuteRefusal, ExecuteResult, ExecutionRecord, GovernorPermit, P33Permit, Plan } from '../lib/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
+import { killSwitchOn } from './kill-switch';
 import type { ExchangeOrder } from './exchange/port';
 import { defineChainScripts } from './redis-scripts';
 
@@ -113,7 +114,7 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
       return result;
     };
     return {
-      killSwitch: value(0) === '1',
+      killSwitch: killSwitchOn(value(0) as string | null),
       governor: { json: value(1) as string | null, pttlMs: Number(value(2)) },
       p33: { json: value(3) as string | null, pttlMs: Number(value(4)) },
     };

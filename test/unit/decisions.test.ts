@@ -9,6 +9,7 @@ import {
   type GovernorPolicy,
   type GovernorState,
 } from '../../activities/governor';
+import { killSwitchOn } from '../../activities/kill-switch';
 import { decideP33 } from '../../activities/p33';
 import { Dec } from '../../lib/decimal';
 import type { Approval, GovernorPermit, P33Permit, Plan, PositionSnapshot, Side, TradingMode } from '../../lib/types';
@@ -521,6 +522,23 @@ describe('ledgerAfterFill', () => {
     const after = ledgerAfterFill(new Dec(ledger), order(side, status, filledQty));
     expect(after.toFixed()).toBe(expected);
     expect(after.eq(new Dec(expected))).toBe(true);
+  });
+});
+
+describe('killSwitchOn (fails safe)', () => {
+  it.each<[string | null, boolean]>([
+    [null, false],
+    ['0', false],
+    ['1', true],
+    ['true', true],
+    ['on', true],
+    ['', true],
+    ['off', true],
+    ['false', true],
+    ['00', true],
+    [' 0', true],
+  ])('%j is %s', (raw, on) => {
+    expect(killSwitchOn(raw)).toBe(on);
   });
 });
 
