@@ -3,6 +3,7 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import { Redis } from 'ioredis';
 import { createActivities } from '../activities';
 import { createPaperExchange } from '../activities/exchange/paper';
+import type { ExchangePort } from '../activities/exchange/port';
 import type { ChainConfig } from '../lib/config';
 import { redisKeys } from '../lib/keys';
 
@@ -15,13 +16,15 @@ export interface ChainWorkerOptions {
   /** A prebuilt workflow bundle (tests build it once); otherwise the worker bundles `workflows/` itself. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   clock?: () => number;
+  /** The exchange the activities trade on; the paper exchange when absent. */
+  exchange?: ExchangePort;
 }
 
 /** Builds the worker for the chain's task queue over one Redis connection and one Temporal connection. */
 export async function createChainWorker(options: ChainWorkerOptions): Promise<Worker> {
   const { config, redis, connection } = options;
   const clock = options.clock ?? Date.now;
-  const exchange = createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
+  const exchange = options.exchange ?? createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
   return Worker.create({
     connection,
     namespace: config.temporalNamespace,

@@ -1,12 +1,18 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NativeConnection } from '@temporalio/worker';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import type { ExchangePort } from '../../activities/exchange/port';
+import { startPlan } from '../../lib/chain-client';
 import { loadConfig } from '../../lib/config';
 import type { Plan } from '../../lib/types';
-import { reconcileLedger } from '../../scripts/operations';
+import { reconcileLedger, resetFailedPlan } from '../../scripts/operations';
+import type { permitChain } from '../../workflows';
+import { createChainWorker } from '../../workers/worker';
+import { runCli } from '../cli-runner';
 import { auditOf, chainHarness, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 const env = testEnv();
@@ -266,5 +272,96 @@ describe('a fill recorded while the ledger turned bad is counted exactly once', 
     }
     expect(await layers.executePlan(plan)).toMatchObject({ placed: true, ledger_amount: '4' });
     expect(await amounts('CRASHBADUSDT')).toEqual({ exchange: '4', ledger: '4' });
+  });
+});
+
+describe('the issue’s race on the real dev server', () => {
+  it('places nothing when the ledger turns bad right after P3.3; the documented fix then counts the fill once', async () => {
+    await setPositions(h, 'RACEUSDT', '5', '5');
+    const plan = makePlan({ symbol: 'RACEUSDT', side: 'SELL', qty: '1' });
+    // Keyspace notifications reach this subscriber as P3.3's permit is written, long before Temporal has even
+    // scheduled Execute (a workflow task and an activity task later): the flip lands in between every time.
+    const [, previous] = (await h.redis.config('GET', 'notify-keyspace-events')) as [string, string];
+    await h.redis.config('SET', 'notify-keyspace-events', 'K$');
+    const subscriber = new Redis(h.config.redisUrl);
+    const flipper = new Redis(h.config.redisUrl);
+    let flipped = false;
+    try {
+      await subscriber.psubscribe(`__keyspace@*__:${h.keys.p33Permit(plan.plan_id)}`);
+      subscriber.on('pmessage', (_pattern: string, _channel: string, event: string) => {
+        if (event !== 'set' || flipped) return;
+        flipped = true;
+        void flipper.hset(h.keys.position('RACEUSDT'), 'ledger_amount', 'abc');
+      });
+      await h.withWorker(async () => {
+        const { handle } = await startPlan(h.client, h.config, plan);
+        const failed = await handle.result();
+        expect(flipped).toBe(true);
+        expect(failed.outcome).toBe('failed');
+        expect(failed.last_error).toBe(
+          `executePlan: ledger_amount of RACEUSDT is not a decimal number: 'abc'; no order was placed. Set it ` +
+            `(\`redis-cli HSET ${h.keys.position('RACEUSDT')} ledger_amount AMOUNT\`) or run \`permit-chain ` +
+            `reconcile RACEUSDT --by NAME\`, then \`permit-chain retry ${plan.plan_id}\``,
+        );
+        expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id), h.keys.execution(plan.plan_id))).toBe(0);
+
+        // The operator's fix: the ledger set by hand to what the exchange shows, then `permit-chain retry`.
+        const shown = await h.redis.hget(h.keys.paperPosition('RACEUSDT'), 'amount');
+        await h.redis.hset(h.keys.position('RACEUSDT'), 'ledger_amount', shown ?? '');
+        const retry = await runCli(['retry', plan.plan_id, '--by', 'ops'], env);
+        expect(retry.code).toBe(0);
+        const rerun = await h.client.workflow.getHandle<typeof permitChain>(handle.workflowId).result();
+        expect(rerun.outcome).toBe('executed');
+      });
+    } finally {
+      subscriber.disconnect();
+      flipper.disconnect();
+      await h.redis.config('SET', 'notify-keyspace-events', previous);
+    }
+    expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(1);
+    expect(await amounts('RACEUSDT')).toEqual({ exchange: '4', ledger: '4' });
+  });
+
+  it('fails with what to do when the ledger turns bad while the order is placed; hand-set and retry count it once', async () => {
+    await setPositions(h, 'WINDOWUSDT', '5', '5');
+    const plan = makePlan({ symbol: 'WINDOWUSDT', side: 'SELL', qty: '1' });
+    let flips = 0;
+    const port = exchangeWith(async () => {
+      flips += 1;
+      if (flips === 1) await h.redis.hset(h.keys.position('WINDOWUSDT'), 'ledger_amount', 'abc');
+    });
+    const connection = await NativeConnection.connect({ address: h.config.temporalAddress });
+    try {
+      const worker = await createChainWorker({
+        config: h.config,
+        redis: h.redis,
+        connection,
+        workflowBundle: { codePath: inject('workflowBundlePath') },
+        exchange: port,
+      });
+      await worker.runUntil(async () => {
+        const { handle } = await startPlan(h.client, h.config, plan);
+        const failed = await handle.result();
+        expect(failed.outcome).toBe('failed');
+        expect(failed.last_error).toContain(
+          `executePlan: ledger_amount of WINDOWUSDT is not a decimal number: 'abc'; the fill of plan ${plan.plan_id} ` +
+            `(SELL 1 WINDOWUSDT) is on the exchange but not in the ledger, which was 5 before it: run ` +
+            `\`permit-chain reconcile WINDOWUSDT --by NAME\``,
+        );
+        expect(await amounts('WINDOWUSDT')).toEqual({ exchange: '4', ledger: 'abc' });
+
+        // The fix the message offers: the ledger set by hand to the value that counts the fill, then retry.
+        await h.redis.hset(h.keys.position('WINDOWUSDT'), 'ledger_amount', '4');
+        await resetFailedPlan(h.client, h.redis, h.keys, plan.plan_id, 'ops');
+        const rerun = await h.client.workflow.getHandle<typeof permitChain>(handle.workflowId).result();
+        expect(rerun.outcome).toBe('executed');
+        expect(rerun.execution).toMatchObject({ client_order_id: plan.plan_id, filled_qty: '1' });
+      });
+    } finally {
+      await connection.close();
+    }
+    expect(flips).toBe(1);
+    expect(await amounts('WINDOWUSDT')).toEqual({ exchange: '4', ledger: '4' });
+    expect(await h.redis.hget(h.keys.execution(plan.plan_id), 'ledger_applied')).toBe('hand_set');
   });
 });
