@@ -1,13 +1,10 @@
-import { Dec, formatDec, parseAmount } from '../lib/decimal';
+import { AmountError, parseAmount } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
-import type { ExecuteRefusal, ExecuteResult, ExecutionRecord, GovernorPermit, P33Permit, Plan } from '../lib/types';
+import type { ExecuteRefusal, ExecuteResult, GovernorPermit, P33Permit, Plan } from '../lib/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
-import type { ExchangeOrder } from './exchange/port';
-import { defineChainScripts } from './redis-scripts';
-
-/** Ledger compare-and-set conflicts only happen under contention on one symbol; this many tries is far beyond it. */
-const MAX_LEDGER_TRIES = 100;
+import { killSwitchOn } from './kill-switch';
+import { createLedger, showAmount, type RecordedFill } from './ledger';
 
 /** A permit as Execute finds it in Redis: its JSON and its remaining life (PTTL: -2 missing, -1 no expiry). */
 export interface StoredPermit {
@@ -61,44 +58,13 @@ export function checkPermits(planId: string, gate: ExecuteGate, marginMs: number
   return { ok: true };
 }
 
-/** The ledger amount after a fill: BUY adds, SELL subtracts, a rejected order moves nothing. */
-export function ledgerAfterFill(ledger: Dec, order: Pick<ExchangeOrder, 'side' | 'status' | 'filled_qty'>): Dec {
-  if (order.status !== 'FILLED') return ledger;
-  const filled = new Dec(order.filled_qty);
-  return order.side === 'BUY' ? ledger.add(filled) : ledger.sub(filled);
-}
-
-function executionRecord(order: ExchangeOrder, executedAt: number): ExecutionRecord {
-  return {
-    order_id: order.order_id,
-    client_order_id: order.client_order_id,
-    status: order.status,
-    side: order.side,
-    filled_qty: order.filled_qty,
-    avg_price: order.avg_price,
-    executed_at: executedAt,
-  };
-}
-
-function readExecution(hash: Record<string, string>): ExecutionRecord | null {
-  if (!hash.order_id) return null;
-  return {
-    order_id: hash.order_id,
-    client_order_id: hash.client_order_id ?? '',
-    status: hash.status ?? '',
-    side: hash.side === 'BUY' ? 'BUY' : 'SELL',
-    filled_qty: hash.filled_qty ?? '0',
-    avg_price: hash.avg_price ?? '0',
-    executed_at: Number(hash.executed_at ?? 0),
-  };
-}
-
 export function createExecuteActivities({ redis, config, exchange, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
-  defineChainScripts(redis);
+  const ledger = createLedger(redis, keys, clock);
   const marginMs = config.permitMarginS * 1000;
 
-  async function readGate(planId: string): Promise<ExecuteGate> {
+  /** The gate and the ledger's raw amount, in one round trip. */
+  async function readGate(planId: string, symbol: string): Promise<{ gate: ExecuteGate; ledgerRaw: string | null }> {
     const replies = await redis
       .pipeline()
       .get(keys.killSwitch)
@@ -106,6 +72,7 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
       .pttl(keys.permit(planId))
       .get(keys.p33Permit(planId))
       .pttl(keys.p33Permit(planId))
+      .hget(keys.position(symbol), 'ledger_amount')
       .exec();
     const value = (i: number) => {
       const [error, result] = replies?.[i] ?? [new Error('no reply'), null];
@@ -113,76 +80,61 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
       return result;
     };
     return {
-      killSwitch: value(0) === '1',
-      governor: { json: value(1) as string | null, pttlMs: Number(value(2)) },
-      p33: { json: value(3) as string | null, pttlMs: Number(value(4)) },
+      gate: {
+        killSwitch: killSwitchOn(value(0) as string | null),
+        governor: { json: value(1) as string | null, pttlMs: Number(value(2)) },
+        p33: { json: value(3) as string | null, pttlMs: Number(value(4)) },
+      },
+      ledgerRaw: value(5) as string | null,
     };
   }
 
   /**
-   * Moves the ledger by the order's fill and writes `quantum:execution:{plan_id}` in one atomic step, once: the
-   * execution record is the guard, so a retry after a crash finds it and moves nothing.
+   * Both amounts the order will move must be decimals before it is placed: a fill that the ledger cannot take would
+   * be on the exchange with nowhere to go. `exchangeRead` is the exchange's position read alongside the gate.
    */
-  async function recordFill(plan: Plan, order: ExchangeOrder): Promise<{ execution: ExecutionRecord; ledger: string }> {
-    for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
-      const rawLedger = await redis.hget(keys.position(plan.symbol), 'ledger_amount');
-      const ledger = ledgerAfterFill(parseAmount(rawLedger, `ledger_amount of ${plan.symbol}`), order);
-      const now = clock();
-      const execution = executionRecord(order, now);
-      const fields = Object.entries(execution).flatMap(([k, v]) => [k, String(v)]);
-      const audit = auditFields({
-        plan_id: plan.plan_id,
-        layer: 'execute',
-        decision: order.status === 'FILLED' ? 'executed' : 'order_rejected',
-        reason: order.reject_reason ?? `filled ${order.filled_qty} @ ${order.avg_price}`,
-        at: now,
-      });
-      const written = await redis.casAmountOnce(
-        keys.execution(plan.plan_id),
-        keys.position(plan.symbol),
-        keys.auditStream,
-        'ledger_amount',
-        rawLedger ?? '',
-        formatDec(ledger),
-        String(now),
-        String(fields.length),
-        ...fields,
-        ...audit,
-      );
-      if (written === 1) return { execution, ledger: formatDec(ledger) };
-      if (written === 0) {
-        const existing = await existingExecution(plan);
-        if (!existing) throw new Error(`execute: execution record of ${plan.plan_id} vanished`);
-        return existing;
-      }
+  function assertAmounts(plan: Plan, ledgerRaw: string | null, exchangeRead: unknown): void {
+    const advice =
+      `no order was placed. Set it (\`redis-cli HSET ${keys.position(plan.symbol)} ledger_amount AMOUNT\`) or run ` +
+      `\`permit-chain reconcile ${plan.symbol} --by NAME\`, then \`permit-chain retry ${plan.plan_id}\``;
+    try {
+      parseAmount(ledgerRaw, `ledger_amount of ${plan.symbol}`);
+    } catch (err) {
+      if (err instanceof AmountError) throw new AmountError(`${err.message}; ${advice}`);
+      throw err;
     }
-    throw new Error(`execute: ledger of ${plan.symbol} kept changing; fill of ${plan.plan_id} not yet recorded`);
+    if (exchangeRead instanceof AmountError) {
+      throw new AmountError(
+        `${exchangeRead.message}; no order was placed: fix it, then \`permit-chain retry ${plan.plan_id}\``,
+      );
+    }
+    if (exchangeRead instanceof Error) throw exchangeRead;
   }
 
-  /** The plan's recorded execution and the ledger now, or undefined when nothing is recorded yet. */
-  async function existingExecution(plan: Plan): Promise<{ execution: ExecutionRecord; ledger: string } | undefined> {
-    const [hash, rawLedger] = await Promise.all([
-      redis.hgetall(keys.execution(plan.plan_id)),
-      redis.hget(keys.position(plan.symbol), 'ledger_amount'),
-    ]);
-    const execution = readExecution(hash);
-    if (!execution) return undefined;
-    return { execution, ledger: formatDec(parseAmount(rawLedger, `ledger_amount of ${plan.symbol}`)) };
+  function placed(fill: RecordedFill): ExecuteResult {
+    return { placed: true, execution: fill.execution, ledger_amount: showAmount(fill.ledger) };
   }
 
   return {
     /**
-     * Execute: places the plan's order (client order id = plan id) only while both permits hold and the kill switch
-     * is off, then moves the ledger by the fill exactly once. Idempotent: a second call places nothing and returns
-     * the first fill.
+     * Execute: places the plan's order (client order id = plan id) only while both permits hold, the kill switch is
+     * off and both the ledger and the exchange's position are decimals, then moves the ledger by the fill exactly
+     * once. A fill that finds the ledger changed under it is recorded unapplied and settled by the rule in
+     * activities/ledger.ts, or the plan fails with what a person must do. Idempotent: a second call places nothing
+     * and returns the first fill.
      */
     async executePlan(plan: Plan): Promise<ExecuteResult> {
-      const recorded = await existingExecution(plan);
-      if (recorded) return { placed: true, execution: recorded.execution, ledger_amount: recorded.ledger };
+      const recorded = await ledger.readFill(plan);
+      if (recorded) return placed(await ledger.settleFill(plan, recorded));
+      const [{ gate, ledgerRaw }, found, exchangeRead] = await Promise.all([
+        readGate(plan.plan_id, plan.symbol),
+        exchange.findOrder(plan.plan_id),
+        exchange.getPosition(plan.symbol).catch((err: unknown) => err),
+      ]);
       // An order already on the exchange (a crash after placing it) is recorded whatever its permits say now.
-      let order = await exchange.findOrder(plan.plan_id);
+      let order = found;
       if (!order) {
-        const check = checkPermits(plan.plan_id, await readGate(plan.plan_id), marginMs);
+        const check = checkPermits(plan.plan_id, gate, marginMs);
         if (!check.ok) {
           await redis.xadd(
             keys.auditStream,
@@ -197,6 +149,7 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
           );
           return { placed: false, reason: check.reason, detail: check.detail };
         }
+        assertAmounts(plan, ledgerRaw, exchangeRead);
         order = await exchange.placeMarketOrder({
           symbol: plan.symbol,
           side: plan.side,
@@ -205,8 +158,7 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
           clientOrderId: plan.plan_id,
         });
       }
-      const { execution, ledger } = await recordFill(plan, order);
-      return { placed: true, execution, ledger_amount: ledger };
+      return placed(await ledger.settleFill(plan, await ledger.recordFill(plan, order, ledgerRaw)));
     },
   };
 }

@@ -19,6 +19,7 @@ import type {
 } from '../lib/types';
 import { auditFields, writePermit } from './audit';
 import type { ActivityDeps } from './deps';
+import { killSwitchOn } from './kill-switch';
 import { readPositions, snapshotOf } from './positions';
 
 export type GovernorDecision =
@@ -152,7 +153,7 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
       production ? readPositions({ redis, exchange, config, keys }, plan.symbol) : undefined,
     ]);
     return {
-      killSwitch: killSwitch === '1',
+      killSwitch: killSwitchOn(killSwitch),
       ...(price ? { price } : {}),
       ...(positions ? { positions: snapshotOf(positions, clock()) } : {}),
       ...(approval ? { approval } : {}),

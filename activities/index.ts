@@ -4,14 +4,16 @@ import { createApplyActivities } from './apply';
 import type { ActivityDeps } from './deps';
 import { createExecuteActivities } from './execute';
 import { createGovernorActivities } from './governor';
+import { LedgerConflict } from './ledger';
 import { createP33Activities } from './p33';
 import { createSymbolLockActivities } from './symbol-lock';
 
 export type { ActivityDeps } from './deps';
 
 /**
- * Makes bad stored data a permanent failure: an amount in Redis that is not a decimal does not heal by retrying,
- * so the plan ends `failed` with the reason, and `permit-chain retry` runs it again once a person has fixed it.
+ * Makes bad stored data a permanent failure: an amount in Redis that is not a decimal, or a ledger that cannot be
+ * matched with a recorded fill, does not heal by retrying, so the plan ends `failed` with the reason and what to do,
+ * and `permit-chain retry` runs it again once a person has fixed it.
  */
 function failOnBadData<T extends Record<string, (...args: never[]) => Promise<unknown>>>(activities: T): T {
   const wrapped: Record<string, unknown> = {};
@@ -21,6 +23,7 @@ function failOnBadData<T extends Record<string, (...args: never[]) => Promise<un
         return await fn(...args);
       } catch (err) {
         if (err instanceof AmountError) throw ApplicationFailure.nonRetryable(err.message, 'CorruptAmount');
+        if (err instanceof LedgerConflict) throw ApplicationFailure.nonRetryable(err.message, 'LedgerConflict');
         throw err;
       }
     };

@@ -10,6 +10,11 @@ export function redisKeys(prefix: string) {
     applyDedupe: (planId: string) => `${prefix}:apply:dedupe:${planId}`,
     position: (symbol: string) => `${prefix}:position:${symbol}`,
     execution: (planId: string) => `${prefix}:execution:${planId}`,
+    /**
+     * A set of the plan ids whose fill is on the exchange but not in the symbol's ledger (`ledger_applied` 0 in
+     * their execution record): a reconcile accounts for them, since the exchange's amount already includes them.
+     */
+    unappliedFills: (symbol: string) => `${prefix}:ledger:unapplied:${symbol}`,
     killSwitch: `${prefix}:governor:kill_switch`,
     /** The Governor's rate window per symbol: a sorted set of plan ids by permit time. */
     governorRate: (symbol: string) => `${prefix}:governor:rate:${symbol}`,

@@ -532,14 +532,17 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
         const exchange = createPaperExchange(redis, keys, Date.now);
         await withTemporal(cfg, async (client) => {
           const deps = { redis, config: cfg, exchange, clock: Date.now, approverKeys: new Map() };
-          const { before, after } = await reconcileLedger(deps, client, symbol, opts.by);
+          const { before, after, fills } = await reconcileLedger(deps, client, symbol, opts.by);
           const woken = await retryBlocked(client, { symbol }, opts.by);
+          const accounted = fills.length > 0 ? `; accounted for ${fills.length} unapplied fill(s)` : '';
           o.result(
-            `${symbol} ledger ${before} -> ${after} (the exchange's amount); woke ${woken.length} blocked plan(s)`,
+            `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked plan(s)`,
             {
               symbol,
               ledger_before: before,
               ledger_after: after,
+              fills_accounted: fills.length,
+              accounted_plan_ids: fills,
               woken: woken.length,
             },
           );

@@ -4,8 +4,8 @@ import { temporal } from '@temporalio/proto';
 import type { Redis } from 'ioredis';
 import { auditFields } from '../activities/audit';
 import type { ActivityDeps } from '../activities/deps';
+import { createLedger } from '../activities/ledger';
 import { createSymbolLockActivities } from '../activities/symbol-lock';
-import { formatDec, parseAmount } from '../lib/decimal';
 import { redisKeys, type RedisKeys } from '../lib/keys';
 import type { ChainOutcome, ChainStage, ChainStatus } from '../lib/types';
 import {
@@ -125,16 +125,17 @@ const SYMBOL_WAIT_MS = 30_000;
 const OPERATOR_LEASE_MS = 10_000;
 
 /**
- * Sets the ledger to the exchange's amount, audited in the same MULTI; returns both amounts. It takes the symbol
- * first, like a plan: a reconcile between a plan's fill and its ledger update would count that fill twice.
+ * Sets the ledger to the exchange's amount and marks the symbol's unapplied fills as accounted for (the exchange's
+ * amount includes them), audited, in one atomic step; returns both amounts and the plans whose fills it accounted
+ * for. A ledger that is not a decimal is reconciled too: that is how a person repairs it. It takes the symbol first,
+ * like a plan: a reconcile between a plan's fill and its ledger update would count that fill twice.
  */
 export async function reconcileLedger(
   deps: ActivityDeps,
   client: Client,
   symbol: string,
   by: string,
-): Promise<{ before: string; after: string }> {
-  const keys = redisKeys(deps.config.keyPrefix);
+): Promise<{ before: string; after: string; fills: string[] }> {
   const lock = createSymbolLockActivities(deps);
   const holder = { plan_id: `reconcile-${randomUUID()}`, symbol };
   const deadline = Date.now() + SYMBOL_WAIT_MS;
@@ -146,18 +147,8 @@ export async function reconcileLedger(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   try {
-    const [exchangeAmount, rawLedger] = await Promise.all([
-      deps.exchange.getPosition(symbol),
-      deps.redis.hget(keys.position(symbol), 'ledger_amount'),
-    ]);
-    const before = formatDec(parseAmount(rawLedger, `ledger_amount of ${symbol}`));
-    const after = formatDec(exchangeAmount);
-    await deps.redis
-      .multi()
-      .hset(keys.position(symbol), 'ledger_amount', after, 'updated_at', String(Date.now()))
-      .xadd(keys.auditStream, '*', ...operatorAudit('reconcile', `${symbol} ledger ${before} -> ${after} by ${by}`))
-      .exec();
-    return { before, after };
+    const ledger = createLedger(deps.redis, redisKeys(deps.config.keyPrefix), deps.clock);
+    return await ledger.reconcile(symbol, await deps.exchange.getPosition(symbol), by);
   } finally {
     const next = await lock.releaseSymbol(holder);
     if (next)

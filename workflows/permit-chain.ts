@@ -27,7 +27,7 @@ const LAYER_RETRY = {
   initialInterval: '200ms',
   backoffCoefficient: 2,
   maximumInterval: '2s',
-  nonRetryableErrorTypes: ['CorruptAmount'],
+  nonRetryableErrorTypes: ['CorruptAmount', 'LedgerConflict'],
 };
 /**
  * How long a plan waiting for its symbol sleeps before it asks again if nobody wakes it: the plan letting go

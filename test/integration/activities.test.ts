@@ -53,8 +53,9 @@ describe('Governor', () => {
     expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([['governor', 'granted', 'testnet_auto_approved']]);
   });
 
-  it('denies every permit while the kill switch is on', async () => {
-    await redis.set(keys.killSwitch, '1');
+  // Fails safe: any value but absent or `0` is on, whatever a person meant by it.
+  it.each(['1', 'true', 'on', 'off', ''])('denies every permit while the kill switch holds %j', async (value) => {
+    await redis.set(keys.killSwitch, value);
     try {
       const plan = makePlan();
       const permit = await permitFor(plan);
@@ -191,6 +192,25 @@ describe('Execute', () => {
     expect(await redis.exists(keys.execution(plan.plan_id))).toBe(0);
     expect(await redis.hget(keys.position('NOPEUSDT'), 'ledger_amount')).toBe('1');
     expect(await redis.hget(keys.paperPosition('NOPEUSDT'), 'amount')).toBe('1');
+  });
+
+  it.each(['true', 'on', 'false'])('places no order while the kill switch holds %j', async (value) => {
+    await setPositions({ redis, keys }, 'KILLEXUSDT', '1', '1');
+    const plan = await grantPermits(makePlan().plan_id, 'KILLEXUSDT');
+    await redis.set(keys.killSwitch, value);
+    try {
+      expect(await layers.executePlan(plan)).toMatchObject({ placed: false, reason: 'kill_switch_active' });
+    } finally {
+      await redis.del(keys.killSwitch);
+    }
+    expect(await redis.exists(keys.paperOrder(plan.plan_id), keys.execution(plan.plan_id))).toBe(0);
+    // `0` is the one value besides absent that means off.
+    await redis.set(keys.killSwitch, '0');
+    try {
+      expect(await layers.executePlan(plan)).toMatchObject({ placed: true });
+    } finally {
+      await redis.del(keys.killSwitch);
+    }
   });
 
   it('records an order already on the exchange even after its permits expired (crash after placing)', async () => {

@@ -75,6 +75,38 @@ describe('kill switch', () => {
   });
 });
 
+describe('kill switch set by hand', () => {
+  // An operator's `redis-cli SET quantum:governor:kill_switch true` stops trading just like `kill-switch on`.
+  it.each(['true', 'on'])('denies permits and stops Execute while the key holds %j', async (value) => {
+    const symbol = `KILL${value.toUpperCase()}USDT`;
+    await setPositions(h, symbol, '2', '1');
+    const blocked = makePlan({ symbol, qty: '2' });
+    const fresh = makePlan({ symbol, qty: '1' });
+    await h.withWorker(async () => {
+      const { workflowId, handle } = await startPlan(h.client, h.config, blocked);
+      await waitForStage(h, workflowId, 'blocked');
+      await h.redis.set(h.keys.killSwitch, value);
+      try {
+        // A new plan gets no permit.
+        const denied = await (await startPlan(h.client, h.config, fresh)).handle.result();
+        expect(denied.outcome).toBe('denied');
+        expect(denied.governor?.reason).toBe('kill_switch_active');
+        // A plan that already holds its Governor permit reaches Execute, which places nothing.
+        await h.redis.hset(h.keys.position(symbol), 'ledger_amount', '2');
+        await handle.signal(retrySignal, { by: 'ops' });
+        const final = await handle.result();
+        expect(final.outcome).toBe('denied');
+        expect(final.governor?.reason).toBe('kill_switch_active');
+      } finally {
+        await h.redis.del(h.keys.killSwitch);
+      }
+    });
+    expect(await auditOf(h, blocked.plan_id)).toContainEqual(['execute', 'refused', 'kill_switch_active']);
+    expect(await h.redis.exists(h.keys.paperOrder(blocked.plan_id), h.keys.paperOrder(fresh.plan_id))).toBe(0);
+    expect(await h.redis.hget(h.keys.paperPosition(symbol), 'amount')).toBe('2');
+  });
+});
+
 describe('per-symbol serialization', () => {
   it('runs 5 plans for one symbol one at a time, each against the ledger the last one left', async () => {
     await setPositions(h, 'SERUSDT', '5', '5');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ExchangeOrder, MarketOrderRequest } from '../../activities/exchange/port';
 import { fillPaperOrder } from '../../activities/exchange/paper';
-import { checkPermits, ledgerAfterFill, type PermitCheck, type StoredPermit } from '../../activities/execute';
+import { checkPermits, type PermitCheck, type StoredPermit } from '../../activities/execute';
 import {
   decidePermit,
   snapshotHolds,
@@ -9,6 +9,8 @@ import {
   type GovernorPolicy,
   type GovernorState,
 } from '../../activities/governor';
+import { killSwitchOn } from '../../activities/kill-switch';
+import { ledgerAfterFill, settleUnappliedFill, type Fill, type Settlement } from '../../activities/ledger';
 import { decideP33 } from '../../activities/p33';
 import { Dec } from '../../lib/decimal';
 import type { Approval, GovernorPermit, P33Permit, Plan, PositionSnapshot, Side, TradingMode } from '../../lib/types';
@@ -523,6 +525,52 @@ describe('ledgerAfterFill', () => {
     const after = ledgerAfterFill(new Dec(ledger), order(side, status, filledQty));
     expect(after.toFixed()).toBe(expected);
     expect(after.eq(new Dec(expected))).toBe(true);
+  });
+});
+
+describe('settleUnappliedFill (a fill recorded but not in the ledger)', () => {
+  const fill = (side: Side, filledQty: string, status = 'FILLED'): Fill => ({ side, status, filled_qty: filledQty });
+  const sell1 = fill('SELL', '1');
+
+  it.each<[string, string, Fill, string | null, Settlement]>([
+    ['ledger still at its value before the fill', '5', sell1, '5', { kind: 'apply', ledger: '4' }],
+    ['same value written differently', '5', sell1, '5.000', { kind: 'apply', ledger: '4' }],
+    ['a BUY from a short position', '-0.5', fill('BUY', '0.2'), '-0.5', { kind: 'apply', ledger: '-0.3' }],
+    ['an absent ledger before and now is zero', '', fill('BUY', '0.062'), null, { kind: 'apply', ledger: '0.062' }],
+    ['smallest fill, unchanged ledger', '0', fill('BUY', '0.00000001'), '0', { kind: 'apply', ledger: '0.00000001' }],
+    ['hand-set to the value after the fill', '5', sell1, '4', { kind: 'counted' }],
+    ['hand-set to the value after, written differently', '5', sell1, '4.0', { kind: 'counted' }],
+    ['hand-set after the smallest fill', '0', fill('BUY', '0.00000001'), '0.00000001', { kind: 'counted' }],
+    ['the fill the other way round is not this fill', '5', sell1, '6', { kind: 'conflict' }],
+    ['one satoshi short of the value after', '5', sell1, '4.00000001', { kind: 'conflict' }],
+    ['one satoshi past the value after', '5', sell1, '3.99999999', { kind: 'conflict' }],
+    ['one satoshi off the value before', '5', sell1, '5.00000001', { kind: 'conflict' }],
+    ['anything else', '5', sell1, '7', { kind: 'conflict' }],
+    ['the value before is not known', 'abc', sell1, '4', { kind: 'conflict' }],
+    ['ledger not a decimal', '5', sell1, 'abc', { kind: 'corrupt' }],
+    ['ledger not a decimal, value before unknown', 'abc', sell1, 'abc', { kind: 'corrupt' }],
+    ['ledger a number Redis might hold but we do not read', '5', sell1, '1e3', { kind: 'corrupt' }],
+    ['a rejected order has nothing to apply', '5', fill('SELL', '0', 'REJECTED'), '7', { kind: 'counted' }],
+    ['a rejected order, even on a corrupt ledger', '5', fill('SELL', '0', 'REJECTED'), 'abc', { kind: 'counted' }],
+  ])('%s: before %s, ledger now %s', (_case, before, filled, current, expected) => {
+    expect(settleUnappliedFill(before, filled, current)).toEqual(expected);
+  });
+});
+
+describe('killSwitchOn (fails safe)', () => {
+  it.each<[string | null, boolean]>([
+    [null, false],
+    ['0', false],
+    ['1', true],
+    ['true', true],
+    ['on', true],
+    ['', true],
+    ['off', true],
+    ['false', true],
+    ['00', true],
+    [' 0', true],
+  ])('%j is %s', (raw, on) => {
+    expect(killSwitchOn(raw)).toBe(on);
   });
 });
 

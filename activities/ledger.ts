@@ -1,0 +1,457 @@
+import type { Redis, Result } from 'ioredis';
+import { AmountError, Dec, formatDec, parseAmount } from '../lib/decimal';
+import type { RedisKeys } from '../lib/keys';
+import type { ExecutionRecord, Plan, Side } from '../lib/types';
+import { auditFields } from './audit';
+import type { ExchangeOrder } from './exchange/port';
+
+/**
+ * How a recorded fill stands with the ledger: field `ledger_applied` of `quantum:execution:{plan_id}`. `1`: the
+ * chain moved the ledger by it; `0`: not yet (the ledger changed or turned corrupt between Execute's read and the
+ * fill's record); `hand_set`: a person set the ledger to a value that already counts it; `reconcile`: a reconcile set
+ * the ledger to the exchange's amount, which includes it. A record from before this field existed counts as `1`.
+ */
+export type LedgerApplied = '1' | '0' | 'hand_set' | 'reconcile';
+
+/**
+ * A fill on the exchange whose ledger move cannot be decided without a person: the ledger holds neither the value it
+ * had before the fill nor that value moved by the fill. Retrying does not help; `permit-chain reconcile` does.
+ */
+export class LedgerConflict extends Error {
+  override name = 'LedgerConflict';
+}
+
+/** What a fill is, for the ledger: how much, which way, and whether it filled at all. */
+export type Fill = { side: Side; status: string; filled_qty: string };
+
+/** The ledger amount after a fill: BUY adds, SELL subtracts, a rejected order moves nothing. */
+export function ledgerAfterFill(ledger: Dec, fill: Fill): Dec {
+  if (fill.status !== 'FILLED') return ledger;
+  const filled = new Dec(fill.filled_qty);
+  return fill.side === 'BUY' ? ledger.add(filled) : ledger.sub(filled);
+}
+
+/** What to do with a recorded fill that is not yet in the ledger, given the ledger now. */
+export type Settlement =
+  { kind: 'apply'; ledger: string } | { kind: 'counted' } | { kind: 'corrupt' } | { kind: 'conflict' };
+
+function decimalOrNull(raw: string | null): Dec | null {
+  try {
+    return parseAmount(raw, 'ledger_amount');
+  } catch (err) {
+    if (err instanceof AmountError) return null;
+    throw err;
+  }
+}
+
+/**
+ * The rule for a fill recorded but not applied, pure: the ledger still at its value from before the fill → move it
+ * by the fill; already at that value moved by the fill (a person set it by hand, counting the fill) → mark it
+ * applied without moving; not a decimal → a person must fix it; anything else → refuse to guess (a reconcile
+ * settles it). An order that filled nothing has nothing to apply. Amounts compare as decimals: `4.0` is `4`.
+ */
+export function settleUnappliedFill(ledgerBefore: string, fill: Fill, current: string | null): Settlement {
+  if (fill.status !== 'FILLED') return { kind: 'counted' };
+  const now = decimalOrNull(current);
+  if (now === null) return { kind: 'corrupt' };
+  const before = decimalOrNull(ledgerBefore);
+  if (before === null) return { kind: 'conflict' };
+  const after = ledgerAfterFill(before, fill);
+  if (now.eq(before)) return { kind: 'apply', ledger: formatDec(after) };
+  if (now.eq(after)) return { kind: 'counted' };
+  return { kind: 'conflict' };
+}
+
+/** An amount as an operator should read it: normalized when it is a decimal, quoted as stored when not. */
+export function showAmount(raw: string | null): string {
+  const amount = decimalOrNull(raw);
+  return amount === null ? `'${raw}'` : formatDec(amount);
+}
+
+/**
+ * Records a fill once (the execution record is the guard) and moves the ledger by it only if the ledger still holds
+ * the value Execute read before placing the order. Decimal arithmetic stays in TypeScript; Lua compares strings.
+ *
+ * KEYS: execution hash, position hash, audit stream, the symbol's set of unapplied fills.
+ * ARGV: mode ('move': compare and move; 'none': an order that filled nothing; 'unapplied': the value before is not a
+ * decimal), ledger before ('' = absent), ledger after, updated_at, plan id, n record fields, record fields...,
+ * n applied-audit fields, applied-audit fields..., unapplied-audit fields...
+ * Returns 1 when applied, 0 when the record already existed, -1 when another fill moved the ledger meanwhile (read it
+ * again and retry: fills add up), -2 when recorded unapplied (the ledger changed otherwise: a person, or corruption).
+ *
+ * `ledger_after_fill` in the position hash is what the chain's last fill left there: a ledger equal to it was moved
+ * by a fill, one that differs was set by someone else. Without it, another plan's equal fill would look like a
+ * person's hand-set value that already counts this one.
+ */
+const RECORD_FILL = `
+local exec, pos, audit, unapplied = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mode, before, after, now, plan = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('EXISTS', exec) == 1 then return 0 end
+local n = tonumber(ARGV[6])
+local na = tonumber(ARGV[7 + n])
+if mode == 'move' then
+  local current = redis.call('HGET', pos, 'ledger_amount') or ''
+  if current == before then
+    redis.call('HSET', pos, 'ledger_amount', after, 'ledger_after_fill', after, 'updated_at', now)
+  else
+    local lastFill = redis.call('HGET', pos, 'ledger_after_fill')
+    if lastFill and current == lastFill then return -1 end
+    mode = 'unapplied'
+  end
+end
+redis.call('HSET', exec, unpack(ARGV, 7, 6 + n))
+if mode == 'unapplied' then
+  redis.call('HSET', exec, 'ledger_applied', '0', 'ledger_before', before)
+  redis.call('SADD', unapplied, plan)
+  redis.call('XADD', audit, '*', unpack(ARGV, 8 + n + na, #ARGV))
+  return -2
+end
+redis.call('HSET', exec, 'ledger_applied', '1', 'ledger_before', before)
+redis.call('XADD', audit, '*', unpack(ARGV, 8 + n, 7 + n + na))
+return 1
+`;
+
+/**
+ * Settles a recorded, unapplied fill: only while it is still unapplied and the ledger still holds the value the rule
+ * was decided on.
+ *
+ * KEYS: execution hash, position hash, audit stream, the symbol's set of unapplied fills.
+ * ARGV: plan id, ledger now ('' = absent), new ledger ('' = do not move it), ledger_applied value, updated_at,
+ * audit fields...
+ * Returns 1 when settled, 0 when it was no longer unapplied, -1 when the ledger changed meanwhile.
+ */
+const SETTLE_FILL = `
+local exec, pos, audit, unapplied = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('HGET', exec, 'ledger_applied') ~= '0' then return 0 end
+if (redis.call('HGET', pos, 'ledger_amount') or '') ~= ARGV[2] then return -1 end
+if ARGV[3] ~= '' then
+  redis.call('HSET', pos, 'ledger_amount', ARGV[3], 'ledger_after_fill', ARGV[3], 'updated_at', ARGV[5])
+end
+redis.call('HSET', exec, 'ledger_applied', ARGV[4])
+redis.call('SREM', unapplied, ARGV[1])
+redis.call('XADD', audit, '*', unpack(ARGV, 6, #ARGV))
+return 1
+`;
+
+/**
+ * Sets the ledger to the exchange's amount and marks every unapplied fill of the symbol as accounted for, in one
+ * step: the exchange's amount already includes those fills, so none of them may move the ledger afterwards.
+ *
+ * KEYS: position hash, audit stream, the symbol's set of unapplied fills, the execution hash of each plan id below.
+ * ARGV: ledger as read ('' = absent), new ledger, updated_at, n plan ids, plan ids..., n audit fields, the
+ * reconcile's audit fields..., the per-plan audit fields after `plan_id`...
+ * Returns how many fills it accounted for, or -1 when the ledger or the set changed since they were read.
+ */
+const RECONCILE_LEDGER = `
+local pos, audit, unapplied = KEYS[1], KEYS[2], KEYS[3]
+if (redis.call('HGET', pos, 'ledger_amount') or '') ~= ARGV[1] then return -1 end
+local n = tonumber(ARGV[4])
+if redis.call('SCARD', unapplied) ~= n then return -1 end
+for i = 1, n do
+  if redis.call('SISMEMBER', unapplied, ARGV[4 + i]) == 0 then return -1 end
+end
+local na = tonumber(ARGV[5 + n])
+redis.call('HSET', pos, 'ledger_amount', ARGV[2], 'updated_at', ARGV[3])
+redis.call('HDEL', pos, 'ledger_after_fill')
+redis.call('DEL', unapplied)
+redis.call('XADD', audit, '*', unpack(ARGV, 6 + n, 5 + n + na))
+for i = 1, n do
+  if redis.call('HGET', KEYS[3 + i], 'ledger_applied') == '0' then
+    redis.call('HSET', KEYS[3 + i], 'ledger_applied', 'reconcile')
+    redis.call('XADD', audit, '*', 'plan_id', ARGV[4 + i], unpack(ARGV, 6 + n + na, #ARGV))
+  end
+end
+return n
+`;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    recordFill(exec: string, pos: string, audit: string, unapplied: string, ...args: string[]): Result<number, Context>;
+    settleFill(exec: string, pos: string, audit: string, unapplied: string, ...args: string[]): Result<number, Context>;
+    reconcileLedger(...keysThenArgs: string[]): Result<number, Context>;
+  }
+}
+
+/** Conflicts only arise under contention on one symbol or a person editing the ledger meanwhile: far beyond this. */
+const MAX_LEDGER_TRIES = 100;
+
+/** A plan's recorded fill and the ledger now, as stored. */
+export interface RecordedFill {
+  execution: ExecutionRecord;
+  applied: string;
+  /** `ledger_amount` as Execute read it before the order ('' = absent). */
+  ledgerBefore: string;
+  /** `ledger_amount` now, raw. */
+  ledger: string | null;
+}
+
+function readExecution(hash: Record<string, string>): ExecutionRecord | null {
+  if (!hash.order_id) return null;
+  return {
+    order_id: hash.order_id,
+    client_order_id: hash.client_order_id ?? '',
+    status: hash.status ?? '',
+    side: hash.side === 'BUY' ? 'BUY' : 'SELL',
+    filled_qty: hash.filled_qty ?? '0',
+    avg_price: hash.avg_price ?? '0',
+    executed_at: Number(hash.executed_at ?? 0),
+  };
+}
+
+function executionRecord(order: ExchangeOrder, executedAt: number): ExecutionRecord {
+  return {
+    order_id: order.order_id,
+    client_order_id: order.client_order_id,
+    status: order.status,
+    side: order.side,
+    filled_qty: order.filled_qty,
+    avg_price: order.avg_price,
+    executed_at: executedAt,
+  };
+}
+
+/**
+ * What an operator does about a fill that is on the exchange but not in the ledger: part of the plan's error. Setting
+ * the ledger back to its value before the fill is not offered: the rerun's P3.3 would then see this very fill as a
+ * mismatch and block the plan.
+ */
+function unappliedAdvice(plan: Plan, fill: RecordedFill): string {
+  const what = `the fill of plan ${plan.plan_id} (${fill.execution.side} ${fill.execution.filled_qty} ${plan.symbol})`;
+  const reconcile =
+    `run \`permit-chain reconcile ${plan.symbol} --by NAME\` (the ledger becomes the exchange's amount, which ` +
+    `includes the fill)`;
+  const retry = `then \`permit-chain retry ${plan.plan_id}\``;
+  const before = decimalOrNull(fill.ledgerBefore);
+  if (before === null) {
+    return (
+      `${what} is on the exchange but not in the ledger, and the ledger's value before it is unknown ` +
+      `(${showAmount(fill.ledgerBefore)}): ${reconcile}, ${retry}`
+    );
+  }
+  const after = formatDec(ledgerAfterFill(before, fill.execution));
+  return (
+    `${what} is on the exchange but not in the ledger, which was ${formatDec(before)} before it: ${reconcile} ` +
+    `or set ledger_amount to ${after} (${formatDec(before)} moved by the fill), ${retry}`
+  );
+}
+
+/**
+ * The ledger (`quantum:position:{symbol}` field `ledger_amount`) as the chain writes it: each fill moves it exactly
+ * once, whatever crashes, corrupt values, hand-set values, reconciles and retries come in between.
+ */
+export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number) {
+  redis.defineCommand('recordFill', { numberOfKeys: 4, lua: RECORD_FILL });
+  redis.defineCommand('settleFill', { numberOfKeys: 4, lua: SETTLE_FILL });
+  // Its keys include one execution record per unapplied fill: their number is the call's first argument.
+  redis.defineCommand('reconcileLedger', { lua: RECONCILE_LEDGER });
+
+  function fillKeys(plan: Plan): [string, string, string, string] {
+    return [
+      keys.execution(plan.plan_id),
+      keys.position(plan.symbol),
+      keys.auditStream,
+      keys.unappliedFills(plan.symbol),
+    ];
+  }
+
+  function executeAudit(plan: Plan, decision: string, reason: string, at: number): string[] {
+    return auditFields({ plan_id: plan.plan_id, layer: 'execute', decision, reason, at });
+  }
+
+  /** The plan's recorded fill and the ledger now (one round trip), or undefined when nothing is recorded yet. */
+  async function readFill(plan: Plan): Promise<RecordedFill | undefined> {
+    const [[hashError, hash], [ledgerError, ledger]] = ((await redis
+      .pipeline()
+      .hgetall(keys.execution(plan.plan_id))
+      .hget(keys.position(plan.symbol), 'ledger_amount')
+      .exec()) ?? []) as [[Error | null, Record<string, string>], [Error | null, string | null]];
+    if (hashError) throw hashError;
+    if (ledgerError) throw ledgerError;
+    const execution = readExecution(hash);
+    if (!execution) return undefined;
+    return { execution, applied: hash.ledger_applied ?? '1', ledgerBefore: hash.ledger_before ?? '', ledger };
+  }
+
+  async function mustReadFill(plan: Plan): Promise<RecordedFill> {
+    const recorded = await readFill(plan);
+    if (!recorded) throw new Error(`ledger: execution record of ${plan.plan_id} vanished`);
+    return recorded;
+  }
+
+  return {
+    readFill,
+
+    /**
+     * Records the order's fill, moving the ledger by it when the ledger still holds `ledgerBefore`, the value read
+     * before the order; otherwise records it unapplied (in the symbol's set of unapplied fills) for `settleFill`.
+     */
+    async recordFill(plan: Plan, order: ExchangeOrder, ledgerBefore: string | null): Promise<RecordedFill> {
+      let before = ledgerBefore;
+      for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
+        const base = decimalOrNull(before);
+        const mode = order.status !== 'FILLED' ? 'none' : base === null ? 'unapplied' : 'move';
+        const after = base === null ? '' : formatDec(ledgerAfterFill(base, order));
+        const now = clock();
+        const execution = executionRecord(order, now);
+        const fields = Object.entries(execution).flatMap(([k, v]) => [k, String(v)]);
+        const filled = `filled ${order.filled_qty} @ ${order.avg_price}`;
+        const applied =
+          order.status === 'FILLED'
+            ? executeAudit(plan, 'executed', filled, now)
+            : executeAudit(plan, 'order_rejected', order.reject_reason ?? filled, now);
+        const unapplied = executeAudit(
+          plan,
+          'fill_unapplied',
+          base === null
+            ? `${filled}, not in the ledger: ledger_amount was ${showAmount(before)}`
+            : `${filled}, not in the ledger: ledger_amount was ${formatDec(base)} before the order and changed ` +
+                `before the fill was recorded`,
+          now,
+        );
+        const written = await redis.recordFill(
+          ...fillKeys(plan),
+          mode,
+          before ?? '',
+          after,
+          String(now),
+          plan.plan_id,
+          String(fields.length),
+          ...fields,
+          String(applied.length),
+          ...applied,
+          ...unapplied,
+        );
+        if (written === 1) {
+          return { execution, applied: '1', ledgerBefore: before ?? '', ledger: mode === 'move' ? after : before };
+        }
+        if (written === -1) {
+          before = await redis.hget(keys.position(plan.symbol), 'ledger_amount');
+          continue;
+        }
+        return mustReadFill(plan);
+      }
+      throw new Error(`execute: ledger of ${plan.symbol} kept changing; fill of ${plan.plan_id} not yet recorded`);
+    },
+
+    /**
+     * Brings a recorded fill into the ledger by `settleUnappliedFill`, or says what a person must do: a corrupt
+     * ledger throws AmountError, one that cannot be read either way throws LedgerConflict. An applied fill is
+     * returned as it is.
+     */
+    async settleFill(plan: Plan, recorded: RecordedFill): Promise<RecordedFill> {
+      let fill = recorded;
+      for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
+        if (fill.applied !== '0') return fill;
+        const settlement = settleUnappliedFill(fill.ledgerBefore, fill.execution, fill.ledger);
+        if (settlement.kind === 'corrupt') {
+          throw new AmountError(
+            `ledger_amount of ${plan.symbol} is not a decimal number: ${showAmount(fill.ledger)}; ` +
+              unappliedAdvice(plan, fill),
+          );
+        }
+        if (settlement.kind === 'conflict') {
+          const before = decimalOrNull(fill.ledgerBefore);
+          const expected =
+            before === null
+              ? ''
+              : `, neither ${formatDec(before)} (before the fill) nor ` +
+                `${formatDec(ledgerAfterFill(before, fill.execution))} (after it)`;
+          throw new LedgerConflict(
+            `ledger_amount of ${plan.symbol} is ${showAmount(fill.ledger)}${expected}: not guessing which fills ` +
+              `it counts; ${unappliedAdvice(plan, fill)}`,
+          );
+        }
+        const now = clock();
+        const filled = `filled ${fill.execution.filled_qty} @ ${fill.execution.avg_price}`;
+        const moves = settlement.kind === 'apply';
+        const applied: LedgerApplied = moves ? '1' : 'hand_set';
+        const audit = moves
+          ? executeAudit(
+              plan,
+              'fill_applied',
+              `${filled}, ledger ${showAmount(fill.ledger)} -> ${settlement.ledger}`,
+              now,
+            )
+          : executeAudit(
+              plan,
+              'fill_already_in_ledger',
+              `${filled}, already counted in ledger ${showAmount(fill.ledger)}`,
+              now,
+            );
+        const settled = await redis.settleFill(
+          ...fillKeys(plan),
+          plan.plan_id,
+          fill.ledger ?? '',
+          moves ? settlement.ledger : '',
+          applied,
+          String(now),
+          ...audit,
+        );
+        if (settled === 1) {
+          return { ...fill, applied, ledger: moves ? settlement.ledger : fill.ledger };
+        }
+        fill = await mustReadFill(plan);
+      }
+      throw new Error(`execute: ledger of ${plan.symbol} kept changing; fill of ${plan.plan_id} not yet settled`);
+    },
+
+    /**
+     * Sets the symbol's ledger to the exchange's amount and accounts for its unapplied fills, audited, in one step;
+     * returns the ledger before (as an operator reads it), after, and the plans whose fills it accounted for. The
+     * caller holds the symbol, like a plan does.
+     */
+    async reconcile(
+      symbol: string,
+      exchangeAmount: Dec,
+      by: string,
+    ): Promise<{ before: string; after: string; fills: string[] }> {
+      const after = formatDec(exchangeAmount);
+      for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
+        const [[ledgerError, raw], [setError, members]] = ((await redis
+          .pipeline()
+          .hget(keys.position(symbol), 'ledger_amount')
+          .smembers(keys.unappliedFills(symbol))
+          .exec()) ?? []) as [[Error | null, string | null], [Error | null, string[]]];
+        if (ledgerError) throw ledgerError;
+        if (setError) throw setError;
+        const fills = [...members].sort();
+        const before = showAmount(raw);
+        const now = clock();
+        const counted = fills.length > 0 ? `; accounts for ${fills.length} unapplied fill(s): ${fills.join(', ')}` : '';
+        const reconcile = auditFields({
+          plan_id: '-',
+          layer: 'operator',
+          decision: 'reconcile',
+          reason: `${symbol} ledger ${before} -> ${after} by ${by}${counted}`,
+          at: now,
+        });
+        // Each accounted fill gets its own entry; Lua puts the plan id in front of the fields after `plan_id`.
+        const perFill = auditFields({
+          plan_id: '',
+          layer: 'operator',
+          decision: 'fill_reconciled',
+          reason: `by ${by}: ledger set to the exchange's ${after}, which includes this fill`,
+          at: now,
+        }).slice(2);
+        const execKeys = fills.map((planId) => keys.execution(planId));
+        const written = await redis.reconcileLedger(
+          String(3 + execKeys.length),
+          keys.position(symbol),
+          keys.auditStream,
+          keys.unappliedFills(symbol),
+          ...execKeys,
+          raw ?? '',
+          after,
+          String(now),
+          String(fills.length),
+          ...fills,
+          String(reconcile.length),
+          ...reconcile,
+          ...perFill,
+        );
+        if (written >= 0) return { before, after, fills };
+      }
+      throw new Error(`reconcile: ledger of ${symbol} kept changing; nothing changed, try again`);
+    },
+  };
+}
