@@ -1,5 +1,6 @@
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
 import type { ChainConfig } from './config';
+import { connectTemporalWith } from './connections';
 import { PlanConflictError, differingFields, parsePlan, planSummary } from './plan';
 import type { ChainInput, ChainStatus, Plan } from './types';
 import {
@@ -12,8 +13,21 @@ import {
 } from '../workflows/messages';
 import type { permitChain } from '../workflows';
 
-export async function connectTemporal(config: Pick<ChainConfig, 'temporalAddress' | 'temporalNamespace'>) {
-  const connection = await Connection.connect({ address: config.temporalAddress });
+/** A client of the chain's namespace over the chain's connection options (TLS, API key); one clear line on failure. */
+export async function connectTemporal(
+  config: Pick<ChainConfig, 'temporalAddress' | 'temporalNamespace' | 'temporalTls' | 'temporalApiKey'>,
+): Promise<Client> {
+  const connection = await connectTemporalWith(config, async (options) => {
+    // Connection.connect would leave a failed connection open, and with it the process.
+    const lazy = Connection.lazy(options);
+    try {
+      await lazy.ensureConnected();
+      return lazy;
+    } catch (err) {
+      await lazy.close().catch(() => undefined);
+      throw err;
+    }
+  });
   return new Client({ connection, namespace: config.temporalNamespace });
 }
 

@@ -1,6 +1,10 @@
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { inspect } from 'node:util';
 import { z } from 'zod';
 import { Dec } from './decimal';
 import { SYMBOL_PATTERN } from './plan';
+import { redactUrl } from './redact';
 import type { ChainRules, TradingMode } from './types';
 
 const seconds = (fallback: number) =>
@@ -31,16 +35,67 @@ const optionalDecimal = z
   })
   .transform((raw) => (raw.trim() === '' ? null : new Dec(raw.trim()).toFixed()));
 
+/** Why a file cannot be read, in a few words. */
+function unreadable(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory';
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * A PEM file read and checked at start, so a typo in a path or a key in the place of a certificate stops the
+ * process with the variable's name, not a TLS error at the first connection. The config keeps the path only.
+ */
+const pemFile = (kind: 'certificate' | 'private key') =>
+  z
+    .string()
+    .optional()
+    .superRefine((path, ctx) => {
+      if (path === undefined) return;
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `cannot be read: ${unreadable(err)}` });
+        return;
+      }
+      try {
+        if (kind === 'certificate') new X509Certificate(text);
+        else createPrivateKey(text);
+      } catch {
+        const what = kind === 'certificate' ? 'a PEM certificate' : 'an unencrypted PEM private key';
+        ctx.addIssue({ code: 'custom', message: `must be ${what}` });
+      }
+    });
+
 const EnvSchema = z.object({
   REDIS_URL: z
     .string()
     .default('redis://127.0.0.1:6379/0')
-    .refine((raw) => /^rediss?:\/\/[^\s]+$/.test(raw), { message: 'must be a redis:// or rediss:// URL' }),
+    .refine((raw) => /^rediss?:\/\/[^\s]+$/.test(raw) && URL.canParse(raw) && new URL(raw).hostname !== '', {
+      message: 'must be a redis:// or rediss:// URL',
+    }),
+  REDIS_TLS_CA_FILE: pemFile('certificate'),
+  REDIS_TLS_CERT_FILE: pemFile('certificate'),
+  REDIS_TLS_KEY_FILE: pemFile('private key'),
   TEMPORAL_ADDRESS: z
     .string()
     .default('127.0.0.1:7233')
     .refine((raw) => /^[^\s:]+:\d{1,5}$/.test(raw), { message: 'must be host:port' }),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  TEMPORAL_TLS_CA_FILE: pemFile('certificate'),
+  TEMPORAL_TLS_CERT_FILE: pemFile('certificate'),
+  TEMPORAL_TLS_KEY_FILE: pemFile('private key'),
+  TEMPORAL_TLS_SERVER_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, { message: 'must be a host name, e.g. temporal.internal' })
+    .optional(),
+  TEMPORAL_API_KEY: z
+    .string()
+    .regex(/^[\x21-\x7e]+$/, { message: 'must be one line of printable characters without spaces' })
+    .optional(),
   TASK_QUEUE: z.string().min(1).default('permit-chain'),
   KEY_PREFIX: z
     .string()
@@ -91,10 +146,45 @@ const EnvSchema = z.object({
   GOVERNOR_MAX_NOTIONAL: optionalDecimal,
 });
 
+/** A value that must never be printed: `String()`, JSON and `console.log` show `***`; `reveal()` gives it. */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return '***';
+  }
+  toJSON(): string {
+    return '***';
+  }
+  [inspect.custom](): string {
+    return 'Secret(***)';
+  }
+}
+
+/** TLS material by path: the files are read when a connection is made, so their contents are never in the config. */
+export interface TlsFiles {
+  /** The CA bundle the server's certificate must chain to; absent: the system's CAs. */
+  caFile?: string;
+  /** Mutual TLS: this client's certificate and its private key. */
+  client?: { certFile: string; keyFile: string };
+}
+
 export interface ChainConfig {
+  /** May hold an ACL user and password: print it only through `redactUrl`. */
   redisUrl: string;
+  /** TLS to Redis: set for a `rediss://` URL (`REDIS_TLS_*`), null for `redis://`. */
+  redisTls: TlsFiles | null;
   temporalAddress: string;
   temporalNamespace: string;
+  /** TLS to Temporal (`TEMPORAL_TLS_*`); null: plain text. On whenever any TLS variable or an API key is set. */
+  temporalTls: (TlsFiles & { serverName?: string }) | null;
+  /** `TEMPORAL_API_KEY`, sent as `Authorization: Bearer …` (Temporal Cloud). */
+  temporalApiKey: Secret | null;
   taskQueue: string;
   keyPrefix: string;
   tradingMode: TradingMode;
@@ -124,6 +214,66 @@ export interface ChainConfig {
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** A refused value as a ConfigError prints it: never a password or a key. */
+function shown(name: string, value: string): string {
+  if (name === 'TEMPORAL_API_KEY') return '(value not shown)';
+  return `(got '${redactUrl(value)}')`;
+}
+
+/** A client certificate needs its key and a key its certificate; either alone is a mistake worth stopping for. */
+function clientPair(certName: string, keyName: string, certFile?: string, keyFile?: string) {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined)
+    throw new ConfigError(`config: ${keyName} needs ${certName} (the certificate of that key)`);
+  if (keyFile === undefined)
+    throw new ConfigError(`config: ${certName} needs ${keyName} (the certificate's private key)`);
+  const matches = new X509Certificate(readFileSync(certFile)).checkPrivateKey(createPrivateKey(readFileSync(keyFile)));
+  if (!matches) throw new ConfigError(`config: ${keyName} is not the private key of ${certName} (got '${keyFile}')`);
+  return { certFile, keyFile };
+}
+
+function tlsFiles(caFile: string | undefined, client: TlsFiles['client']): TlsFiles {
+  return { ...(caFile !== undefined ? { caFile } : {}), ...(client ? { client } : {}) };
+}
+
+/** How to reach Redis and Temporal securely, checked as a whole: each variable is valid alone already. */
+function transport(e: z.infer<typeof EnvSchema>): Pick<ChainConfig, 'redisTls' | 'temporalTls' | 'temporalApiKey'> {
+  const redisClient = clientPair(
+    'REDIS_TLS_CERT_FILE',
+    'REDIS_TLS_KEY_FILE',
+    e.REDIS_TLS_CERT_FILE,
+    e.REDIS_TLS_KEY_FILE,
+  );
+  const redisTls = e.REDIS_URL.startsWith('rediss://');
+  const redisTlsSet = (['REDIS_TLS_CA_FILE', 'REDIS_TLS_CERT_FILE', 'REDIS_TLS_KEY_FILE'] as const).find(
+    (name) => e[name] !== undefined,
+  );
+  if (redisTlsSet && !redisTls) {
+    // Ignoring the certificate would connect in plain text where TLS was meant.
+    throw new ConfigError(`config: ${redisTlsSet} needs a rediss:// REDIS_URL ${shown('REDIS_URL', e.REDIS_URL)}`);
+  }
+  const temporalClient = clientPair(
+    'TEMPORAL_TLS_CERT_FILE',
+    'TEMPORAL_TLS_KEY_FILE',
+    e.TEMPORAL_TLS_CERT_FILE,
+    e.TEMPORAL_TLS_KEY_FILE,
+  );
+  const serverName = e.TEMPORAL_TLS_SERVER_NAME;
+  // An API key travels only inside TLS: in plain text anyone on the path could take it.
+  const temporalTls =
+    e.TEMPORAL_TLS_CA_FILE !== undefined ||
+    temporalClient !== undefined ||
+    serverName !== undefined ||
+    e.TEMPORAL_API_KEY !== undefined;
+  return {
+    redisTls: redisTls ? tlsFiles(e.REDIS_TLS_CA_FILE, redisClient) : null,
+    temporalTls: temporalTls
+      ? { ...tlsFiles(e.TEMPORAL_TLS_CA_FILE, temporalClient), ...(serverName !== undefined ? { serverName } : {}) }
+      : null,
+    temporalApiKey: e.TEMPORAL_API_KEY !== undefined ? new Secret(e.TEMPORAL_API_KEY) : null,
+  };
 }
 
 /** Per-symbol overrides: `P33_TOLERANCE_BTCUSDT=0.0005` and the like. */
@@ -164,7 +314,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const name = String(issue?.path[0] ?? 'environment');
-    throw new ConfigError(`config: ${name} ${issue?.message ?? 'is invalid'} (got '${known[name] ?? ''}')`);
+    throw new ConfigError(`config: ${name} ${issue?.message ?? 'is invalid'} ${shown(name, known[name] ?? '')}`);
   }
   const e = parsed.data;
   if (e.PERMIT_MARGIN_S >= e.PERMIT_TTL_S) {
@@ -177,6 +327,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     redisUrl: e.REDIS_URL,
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
+    ...transport(e),
     taskQueue: e.TASK_QUEUE,
     keyPrefix: e.KEY_PREFIX,
     tradingMode: e.TRADING_MODE,

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import type { Redis } from 'ioredis';
 import { connectTemporal, startPlan } from '../lib/chain-client';
 import type { ChainConfig } from '../lib/config';
+import { closeOnFailure, connectRedis } from '../lib/connections';
 import { redisKeys } from '../lib/keys';
 import { parsePlan } from '../lib/plan';
-import { connectRedis, createChainWorker } from '../workers/worker';
+import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 import type { Output } from './output';
 
 export interface BenchOptions {
@@ -25,7 +27,7 @@ export interface BenchResult {
 }
 
 /** The bench's own keys go when it is done: it leaves the shared Redis as it found it. */
-async function removeKeys(redis: ReturnType<typeof connectRedis>, pattern: string): Promise<void> {
+async function removeKeys(redis: Redis, pattern: string): Promise<void> {
   let cursor = '0';
   do {
     const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
@@ -49,9 +51,9 @@ export async function runBench(base: ChainConfig, out: Output, options: BenchOpt
   const run = randomBytes(3).toString('hex');
   const config: ChainConfig = { ...base, taskQueue: `permit-chain-bench-${run}`, keyPrefix: `bench-${run}` };
   const keys = redisKeys(config.keyPrefix);
-  const redis = connectRedis(config.redisUrl);
-  const client = await connectTemporal(config);
-  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const redis = await connectRedis(config);
+  const client = await connectTemporal(config).catch(closeOnFailure(redis));
+  const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis, client.connection));
   let peakRss = process.memoryUsage().rss;
   const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
   try {

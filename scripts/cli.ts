@@ -2,11 +2,14 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { msToNumber } from '@temporalio/common/lib/time';
 import type { UpdateDefinition } from '@temporalio/common';
+import type { Redis } from 'ioredis';
 import { createPaperExchange } from '../activities/exchange/paper';
 import { connectTemporal, planStatus, startPlan } from '../lib/chain-client';
 import { ConfigError, loadConfig, requireExplicitMode, toleranceFor, type ChainConfig } from '../lib/config';
+import { connectRedis } from '../lib/connections';
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
 import { redisKeys } from '../lib/keys';
+import { redactUrl } from '../lib/redact';
 import { PlanError, SYMBOL_PATTERN, parsePlan } from '../lib/plan';
 import { registerSearchAttributes } from '../lib/search-attributes';
 import {
@@ -25,7 +28,7 @@ import {
   retrySignal,
 } from '../workflows/messages';
 import { DEFAULT_INTAKE_OPTIONS, INTAKE_GROUP, runIntake } from '../workers/intake';
-import { connectRedis, runWorker } from '../workers/worker';
+import { runWorker } from '../workers/worker';
 import { runBench, type BenchOptions } from './bench';
 import { runDemo } from './demo';
 import {
@@ -169,8 +172,9 @@ function symbolArg(value: string): string {
   return value;
 }
 
-async function withRedis<T>(config: ChainConfig, run: (redis: ReturnType<typeof connectRedis>) => Promise<T>) {
-  const redis = connectRedis(config.redisUrl);
+async function withRedis<T>(config: ChainConfig, run: (redis: Redis) => Promise<T>) {
+  // A one-shot command says what went wrong once, in its error line; reconnect chatter would only repeat it.
+  const redis = await connectRedis(config, { log: () => undefined });
   try {
     return await run(redis);
   } finally {
@@ -574,7 +578,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     const usage = err instanceof PlanError || err instanceof ConfigError || err instanceof UsageError;
-    process.stderr.write(`permit-chain: ${err instanceof Error ? err.message : String(err)}\n`);
+    // The last guard: whatever an error carries, a connection URL's password is not printed.
+    process.stderr.write(`permit-chain: ${redactUrl(err instanceof Error ? err.message : String(err))}\n`);
     return usage ? 2 : 1;
   }
 }

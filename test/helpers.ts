@@ -2,18 +2,20 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
-import { Redis } from 'ioredis';
+import type { Client } from '@temporalio/client';
+import { Runtime, DefaultLogger } from '@temporalio/worker';
+import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
+import { connectTemporal } from '../lib/chain-client';
 import { loadConfig, type ChainConfig } from '../lib/config';
+import { closeOnFailure, connectRedis } from '../lib/connections';
 import { redisKeys, type RedisKeys } from '../lib/keys';
 import { parsePlan } from '../lib/plan';
 import type { ApproveRequest, ChainStatus, Plan, PositionSnapshot, RejectRequest } from '../lib/types';
 import { statusQuery } from '../workflows/messages';
 import type { ExchangePort } from '../activities/exchange/port';
-import { createChainWorker } from '../workers/worker';
+import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 
 let runtimeInstalled = false;
 /** The SDK's own logs only for warnings: a test's output is its assertions. */
@@ -94,13 +96,16 @@ export interface ChainHarness {
   close(): Promise<void>;
 }
 
-/** Real Redis, a real Temporal client, and a fresh worker per call of `withWorker`. */
+/**
+ * Real Redis, a real Temporal client, and a fresh worker per call of `withWorker`, connected as the entry points
+ * connect (TLS, passwords and API key from the config).
+ */
 export async function chainHarness(config: ChainConfig): Promise<ChainHarness> {
   quietRuntime();
-  const redis = new Redis(config.redisUrl);
-  const connection = await Connection.connect({ address: config.temporalAddress });
-  const client = new Client({ connection, namespace: config.temporalNamespace });
-  const nativeConnection = await NativeConnection.connect({ address: config.temporalAddress });
+  const redis = await connectRedis(config);
+  const client = await connectTemporal(config).catch(closeOnFailure(redis));
+  const connection = client.connection;
+  const nativeConnection = await connectWorkerTemporal(config).catch(closeOnFailure(redis, connection));
   return {
     config,
     keys: redisKeys(config.keyPrefix),

@@ -3,9 +3,9 @@ import { Client, Connection } from '@temporalio/client';
 import type { Redis } from 'ioredis';
 import { startPlan } from '../lib/chain-client';
 import type { ChainConfig } from '../lib/config';
+import { checkTemporalHandshake, closeOnFailure, connectRedis, temporalConnectionOptions } from '../lib/connections';
 import { redisKeys } from '../lib/keys';
 import { PlanError, parsePlan } from '../lib/plan';
-import { connectRedis } from './worker';
 
 /** The consumer group every intake process reads `quantum:stream:exit.plan` with. */
 export const INTAKE_GROUP = 'permit-chain';
@@ -260,9 +260,11 @@ export async function runIntake(
   options: IntakeOptions,
   log: (line: string) => void = console.log,
 ): Promise<IntakeCounts> {
-  const reader = connectRedis(config.redisUrl);
-  const writer = connectRedis(config.redisUrl);
-  const connection = Connection.lazy({ address: config.temporalAddress });
+  // Waits for neither server (the loop does, saying so), but stops at once on a refused certificate or password.
+  await checkTemporalHandshake(config);
+  const reader = await connectRedis(config, { waitForReady: false });
+  const writer = await connectRedis(config, { waitForReady: false }).catch(closeOnFailure(reader));
+  const connection = Connection.lazy(temporalConnectionOptions(config));
   const client = new Client({ connection, namespace: config.temporalNamespace });
   const intake = new PlanIntake({ reader, writer, client, config, log }, options);
   const stop = () => intake.stop();

@@ -1,13 +1,15 @@
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { createActivities } from '../activities';
 import { createPaperExchange } from '../activities/exchange/paper';
 import type { ExchangePort } from '../activities/exchange/port';
 import { loadApproverKeys } from '../lib/approval';
 import type { ChainConfig } from '../lib/config';
+import { closeOnFailure, connectRedis, connectTemporalWith } from '../lib/connections';
 import { redisKeys } from '../lib/keys';
+import { redactUrl } from '../lib/redact';
 
 export const WORKFLOWS_PATH = join(__dirname, '..', 'workflows', 'index.ts');
 
@@ -40,19 +42,11 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   });
 }
 
-/**
- * A Redis client for the chain: it reconnects on its own, and a command fails (and its caller retries) meanwhile.
- * Connection errors are reported once per kind, not once per reconnect attempt.
- */
-export function connectRedis(url: string): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: 3, enableOfflineQueue: true });
-  let last = '';
-  redis.on('error', (err: Error) => {
-    if (err.message !== last) console.warn(`redis: ${err.message}`);
-    last = err.message;
-  });
-  redis.on('ready', () => (last = ''));
-  return redis;
+/** The worker's connection to Temporal: the chain's options (TLS, API key), one clear line on failure. */
+export function connectWorkerTemporal(
+  config: Pick<ChainConfig, 'temporalAddress' | 'temporalTls' | 'temporalApiKey'>,
+): Promise<NativeConnection> {
+  return connectTemporalWith(config, (options) => NativeConnection.connect(options));
 }
 
 /**
@@ -61,14 +55,16 @@ export function connectRedis(url: string): Redis {
  */
 export async function runWorker(config: ChainConfig, log: (line: string) => void = console.log): Promise<void> {
   const approverKeys = loadApproverKeys(config);
-  const redis = connectRedis(config.redisUrl);
-  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const redis = await connectRedis(config);
+  const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis));
   try {
     const worker = await createChainWorker({ config, redis, connection, approverKeys });
-    log(
-      `worker: ${config.tradingMode} mode${config.tradingMode === 'production' ? ` (approvers ${config.approvers.join(', ')})` : ' (the Governor approves by itself)'}, ` +
-        `task queue ${config.taskQueue} on ${config.temporalAddress}, Redis ${config.redisUrl}`,
-    );
+    const temporal = `${config.temporalAddress}${config.temporalTls ? ' (TLS)' : ''}`;
+    const mode =
+      config.tradingMode === 'production'
+        ? `production mode (approvers ${config.approvers.join(', ')})`
+        : 'testnet mode (the Governor approves by itself)';
+    log(`worker: ${mode}, task queue ${config.taskQueue} on ${temporal}, Redis ${redactUrl(config.redisUrl)}`);
     await worker.run();
     log('worker: stopped');
   } finally {

@@ -16,8 +16,11 @@ describe('loadConfig', () => {
   it("defaults to DESIGN.md's configuration list", () => {
     expect(loadConfig({})).toEqual<ChainConfig>({
       redisUrl: 'redis://127.0.0.1:6379/0',
+      redisTls: null,
       temporalAddress: '127.0.0.1:7233',
       temporalNamespace: 'default',
+      temporalTls: null,
+      temporalApiKey: null,
       taskQueue: 'permit-chain',
       keyPrefix: 'quantum',
       tradingMode: 'testnet',
@@ -80,8 +83,12 @@ describe('loadConfig', () => {
     });
     expect(config).toEqual<ChainConfig>({
       redisUrl: 'rediss://redis.internal:6380/2',
+      // rediss:// without REDIS_TLS_*: TLS with the system's CAs.
+      redisTls: {},
       temporalAddress: 'temporal.internal:7234',
       temporalNamespace: 'trading',
+      temporalTls: null,
+      temporalApiKey: null,
       taskQueue: 'permit-chain-test',
       keyPrefix: 'test:abc_1',
       tradingMode: 'production',
