@@ -99,7 +99,7 @@ describe('Redis over TLS with an ACL user, Temporal behind a terminator that che
   it('runs a plan through the whole chain: worker and CLI as separate processes', async () => {
     const worker = startProcess('worker', secure);
     try {
-      await worker.waitFor(/worker: task queue/);
+      await worker.waitFor(/^worker: testnet mode .*, task queue /m);
       await setPositions(h, 'SOLUSDT', '2', '2');
       const run = await runCli(
         ['submit', '--symbol', 'SOLUSDT', '--side', 'SELL', '--qty', '0.5', '--wait', '--json'],
@@ -121,7 +121,7 @@ describe('Redis over TLS with an ACL user, Temporal behind a terminator that che
 
       expect(await worker.stop()).toBe(0);
       expect(worker.output()).toContain(
-        `worker: task queue ${secure.TASK_QUEUE} on 127.0.0.1:${terminator.port} (TLS), Redis rediss://***@127.0.0.1:${redisServer.port}/0`,
+        `task queue ${secure.TASK_QUEUE} on 127.0.0.1:${terminator.port} (TLS), Redis rediss://***@127.0.0.1:${redisServer.port}/0`,
       );
       for (const text of [worker.output(), run.stdout, run.stderr, position.stdout, position.stderr])
         expectNoSecret(text);
