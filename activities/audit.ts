@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 
 export type Layer = 'governor' | 'apply' | 'p33' | 'execute' | 'operator';
 
@@ -29,17 +29,19 @@ export function auditFields(entry: AuditEntry): string[] {
 
 /**
  * Writes a layer's permit (JSON, with its TTL) and the audit entry of the decision in one MULTI: the operators never
- * see a permit without its audit line, or the reverse.
+ * see a permit without its audit line, or the reverse. `alongside` adds the layer's own bookkeeping to the same MULTI.
  */
 export async function writePermit(
   redis: Redis,
   permit: { key: string; value: object; ttlS: number },
   auditStream: string,
   entry: AuditEntry,
+  alongside?: (multi: ChainableCommander) => void,
 ): Promise<void> {
-  await redis
+  const multi = redis
     .multi()
     .set(permit.key, JSON.stringify(permit.value), 'EX', permit.ttlS)
-    .xadd(auditStream, '*', ...auditFields(entry))
-    .exec();
+    .xadd(auditStream, '*', ...auditFields(entry));
+  alongside?.(multi);
+  await multi.exec();
 }

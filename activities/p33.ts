@@ -41,9 +41,37 @@ export function decideP33(
   return { allow: true, reason: 'positions_reconciled', discrepancy };
 }
 
+/** What a blocked plan learns when it looks again: P3.3's decision on the positions now, nothing written. */
+export interface P33View {
+  allow: boolean;
+  reason: P33Reason;
+  exchange_amount: string;
+  ledger_amount: string;
+  tolerance: string;
+}
+
 export function createP33Activities({ redis, config, exchange, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
   return {
+    /**
+     * A blocked plan's look at the positions: P3.3's decision, read only. No permit is written and no audit entry:
+     * a plan at rest costs nothing until the positions agree, and then it asks for its permits again.
+     */
+    async peekPosition(plan: Plan): Promise<P33View> {
+      const { exchangeAmount, ledgerAmount, tolerance } = await readPositions(
+        { redis, exchange, config, keys },
+        plan.symbol,
+      );
+      const decision = decideP33(plan, { exchangeAmount, ledgerAmount, tolerance });
+      return {
+        allow: decision.allow,
+        reason: decision.reason,
+        exchange_amount: formatDec(exchangeAmount),
+        ledger_amount: formatDec(ledgerAmount),
+        tolerance: formatDec(tolerance),
+      };
+    },
+
     /**
      * Compares the exchange's position with the ledger's and writes P3.3's permit at `quantum:permit:p33:{plan_id}`
      * (EX PERMIT_TTL_S), with its audit entry in the same MULTI.
@@ -67,12 +95,18 @@ export function createP33Activities({ redis, config, exchange, clock }: Activity
         evaluated_at: evaluatedAt,
       };
       const key = keys.p33Permit(plan.plan_id);
-      await writePermit(redis, { key, value: permit, ttlS: config.permitTtlS }, keys.auditStream, {
+      const entry = {
         plan_id: plan.plan_id,
-        layer: 'p33',
+        layer: 'p33' as const,
         decision: decision.allow ? 'allowed' : 'denied',
         reason: decision.reason,
         at: evaluatedAt,
+      };
+      // The position watcher's register, in the same MULTI: a denied plan waits at rest until it is woken.
+      await writePermit(redis, { key, value: permit, ttlS: config.permitTtlS }, keys.auditStream, entry, (multi) => {
+        if (decision.allow) multi.zrem(keys.p33Blocked(plan.symbol), plan.plan_id);
+        else
+          multi.zadd(keys.p33Blocked(plan.symbol), evaluatedAt, plan.plan_id).sadd(keys.p33BlockedSymbols, plan.symbol);
       });
       return permit;
     },

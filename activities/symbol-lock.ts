@@ -1,13 +1,10 @@
 import type { Result } from 'ioredis';
 import { redisKeys } from '../lib/keys';
+import { WAITER_STALE_MS } from '../lib/symbol-line';
 import type { Plan } from '../lib/types';
 import type { ActivityDeps } from './deps';
 
-/**
- * A waiter asks again at least this often (the workflow's fallback re-check); one silent for longer has stopped
- * (cancelled, or its worker died) and loses its place in the line.
- */
-export const WAITER_STALE_MS = 5_000;
+export { WAITER_STALE_MS } from '../lib/symbol-line';
 
 /**
  * Takes the symbol for a plan, first come first served, or extends the plan's own hold. The hold is a lease, so a
@@ -56,6 +53,18 @@ redis.call('DEL', KEYS[1])
 return redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
 `;
 
+/**
+ * Drops a waiter that can no longer be woken (its workflow has ended) from the line.
+ * KEYS: lock, line, last-asked. ARGV: plan id. Returns the plan now first in line when the symbol is free ('' if
+ * none, or if it is held: the holder wakes the next when it lets go).
+ */
+const DROP_WAITER = `
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then return '' end
+return redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
+`;
+
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     takeSymbol(
@@ -69,6 +78,7 @@ declare module 'ioredis' {
       staleMs: string,
     ): Result<[string, number, number], Context>;
     releaseSymbol(lock: string, line: string, asked: string, planId: string): Result<string, Context>;
+    dropWaiter(lock: string, line: string, asked: string, planId: string): Result<string, Context>;
   }
 }
 
@@ -81,6 +91,7 @@ export function createSymbolLockActivities({ redis, config, clock }: ActivityDep
   const keys = redisKeys(config.keyPrefix);
   redis.defineCommand('takeSymbol', { numberOfKeys: 4, lua: TAKE_SYMBOL });
   redis.defineCommand('releaseSymbol', { numberOfKeys: 3, lua: RELEASE_SYMBOL });
+  redis.defineCommand('dropWaiter', { numberOfKeys: 3, lua: DROP_WAITER });
   const lockKeys = (symbol: string) =>
     [keys.symbolLock(symbol), keys.symbolLine(symbol), keys.symbolLineAsked(symbol)] as const;
   return {
@@ -103,6 +114,11 @@ export function createSymbolLockActivities({ redis, config, clock }: ActivityDep
     /** Lets go of the symbol; returns the plan next in line, to be woken ('' when none waits). */
     async releaseSymbol(plan: SymbolHolder): Promise<string> {
       return redis.releaseSymbol(...lockKeys(plan.symbol), plan.plan_id);
+    },
+
+    /** Drops a waiter whose workflow has ended; returns the plan to wake instead ('' when none, or the symbol is held). */
+    async dropWaiter(waiter: SymbolHolder): Promise<string> {
+      return redis.dropWaiter(...lockKeys(waiter.symbol), waiter.plan_id);
     },
   };
 }

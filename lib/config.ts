@@ -122,6 +122,12 @@ const EnvSchema = z.object({
         .filter((name) => name !== ''),
     ),
   APPROVER_KEYS_DIR: z.string().default(''),
+  LAYER_ACTIVITIES: z.enum(['local', 'regular'], { message: "must be 'local' or 'regular'" }).default('local'),
+  WORKFLOW_CACHE_SIZE: z
+    .string()
+    .default('500')
+    .refine((raw) => /^\d+$/.test(raw.trim()) && Number(raw) >= 1, { message: 'must be a whole number >= 1' })
+    .transform(Number),
   EXCHANGE: z.enum(['paper']).default('paper'),
   GOVERNOR_RATE_LIMIT: z
     .string()
@@ -201,6 +207,13 @@ export interface ChainConfig {
   approvers: string[];
   /** Where each approver's Ed25519 public key is (`NAME.pub`); empty: not configured. */
   approverKeysDir: string;
+  /**
+   * How the Redis-only layers (Governor, Apply, P3.3, the symbol line) run: as local activities in the workflow's
+   * worker (fast, one step each in the history) or as regular activities (listed while pending, own retries).
+   */
+  layerActivities: 'local' | 'regular';
+  /** How many workflows the worker keeps in memory; others replay from history when they wake. */
+  workflowCacheSize: number;
   exchange: 'paper';
   /** Permits per symbol per window (`GOVERNOR_RATE_LIMIT`, e.g. 30/60s); null: no limit. */
   rateLimit: { count: number; windowMs: number } | null;
@@ -340,6 +353,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     p33ToleranceBySymbol: overrides.P33_TOLERANCE,
     approvers: e.APPROVERS,
     approverKeysDir: e.APPROVER_KEYS_DIR,
+    layerActivities: e.LAYER_ACTIVITIES,
+    workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     exchange: e.EXCHANGE,
     rateLimit: e.GOVERNOR_RATE_LIMIT,
     maxQty: e.GOVERNOR_MAX_QTY,
@@ -376,6 +391,7 @@ export function chainRules(config: ChainConfig): ChainRules {
     planMaxAgeS: config.planMaxAgeS,
     approvalTimeoutS: config.approvalTimeoutS,
     approvers: config.approvers,
+    layerActivities: config.layerActivities,
   };
 }
 

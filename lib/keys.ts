@@ -24,6 +24,12 @@ export function redisKeys(prefix: string) {
     symbolLine: (symbol: string) => `${prefix}:lock:symbol:${symbol}:line`,
     symbolLineAsked: (symbol: string) => `${prefix}:lock:symbol:${symbol}:asked`,
     symbolArrivals: (symbol: string) => `${prefix}:lock:symbol:${symbol}:arrivals`,
+    /**
+     * The plans P3.3 has blocked, per symbol (sorted set: plan id → when), and the symbols that have any: the
+     * position watcher wakes them when the symbol's positions change or agree again.
+     */
+    p33Blocked: (symbol: string) => `${prefix}:p33:blocked:${symbol}`,
+    p33BlockedSymbols: `${prefix}:p33:blocked`,
     exitPlanStream: `${prefix}:stream:exit.plan`,
     exitPlanDeadStream: `${prefix}:stream:exit.plan.dead`,
     auditStream: `${prefix}:stream:permit.audit`,

@@ -105,8 +105,23 @@ export async function redisReachable(url: string, timeoutMs = 1000): Promise<boo
  * Starts Debian's redis-server on loopback. With `dir`, it keeps an append-only file there (state survives a
  * restart); without, it keeps nothing on disk (tests).
  */
-export async function startRedis(options: { port: number; dir?: string }): Promise<RunningRedis> {
-  const args = ['--port', String(options.port), '--bind', '127.0.0.1', '--save', ''];
+export async function startRedis(options: {
+  port: number;
+  dir?: string;
+  /** Default `Kgh`: keyspace notifications on hash and generic commands, which the position watcher wakes on. */
+  keyspaceEvents?: string;
+}): Promise<RunningRedis> {
+  const events = options.keyspaceEvents ?? 'Kgh';
+  const args = [
+    '--port',
+    String(options.port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--notify-keyspace-events',
+    events,
+  ];
   if (options.dir) {
     mkdirSync(options.dir, { recursive: true });
     args.push('--dir', options.dir, '--appendonly', 'yes', '--appendfsync', 'everysec');

@@ -32,6 +32,8 @@ export interface ChainRules {
   approvalTimeoutS: number;
   /** Who may approve or reject (production mode); empty means nobody. */
   approvers: string[];
+  /** The Redis-only layers as local activities (the default) or as regular ones (`LAYER_ACTIVITIES`). */
+  layerActivities: 'local' | 'regular';
 }
 
 /** The workflow's input: the plan alone. Anything else a starter sends is refused by the Governor's admission. */

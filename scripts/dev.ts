@@ -15,7 +15,8 @@ import {
 } from '../lib/servers';
 import { connectTemporal } from '../lib/chain-client';
 import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
-import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
+import { PositionWatcher } from '../workers/position-watcher';
+import { connectWorkerTemporal, createChainWorker, exchangeFor } from '../workers/worker';
 import { runDemo } from './demo';
 import type { Output } from './output';
 
@@ -82,6 +83,15 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
     const client = await connectTemporal(config).catch(closeOnFailure(redis, intakeReader, connection));
     try {
       const worker = await createChainWorker({ config, redis, connection });
+      const watcher = new PositionWatcher({
+        subscriber: await connectRedis(config),
+        redis,
+        client,
+        config,
+        exchange: exchangeFor(config, redis),
+        log: (line) => out.line(line),
+      });
+      await watcher.start();
       const intake = new PlanIntake(
         { reader: intakeReader, writer: redis, client, config, log: (line) => out.line(line) },
         { ...DEFAULT_INTAKE_OPTIONS, consumer: `dev-${hostname()}` },
@@ -102,6 +112,7 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
         });
       }
       await running;
+      watcher.stop();
       out.line('dev: worker and intake stopped');
     } finally {
       await client.connection.close();

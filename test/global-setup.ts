@@ -24,7 +24,8 @@ export default async function setup(project: TestProject) {
   ensureServersInstalled({ forTests: true });
   const uiPort = await freePort();
   const [redis, temporal, bundle] = await Promise.all([
-    freePort().then((port) => startRedis({ port })),
+    // `$` as well: tests act the moment a permit (a string) is written, as a racing operator would.
+    freePort().then((port) => startRedis({ port, keyspaceEvents: 'Kgh$' })),
     startTemporalDevServer({ uiPort }),
     bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger }),
   ]);

@@ -202,3 +202,24 @@ export function pairs(fields: string[]): [string, string][] {
   for (let i = 0; i + 1 < fields.length; i += 2) out.push([fields[i] ?? '', fields[i + 1] ?? '']);
   return out;
 }
+
+/**
+ * Runs `action` once, the moment `key` is written: Redis keyspace notifications reach this subscriber as the write
+ * happens, long before Temporal has scheduled the chain's next step, so a test can act "between" two layers.
+ * The tests' Redis has them on (test/global-setup.ts). Call `stop` when done.
+ */
+export async function onceWritten(
+  h: Pick<ChainHarness, 'config'>,
+  key: string,
+  action: () => Promise<unknown>,
+): Promise<{ fired: () => boolean; stop: () => void }> {
+  const subscriber = await connectRedis(h.config);
+  let fired = false;
+  subscriber.on('pmessage', () => {
+    if (fired) return;
+    fired = true;
+    void action();
+  });
+  await subscriber.psubscribe(`__keyspace@*__:${key}`);
+  return { fired: () => fired, stop: () => subscriber.disconnect() };
+}

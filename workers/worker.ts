@@ -6,10 +6,12 @@ import { createActivities } from '../activities';
 import { createPaperExchange } from '../activities/exchange/paper';
 import type { ExchangePort } from '../activities/exchange/port';
 import { loadApproverKeys } from '../lib/approval';
+import { connectTemporal } from '../lib/chain-client';
 import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis, connectTemporalWith } from '../lib/connections';
 import { redisKeys } from '../lib/keys';
 import { redactUrl } from '../lib/redact';
+import { PositionWatcher } from './position-watcher';
 
 export const WORKFLOWS_PATH = join(__dirname, '..', 'workflows', 'index.ts');
 
@@ -26,11 +28,16 @@ export interface ChainWorkerOptions {
   exchange?: ExchangePort;
 }
 
+/** The exchange the chain trades on, as `EXCHANGE` names it: one factory for the worker and the tools around it. */
+export function exchangeFor(config: ChainConfig, redis: Redis, clock: () => number = Date.now): ExchangePort {
+  return createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
+}
+
 /** Builds the worker for the chain's task queue over one Redis connection and one Temporal connection. */
 export async function createChainWorker(options: ChainWorkerOptions): Promise<Worker> {
   const { config, redis, connection } = options;
   const clock = options.clock ?? Date.now;
-  const exchange = options.exchange ?? createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
+  const exchange = options.exchange ?? exchangeFor(config, redis, clock);
   // Read once at start: a production worker whose approvers cannot sign does not start.
   const approverKeys = options.approverKeys ?? loadApproverKeys(config);
   return Worker.create({
@@ -38,6 +45,8 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
     namespace: config.temporalNamespace,
     taskQueue: config.taskQueue,
     activities: createActivities({ redis, config, exchange, clock, approverKeys }),
+    // Bounded so that thousands of parked plans keep memory flat; a workflow out of the cache replays when it wakes.
+    maxCachedWorkflows: config.workflowCacheSize,
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
   });
 }
@@ -57,8 +66,18 @@ export async function runWorker(config: ChainConfig, log: (line: string) => void
   const approverKeys = loadApproverKeys(config);
   const redis = await connectRedis(config);
   const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis));
+  const client = await connectTemporal(config).catch(closeOnFailure(redis, connection));
+  const watcher = new PositionWatcher({
+    subscriber: await connectRedis(config).catch(closeOnFailure(redis, connection, client.connection)),
+    redis,
+    client,
+    config,
+    exchange: exchangeFor(config, redis),
+    log,
+  });
   try {
     const worker = await createChainWorker({ config, redis, connection, approverKeys });
+    await watcher.start();
     const temporal = `${config.temporalAddress}${config.temporalTls ? ' (TLS)' : ''}`;
     const mode =
       config.tradingMode === 'production'
@@ -68,6 +87,8 @@ export async function runWorker(config: ChainConfig, log: (line: string) => void
     await worker.run();
     log('worker: stopped');
   } finally {
+    watcher.stop();
+    await client.connection.close();
     await connection.close();
     redis.disconnect();
   }

@@ -24,6 +24,8 @@ export const rejectSignal = defineSignal<[RejectRequest]>('reject');
 export const cancelSignal = defineSignal<[CancelRequest]>('cancel');
 /** Internal: a plan letting go of its symbol wakes the plan next in line. */
 export const symbolFreeSignal = defineSignal('symbolFree');
+/** Internal: the position watcher wakes a blocked plan when its symbol's positions change or agree again. */
+export const positionsChangedSignal = defineSignal('positionsChanged');
 
 /** The same decisions as updates: the caller learns at once whether it was accepted, and why not. */
 export const approvePlanUpdate = defineUpdate<OperatorReply, [ApproveRequest]>('approvePlan');

@@ -15,6 +15,7 @@ import {
   cancelSignal,
   rejectPlanUpdate,
   rejectSignal,
+  positionsChangedSignal,
   retrySignal,
   statusQuery,
   symbolFreeSignal,
@@ -66,6 +67,7 @@ function claimOf(request: unknown): DecisionClaim {
 export class OperatorDesk {
   retryRequested = false;
   symbolFreed = false;
+  positionsChanged = false;
   cancel?: CancelRequest;
   private decision?: PersonDecision;
   /** While the plan awaits a decision: the positions the approvers are shown, which their signatures cover. */
@@ -89,6 +91,9 @@ export class OperatorDesk {
     });
     setHandler(symbolFreeSignal, () => {
       this.symbolFreed = true;
+    });
+    setHandler(positionsChangedSignal, () => {
+      this.positionsChanged = true;
     });
     setHandler(approveSignal, (request) => this.decide('approve', request).then(() => undefined));
     setHandler(rejectSignal, (request) => this.decide('reject', request).then(() => undefined));
@@ -210,11 +215,20 @@ export class OperatorDesk {
     return decision;
   }
 
-  /** Sleeps until `until` (workflow time), or less when cancelled, or — with `wakeOnRetry` — retried. */
-  async pause(until: number, wakeOnRetry = false): Promise<void> {
-    if (wakeOnRetry) this.retryRequested = false;
+  /** Sleeps until `until` (workflow time), or less when cancelled. */
+  async pause(until: number): Promise<void> {
+    await condition(() => this.cancel !== undefined, Math.max(1, until - Date.now()));
+  }
+
+  /**
+   * A blocked plan at rest: sleeps until someone retries it, the position watcher says its positions changed, it is
+   * cancelled, or `until` (the fallback re-check) comes.
+   */
+  async rest(until: number): Promise<void> {
+    this.retryRequested = false;
+    this.positionsChanged = false;
     await condition(
-      () => this.cancel !== undefined || (wakeOnRetry && this.retryRequested),
+      () => this.cancel !== undefined || this.retryRequested || this.positionsChanged,
       Math.max(1, until - Date.now()),
     );
   }

@@ -6,13 +6,13 @@ import {
   allHandlersFinished,
   condition,
   getExternalWorkflowHandle,
-  isCancellation,
   proxyActivities,
+  proxyLocalActivities,
   workflowInfo,
-  type ActivityOptions,
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
-import type { ChainInput, ChainOutcome, ChainStatus, GovernorPermit, P33Permit } from '../lib/types';
+import { WAITER_REFRESH_MS } from '../lib/symbol-line';
+import type { ChainInput, ChainOutcome, ChainRules, ChainStatus, GovernorPermit, Plan } from '../lib/types';
 import { planWorkflowId, symbolFreeSignal } from './messages';
 import { OperatorDesk } from './operator-desk';
 import { StatusBoard, blockedDetail, clockTime } from './status-board';
@@ -21,7 +21,8 @@ import { StatusBoard, blockedDetail, clockTime } from './status-board';
 const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
 /**
  * Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. Not retried:
- * `CorruptAmount` (a stored amount that is not a decimal; activities/index.ts), which needs a person, not time.
+ * `CorruptAmount` (a stored amount that is not a decimal) and `LedgerConflict` (a ledger that matches neither side
+ * of a recorded fill; activities/index.ts), which need a person, not time.
  */
 const LAYER_RETRY = {
   initialInterval: '200ms',
@@ -30,13 +31,16 @@ const LAYER_RETRY = {
   nonRetryableErrorTypes: ['CorruptAmount', 'LedgerConflict'],
 };
 /**
- * How long a plan waiting for its symbol sleeps before it asks again if nobody wakes it: the plan letting go
- * signals the next in line, so this only matters when that plan died. Below WAITER_STALE_MS, so a waiter keeps
- * its place in line.
+ * A blocked plan is woken by the position watcher (which sweeps blocked symbols every RECHECK_INTERVAL_S) or by a
+ * `retry`; it also looks by itself every this many intervals, for a deployment where no watcher runs.
  */
-const SYMBOL_RECHECK_MS = 1_000;
+const BLOCKED_FALLBACK_INTERVALS = 10;
 
-const layers = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
+const regular = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
+const local = proxyLocalActivities<ChainActivities>({
+  startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS,
+  retry: LAYER_RETRY,
+});
 
 /** Marks a layer call that ran out of permit life: the chain goes back to the Governor. */
 const PERMIT_RAN_OUT = Symbol('permit ran out');
@@ -47,8 +51,9 @@ interface Ending {
   detail: string;
 }
 
-/** Options for a call that must finish by `deadline` (ms): both timeouts come from what remains. */
-function until(deadline: number, summary: string): ActivityOptions {
+/** The options of one layer call: its summary, and timeouts from what remains until `deadline` (ms), if any. */
+function options(summary: string, deadline?: number) {
+  if (deadline === undefined) return { summary, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY };
   const remaining = Math.max(1, deadline - Date.now());
   return {
     summary,
@@ -58,8 +63,9 @@ function until(deadline: number, summary: string): ActivityOptions {
   };
 }
 
+/** A timeout of a regular activity comes wrapped in an ActivityFailure; a local activity's comes as it is. */
 function isTimeout(err: unknown): boolean {
-  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure;
+  return err instanceof TimeoutFailure || (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure);
 }
 
 /** Runs a layer within the permit's life; a timeout caused by that deadline means "ask the Governor again". */
@@ -74,12 +80,13 @@ async function withinPermit<T>(deadline: number, call: () => Promise<T>): Promis
 }
 
 /**
- * One plan, Governor → Apply → P3.3 → Execute. The Governor first admits the input (the plan alone, validated where
- * it runs) and hands over the worker's rules; in production mode it waits for a person's signed approval. A P3.3
- * denial blocks the plan: it re-checks every RECHECK_INTERVAL_S, at once on `retry`, asks the Governor again once
- * its permit has run out, and ends `expired` after PLAN_MAX_AGE_S. One plan per symbol runs P3.3 through the
- * ledger update at a time. A Temporal cancellation request is a cancel: before the order the plan ends `cancelled`,
- * after it the fill still reaches the ledger.
+ * One plan: its turn on the symbol → Governor (P3.2) → Apply (P3) → P3.3 → Execute, then the next plan on the
+ * symbol. The Governor first admits the input (the plan alone, validated where it runs) and hands over the
+ * worker's rules; in production mode a person approves, with a signature the Governor verifies. A P3.3 denial
+ * blocks the plan at rest: it holds nothing and does nothing until the positions change (the position watcher),
+ * a `retry`, or a rare fallback look, and asks for its permits again only once they agree; it ends `expired` after
+ * PLAN_MAX_AGE_S. A Temporal cancellation request is a cancel: before the order the plan ends `cancelled`, after it
+ * the fill still reaches the ledger.
  */
 export async function permitChain(input: ChainInput): Promise<ChainStatus> {
   const cancelRequested = CancellationScope.current().cancelRequested;
@@ -95,19 +102,12 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   const desk = new OperatorDesk(board, {
     record: (entry) =>
       CancellationScope.nonCancellable(() =>
-        layers.recordOperatorDecision.executeWithOptions(
-          { summary: `operator: ${entry.decision}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
-          [entry],
-        ),
+        local.recordOperatorDecision.executeWithOptions(options(`operator: ${entry.decision}`), [entry]),
       ),
     verify: (request) =>
       CancellationScope.nonCancellable(() =>
-        layers.verifyDecision.executeWithOptions(
-          {
-            summary: `Governor: verify ${request.kind} by ${request.request.by || '(nobody)'}`,
-            startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS,
-            retry: LAYER_RETRY,
-          },
+        local.verifyDecision.executeWithOptions(
+          options(`Governor: verify ${request.kind} by ${request.request.by || '(nobody)'}`),
           [request],
         ),
       ),
@@ -115,220 +115,15 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   desk.register(cancelRequested);
 
   // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's).
-  const admission = await layers.admitPlan.executeWithOptions(
-    { summary: 'Governor: admit plan', startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
-    [{ input, workflowId }],
-  );
-  const rules = admission.rules;
-  if (!admission.admitted) {
-    status.mode = rules.mode;
-    status.last_error = admission.error;
-    board.finish('denied', `invalid plan: ${admission.error}`);
-    await condition(allHandlersFinished);
-    return status;
-  }
-  const plan = admission.plan;
-  board.admit(plan, rules.mode);
-
-  const planDeadline = workflowInfo().startTime.getTime() + rules.planMaxAgeS * 1000;
-  const permitLifeMs = (rules.permitTtlS - rules.permitMarginS) * 1000;
-  const cancelled = (): Ending | undefined =>
-    desk.cancel && { outcome: 'cancelled', detail: `cancelled by ${desk.cancel.by}: ${desk.cancel.reason}` };
-  const tooOld = (state = 'not done'): Ending | undefined =>
-    Date.now() >= planDeadline ? { outcome: 'expired', detail: `${state} after ${rules.planMaxAgeS}s` } : undefined;
-
-  /** The Governor (P3.2), with a person's approval in production mode and waits for rate slots. */
-  async function obtainPermit(): Promise<{ permit: GovernorPermit; deadline: number } | Ending> {
-    for (;;) {
-      const ending = cancelled() ?? tooOld();
-      if (ending) return ending;
-      status.attempts += 1;
-      board.enter('governor', `asking the Governor for a permit (attempt ${status.attempts})`);
-      // The permit's life is counted on the workflow's clock from before the request: never later than the
-      // Governor's own issue time, and immune to skew between worker and server clocks.
-      const askedAt = Date.now();
-      const answer = await layers.requestPermit.executeWithOptions(
-        { ...until(planDeadline, 'Governor: permit'), startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS },
-        [{ plan, at: askedAt, ...(status.approval ? { approval: status.approval } : {}) }],
-      );
-      if (answer.kind === 'permit') {
-        status.governor = answer.permit;
-        if (!answer.permit.granted) return { outcome: 'denied', detail: `Governor denied: ${answer.permit.reason}` };
-        board.note(
-          `permit granted (${answer.permit.reason}), valid until ${new Date(answer.permit.expires_at).toISOString()}`,
-        );
-        return { permit: answer.permit, deadline: askedAt + permitLifeMs };
-      }
-      if (answer.kind === 'rate_limited') {
-        board.note(`${answer.detail}: waiting for the next slot at ${clockTime(answer.retry_at)} UTC`);
-        await desk.pause(Math.min(answer.retry_at, planDeadline));
-        continue;
-      }
-      // A person decides (production mode): shown the plan and the positions P3.3 sees now.
-      delete status.approval;
-      status.awaiting = answer.snapshot;
-      const shown = answer.snapshot;
-      board.enter(
-        'awaiting_approval',
-        `${answer.reason === 'approval_stale' ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
-          `${plan.side} ${plan.qty} ${plan.symbol}: exchange ${shown.exchange_amount}, ledger ${shown.ledger_amount}, ` +
-          `tolerance ${shown.tolerance}; until ${clockTime(Date.now() + rules.approvalTimeoutS * 1000)} UTC`,
-      );
-      const decision = await desk.awaitDecision(
-        shown,
-        Math.min(rules.approvalTimeoutS * 1000, planDeadline - Date.now()),
-      );
-      delete status.awaiting;
-      if (!decision) {
-        return cancelled() ?? { outcome: 'expired', detail: `no approval within ${rules.approvalTimeoutS}s` };
-      }
-      if (decision.kind === 'reject')
-        return { outcome: 'rejected', detail: `rejected by ${decision.by}: ${decision.reason}` };
-      status.approval = {
-        by: decision.by,
-        at: decision.at,
-        ...(decision.note !== undefined ? { note: decision.note } : {}),
-        snapshot: shown,
-        expires_at: decision.expires_at,
-        signature: decision.signature,
-      };
-    }
-  }
-
-  /** Whether this plan holds its symbol or stands in its line: either way it must let go when it leaves. */
-  let holding = false;
-
-  /** Takes the plan's symbol (per-symbol serialization), waiting its turn while other plans hold or wait for it. */
-  async function holdSymbol(deadline: number): Promise<'held' | typeof PERMIT_RAN_OUT | Ending> {
-    let waiting = false;
-    for (;;) {
-      const ending = cancelled();
-      if (ending) return ending;
-      // The lease outlives the permit by the margin: a crashed holder frees the symbol soon after its permit ends.
-      const leaseMs = deadline - Date.now() + rules.permitMarginS * 1000;
-      const hold = await withinPermit(deadline, () =>
-        layers.holdSymbol.executeWithOptions(until(deadline, `symbol: hold ${plan.symbol}`), [plan, leaseMs]),
-      );
-      if (hold === PERMIT_RAN_OUT) return hold;
-      holding = true;
-      if (hold.held) return 'held';
-      const detail =
-        `waiting for ${plan.symbol}: ` +
-        (hold.holder
-          ? `plan ${hold.holder} is between P3.3 and its ledger update (${hold.ahead} ahead in line)`
-          : `${hold.ahead} plan(s) ahead in line`);
-      if (waiting) board.show(detail);
-      else board.enter('p33', detail);
-      waiting = true;
-      await desk.awaitSymbol(
-        Math.min(SYMBOL_RECHECK_MS, hold.holder ? Math.max(1, hold.leaseLeftMs) : SYMBOL_RECHECK_MS),
-      );
-    }
-  }
-
-  /** Lets go of the symbol (or leaves its line), and wakes the plan next in line. */
-  async function releaseSymbol(): Promise<void> {
-    if (!holding) return;
-    const next = await layers.releaseSymbol.executeWithOptions(
-      { summary: `symbol: release ${plan.symbol}`, startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
-      [plan],
-    );
-    holding = false;
-    // It may have ended meanwhile; then there is nobody to wake.
-    if (next)
-      await getExternalWorkflowHandle(planWorkflowId(next))
-        .signal(symbolFreeSignal)
-        .catch(() => undefined);
-  }
-
-  async function runChain(): Promise<Ending> {
-    chain: for (;;) {
-      const obtained = await obtainPermit();
-      if ('outcome' in obtained) return obtained;
-      const { deadline } = obtained;
-
-      // Apply layer (P3)
-      board.enter('apply', 'publishing to the Apply stream');
-      const applied = await withinPermit(deadline, () =>
-        layers.publishPlan.executeWithOptions(until(deadline, 'Apply: publish plan'), [
-          plan,
-          workflowInfo().workflowId,
-        ]),
-      );
-      if (applied === PERMIT_RAN_OUT) continue chain;
-      status.apply = applied;
-      board.note(`${applied.published ? 'published' : 'already published'} as ${applied.stream_id}`);
-
-      // Position State Brain (P3.3), holding the symbol, blocking until the positions agree
-      board.enter('p33', 'comparing exchange and ledger positions');
-      for (;;) {
-        const held = await holdSymbol(deadline);
-        if (held === PERMIT_RAN_OUT) {
-          await releaseSymbol(); // out of the line too: a waiter that does not ask would hold up the others
-          continue chain;
-        }
-        if (held !== 'held') return held;
-        const p33: P33Permit | typeof PERMIT_RAN_OUT = await withinPermit(deadline, () =>
-          layers.checkPosition.executeWithOptions(until(deadline, 'P3.3: position check'), [plan]),
-        );
-        if (p33 === PERMIT_RAN_OUT) {
-          await releaseSymbol();
-          continue chain;
-        }
-        const changed = status.p33?.reason !== p33.reason || status.p33?.ledger_amount !== p33.ledger_amount;
-        status.p33 = p33;
-        if (p33.allow) break;
-
-        await releaseSymbol();
-        const nextCheckAt = Math.min(Date.now() + rules.recheckIntervalS * 1000, planDeadline);
-        if (changed || status.stage !== 'blocked') board.enter('blocked', blockedDetail(p33, nextCheckAt));
-        else board.show(blockedDetail(p33, nextCheckAt));
-        await desk.pause(nextCheckAt, true);
-        const ending = cancelled() ?? tooOld('still blocked');
-        if (ending) return ending;
-        if (Date.now() >= deadline) {
-          board.note('permit ran out while blocked; asking the Governor again');
-          continue chain;
-        }
-      }
-      board.enter('p33', `positions agree: exchange ${status.p33.exchange_amount}, ledger ${status.p33.ledger_amount}`);
-
-      // The last point where a cancel stops the plan: after this the order may be on the exchange.
-      const ending = cancelled();
-      if (ending) return ending;
-
-      // Execute. The permit check is inside the activity, so it retries until it is done: once an order may be on
-      // the exchange, its fill must reach the ledger whatever the permits say by then.
-      board.enter('execute', 'placing the order');
-      const result = await layers.executePlan.executeWithOptions(
-        { summary: 'Execute: place order', startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY },
-        [plan],
-      );
-      await releaseSymbol();
-      if (!result.placed) {
-        board.note(`no order: ${result.detail}; asking the Governor again`);
-        continue chain;
-      }
-      status.execution = result.execution;
-      const fill = `${result.execution.status} ${result.execution.filled_qty} @ ${result.execution.avg_price}`;
-      if (result.execution.status !== 'FILLED') return { outcome: 'failed', detail: `exchange ${fill}` };
-      return {
-        outcome: 'executed',
-        detail: `${fill}, order ${result.execution.order_id}, ledger ${result.ledger_amount}`,
-      };
-    }
-  }
-
+  const admission = await local.admitPlan.executeWithOptions(options('Governor: admit plan'), [{ input, workflowId }]);
   let ending: Ending;
-  try {
-    ending = await runChain();
-  } catch (err) {
-    if (isCancellation(err)) throw err;
-    status.last_error = errorMessage(err);
-    ending = { outcome: isTimeout(err) ? 'expired' : 'failed', detail: status.last_error };
-  } finally {
-    // Whatever happened, the symbol is not left held by this plan (the lease would free it, but later).
-    await CancellationScope.nonCancellable(() => releaseSymbol()).catch(() => undefined);
+  if (admission.admitted) {
+    board.admit(admission.plan, admission.rules.mode);
+    ending = await new Chain(admission.plan, admission.rules, board, desk).run();
+  } else {
+    status.mode = admission.rules.mode;
+    status.last_error = admission.error;
+    ending = { outcome: 'denied', detail: `invalid plan: ${admission.error}` };
   }
   board.finish(ending.outcome, ending.detail);
   await desk.settled();
@@ -336,11 +131,287 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   return status;
 }
 
-function errorMessage(err: unknown): string {
+/** The chain of one admitted plan, step by step; each step says in the plan's status where it is. */
+class Chain {
+  private readonly layers: typeof local | typeof regular;
+  private readonly planDeadline: number;
+  private readonly permitLifeMs: number;
+  /** The permit in hand and when its life for the chain ends (the workflow's clock, from before the request). */
+  private permit?: { permit: GovernorPermit; deadline: number };
+  /** Whether the plan holds its symbol or stands in its line: either way it must let go when it leaves. */
+  private inLine = false;
+  /** The layer called last: a local activity's failure does not name it, the plan's error should. */
+  private step = '';
+
+  constructor(
+    private readonly plan: Plan,
+    private readonly rules: ChainRules,
+    private readonly board: StatusBoard,
+    private readonly desk: OperatorDesk,
+  ) {
+    this.layers = rules.layerActivities === 'local' ? local : regular;
+    this.planDeadline = workflowInfo().startTime.getTime() + rules.planMaxAgeS * 1000;
+    this.permitLifeMs = (rules.permitTtlS - rules.permitMarginS) * 1000;
+  }
+
+  async run(): Promise<Ending> {
+    try {
+      return await this.steps();
+    } catch (err) {
+      this.board.status.last_error = errorMessage(err, this.step);
+      return { outcome: isTimeout(err) ? 'expired' : 'failed', detail: this.board.status.last_error };
+    } finally {
+      // Whatever happened, the symbol is not left held by this plan (the lease would free it, but later).
+      await this.letGo().catch(() => undefined);
+    }
+  }
+
+  private cancelled(): Ending | undefined {
+    const cancel = this.desk.cancel;
+    return cancel && { outcome: 'cancelled', detail: `cancelled by ${cancel.by}: ${cancel.reason}` };
+  }
+
+  private tooOld(state = 'not done'): Ending | undefined {
+    if (Date.now() < this.planDeadline) return undefined;
+    return { outcome: 'expired', detail: `${state} after ${this.rules.planMaxAgeS}s` };
+  }
+
+  /** The seed's table: turn on the symbol → Governor → Apply → P3.3 → Execute; a block or a lost permit loops. */
+  private async steps(): Promise<Ending> {
+    for (;;) {
+      const stop = this.cancelled() ?? this.tooOld();
+      if (stop) return stop;
+      const turn = await this.takeTurn();
+      if (turn !== 'held') return turn;
+      const permit = await this.obtainPermit();
+      if (permit === 'again') continue;
+      if (permit !== 'held') return permit;
+      if ((await this.publish()) === PERMIT_RAN_OUT) continue;
+      const positions = await this.checkPositions();
+      if (positions === PERMIT_RAN_OUT) continue;
+      if (positions !== 'agree') {
+        const unblocked = await this.restWhileBlocked(positions);
+        if (unblocked) return unblocked;
+        continue;
+      }
+      const executed = await this.execute();
+      if (executed) return executed;
+    }
+  }
+
+  /** Takes the plan's symbol, waiting its turn in arrival order: woken by the plan before it, never polling. */
+  private async takeTurn(): Promise<'held' | Ending> {
+    let waiting = false;
+    for (;;) {
+      const stop = this.cancelled() ?? this.tooOld();
+      if (stop) return stop;
+      // The lease covers the permit the plan asks for next; a crashed holder frees the symbol when it runs out.
+      const leaseMs = (this.rules.permitTtlS + this.rules.permitMarginS) * 1000;
+      this.step = 'holdSymbol';
+      const hold = await this.layers.holdSymbol.executeWithOptions(options(`symbol: take ${this.plan.symbol}`), [
+        this.plan,
+        leaseMs,
+      ]);
+      this.inLine = true;
+      if (hold.held) return 'held';
+      const detail =
+        `in line for ${this.plan.symbol}: ` +
+        (hold.holder ? `plan ${hold.holder} holds it, ${hold.ahead} ahead` : `${hold.ahead} plan(s) ahead`);
+      if (waiting) this.board.show(detail);
+      else this.board.enter('governor', detail);
+      waiting = true;
+      // The plan letting go signals the next in line; the timer only takes a symbol whose holder crashed, and
+      // shows the line that this plan is alive.
+      const leaseLeft = hold.holder ? Math.max(1, hold.leaseLeftMs) : WAITER_REFRESH_MS;
+      await this.desk.awaitSymbol(Math.min(WAITER_REFRESH_MS, leaseLeft));
+    }
+  }
+
+  /** Lets go of the symbol (or leaves its line), and wakes the plan next in line, skipping plans that ended. */
+  private async letGo(): Promise<void> {
+    if (!this.inLine) return;
+    const { symbol } = this.plan;
+    this.step = 'releaseSymbol';
+    let next = await this.layers.releaseSymbol.executeWithOptions(options(`symbol: let go of ${symbol}`), [this.plan]);
+    this.inLine = false;
+    while (next) {
+      try {
+        await getExternalWorkflowHandle(planWorkflowId(next)).signal(symbolFreeSignal);
+        return;
+      } catch {
+        next = await this.layers.dropWaiter.executeWithOptions(options(`symbol: drop ended plan ${next}`), [
+          { plan_id: next, symbol },
+        ]);
+      }
+    }
+  }
+
+  /**
+   * The Governor (P3.2), asked while the plan holds its symbol: a permit, or a denial. A person's approval
+   * (production mode) and a wait for a rate slot happen with the symbol let go, then the plan takes its turn again.
+   */
+  private async obtainPermit(): Promise<'held' | 'again' | Ending> {
+    const { status } = this.board;
+    if (this.permit && Date.now() < this.permit.deadline) return 'held';
+    status.attempts += 1;
+    this.board.enter('governor', `asking the Governor for a permit (attempt ${status.attempts})`);
+    // The permit's life is counted on the workflow's clock from before the request: never later than the
+    // Governor's own issue time, and immune to skew between worker and server clocks.
+    const askedAt = Date.now();
+    this.step = 'requestPermit';
+    const answer = await this.layers.requestPermit.executeWithOptions(
+      { ...options('Governor: permit', this.planDeadline), startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS },
+      [{ plan: this.plan, at: askedAt, ...(status.approval ? { approval: status.approval } : {}) }],
+    );
+    if (answer.kind === 'permit') {
+      status.governor = answer.permit;
+      if (!answer.permit.granted) return { outcome: 'denied', detail: `Governor denied: ${answer.permit.reason}` };
+      this.board.note(
+        `permit granted (${answer.permit.reason}), valid until ${new Date(answer.permit.expires_at).toISOString()}`,
+      );
+      this.permit = { permit: answer.permit, deadline: askedAt + this.permitLifeMs };
+      return 'held';
+    }
+    await this.letGo();
+    if (answer.kind === 'rate_limited') {
+      this.board.note(`${answer.detail}: waiting for the next slot at ${clockTime(answer.retry_at)} UTC`);
+      await this.desk.pause(Math.min(answer.retry_at, this.planDeadline));
+      return 'again';
+    }
+    return this.awaitApproval(answer.snapshot, answer.reason === 'approval_stale');
+  }
+
+  /** A person decides (production mode), shown the plan and the positions P3.3 sees now. */
+  private async awaitApproval(shown: NonNullable<ChainStatus['awaiting']>, stale: boolean): Promise<'again' | Ending> {
+    const { status } = this.board;
+    delete status.approval;
+    status.awaiting = shown;
+    this.board.enter(
+      'awaiting_approval',
+      `${stale ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
+        `${this.plan.side} ${this.plan.qty} ${this.plan.symbol}: exchange ${shown.exchange_amount}, ` +
+        `ledger ${shown.ledger_amount}, tolerance ${shown.tolerance}; ` +
+        `until ${clockTime(Date.now() + this.rules.approvalTimeoutS * 1000)} UTC`,
+    );
+    const timeoutMs = Math.min(this.rules.approvalTimeoutS * 1000, this.planDeadline - Date.now());
+    const decision = await this.desk.awaitDecision(shown, timeoutMs);
+    delete status.awaiting;
+    if (!decision) {
+      return this.cancelled() ?? { outcome: 'expired', detail: `no approval within ${this.rules.approvalTimeoutS}s` };
+    }
+    if (decision.kind === 'reject')
+      return { outcome: 'rejected', detail: `rejected by ${decision.by}: ${decision.reason}` };
+    status.approval = {
+      by: decision.by,
+      at: decision.at,
+      ...(decision.note !== undefined ? { note: decision.note } : {}),
+      snapshot: shown,
+      expires_at: decision.expires_at,
+      signature: decision.signature,
+    };
+    return 'again';
+  }
+
+  /** The Apply layer (P3): publishes the plan to the Apply stream, once however often it is called. */
+  private async publish(): Promise<'published' | typeof PERMIT_RAN_OUT> {
+    const { status } = this.board;
+    if (status.apply) return 'published';
+    const deadline = this.permit?.deadline ?? 0;
+    this.board.enter('apply', 'publishing to the Apply stream');
+    this.step = 'publishPlan';
+    const applied = await withinPermit(deadline, () =>
+      this.layers.publishPlan.executeWithOptions(options('Apply: publish plan', deadline), [
+        this.plan,
+        workflowInfo().workflowId,
+      ]),
+    );
+    if (applied === PERMIT_RAN_OUT) return applied;
+    status.apply = applied;
+    this.board.note(`${applied.published ? 'published' : 'already published'} as ${applied.stream_id}`);
+    return 'published';
+  }
+
+  /** The Position State Brain (P3.3), holding the symbol: the exchange's and the ledger's positions must agree. */
+  private async checkPositions(): Promise<'agree' | NonNullable<ChainStatus['p33']> | typeof PERMIT_RAN_OUT> {
+    const { status } = this.board;
+    const deadline = this.permit?.deadline ?? 0;
+    this.board.enter('p33', 'comparing exchange and ledger positions');
+    this.step = 'checkPosition';
+    const p33 = await withinPermit(deadline, () =>
+      this.layers.checkPosition.executeWithOptions(options('P3.3: position check', deadline), [this.plan]),
+    );
+    if (p33 === PERMIT_RAN_OUT) return p33;
+    status.p33 = p33;
+    if (!p33.allow) return p33;
+    this.board.note(`positions agree: exchange ${p33.exchange_amount}, ledger ${p33.ledger_amount}`);
+    return 'agree';
+  }
+
+  /**
+   * Blocked by P3.3: the symbol let go, no permit kept, nothing done until woken (the position watcher, `retry`, or
+   * the fallback look); each wake is one read of the positions. Returns an ending, or undefined once they agree.
+   */
+  private async restWhileBlocked(denial: NonNullable<ChainStatus['p33']>): Promise<Ending | undefined> {
+    await this.letGo();
+    this.permit = undefined;
+    const fallbackMs = this.rules.recheckIntervalS * 1000 * BLOCKED_FALLBACK_INTERVALS;
+    let seen = { reason: denial.reason, exchange: denial.exchange_amount, ledger: denial.ledger_amount };
+    let nextLookAt = Math.min(Date.now() + fallbackMs, this.planDeadline);
+    this.board.enter('blocked', blockedDetail(denial, nextLookAt));
+    for (;;) {
+      await this.desk.rest(nextLookAt);
+      const stop = this.cancelled() ?? this.tooOld('still blocked');
+      if (stop) return stop;
+      this.step = 'peekPosition';
+      const view = await this.layers.peekPosition.executeWithOptions(options('P3.3: look at positions'), [this.plan]);
+      if (view.allow) {
+        this.board.note(`positions agree again: exchange ${view.exchange_amount}, ledger ${view.ledger_amount}`);
+        return undefined;
+      }
+      nextLookAt = Math.min(Date.now() + fallbackMs, this.planDeadline);
+      const detail = blockedDetail({ ...denial, ...view }, nextLookAt);
+      const now = { reason: view.reason, exchange: view.exchange_amount, ledger: view.ledger_amount };
+      if (now.reason !== seen.reason || now.exchange !== seen.exchange || now.ledger !== seen.ledger) {
+        this.board.note(detail);
+      } else this.board.show(detail);
+      seen = now;
+    }
+  }
+
+  /**
+   * Execute. The last point where a cancel stops the plan is before it: after this the order may be on the
+   * exchange, so the activity retries until it is done and its fill reaches the ledger whatever the permits say.
+   */
+  private async execute(): Promise<Ending | undefined> {
+    const { status } = this.board;
+    const stop = this.cancelled();
+    if (stop) return stop;
+    this.board.enter('execute', 'placing the order');
+    this.step = 'executePlan';
+    const result = await regular.executePlan.executeWithOptions(options('Execute: place order'), [this.plan]);
+    await this.letGo();
+    if (!result.placed) {
+      this.board.note(`no order: ${result.detail}; asking the Governor again`);
+      this.permit = undefined;
+      return undefined;
+    }
+    status.execution = result.execution;
+    const fill = `${result.execution.status} ${result.execution.filled_qty} @ ${result.execution.avg_price}`;
+    if (result.execution.status !== 'FILLED') return { outcome: 'failed', detail: `exchange ${fill}` };
+    return {
+      outcome: 'executed',
+      detail: `${fill}, order ${result.execution.order_id}, ledger ${result.ledger_amount}`,
+    };
+  }
+}
+
+/** The failure as an operator reads it: the layer that failed, and why. */
+function errorMessage(err: unknown, step: string): string {
   if (err instanceof ActivityFailure) {
     const cause = err.cause;
     const message = cause instanceof ApplicationFailure || cause instanceof Error ? cause.message : String(cause);
     return `${err.activityType}: ${message}`;
   }
-  return err instanceof Error ? err.message : String(err);
+  const message = err instanceof Error ? err.message : String(err);
+  return step ? `${step}: ${message}` : message;
 }

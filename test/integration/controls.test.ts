@@ -2,9 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../lib/chain-client';
 import { loadConfig } from '../../lib/config';
 import type { permitChain } from '../../workflows';
-import { retrySignal, statusQuery } from '../../workflows/messages';
+import { statusQuery } from '../../workflows/messages';
 import { runCli } from '../cli-runner';
 import {
+  onceWritten,
   auditOf,
   chainHarness,
   eventually,
@@ -37,23 +38,21 @@ async function blockedCount(symbol: string, expected: number): Promise<void> {
 
 describe('kill switch', () => {
   it('stops the order of a plan that already holds both permits', async () => {
-    await setPositions(h, 'KILLUSDT', '2', '1');
+    await setPositions(h, 'KILLUSDT', '2', '2');
     const plan = makePlan({ symbol: 'KILLUSDT', qty: '2' });
-    await h.withWorker(async () => {
-      const { workflowId, handle } = await startPlan(h.client, h.config, plan);
-      await waitForStage(h, workflowId, 'blocked');
-      expect(JSON.parse((await h.redis.get(h.keys.permit(plan.plan_id))) ?? '{}')).toMatchObject({ granted: true });
-
-      const on = await runCli(['kill-switch', 'on', '--by', 'risk-desk'], env);
-      expect(on.stdout).toBe('kill switch on (by risk-desk)\n');
-      expect(await h.redis.get(h.keys.killSwitch)).toBe('1');
-      // Reconciled and retried: P3.3 now allows, so the plan holds both permits when it reaches Execute.
-      await h.redis.hset(h.keys.position('KILLUSDT'), 'ledger_amount', '2');
-      await handle.signal(retrySignal, { by: 'ops' });
-      const final = await handle.result();
-      expect(final.outcome).toBe('denied');
-      expect(final.governor?.reason).toBe('kill_switch_active');
-    });
+    // The risk desk pulls the switch the moment P3.3 has allowed the plan: it holds both permits, Execute is next.
+    const pulled = await onceWritten(h, h.keys.p33Permit(plan.plan_id), () => h.redis.set(h.keys.killSwitch, '1'));
+    try {
+      await h.withWorker(async () => {
+        const { handle } = await startPlan(h.client, h.config, plan);
+        const final = await handle.result();
+        expect(pulled.fired()).toBe(true);
+        expect(final.outcome).toBe('denied');
+        expect(final.governor?.reason).toBe('kill_switch_active');
+      });
+    } finally {
+      pulled.stop();
+    }
     const audit = await auditOf(h, plan.plan_id);
     expect(audit).toContainEqual(['p33', 'allowed', 'positions_reconciled']);
     expect(audit).toContainEqual(['execute', 'refused', 'kill_switch_active']);
@@ -61,6 +60,9 @@ describe('kill switch', () => {
     expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(0);
     expect(await h.redis.hget(h.keys.paperPosition('KILLUSDT'), 'amount')).toBe('2');
 
+    const on = await runCli(['kill-switch', 'on', '--by', 'risk-desk'], env);
+    expect(on.stdout).toBe('kill switch on (by risk-desk)\n');
+    expect(await h.redis.get(h.keys.killSwitch)).toBe('1');
     const off = await runCli(['kill-switch', 'off', '--by', 'risk-desk'], env);
     expect(off.code).toBe(0);
     expect(await h.redis.exists(h.keys.killSwitch)).toBe(0);
@@ -79,31 +81,29 @@ describe('kill switch set by hand', () => {
   // An operator's `redis-cli SET quantum:governor:kill_switch true` stops trading just like `kill-switch on`.
   it.each(['true', 'on'])('denies permits and stops Execute while the key holds %j', async (value) => {
     const symbol = `KILL${value.toUpperCase()}USDT`;
-    await setPositions(h, symbol, '2', '1');
+    await setPositions(h, symbol, '3', '3');
     const blocked = makePlan({ symbol, qty: '2' });
     const fresh = makePlan({ symbol, qty: '1' });
+    // Set by hand the moment P3.3 has allowed the first plan: that plan holds both permits when it reaches Execute.
+    const pulled = await onceWritten(h, h.keys.p33Permit(blocked.plan_id), () => h.redis.set(h.keys.killSwitch, value));
     await h.withWorker(async () => {
-      const { workflowId, handle } = await startPlan(h.client, h.config, blocked);
-      await waitForStage(h, workflowId, 'blocked');
-      await h.redis.set(h.keys.killSwitch, value);
       try {
+        const final = await (await startPlan(h.client, h.config, blocked)).handle.result();
+        expect(pulled.fired()).toBe(true);
+        expect(final.outcome).toBe('denied');
+        expect(final.governor?.reason).toBe('kill_switch_active');
         // A new plan gets no permit.
         const denied = await (await startPlan(h.client, h.config, fresh)).handle.result();
         expect(denied.outcome).toBe('denied');
         expect(denied.governor?.reason).toBe('kill_switch_active');
-        // A plan that already holds its Governor permit reaches Execute, which places nothing.
-        await h.redis.hset(h.keys.position(symbol), 'ledger_amount', '2');
-        await handle.signal(retrySignal, { by: 'ops' });
-        const final = await handle.result();
-        expect(final.outcome).toBe('denied');
-        expect(final.governor?.reason).toBe('kill_switch_active');
       } finally {
+        pulled.stop();
         await h.redis.del(h.keys.killSwitch);
       }
     });
     expect(await auditOf(h, blocked.plan_id)).toContainEqual(['execute', 'refused', 'kill_switch_active']);
     expect(await h.redis.exists(h.keys.paperOrder(blocked.plan_id), h.keys.paperOrder(fresh.plan_id))).toBe(0);
-    expect(await h.redis.hget(h.keys.paperPosition(symbol), 'amount')).toBe('2');
+    expect(await h.redis.hget(h.keys.paperPosition(symbol), 'amount')).toBe('3');
   });
 });
 
@@ -143,9 +143,11 @@ describe('per-symbol serialization', () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);
       const waiting = await eventually(async () => {
         const status = await handle.query(statusQuery);
-        return status.timeline.find((t) => t.detail.startsWith('waiting for LEASEUSDT: plan deaddeaddeaddead'));
+        return status.timeline.find((t) =>
+          t.detail.startsWith('in line for LEASEUSDT: plan deaddeaddeaddead holds it'),
+        );
       });
-      expect(waiting.stage).toBe('p33');
+      expect(waiting.stage).toBe('governor');
       expect((await handle.result()).outcome).toBe('executed');
       expect(workflowId).toBe(`plan-${plan.plan_id}`);
     });

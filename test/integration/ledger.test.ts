@@ -1,7 +1,6 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
@@ -13,7 +12,7 @@ import { reconcileLedger, resetFailedPlan } from '../../scripts/operations';
 import type { permitChain } from '../../workflows';
 import { createChainWorker } from '../../workers/worker';
 import { runCli } from '../cli-runner';
-import { auditOf, chainHarness, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
+import { auditOf, chainHarness, makePlan, onceWritten, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 const env = testEnv();
 let h: ChainHarness;
@@ -287,22 +286,14 @@ describe('the issue’s race on the real dev server', () => {
     const plan = makePlan({ symbol: 'RACEUSDT', side: 'SELL', qty: '1' });
     // Keyspace notifications reach this subscriber as P3.3's permit is written, long before Temporal has even
     // scheduled Execute (a workflow task and an activity task later): the flip lands in between every time.
-    const [, previous] = (await h.redis.config('GET', 'notify-keyspace-events')) as [string, string];
-    await h.redis.config('SET', 'notify-keyspace-events', 'K$');
-    const subscriber = new Redis(h.config.redisUrl);
-    const flipper = new Redis(h.config.redisUrl);
-    let flipped = false;
+    const flip = await onceWritten(h, h.keys.p33Permit(plan.plan_id), () =>
+      h.redis.hset(h.keys.position('RACEUSDT'), 'ledger_amount', 'abc'),
+    );
     try {
-      await subscriber.psubscribe(`__keyspace@*__:${h.keys.p33Permit(plan.plan_id)}`);
-      subscriber.on('pmessage', (_pattern: string, _channel: string, event: string) => {
-        if (event !== 'set' || flipped) return;
-        flipped = true;
-        void flipper.hset(h.keys.position('RACEUSDT'), 'ledger_amount', 'abc');
-      });
       await h.withWorker(async () => {
         const { handle } = await startPlan(h.client, h.config, plan);
         const failed = await handle.result();
-        expect(flipped).toBe(true);
+        expect(flip.fired()).toBe(true);
         expect(failed.outcome).toBe('failed');
         expect(failed.last_error).toBe(
           `executePlan: ledger_amount of RACEUSDT is not a decimal number: 'abc'; no order was placed. Set it ` +
@@ -320,9 +311,7 @@ describe('the issue’s race on the real dev server', () => {
         expect(rerun.outcome).toBe('executed');
       });
     } finally {
-      subscriber.disconnect();
-      flipper.disconnect();
-      await h.redis.config('SET', 'notify-keyspace-events', previous);
+      flip.stop();
     }
     expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(1);
     expect(await amounts('RACEUSDT')).toEqual({ exchange: '4', ledger: '4' });

@@ -33,6 +33,8 @@ describe('loadConfig', () => {
       p33ToleranceBySymbol: {},
       approvers: [],
       approverKeysDir: '',
+      layerActivities: 'local',
+      workflowCacheSize: 500,
       exchange: 'paper',
       rateLimit: null,
       maxQty: null,
@@ -101,6 +103,8 @@ describe('loadConfig', () => {
       p33ToleranceBySymbol: { ETHUSDT: '0.01' },
       approvers: ['alice', 'bob'],
       approverKeysDir: '',
+      layerActivities: 'local',
+      workflowCacheSize: 500,
       exchange: 'paper',
       rateLimit: { count: 30, windowMs: 60_000 },
       maxQty: '1.5',
@@ -336,6 +340,7 @@ describe('chainRules', () => {
       planMaxAgeS: 3600,
       approvalTimeoutS: 600,
       approvers: [],
+      layerActivities: 'local',
     });
   });
 
