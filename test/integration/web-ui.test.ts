@@ -92,6 +92,25 @@ describe('the Temporal Web UI as the operators’ window', () => {
       );
       await page.screenshot({ path: join(ARTIFACTS, 'web-ui-blocked-plan.png') });
       expect(shown).toContain(`SELL 0.5 ETHUSDT reduce-only · plan ${plan.plan_id}`);
+
+      // Each layer is its own step in the Event History, with its summary, though it ran as a local activity.
+      await page.goto(`${inject('temporalUiUrl')}/namespaces/default/workflows/${workflowId}`);
+      await page
+        .getByRole('link', { name: 'Event History' })
+        .or(page.getByRole('tab', { name: 'Event History' }))
+        .first()
+        .click();
+      const history = await eventually(
+        async () => {
+          const text = await page.locator('body').innerText();
+          const steps = ['Governor: admit plan', 'symbol: take ETHUSDT', 'Governor: permit', 'Apply: publish plan'];
+          return [...steps, 'P3.3: position check'].every((step) => text.includes(step)) ? text : undefined;
+        },
+        20_000,
+        'the layers and their summaries in the Event History',
+      );
+      await page.screenshot({ path: join(ARTIFACTS, 'web-ui-event-history.png'), fullPage: true });
+      expect(history).toContain('checkPosition');
       await page.close();
 
       await h.redis.hset(h.keys.position('ETHUSDT'), 'ledger_amount', '2');
