@@ -38,14 +38,19 @@ export interface DemoResult {
   ledger_amount: string | null;
   /** Submit → blocked: Governor, Apply and P3.3's denial. */
   first_pass_ms: number;
-  /** Retry → executed: P3.3 again and Execute. */
-  retry_to_executed_ms: number;
+  /** The ledger fixed → executed: the position watcher wakes the plan, which asks again and executes. */
+  fix_to_executed_ms: number;
+  /** Whether the plan needed a `retry` (no position watcher woke it within WATCHER_GRACE_MS). */
+  retried: boolean;
 }
+
+/** How long the demo gives the position watcher before it retries the plan itself, as an operator would. */
+const WATCHER_GRACE_MS = 5_000;
 
 /**
  * The existing system's reported incident, on the running stack: exchange 0.062 BTC, ledger 0.002, a reduce-only
- * SELL 0.062 → P3.3 denies `reconcile_required_qty_mismatch` → the ledger is set to 0.062 → retry → executed, and
- * the exchange and the ledger are both 0.
+ * SELL 0.062 → P3.3 denies `reconcile_required_qty_mismatch` → the ledger is set to 0.062 (the seed's one command)
+ * → the position watcher wakes the plan → executed, and the exchange and the ledger are both 0.
  */
 export async function runDemo(config: ChainConfig, out: Output): Promise<DemoResult> {
   const keys = redisKeys(config.keyPrefix);
@@ -88,12 +93,21 @@ export async function runDemo(config: ChainConfig, out: Output): Promise<DemoRes
     );
     await redis.hset(keys.position(SYMBOL), 'ledger_amount', EXCHANGE_AMOUNT, 'updated_at', String(Date.now()));
 
-    out.line(`5. and retries the plan: permit-chain retry ${plan.plan_id}`);
-    const retriedAt = Date.now();
+    const fixedAt = Date.now();
     const handle = client.workflow.getHandle<typeof permitChain>(workflowId);
-    await handle.signal(retrySignal, { by: 'demo' });
-    const final: ChainStatus = await handle.result();
-    const retryMs = Date.now() - retriedAt;
+    const ended = handle.result();
+    const woken = await Promise.race([
+      ended.then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), WATCHER_GRACE_MS)),
+    ]);
+    if (woken) {
+      out.line(`5. the position watcher wakes the plan: no retry needed`);
+    } else {
+      out.line(`5. no position watcher woke it: the operator retries, permit-chain retry ${plan.plan_id}`);
+      await handle.signal(retrySignal, { by: 'demo' });
+    }
+    const final: ChainStatus = await ended;
+    const fixMs = Date.now() - fixedAt;
 
     const [exchangeAmount, ledgerAmount] = await Promise.all([
       redis.hget(keys.paperPosition(SYMBOL), 'amount'),
@@ -101,7 +115,7 @@ export async function runDemo(config: ChainConfig, out: Output): Promise<DemoRes
     ]);
     out.line(
       `6. ${final.outcome}: order ${final.execution?.order_id} ${final.execution?.status} ${final.execution?.filled_qty} @ ${final.execution?.avg_price} ` +
-        `in ${retryMs} ms after the retry`,
+        `in ${fixMs} ms after the fix`,
     );
     const result: DemoResult = {
       plan_id: plan.plan_id,
@@ -110,7 +124,8 @@ export async function runDemo(config: ChainConfig, out: Output): Promise<DemoRes
       exchange_amount: exchangeAmount,
       ledger_amount: ledgerAmount,
       first_pass_ms: firstPassMs,
-      retry_to_executed_ms: retryMs,
+      fix_to_executed_ms: fixMs,
+      retried: !woken,
     };
     if (final.outcome !== 'executed')
       throw new Error(`demo: the plan ended ${final.outcome}: ${final.last_error ?? ''}`);

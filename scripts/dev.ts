@@ -58,7 +58,7 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
       // The embedded servers are plain text: where TLS is configured, a server of that kind must already run.
       if (!LOOPBACK.has(redisUrl.hostname) || config.redisTls)
         throw new Error(`REDIS_URL: nothing answers at ${redisShown}`);
-      out.line(`dev: starting redis-server on port ${redisPort} (append-only file in .data/redis)`);
+      out.line(`dev: starting redis-server on port ${redisPort} (append-only file in ${join(DATA_DIR, 'redis')})`);
       redisServer = await startRedis({ port: redisPort, dir: join(DATA_DIR, 'redis') });
     } else {
       out.line(`dev: using the Redis at ${redisShown}`);
@@ -66,7 +66,9 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
     if (!(await listening(temporalHost, temporalPort))) {
       if (!LOOPBACK.has(temporalHost) || config.temporalTls)
         throw new Error(`TEMPORAL_ADDRESS: nothing answers at ${config.temporalAddress}`);
-      out.line(`dev: starting the Temporal dev server on port ${temporalPort} (database .data/temporal.db)`);
+      out.line(
+        `dev: starting the Temporal dev server on port ${temporalPort} (database ${join(DATA_DIR, 'temporal.db')})`,
+      );
       temporalServer = await startTemporalDevServer({
         port: temporalPort,
         uiPort,

@@ -87,6 +87,7 @@ describe('permit-chain dev', () => {
     const [, planId] = await first.waitFor(/submitted: plan ([0-9a-f]{16})/);
     await first.waitFor(/7\. exchange 0, ledger 0: demo done/);
     expect(first.output()).toContain('P3.3 denied: reconcile_required_qty_mismatch (exchange 0.062 vs ledger 0.002');
+    expect(first.output()).toContain('5. the position watcher wakes the plan: no retry needed');
     expect(first.output()).toContain('6. executed: order paper-');
     expect(first.output()).toContain('dev: testnet mode (TRADING_MODE unset; dev runs testnet');
     const ui = await fetch(`http://127.0.0.1:${uiPort}/`);
