@@ -27,41 +27,26 @@ if [ ! -d "$root/node_modules" ] || [ "$root/package-lock.json" -nt "$root/node_
   (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# Installs a Debian package with apt-get when root; otherwise says how, and stops. Args: package, why.
+apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing Debian's redis-server"
+    say "installing Debian's $1 ($2)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
   else
-    echo "setup: redis-server is missing: install it with 'sudo apt-get install -y redis-server' and run this again" >&2
+    echo "setup: $1 is missing ($2): install it with 'sudo apt-get install -y $1' and run this again" >&2
     exit 1
   fi
-fi
+}
+
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server "the shared state"
 # Debian's package starts a system Redis on 6379; the project starts its own where it needs one, so leave it be.
 
-# Debian's Chromium, for the Web UI test (playwright-core drives it; no browser download). Only with --tests:
-# running the stack does not need a browser.
-if [ "$want_test_tools" = 1 ] && [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing Debian's chromium (for the Web UI test)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "setup: chromium is missing (the Web UI test needs it): install it with 'sudo apt-get install -y chromium'" >&2
-    exit 1
-  fi
-fi
-
-# The transport test makes its certificates with the openssl command (Debian's libssl alone has no command).
-if [ "$want_test_tools" = 1 ] && ! command -v openssl >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing Debian's openssl (for the transport test's certificates)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
-  else
-    echo "setup: openssl is missing (the transport test needs it): install it with 'sudo apt-get install -y openssl'" >&2
-    exit 1
-  fi
+if [ "$want_test_tools" = 1 ]; then
+  # Debian's Chromium drives the Web UI test (playwright-core, no browser download); running the stack needs none.
+  [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || apt_install chromium "for the Web UI test"
+  # The transport test makes its certificates with the openssl command (Debian's libssl alone has no command).
+  command -v openssl >/dev/null 2>&1 || apt_install openssl "for the transport test's certificates"
 fi
 
 pip_install() { # package version target
