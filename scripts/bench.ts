@@ -676,7 +676,8 @@ async function parked(b: Bench, options: BenchOptions, count: number, symbolCoun
     `at rest         ${Math.round((worker[worker.length - 1]!.at - worker[0]!.at) / 1000)} s, a sample every ${SAMPLE_EVERY_MS / 1000} s: ` +
       `CPU worker (this process) ${pct(workerCpu)}, server ${pct(serverCpu)}` +
       (pid ? ` (pid ${pid} ${processName(pid)})` : ' (server not found: --server-pid)') +
-      `, sum ${pct(sum)} of one core`,
+      `, sum ${pct(sum)} of one core` +
+      (blocked < count ? ` (not at rest: ${count - blocked} plans were not blocked yet)` : ''),
     `                worker RSS first ${mib(rssFirst)} MiB, last ${mib(rssLast)} MiB, max ${mib(rssMax)} MiB` +
       (server.length > 0
         ? `; server RSS ${mib(server[0]!.rssBytes)} → ${mib(server[server.length - 1]!.rssBytes)} MiB`

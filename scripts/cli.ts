@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { msToNumber } from '@temporalio/common/lib/time';
 import type { UpdateDefinition } from '@temporalio/common';
@@ -597,12 +597,15 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       sizeList,
     )
     .option('--parked <n>', "N blocked plans at rest: CPU and memory, then the seed's fix on one symbol", upTo(10_000))
-    .option('--window <time>', 'with --parked: how long CPU and memory are sampled', durationUpTo(HOUR), 120_000)
-    .option(
-      '--fix-timeout <time>',
-      "with --parked: how long the fixed symbol's plans may take",
-      durationUpTo(HOUR),
-      60_000,
+    .addOption(
+      new Option('--window <time>', 'with --parked: how long CPU and memory are sampled')
+        .argParser(durationUpTo(HOUR))
+        .default(120_000, '120s'),
+    )
+    .addOption(
+      new Option('--fix-timeout <time>', "with --parked: how long the fixed symbol's plans may take")
+        .argParser(durationUpTo(HOUR))
+        .default(60_000, '60s'),
     )
     .option('--server-pid <pid>', "with --parked: the Temporal server's pid, if not found from its port", positiveInt)
     .action(async (opts: BenchOptions) => {
