@@ -563,11 +563,9 @@ async function countBlocked(b: Bench): Promise<number> {
   return (await b.client.workflow.count(query)).count;
 }
 
-/** The Temporal server's pid: given, or the process listening on its port when that is on this machine. */
+/** The Temporal server's pid: given, or the process listening on its port (the bench runs on loopback only). */
 function serverPid(b: Bench, given: number | undefined): number | undefined {
-  if (given !== undefined) return given;
-  const [host = '', port = ''] = b.config.temporalAddress.split(':');
-  return ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host) ? listeningPid(Number(port)) : undefined;
+  return given ?? listeningPid(Number(b.config.temporalAddress.split(':')[1]));
 }
 
 /** Average CPU of one core, in %, between two samples. */
@@ -720,12 +718,28 @@ async function parked(b: Bench, options: BenchOptions, count: number, symbolCoun
   return { text, report };
 }
 
+const isLoopback = (host: string) => /^(127\.\d+\.\d+\.\d+|localhost|::1|\[::1\])$/.test(host);
+
+/**
+ * The servers of the configuration that are not on this machine's loopback. The bench runs only where they all
+ * are: it starts thousands of plans and measures the server's process, which is not for a shared cluster.
+ */
+export function remoteServers(config: Pick<ChainConfig, 'redisUrl' | 'temporalAddress'>): string[] {
+  const remote: string[] = [];
+  if (!isLoopback(new URL(config.redisUrl).hostname)) remote.push(`REDIS_URL ${config.redisUrl}`);
+  if (!isLoopback(config.temporalAddress.split(':')[0] ?? ''))
+    remote.push(`TEMPORAL_ADDRESS ${config.temporalAddress}`);
+  return remote;
+}
+
 /**
  * The benchmark, against the reachable Redis and Temporal server, with a worker of its own (testnet: the Governor
  * approves by itself) on its own task queue and key prefix so that it touches nothing else; its plans are ended and
  * its keys removed when it is done. Modes: side by side (default), `duration`, `burst`, `parked`.
  */
 export async function runBench(base: ChainConfig, out: Output, options: BenchOptions): Promise<BenchReport> {
+  const remote = remoteServers(base);
+  if (remote.length > 0) throw new Error(`bench: runs on loopback servers only, not ${remote.join(' or ')}`);
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const run = randomBytes(3).toString('hex');
   const config: ChainConfig = {

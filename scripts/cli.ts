@@ -26,7 +26,7 @@ import {
 } from '../workflows/messages';
 import { DEFAULT_INTAKE_OPTIONS, INTAKE_GROUP, runIntake } from '../workers/intake';
 import { connectRedis, runWorker } from '../workers/worker';
-import { runBench, type BenchOptions } from './bench';
+import { remoteServers, runBench, type BenchOptions } from './bench';
 import { runDemo } from './demo';
 import {
   OUTCOMES,
@@ -611,7 +611,10 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
     .action(async (opts: BenchOptions) => {
       const modes = [opts.duration, opts.burst, opts.parked].filter((mode) => mode !== undefined);
       if (modes.length > 1) throw new UsageError('bench: --duration, --burst and --parked are separate runs: give one');
-      const report = await runBench(config(), out(), opts);
+      const cfg = config();
+      const remote = remoteServers(cfg);
+      if (remote.length > 0) throw new UsageError(`bench: runs on loopback servers only, not ${remote.join(' or ')}`);
+      const report = await runBench(cfg, out(), opts);
       // The exit code says whether plans were lost, duplicated or left unfinished; the targets are for reading.
       if (!report.ok) exitCode = 1;
     });

@@ -164,6 +164,15 @@ describe('permit-chain bench', () => {
     await leftNothing(report);
   });
 
+  it('refuses servers that are not on loopback, and starts nothing', async () => {
+    const run = await runCli(['bench', '--burst', '5'], { ...env, REDIS_URL: 'redis://10.0.0.1:6379/0' });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe(
+      'permit-chain: bench: runs on loopback servers only, not REDIS_URL redis://10.0.0.1:6379/0\n',
+    );
+    expect(run.stdout).toBe('');
+  });
+
   it('refuses two modes at once with one line', async () => {
     const run = await runCli(['bench', '--burst', '5', '--parked', '5'], env);
     expect(run.code).toBe(2);
