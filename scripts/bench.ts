@@ -1,29 +1,288 @@
 import { randomBytes } from 'node:crypto';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { DefaultLogger, Runtime, type NativeConnection } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
+import { createActivities } from '../activities';
+import { createPaperExchange } from '../activities/exchange/paper';
 import { connectTemporal, startPlan } from '../lib/chain-client';
 import type { ChainConfig } from '../lib/config';
-import { closeOnFailure, connectRedis } from '../lib/connections';
-import { redisKeys } from '../lib/keys';
+import { redisKeys, type RedisKeys } from '../lib/keys';
 import { parsePlan } from '../lib/plan';
-import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
+import type { ChainStatus, Plan } from '../lib/types';
+import type { benchFloor } from '../workflows';
+import { connectRedis } from '../lib/connections';
+import { PositionWatcher } from '../workers/position-watcher';
+import { connectWorkerTemporal, createChainWorker, exchangeFor } from '../workers/worker';
+import { directChain } from './bench-direct';
+import { checkIntegrity, integrityLine, type Baseline, type BenchPlan } from './bench-integrity';
+import { listeningPid, processName, sampleProcess, sampleSelf, type ProcessSample } from './bench-proc';
 import type { Output } from './output';
 
 export interface BenchOptions {
+  /** Side by side (the default mode): how many plans, empty workflows and direct chains. */
   plans: number;
   concurrency: number;
-  symbols: number;
+  /** Default: 10, or 20 with `parked`. */
+  symbols?: number;
+  /** Sustained load for this long (ms). */
+  duration?: number;
+  /** Bursts of this many plans on one symbol, one after another. */
+  burst?: number[];
+  /** This many blocked plans at rest. */
+  parked?: number;
+  /** With `parked`: how long CPU and memory are sampled (ms). */
+  window: number;
+  /** With `parked`: how long the fixed plans may take to execute after the seed's fix (ms). */
+  fixTimeout: number;
+  /** With `parked`: the Temporal server's pid, when it cannot be found from its port. */
+  serverPid?: number;
 }
 
-export interface BenchResult {
-  plans: number;
-  concurrency: number;
-  symbols: number;
-  executed: number;
-  wall_ms: number;
-  plans_per_s: number;
-  latency_ms: { p50: number; p95: number; p99: number; max: number };
-  peak_rss_mib: number;
+/** A figure the bench prints beside its target: `pass` null when it could not be measured here. */
+export interface Check {
+  figure: string;
+  value: number | null;
+  unit: string;
+  target: string;
+  pass: boolean | null;
+}
+
+export interface BenchReport {
+  mode: 'side-by-side' | 'sustained' | 'burst' | 'parked';
+  run: string;
+  /** Nothing lost or duplicated, every plan ended as it should: the exit code follows this, not the targets. */
+  ok: boolean;
+  checks: Check[];
+  [figure: string]: unknown;
+}
+
+/** Issue 8's targets (this machine, embedded dev server), each printed beside the figure it judges. */
+const TARGET = {
+  chainToEmptyP50: 2,
+  chainToEmptyP99: 4,
+  sustainedPlansPerS: 60,
+  sustainedP99Ms: 1000,
+  /** A burst drains in N × the serial chain's p50 plus this. */
+  burstSlackMs: 5000,
+  /** A burst twice as large drains in at most 2.2 times as long: linear, with 10 % slack. */
+  burstLinearity: 1.1,
+  allBlockedMs: 60_000,
+  parkedCpuPercent: 15,
+  parkedRssDrift: 0.1,
+  parkedRssMiB: 500,
+  fixToExecutedP50Ms: 1000,
+};
+
+/** Runs before each measured series and not counted: the first workflow of a fresh worker pays for its sandbox. */
+const WARM_UP_RUNS = 2;
+/** `--burst`: the serial chain's p50 its targets are derived from, measured first in the same run. */
+const BURST_SERIAL_PLANS = 10;
+/** How long past its measure the bench waits for a plan's end: one that has not ended by then counts as lost. */
+const DRAIN_BOUND_MS = 120_000;
+/** `--parked`: how often CPU and memory are sampled, and how often visibility is asked how many are blocked. */
+const SAMPLE_EVERY_MS = 5_000;
+const BLOCKED_POLL_MS = 500;
+/** The paper exchange's position of a parked symbol: the ledger says 0, so P3.3 blocks every plan on it. */
+const PARKED_EXCHANGE = '1';
+/** RPCs (starts, cancels, terminations) the bench has in flight at once outside the measured plans. */
+const RPC_LANES = 20;
+
+const TIMED_OUT = Symbol('timed out');
+
+/** The promise's value, or TIMED_OUT at the deadline (ms since epoch). */
+async function byDeadline<T>(promise: Promise<T>, deadline: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((done) => {
+    timer = setTimeout(() => done(TIMED_OUT), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+/** Runs `task` for 0..count-1, `lanes` at a time. */
+async function inLanes(count: number, lanes: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < count) await task(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(lanes, count) }, lane));
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+const round = (n: number) => (Number.isFinite(n) ? Math.round(n * 10) / 10 : null);
+
+/** p50/p95/p99/max of latencies in ms, to 0.1 ms; an unfinished run counts as Infinity (shown as null). */
+function latency(ms: readonly number[]) {
+  const sorted = [...ms].sort((a, b) => a - b);
+  return {
+    p50: round(percentile(sorted, 50)),
+    p95: round(percentile(sorted, 95)),
+    p99: round(percentile(sorted, 99)),
+    max: round(sorted[sorted.length - 1] ?? NaN),
+  };
+}
+
+const ms = (value: number | null) => (value === null ? '—' : `${value} ms`);
+const mib = (bytes: number) => Math.round(bytes / 1024 / 1024);
+
+function check(figure: string, value: number | null, unit: string, target: string, pass: boolean | null): Check {
+  const decimals = unit === '×' ? 100 : 10;
+  return { figure, value: value === null ? null : Math.round(value * decimals) / decimals, unit, target, pass };
+}
+
+function atMost(figure: string, value: number | null, limit: number, unit: string): Check {
+  return check(figure, value, unit, `≤ ${limit}${unit}`, value === null ? false : value <= limit);
+}
+
+function checkLine(c: Check): string {
+  const shown = c.value === null ? '—' : `${c.value}${c.unit}`;
+  const mark = c.pass === null ? 'n/a' : c.pass ? 'PASS' : 'FAIL';
+  return `  ${c.figure.padEnd(40)} ${shown.padStart(12)}   target ${c.target.padEnd(12)} ${mark}`;
+}
+
+/** What a mode measured: lines for people, and the report (`--json`). */
+interface Measured {
+  text: string[];
+  report: BenchReport;
+}
+
+/** What every mode works with: the bench's own config, connections, and what it started. */
+interface Bench {
+  run: string;
+  config: ChainConfig;
+  keys: RedisKeys;
+  redis: Redis;
+  client: Client;
+  out: Output;
+  /** Workflows started and not yet seen to end, by workflow id: the bench ends them before it leaves. */
+  open: Map<string, { handle: WorkflowHandle; record?: BenchPlan }>;
+  /** Every plan the bench started, for the integrity check. */
+  plans: BenchPlan[];
+  /** Each symbol's amounts before the plans moved them. */
+  baseline: Map<string, Baseline>;
+}
+
+/** Where the run was: its id, task queue and key prefix (both gone when it is done). */
+function where(b: Bench) {
+  return { run: b.run, task_queue: b.config.taskQueue, key_prefix: b.config.keyPrefix };
+}
+
+function benchPlan(b: Bench, symbol: string, tag: string): Plan {
+  return parsePlan({
+    action: 'EXECUTE',
+    symbol,
+    side: 'BUY',
+    qty: '0.001',
+    reduce_only: false,
+    source: 'bench',
+    created_at: Date.now(),
+    bench: `${b.run}-${tag}`,
+  });
+}
+
+async function setPositions(
+  redis: Redis,
+  keys: RedisKeys,
+  symbols: readonly string[],
+  amounts: Baseline,
+  baseline?: Map<string, Baseline>,
+): Promise<void> {
+  const pipeline = redis.pipeline();
+  for (const symbol of symbols) {
+    pipeline.hset(keys.paperPosition(symbol), 'amount', amounts.exchange);
+    pipeline.hset(keys.position(symbol), 'ledger_amount', amounts.ledger);
+    baseline?.set(symbol, amounts);
+  }
+  await pipeline.exec();
+}
+
+/** Starts a plan's workflow; it stays on the bench's books until it is seen to end. */
+async function startChain(b: Bench, plan: Plan): Promise<{ record: BenchPlan; handle: WorkflowHandle }> {
+  const record: BenchPlan = { planId: plan.plan_id, symbol: plan.symbol };
+  b.plans.push(record);
+  const { handle } = await startPlan(b.client, b.config, plan);
+  b.open.set(handle.workflowId, { handle, record });
+  return { record, handle };
+}
+
+/** Waits for a plan's outcome until the deadline; 'unfinished' when it has none by then. */
+async function awaitOutcome(b: Bench, record: BenchPlan, handle: WorkflowHandle, deadline: number): Promise<string> {
+  const result = await byDeadline(
+    (handle.result() as Promise<ChainStatus>).then(
+      (status) => status.outcome ?? 'none',
+      () => 'error',
+    ),
+    deadline,
+  );
+  if (result === TIMED_OUT) return (record.outcome = 'unfinished');
+  b.open.delete(handle.workflowId);
+  return (record.outcome = result);
+}
+
+/** One plan through the chain, start to result. */
+async function timedChain(b: Bench, plan: Plan, deadline: number): Promise<{ ms: number; outcome: string }> {
+  const t0 = performance.now();
+  const { record, handle } = await startChain(b, plan);
+  const outcome = await awaitOutcome(b, record, handle, deadline);
+  return { ms: outcome === 'unfinished' ? Infinity : performance.now() - t0, outcome };
+}
+
+/** `count` plans one after another on `symbol`; their latencies. */
+async function serialChains(b: Bench, symbol: string, tag: string, count: number): Promise<number[]> {
+  const latencies: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const { ms } = await timedChain(b, benchPlan(b, symbol, `${tag}-${i}`), Date.now() + DRAIN_BOUND_MS);
+    latencies.push(ms);
+    if (ms === Infinity) break;
+  }
+  return latencies;
+}
+
+/** The empty workflow, start to result. */
+async function timedFloor(b: Bench, tag: string): Promise<number> {
+  const t0 = performance.now();
+  const handle = await b.client.workflow.start<typeof benchFloor>('benchFloor', {
+    taskQueue: b.config.taskQueue,
+    workflowId: `bench-floor-${b.run}-${tag}`,
+  });
+  b.open.set(handle.workflowId, { handle });
+  const done = await byDeadline(handle.result(), Date.now() + DRAIN_BOUND_MS);
+  if (done === TIMED_OUT) return Infinity;
+  b.open.delete(handle.workflowId);
+  return performance.now() - t0;
+}
+
+/** Ends what the bench started and has not seen end: a Temporal cancel first when asked, then termination. */
+async function endOpen(b: Bench, options: { cancelFirst: boolean; waitMs: number }): Promise<number> {
+  const open = [...b.open.values()];
+  if (options.cancelFirst && open.length > 0) {
+    await inLanes(open.length, RPC_LANES, async (i) => {
+      await open[i]?.handle.cancel().catch(() => undefined);
+    });
+    const deadline = Date.now() + options.waitMs;
+    await Promise.all(
+      open.map(async ({ handle, record }) => {
+        if (record) await awaitOutcome(b, record, handle, deadline);
+      }),
+    );
+  }
+  const left = [...b.open.values()];
+  await inLanes(left.length, RPC_LANES, async (i) => {
+    const { handle, record } = left[i]!;
+    await handle.terminate(`permit-chain bench ${b.run} is done`).catch(() => undefined);
+    b.open.delete(handle.workflowId);
+    if (record) record.outcome = 'terminated';
+  });
+  return left.length;
 }
 
 /** The bench's own keys go when it is done: it leaves the shared Redis as it found it. */
@@ -36,91 +295,526 @@ async function removeKeys(redis: Redis, pattern: string): Promise<void> {
   } while (cursor !== '0');
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
+function symbolsOf(count: number, tag = ''): string[] {
+  return Array.from({ length: count }, (_, i) => `BENCH${tag}${i}USDT`);
 }
 
 /**
- * The load benchmark: runs `plans` plans through the whole chain (Governor, Apply, P3.3, Execute) against the
- * reachable Redis and Temporal server, `concurrency` at a time, with its own worker on its own task queue and key
- * prefix so that it touches nothing else. Latency is from the workflow start to its result.
+ * The default mode: the empty workflow, the same Redis work as direct calls, and the chain, in the same run on the
+ * same server; the chain's latency as a ratio to both.
  */
-export async function runBench(base: ChainConfig, out: Output, options: BenchOptions): Promise<BenchResult> {
+async function sideBySide(b: Bench, options: BenchOptions, symbolCount: number): Promise<Measured> {
+  const symbols = symbolsOf(symbolCount);
+  await setPositions(b.redis, b.keys, symbols, { exchange: '0', ledger: '0' }, b.baseline);
+  b.out.line(
+    `bench: ${options.plans} empty workflows, ${options.plans} direct chains (serial), then ${options.plans} plans ` +
+      `${options.concurrency} at a time over ${symbolCount} symbols; ${WARM_UP_RUNS} warm-up runs of each first`,
+  );
+
+  for (let i = 0; i < WARM_UP_RUNS; i++) await timedFloor(b, `warm-${i}`);
+  const floor: number[] = [];
+  while (floor.length < options.plans && floor[floor.length - 1] !== Infinity) {
+    floor.push(await timedFloor(b, String(floor.length)));
+  }
+
+  // The same activities with the same deps as the worker, over a key prefix of their own.
+  const directConfig: ChainConfig = { ...b.config, keyPrefix: `${b.config.keyPrefix}:direct` };
+  const directKeys = redisKeys(directConfig.keyPrefix);
+  await setPositions(b.redis, directKeys, symbols, { exchange: '0', ledger: '0' });
+  const layers = createActivities({
+    redis: b.redis,
+    config: directConfig,
+    exchange: createPaperExchange(b.redis, directKeys, Date.now),
+    clock: Date.now,
+    approverKeys: new Map(),
+  });
+  const leaseMs = b.config.permitTtlS * 1000;
+  const direct: number[] = [];
+  for (let i = -WARM_UP_RUNS; i < options.plans; i++) {
+    const plan = benchPlan(b, symbols[(i + WARM_UP_RUNS) % symbols.length]!, `direct-${i}`);
+    const t0 = performance.now();
+    await directChain(layers, plan, leaseMs);
+    if (i >= 0) direct.push(performance.now() - t0);
+  }
+
+  await serialChains(b, symbols[0]!, 'warm', WARM_UP_RUNS);
+  const chain: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  let lastEnd = started;
+  const deadline = () => Date.now() + DRAIN_BOUND_MS;
+  await Promise.all(
+    Array.from({ length: options.concurrency }, async () => {
+      while (next < options.plans) {
+        const i = next++;
+        const run = await timedChain(b, benchPlan(b, symbols[i % symbols.length]!, String(i)), deadline());
+        chain.push(run.ms);
+        lastEnd = performance.now();
+        if (run.outcome === 'unfinished') return;
+      }
+    }),
+  );
+  const wallMs = lastEnd - started;
+
+  await endOpen(b, { cancelFirst: false, waitMs: 0 });
+  const integrity = await checkIntegrity(b.redis, b.keys, b.plans, b.baseline);
+  const measured = b.plans.slice(WARM_UP_RUNS);
+  const executed = measured.filter((plan) => plan.outcome === 'executed').length;
+  const floorMs = latency(floor);
+  const directMs = latency(direct);
+  const chainMs = latency(chain);
+  const ratio = (a: number | null, z: number | null) =>
+    a === null || z === null || z === 0 ? null : Math.round((a / z) * 100) / 100;
+  const ratios = {
+    chain_to_empty: { p50: ratio(chainMs.p50, floorMs.p50), p99: ratio(chainMs.p99, floorMs.p99) },
+    chain_to_direct: { p50: ratio(chainMs.p50, directMs.p50), p99: ratio(chainMs.p99, directMs.p99) },
+  };
+  // The targets are for a serial chain: plans in flight at once wait for each other's workflow tasks.
+  const serial = options.concurrency === 1;
+  const ratioCheck = (figure: string, value: number | null, limit: number) =>
+    serial ? atMost(figure, value, limit, '×') : check(figure, value, '×', `≤ ${limit}× at --concurrency 1`, null);
+  const checks = [
+    ratioCheck('chain / empty workflow, p50', ratios.chain_to_empty.p50, TARGET.chainToEmptyP50),
+    ratioCheck('chain / empty workflow, p99', ratios.chain_to_empty.p99, TARGET.chainToEmptyP99),
+  ];
+  const plansPerS = (executed / wallMs) * 1000;
+  const x = (r: number | null) => (r === null ? '—' : `${r.toFixed(1)}×`);
+  const text = [
+    `empty workflow  ${options.plans} serial                p50 ${ms(floorMs.p50)}  p99 ${ms(floorMs.p99)}`,
+    `direct calls    ${options.plans} serial, one process   p50 ${ms(directMs.p50)}  p99 ${ms(directMs.p99)}`,
+    `chain           ${executed}/${options.plans} executed, ${options.concurrency} at a time, ${symbolCount} symbols, ` +
+      `${Math.round(wallMs)} ms`,
+    `                p50 ${ms(chainMs.p50)}  p95 ${ms(chainMs.p95)}  p99 ${ms(chainMs.p99)}  max ${ms(chainMs.max)}`,
+    `                ${plansPerS.toFixed(1)} plans/s`,
+    `chain / empty   p50 ${x(ratios.chain_to_empty.p50)}  p99 ${x(ratios.chain_to_empty.p99)}`,
+    `chain / direct  p50 ${x(ratios.chain_to_direct.p50)}  p99 ${x(ratios.chain_to_direct.p99)}`,
+    `integrity       ${integrityLine(integrity)}`,
+    'targets',
+    ...checks.map(checkLine),
+  ];
+  const report: BenchReport = {
+    mode: 'side-by-side',
+    ...where(b),
+    ok: integrity.ok && executed === options.plans,
+    plans: options.plans,
+    concurrency: options.concurrency,
+    symbols: symbolCount,
+    executed,
+    wall_ms: Math.round(wallMs),
+    plans_per_s: round(plansPerS),
+    empty_workflow_ms: { runs: floor.length, p50: floorMs.p50, p99: floorMs.p99 },
+    direct_calls_ms: { runs: direct.length, p50: directMs.p50, p99: directMs.p99 },
+    latency_ms: chainMs,
+    ratios,
+    integrity,
+    checks,
+  };
+  return { text, report };
+}
+
+/** `--duration`: as many plans as `concurrency` lanes start over the duration, on `symbols` symbols. */
+async function sustained(b: Bench, options: BenchOptions, durationMs: number, symbolCount: number): Promise<Measured> {
+  const symbols = symbolsOf(symbolCount);
+  await setPositions(b.redis, b.keys, symbols, { exchange: '0', ledger: '0' }, b.baseline);
+  b.out.line(
+    `bench: plans ${options.concurrency} at a time over ${symbolCount} symbols for ${durationMs / 1000} s ` +
+      `(then at most ${DRAIN_BOUND_MS / 1000} s for those in flight); ${WARM_UP_RUNS} warm-up plans first`,
+  );
+  await serialChains(b, symbols[0]!, 'warm', WARM_UP_RUNS);
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  const stopAt = started + durationMs;
+  const deadline = Date.now() + durationMs + DRAIN_BOUND_MS;
+  let lastEnd = started;
+  await Promise.all(
+    Array.from({ length: options.concurrency }, async () => {
+      while (performance.now() < stopAt) {
+        const i = next++;
+        const run = await timedChain(b, benchPlan(b, symbols[i % symbols.length]!, String(i)), deadline);
+        latencies.push(run.ms);
+        lastEnd = performance.now();
+        if (run.outcome === 'unfinished') return;
+      }
+    }),
+  );
+  const wallMs = lastEnd - started;
+  await endOpen(b, { cancelFirst: false, waitMs: 0 });
+  const integrity = await checkIntegrity(b.redis, b.keys, b.plans, b.baseline);
+  const measured = b.plans.slice(WARM_UP_RUNS);
+  const executed = measured.filter((plan) => plan.outcome === 'executed').length;
+  const lostOrDuplicated =
+    measured.length -
+    executed +
+    integrity.apply_missing +
+    integrity.apply_duplicated +
+    integrity.apply_strangers +
+    integrity.orders_missing +
+    integrity.orders_unexpected +
+    integrity.symbols_off.length;
+  const plansPerS = (executed / wallMs) * 1000;
+  const chainMs = latency(latencies);
+  const checks = [
+    check('plans/s sustained', plansPerS, '', `≥ ${TARGET.sustainedPlansPerS}`, plansPerS >= TARGET.sustainedPlansPerS),
+    atMost('latency p99', chainMs.p99, TARGET.sustainedP99Ms, ' ms'),
+    atMost('plans lost or duplicated (any kind)', lostOrDuplicated, 0, ''),
+  ];
+  const text = [
+    `sustained       ${measured.length} plans started in ${durationMs / 1000} s, ${executed} executed, ` +
+      `${options.concurrency} at a time, ${symbolCount} symbols, ${Math.round(wallMs)} ms to the last result`,
+    `                p50 ${ms(chainMs.p50)}  p95 ${ms(chainMs.p95)}  p99 ${ms(chainMs.p99)}  max ${ms(chainMs.max)}`,
+    `                ${plansPerS.toFixed(1)} plans/s`,
+    `integrity       ${integrityLine(integrity)}`,
+    'targets',
+    ...checks.map(checkLine),
+  ];
+  const report: BenchReport = {
+    mode: 'sustained',
+    ...where(b),
+    ok: integrity.ok && executed === measured.length,
+    duration_ms: durationMs,
+    concurrency: options.concurrency,
+    symbols: symbolCount,
+    started: measured.length,
+    executed,
+    wall_ms: Math.round(wallMs),
+    plans_per_s: round(plansPerS),
+    latency_ms: chainMs,
+    integrity,
+    checks,
+  };
+  return { text, report };
+}
+
+/**
+ * `--burst`: for each size N, N plans on one symbol started at once; the drain time (first start to last result)
+ * against N × the serial chain's p50 (measured first, same run) + 5 s, and each size against the one before it.
+ */
+async function bursts(b: Bench, sizes: readonly number[]): Promise<Measured> {
+  const serialSymbol = 'BENCHSERIALUSDT';
+  const burstSymbols = sizes.map((_, k) => `BENCHBURST${k}USDT`);
+  await setPositions(b.redis, b.keys, [serialSymbol, ...burstSymbols], { exchange: '0', ledger: '0' }, b.baseline);
+  b.out.line(
+    `bench: ${BURST_SERIAL_PLANS} serial plans (after ${WARM_UP_RUNS} warm-up), then bursts of ${sizes.join(', ')}`,
+  );
+  await serialChains(b, serialSymbol, 'warm', WARM_UP_RUNS);
+  const serial = latency(await serialChains(b, serialSymbol, 'serial', BURST_SERIAL_PLANS));
+  const serialP50 = serial.p50 ?? Infinity;
+  const results: {
+    size: number;
+    target_ms: number;
+    drain_ms: number | null;
+    executed: number;
+    latency_ms: ReturnType<typeof latency>;
+  }[] = [];
+  for (const [k, size] of sizes.entries()) {
+    const symbol = burstSymbols[k]!;
+    const targetMs = size * serialP50 + TARGET.burstSlackMs;
+    // Ten times the target, and never less than the drain bound: a slow chain is reported, not waited for forever.
+    const deadline = Date.now() + Math.max(DRAIN_BOUND_MS, 10 * targetMs);
+    b.out.line(`bench: burst of ${size} on ${symbol} (target ${Math.round(targetMs)} ms)`);
+    const plans = Array.from({ length: size }, (_, i) => benchPlan(b, symbol, `burst${size}-${i}`));
+    const t0 = performance.now();
+    const runs = await Promise.all(plans.map((plan) => timedChain(b, plan, deadline)));
+    const executed = runs.filter((run) => run.outcome === 'executed').length;
+    const drain = runs.every((run) => run.outcome !== 'unfinished') ? performance.now() - t0 : null;
+    results.push({
+      size,
+      target_ms: round(targetMs) ?? Infinity,
+      drain_ms: round(drain ?? NaN),
+      executed,
+      latency_ms: latency(runs.map((r) => r.ms)),
+    });
+  }
+  await endOpen(b, { cancelFirst: false, waitMs: 0 });
+  const integrity = await checkIntegrity(b.redis, b.keys, b.plans, b.baseline);
+  const checks = results.map((r) => atMost(`burst ${r.size}: drain time`, r.drain_ms, Math.round(r.target_ms), ' ms'));
+  for (let k = 1; k < results.length; k++) {
+    const [before, now] = [results[k - 1]!, results[k]!];
+    const ratio = before.drain_ms && now.drain_ms ? now.drain_ms / before.drain_ms : null;
+    const limit = TARGET.burstLinearity * (now.size / before.size);
+    checks.push(atMost(`burst ${now.size} / burst ${before.size} (linear)`, ratio, Math.round(limit * 100) / 100, '×'));
+  }
+  const text = [
+    `serial chain    ${BURST_SERIAL_PLANS} plans  p50 ${ms(serial.p50)}  p99 ${ms(serial.p99)}`,
+    ...results.map(
+      (r) =>
+        `burst ${String(r.size).padEnd(9)} ${r.executed}/${r.size} executed, drain ${r.drain_ms === null ? 'unfinished' : `${r.drain_ms} ms`}` +
+        `  (plan p50 ${ms(r.latency_ms.p50)}, max ${ms(r.latency_ms.max)})`,
+    ),
+    `integrity       ${integrityLine(integrity)}`,
+    'targets',
+    ...checks.map(checkLine),
+  ];
+  const executed = b.plans.filter((plan) => plan.outcome === 'executed').length;
+  const report: BenchReport = {
+    mode: 'burst',
+    ...where(b),
+    ok: integrity.ok && executed === b.plans.length,
+    serial_ms: { runs: BURST_SERIAL_PLANS, p50: serial.p50, p99: serial.p99 },
+    bursts: results,
+    integrity,
+    checks,
+  };
+  return { text, report };
+}
+
+/** How many of the bench's plans visibility lists as running and blocked. */
+async function countBlocked(b: Bench): Promise<number> {
+  const query = `TaskQueue = "${b.config.taskQueue}" AND ChainStage = "blocked" AND ExecutionStatus = "Running"`;
+  return (await b.client.workflow.count(query)).count;
+}
+
+/** The Temporal server's pid: given, or the process listening on its port (the bench runs on loopback only). */
+function serverPid(b: Bench, given: number | undefined): number | undefined {
+  return given ?? listeningPid(Number(b.config.temporalAddress.split(':')[1]));
+}
+
+/** Average CPU of one core, in %, between two samples. */
+const cpuPercent = (first: ProcessSample, last: ProcessSample) =>
+  ((last.cpuMs - first.cpuMs) / (last.at - first.at)) * 100;
+
+/**
+ * `--parked`: N plans blocked by a ledger mismatch on their symbols, at rest for the window while the worker's and
+ * the server's CPU and memory are sampled; then the seed's fix (a plain HSET of ledger_amount) on one symbol, and
+ * the time until its plans are executed. The rest are cancelled.
+ */
+async function parked(b: Bench, options: BenchOptions, count: number, symbolCount: number): Promise<Measured> {
+  const symbols = symbolsOf(symbolCount);
+  await setPositions(b.redis, b.keys, symbols, { exchange: PARKED_EXCHANGE, ledger: '0' }, b.baseline);
+  const pid = serverPid(b, options.serverPid);
+  b.out.line(
+    `bench: ${count} plans over ${symbolCount} symbols whose ledger disagrees with the exchange; blocked plans ` +
+      `re-check every ${b.config.recheckIntervalS} s (RECHECK_INTERVAL_S); server ` +
+      (pid ? `pid ${pid} (${processName(pid)})` : 'not found on this machine (--server-pid)'),
+  );
+
+  const started = performance.now();
+  const handles: { record: BenchPlan; handle: WorkflowHandle }[] = [];
+  await inLanes(count, Math.max(RPC_LANES, options.concurrency), async (i) => {
+    handles.push(await startChain(b, benchPlan(b, symbols[i % symbolCount]!, `parked-${i}`)));
+  });
+  // Long enough for the target and for a slow chain to show how slow: 3 ms a plan over the target, 2 min at least.
+  const blockedBy = Date.now() + Math.max(2 * TARGET.allBlockedMs, TARGET.allBlockedMs + 3 * count);
+  let blocked = 0;
+  let allBlockedMs: number | null = null;
+  while (Date.now() < blockedBy) {
+    blocked = await countBlocked(b);
+    if (blocked >= count) {
+      allBlockedMs = performance.now() - started;
+      break;
+    }
+    await sleep(BLOCKED_POLL_MS);
+  }
+  b.out.line(
+    `bench: ${blocked}/${count} blocked${allBlockedMs === null ? ' when the wait ran out' : ` after ${Math.round(allBlockedMs)} ms`}; ` +
+      `sampling CPU and memory for ${options.window / 1000} s`,
+  );
+
+  const worker: ProcessSample[] = [sampleSelf()];
+  const server: ProcessSample[] = [];
+  const first = pid ? sampleProcess(pid) : undefined;
+  if (first) server.push(first);
+  const windowEnd = performance.now() + options.window;
+  while (performance.now() < windowEnd) {
+    await sleep(Math.min(SAMPLE_EVERY_MS, windowEnd - performance.now()));
+    worker.push(sampleSelf());
+    const sample = pid ? sampleProcess(pid) : undefined;
+    if (sample) server.push(sample);
+  }
+  const workerCpu = cpuPercent(worker[0]!, worker[worker.length - 1]!);
+  const serverCpu = server.length > 1 ? cpuPercent(server[0]!, server[server.length - 1]!) : null;
+  const rss = worker.map((s) => s.rssBytes);
+  const [rssFirst, rssLast] = [rss[0]!, rss[rss.length - 1]!];
+  const rssMax = Math.max(...rss);
+  const rssDrift = Math.max(...rss.map((r) => Math.abs(r - rssFirst))) / rssFirst;
+
+  // The seed's fix: the ledger set by hand to the exchange's amount, and nothing else (no retry, no reconcile).
+  const fixSymbol = symbols[0]!;
+  const fixed = handles.filter(({ record }) => record.symbol === fixSymbol);
+  b.out.line(
+    `bench: HSET ${b.keys.position(fixSymbol)} ledger_amount ${PARKED_EXCHANGE}; waiting for its ${fixed.length} plans`,
+  );
+  await b.redis.hset(b.keys.position(fixSymbol), 'ledger_amount', PARKED_EXCHANGE);
+  b.baseline.set(fixSymbol, { exchange: PARKED_EXCHANGE, ledger: PARKED_EXCHANGE });
+  const fixedAt = performance.now();
+  const fixDeadline = Date.now() + options.fixTimeout;
+  const fixRuns = await Promise.all(
+    fixed.map(async ({ record, handle }) => {
+      const outcome = await awaitOutcome(b, record, handle, fixDeadline);
+      return outcome === 'executed' ? performance.now() - fixedAt : Infinity;
+    }),
+  );
+  const fixMs = latency(fixRuns);
+  const fixExecuted = fixRuns.filter(Number.isFinite).length;
+
+  b.out.line(`bench: cancelling the other ${b.open.size} plans`);
+  const cancelWaitMs = Math.max(30_000, 30 * b.open.size);
+  const terminated = await endOpen(b, { cancelFirst: true, waitMs: cancelWaitMs });
+  const integrity = await checkIntegrity(b.redis, b.keys, b.plans, b.baseline);
+  const outcomes: Record<string, number> = {};
+  for (const plan of b.plans) outcomes[plan.outcome ?? 'none'] = (outcomes[plan.outcome ?? 'none'] ?? 0) + 1;
+
+  const sum = serverCpu === null ? null : workerCpu + serverCpu;
+  const checks = [
+    atMost(`all ${count} blocked`, allBlockedMs, TARGET.allBlockedMs, ' ms'),
+    check(
+      'worker + server CPU, % of one core',
+      sum ?? workerCpu,
+      ' %',
+      `≤ ${TARGET.parkedCpuPercent} %`,
+      sum === null ? null : sum <= TARGET.parkedCpuPercent,
+    ),
+    atMost('worker RSS drift from first sample', rssDrift * 100, TARGET.parkedRssDrift * 100, ' %'),
+    atMost('worker RSS max', mib(rssMax), TARGET.parkedRssMiB, ' MiB'),
+    atMost(`fix → executed p50 (${fixed.length} plans)`, fixMs.p50, TARGET.fixToExecutedP50Ms, ' ms'),
+  ];
+  const pct = (v: number | null) => (v === null ? '—' : `${v.toFixed(1)} %`);
+  const text = [
+    `parked          ${count} plans, ${symbolCount} symbols: ${blocked} blocked ` +
+      (allBlockedMs === null ? 'when the wait ran out' : `after ${Math.round(allBlockedMs)} ms`),
+    `at rest         ${Math.round((worker[worker.length - 1]!.at - worker[0]!.at) / 1000)} s, a sample every ${SAMPLE_EVERY_MS / 1000} s: ` +
+      `CPU worker (this process) ${pct(workerCpu)}, server ${pct(serverCpu)}` +
+      (pid ? ` (pid ${pid} ${processName(pid)})` : ' (server not found: --server-pid)') +
+      `, sum ${pct(sum)} of one core` +
+      (blocked < count ? ` (not at rest: ${count - blocked} plans were not blocked yet)` : ''),
+    `                worker RSS first ${mib(rssFirst)} MiB, last ${mib(rssLast)} MiB, max ${mib(rssMax)} MiB` +
+      (server.length > 0
+        ? `; server RSS ${mib(server[0]!.rssBytes)} → ${mib(server[server.length - 1]!.rssBytes)} MiB`
+        : ''),
+    `seed's fix      ${fixExecuted}/${fixed.length} executed within ${options.fixTimeout / 1000} s: ` +
+      `p50 ${fixMs.p50 === null ? `> ${options.fixTimeout} ms` : `${fixMs.p50} ms`}, max ${fixMs.max === null ? `> ${options.fixTimeout} ms` : `${fixMs.max} ms`}`,
+    `ended           ${Object.entries(outcomes)
+      .map(([outcome, n]) => `${n} ${outcome}`)
+      .join(', ')}`,
+    `integrity       ${integrityLine(integrity)}`,
+    'targets',
+    ...checks.map(checkLine),
+  ];
+  const report: BenchReport = {
+    mode: 'parked',
+    ...where(b),
+    ok: integrity.ok,
+    parked: count,
+    symbols: symbolCount,
+    recheck_interval_s: b.config.recheckIntervalS,
+    blocked,
+    all_blocked_ms: round(allBlockedMs ?? NaN),
+    window_ms: options.window,
+    server_pid: pid ?? null,
+    cpu_percent: { worker: round(workerCpu), server: round(serverCpu ?? NaN), sum: round(sum ?? NaN) },
+    worker_rss_mib: {
+      first: mib(rssFirst),
+      last: mib(rssLast),
+      max: mib(rssMax),
+      drift_percent: round(rssDrift * 100),
+    },
+    server_rss_mib:
+      server.length > 0 ? { first: mib(server[0]!.rssBytes), last: mib(server[server.length - 1]!.rssBytes) } : null,
+    fix: { symbol: fixSymbol, plans: fixed.length, executed: fixExecuted, timeout_ms: options.fixTimeout, ms: fixMs },
+    outcomes,
+    terminated,
+    integrity,
+    checks,
+  };
+  return { text, report };
+}
+
+const isLoopback = (host: string) => /^(127\.\d+\.\d+\.\d+|localhost|::1|\[::1\])$/.test(host);
+
+/**
+ * The servers of the configuration that are not on this machine's loopback. The bench runs only where they all
+ * are: it starts thousands of plans and measures the server's process, which is not for a shared cluster.
+ */
+export function remoteServers(config: Pick<ChainConfig, 'redisUrl' | 'temporalAddress'>): string[] {
+  const remote: string[] = [];
+  if (!isLoopback(new URL(config.redisUrl).hostname)) remote.push(`REDIS_URL ${config.redisUrl}`);
+  if (!isLoopback(config.temporalAddress.split(':')[0] ?? ''))
+    remote.push(`TEMPORAL_ADDRESS ${config.temporalAddress}`);
+  return remote;
+}
+
+/**
+ * The benchmark, against the reachable Redis and Temporal server, with a worker of its own (testnet: the Governor
+ * approves by itself) on its own task queue and key prefix so that it touches nothing else; its plans are ended and
+ * its keys removed when it is done. Modes: side by side (default), `duration`, `burst`, `parked`.
+ */
+export async function runBench(base: ChainConfig, out: Output, options: BenchOptions): Promise<BenchReport> {
+  const remote = remoteServers(base);
+  if (remote.length > 0) throw new Error(`bench: runs on loopback servers only, not ${remote.join(' or ')}`);
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const run = randomBytes(3).toString('hex');
-  const config: ChainConfig = { ...base, taskQueue: `permit-chain-bench-${run}`, keyPrefix: `bench-${run}` };
-  const keys = redisKeys(config.keyPrefix);
+  const config: ChainConfig = {
+    ...base,
+    tradingMode: 'testnet',
+    taskQueue: `permit-chain-bench-${run}`,
+    keyPrefix: `bench-${run}`,
+  };
   const redis = await connectRedis(config);
-  const client = await connectTemporal(config).catch(closeOnFailure(redis));
-  const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis, client.connection));
-  let peakRss = process.memoryUsage().rss;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100);
   try {
-    const symbols = Array.from({ length: options.symbols }, (_, i) => `BENCH${i}USDT`);
-    for (const symbol of symbols) {
-      await redis.hset(keys.paperPosition(symbol), 'amount', '0');
-      await redis.hset(keys.position(symbol), 'ledger_amount', '0');
+    const client = await connectTemporal(config);
+    try {
+      const connection = await connectWorkerTemporal(config);
+      try {
+        const keys = redisKeys(config.keyPrefix);
+        const b: Bench = { run, config, keys, redis, client, out, open: new Map(), plans: [], baseline: new Map() };
+        return await measure(b, connection, options);
+      } finally {
+        await connection.close();
+      }
+    } finally {
+      await client.connection.close();
     }
-    const worker = await createChainWorker({ config, redis, connection });
-    out.line(`bench: ${options.plans} plans, ${options.concurrency} at a time, ${options.symbols} symbols`);
-    const latencies: number[] = [];
-    let executed = 0;
-    const started = Date.now();
-    await worker.runUntil(async () => {
-      let next = 0;
-      const lane = async () => {
-        while (next < options.plans) {
-          const i = next++;
-          const plan = parsePlan({
-            action: 'EXECUTE',
-            symbol: symbols[i % symbols.length],
-            side: 'BUY',
-            qty: '0.001',
-            reduce_only: false,
-            source: 'bench',
-            created_at: Date.now(),
-            bench: `${run}-${i}`,
-          });
-          const t0 = performance.now();
-          const { handle } = await startPlan(client, config, plan);
-          const status = await handle.result();
-          latencies.push(performance.now() - t0);
-          if (status.outcome === 'executed') executed += 1;
-        }
-      };
-      await Promise.all(Array.from({ length: options.concurrency }, lane));
-    });
-    const wallMs = Date.now() - started;
-    latencies.sort((a, b) => a - b);
-    const round = (n: number) => Math.round(n * 10) / 10;
-    const result: BenchResult = {
-      plans: options.plans,
-      concurrency: options.concurrency,
-      symbols: options.symbols,
-      executed,
-      wall_ms: wallMs,
-      plans_per_s: round((options.plans / wallMs) * 1000),
-      latency_ms: {
-        p50: round(percentile(latencies, 50)),
-        p95: round(percentile(latencies, 95)),
-        p99: round(percentile(latencies, 99)),
-        max: round(latencies[latencies.length - 1] ?? 0),
-      },
-      peak_rss_mib: Math.round(peakRss / 1024 / 1024),
-    };
-    out.result(
-      `bench: ${executed}/${options.plans} executed in ${wallMs} ms (${result.plans_per_s} plans/s); chain latency ` +
-        `p50 ${result.latency_ms.p50} ms, p95 ${result.latency_ms.p95} ms, p99 ${result.latency_ms.p99} ms, ` +
-        `max ${result.latency_ms.max} ms; peak RSS ${result.peak_rss_mib} MiB (client + worker)`,
-      result,
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Runs the mode with the bench's worker, prints its figures, and leaves nothing behind: plans ended, keys gone. */
+async function measure(b: Bench, connection: NativeConnection, options: BenchOptions): Promise<BenchReport> {
+  const { config, out } = b;
+  let peakRss = process.memoryUsage().rss;
+  // Not while plans are parked: there the bench's own CPU is the figure.
+  const sampler =
+    options.parked === undefined
+      ? setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 100)
+      : undefined;
+  try {
+    out.line(
+      `bench: run ${b.run} on Temporal ${config.temporalAddress} and Redis ${config.redisUrl}; its own worker ` +
+        `(testnet) on task queue ${config.taskQueue}, keys ${config.keyPrefix}:* (removed when done)`,
     );
-    return result;
+    const worker = await createChainWorker({ config, redis: b.redis, connection, approverKeys: new Map() });
+    // As in every worker process: blocked plans rest until their positions change.
+    const watcher = new PositionWatcher({
+      subscriber: await connectRedis(config),
+      redis: b.redis,
+      client: b.client,
+      config,
+      exchange: exchangeFor(config, b.redis),
+      log: (line) => out.line(line),
+    });
+    await watcher.start();
+    const { text, report } = await worker
+      .runUntil(async (): Promise<Measured> => {
+        if (options.duration !== undefined) return sustained(b, options, options.duration, options.symbols ?? 10);
+        if (options.burst !== undefined) return bursts(b, options.burst);
+        if (options.parked !== undefined) return parked(b, options, options.parked, options.symbols ?? 20);
+        return sideBySide(b, options, options.symbols ?? 10);
+      })
+      .finally(() => watcher.stop());
+    if (sampler) {
+      report.peak_rss_mib = mib(peakRss);
+      const at = text.indexOf('targets');
+      text.splice(at < 0 ? text.length : at, 0, `peak RSS        ${mib(peakRss)} MiB (the bench's client and worker)`);
+    }
+    out.result(text.join('\n'), report);
+    return report;
   } finally {
     clearInterval(sampler);
-    await removeKeys(redis, `${config.keyPrefix}:*`);
-    await connection.close();
-    await client.connection.close();
-    redis.disconnect();
+    await endOpen(b, { cancelFirst: false, waitMs: 0 }).catch(() => undefined);
+    await removeKeys(b.redis, `${config.keyPrefix}:*`).catch((err: unknown) => {
+      process.stderr.write(`bench: keys ${config.keyPrefix}:* not removed: ${String(err)}\n`);
+    });
   }
 }

@@ -1,1 +1,2 @@
 export { permitChain } from './permit-chain';
+export { benchFloor } from './bench-floor';
