@@ -156,8 +156,8 @@ describe('permit-chain bench', () => {
   });
 
   it('--parked with a fix that cannot land in time reports it, and still ends every plan', async () => {
-    // Blocked plans re-check every 30 s by default: a 1 s wait sees none of the fix.
-    const report = await bench(['--parked', '2', '--symbols', '1', '--window', '1s', '--fix-timeout', '1s']);
+    // The position watcher wakes them within milliseconds, but not within one.
+    const report = await bench(['--parked', '2', '--symbols', '1', '--window', '1s', '--fix-timeout', '1ms']);
     expect(report.fix).toMatchObject({ plans: 2, executed: 0, ms: { p50: null } });
     expect(report.checks[4]).toMatchObject({ value: null, pass: false });
     expect(report.outcomes).toEqual({ cancelled: 2 });
