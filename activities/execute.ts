@@ -5,6 +5,7 @@ import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
 import { killSwitchOn } from './kill-switch';
 import { createLedger, showAmount, type RecordedFill } from './ledger';
+import { createSymbolLockActivities } from './symbol-lock';
 
 /** A permit as Execute finds it in Redis: its JSON and its remaining life (PTTL: -2 missing, -1 no expiry). */
 export interface StoredPermit {
@@ -58,9 +59,11 @@ export function checkPermits(planId: string, gate: ExecuteGate, marginMs: number
   return { ok: true };
 }
 
-export function createExecuteActivities({ redis, config, exchange, clock }: ActivityDeps) {
+export function createExecuteActivities(deps: ActivityDeps) {
+  const { redis, config, exchange, clock } = deps;
   const keys = redisKeys(config.keyPrefix);
   const ledger = createLedger(redis, keys, clock);
+  const symbolLine = createSymbolLockActivities(deps);
   const marginMs = config.permitMarginS * 1000;
 
   /** The gate and the ledger's raw amount, in one round trip. */
@@ -111,8 +114,10 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
     if (exchangeRead instanceof Error) throw exchangeRead;
   }
 
-  function placed(fill: RecordedFill): ExecuteResult {
-    return { placed: true, execution: fill.execution, ledger_amount: showAmount(fill.ledger) };
+  /** The fill is in the ledger: the plan lets go of its symbol in the same step, and learns whom to wake. */
+  async function placed(plan: Plan, fill: RecordedFill): Promise<ExecuteResult> {
+    const next = await symbolLine.releaseSymbol(plan);
+    return { placed: true, execution: fill.execution, ledger_amount: showAmount(fill.ledger), next_in_line: next };
   }
 
   return {
@@ -125,7 +130,7 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
      */
     async executePlan(plan: Plan): Promise<ExecuteResult> {
       const recorded = await ledger.readFill(plan);
-      if (recorded) return placed(await ledger.settleFill(plan, recorded));
+      if (recorded) return placed(plan, await ledger.settleFill(plan, recorded));
       const [{ gate, ledgerRaw }, found, exchangeRead] = await Promise.all([
         readGate(plan.plan_id, plan.symbol),
         exchange.findOrder(plan.plan_id),
@@ -158,7 +163,7 @@ export function createExecuteActivities({ redis, config, exchange, clock }: Acti
           clientOrderId: plan.plan_id,
         });
       }
-      return placed(await ledger.settleFill(plan, await ledger.recordFill(plan, order, ledgerRaw)));
+      return placed(plan, await ledger.settleFill(plan, await ledger.recordFill(plan, order, ledgerRaw)));
     },
   };
 }

@@ -43,13 +43,18 @@ return {holder or '', holder and redis.call('PTTL', lock) or 0, redis.call('ZRAN
 
 /**
  * Lets go of the symbol if the plan holds it, and leaves the line if it is in it.
- * KEYS: lock, line, last-asked. ARGV: plan id. Returns the plan next in line ('' if none) when it let go.
+ * KEYS: lock, line, last-asked. ARGV: plan id. Returns the plan first in line when the symbol is now free ('' if
+ * none, or if another plan holds it): a repeated release (a retried activity) still names whom to wake.
  */
 const RELEASE_SYMBOL = `
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return '' end
-redis.call('DEL', KEYS[1])
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+elseif holder then
+  return ''
+end
 return redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
 `;
 

@@ -88,7 +88,13 @@ export interface ExecutionRecord {
 }
 
 export type ExecuteResult =
-  | { placed: true; execution: ExecutionRecord; ledger_amount: string }
+  | {
+      placed: true;
+      execution: ExecutionRecord;
+      ledger_amount: string;
+      /** Execute lets go of the symbol once the fill is in the ledger: the plan to wake next ('' when none). */
+      next_in_line: string;
+    }
   | { placed: false; reason: ExecuteRefusal; detail: string };
 
 export type ExecuteRefusal = 'permit_missing' | 'permit_denied' | 'permit_expiring' | 'kill_switch_active';

@@ -208,6 +208,7 @@ export class OperatorDesk {
    */
   async awaitDecision(shown: PositionSnapshot, timeoutMs: number): Promise<PersonDecision | undefined> {
     this.shown = shown;
+    this.board.publish();
     await condition(() => this.decision !== undefined || this.cancel !== undefined, Math.max(1, timeoutMs));
     this.shown = undefined;
     const decision = this.cancel ? undefined : this.decision;
@@ -217,6 +218,7 @@ export class OperatorDesk {
 
   /** Sleeps until `until` (workflow time), or less when cancelled. */
   async pause(until: number): Promise<void> {
+    this.board.publish();
     await condition(() => this.cancel !== undefined, Math.max(1, until - Date.now()));
   }
 
@@ -227,6 +229,7 @@ export class OperatorDesk {
   async rest(until: number): Promise<void> {
     this.retryRequested = false;
     this.positionsChanged = false;
+    this.board.publish();
     await condition(
       () => this.cancel !== undefined || this.retryRequested || this.positionsChanged,
       Math.max(1, until - Date.now()),
@@ -235,6 +238,7 @@ export class OperatorDesk {
 
   /** Waits for the plan ahead to let go of the symbol (it signals), or at most `timeoutMs`, or a cancel. */
   async awaitSymbol(timeoutMs: number): Promise<void> {
+    this.board.publish();
     await condition(() => this.symbolFreed || this.cancel !== undefined, Math.max(1, timeoutMs));
     this.symbolFreed = false;
   }

@@ -230,10 +230,18 @@ class Chain {
   /** Lets go of the symbol (or leaves its line), and wakes the plan next in line, skipping plans that ended. */
   private async letGo(): Promise<void> {
     if (!this.inLine) return;
-    const { symbol } = this.plan;
     this.step = 'releaseSymbol';
-    let next = await this.layers.releaseSymbol.executeWithOptions(options(`symbol: let go of ${symbol}`), [this.plan]);
+    const next = await this.layers.releaseSymbol.executeWithOptions(options(`symbol: let go of ${this.plan.symbol}`), [
+      this.plan,
+    ]);
     this.inLine = false;
+    await this.wake(next);
+  }
+
+  /** Signals the plan next in line; one whose workflow has ended is dropped and the one after it woken instead. */
+  private async wake(first: string): Promise<void> {
+    const { symbol } = this.plan;
+    let next = first;
     while (next) {
       try {
         await getExternalWorkflowHandle(planWorkflowId(next)).signal(symbolFreeSignal);
@@ -388,13 +396,17 @@ class Chain {
     if (stop) return stop;
     this.board.enter('execute', 'placing the order');
     this.step = 'executePlan';
+    this.board.publish();
     const result = await regular.executePlan.executeWithOptions(options('Execute: place order'), [this.plan]);
-    await this.letGo();
     if (!result.placed) {
+      // Still holding the symbol: the plan asks for a fresh permit without losing its turn.
       this.board.note(`no order: ${result.detail}; asking the Governor again`);
       this.permit = undefined;
       return undefined;
     }
+    // Execute let go of the symbol with the fill in the ledger; the next plan is woken from here.
+    this.inLine = false;
+    await this.wake(result.next_in_line);
     status.execution = result.execution;
     const fill = `${result.execution.status} ${result.execution.filled_qty} @ ${result.execution.avg_price}`;
     if (result.execution.status !== 'FILLED') return { outcome: 'failed', detail: `exchange ${fill}` };

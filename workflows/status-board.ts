@@ -26,9 +26,18 @@ export class StatusBoard {
   readonly status: ChainStatus;
   /** The plan once the Governor has admitted it; until then the board knows only the workflow's plan id. */
   private plan?: Plan;
+  /**
+   * Search attributes not yet sent. They are sent when the plan is about to wait (`publish`), not at every stage:
+   * a chain passes Apply and P3.3 in milliseconds, and each upsert is a history event and a visibility write. The
+   * attributes say where a plan waits, which is what people search for; the `status` query says where it is now.
+   */
+  private pending: { key: typeof chainStageKey; value: string }[] = [];
+  private published = new Map<string, string>();
 
   constructor(planId: string) {
     this.status = { plan_id: planId, stage: 'governor', attempts: 0, timeline: [] };
+    // What the starter set: the workflow overwrites it where the admitted plan says otherwise.
+    this.published.set(chainStageKey.name, 'governor');
   }
 
   /**
@@ -37,18 +46,29 @@ export class StatusBoard {
   admit(plan: Plan, mode: TradingMode): void {
     this.plan = plan;
     this.status.mode = mode;
-    upsertSearchAttributes([
-      { key: planIdKey, value: plan.plan_id },
-      { key: symbolKey, value: plan.symbol },
-      { key: tradingModeKey, value: mode },
-    ]);
+    this.set(planIdKey, plan.plan_id);
+    this.set(symbolKey, plan.symbol);
+    this.set(tradingModeKey, mode);
   }
 
-  /** Moves to a stage (search attribute and details follow) and writes the timeline line. */
+  private set(key: typeof chainStageKey, value: string): void {
+    this.pending = this.pending.filter((attribute) => attribute.key.name !== key.name);
+    if (this.published.get(key.name) !== value) this.pending.push({ key, value });
+  }
+
+  /** Sends the search attributes that changed since the last time: call before the plan waits, and at its end. */
+  publish(): void {
+    if (this.pending.length === 0) return;
+    upsertSearchAttributes(this.pending);
+    for (const { key, value } of this.pending) this.published.set(key.name, value);
+    this.pending = [];
+  }
+
+  /** Moves to a stage (its search attribute follows when the plan next waits) and writes the timeline line. */
   enter(stage: ChainStage, detail: string): void {
     if (stage !== this.status.stage) {
       this.status.stage = stage;
-      upsertSearchAttributes([{ key: chainStageKey, value: stage }]);
+      this.set(chainStageKey, stage);
     }
     this.note(detail);
   }
@@ -69,10 +89,9 @@ export class StatusBoard {
   finish(outcome: ChainOutcome, detail: string): ChainStatus {
     this.status.outcome = outcome;
     this.status.stage = 'done';
-    upsertSearchAttributes([
-      { key: chainStageKey, value: 'done' },
-      { key: chainOutcomeKey, value: outcome },
-    ]);
+    this.set(chainStageKey, 'done');
+    this.set(chainOutcomeKey, outcome);
+    this.publish();
     this.note(`${outcome}: ${detail}`);
     return this.status;
   }

@@ -166,13 +166,6 @@ describe('LAYER_ACTIVITIES=regular', () => {
     const scheduled = (history.events ?? [])
       .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)
       .filter((name): name is string => Boolean(name));
-    expect(scheduled).toEqual([
-      'holdSymbol',
-      'requestPermit',
-      'publishPlan',
-      'checkPosition',
-      'executePlan',
-      'releaseSymbol',
-    ]);
+    expect(scheduled).toEqual(['holdSymbol', 'requestPermit', 'publishPlan', 'checkPosition', 'executePlan']);
   });
 });

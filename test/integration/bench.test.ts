@@ -126,10 +126,8 @@ describe('permit-chain bench', () => {
     await leftNothing(report);
   });
 
-  it("--parked: all blocked, CPU and memory at rest, the seed's fix executes one symbol's plans, the rest cancelled", async () => {
-    const report = await bench(['--parked', '6', '--symbols', '2', '--window', '2s', '--fix-timeout', '30s'], {
-      RECHECK_INTERVAL_S: '1',
-    });
+  it("--parked: all blocked, CPU and memory at rest, the seed's fix executes lone plans and a crowded symbol's, the rest cancelled", async () => {
+    const report = await bench(['--parked', '6', '--symbols', '2', '--window', '2s', '--fix-timeout', '30s']);
     expect(report.mode).toBe('parked');
     expect(report.blocked).toBe(6);
     expect(report.all_blocked_ms).toBeGreaterThan(0);
@@ -142,15 +140,18 @@ describe('permit-chain bench', () => {
     const rss = report.worker_rss_mib as { first: number; last: number; max: number };
     expect(rss.first).toBeGreaterThan(0);
     expect(rss.max).toBeGreaterThanOrEqual(Math.max(rss.first, rss.last));
-    expect(report.fix).toMatchObject({ symbol: 'BENCH0USDT', plans: 3, executed: 3 });
-    expect(report.outcomes).toEqual({ executed: 3, cancelled: 3 });
-    expect(report.integrity).toMatchObject({ ok: true, executed: 3, orders: 3, apply_entries: 6 });
+    // Woken by the position watcher, not by a re-check: RECHECK_INTERVAL_S is the default 30 s here.
+    expect(report.fix).toMatchObject({ plans: 5, executed: 5 });
+    expect((report.fix as { ms: { max: number } }).ms.max).toBeLessThan(30_000);
+    expect(report.crowded_fix).toMatchObject({ symbol: 'BENCH0USDT', plans: 3, executed: 3 });
+    expect(report.outcomes).toEqual({ executed: 8, cancelled: 3 });
+    expect(report.integrity).toMatchObject({ ok: true, executed: 8, orders: 8, apply_entries: 11 });
     expect(report.checks.map((c) => c.figure)).toEqual([
       'all 6 blocked',
       'worker + server CPU, % of one core',
       'worker RSS drift from first sample',
       'worker RSS max',
-      'fix → executed p50 (3 plans)',
+      'fix → executed p50 (5 lone plans)',
     ]);
     await leftNothing(report);
   });
@@ -158,9 +159,9 @@ describe('permit-chain bench', () => {
   it('--parked with a fix that cannot land in time reports it, and still ends every plan', async () => {
     // The position watcher wakes them within milliseconds, but not within one.
     const report = await bench(['--parked', '2', '--symbols', '1', '--window', '1s', '--fix-timeout', '1ms']);
-    expect(report.fix).toMatchObject({ plans: 2, executed: 0, ms: { p50: null } });
+    expect(report.fix).toMatchObject({ plans: 5, executed: 0, ms: { p50: null } });
     expect(report.checks[4]).toMatchObject({ value: null, pass: false });
-    expect(report.outcomes).toEqual({ cancelled: 2 });
+    expect(report.outcomes).toEqual({ cancelled: 7 });
     await leftNothing(report);
   });
 
