@@ -125,7 +125,7 @@ const EnvSchema = z.object({
   LAYER_ACTIVITIES: z.enum(['local', 'regular'], { message: "must be 'local' or 'regular'" }).default('local'),
   WORKFLOW_CACHE_SIZE: z
     .string()
-    .default('500')
+    .default('250')
     .refine((raw) => /^\d+$/.test(raw.trim()) && Number(raw) >= 1, { message: 'must be a whole number >= 1' })
     .transform(Number),
   EXCHANGE: z.enum(['paper']).default('paper'),
