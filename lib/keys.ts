@@ -1,5 +1,5 @@
 /**
- * Every Redis key of the contract (DESIGN.md), built from one prefix so that tests can isolate themselves.
+ * Every Redis key of the contract (docs/contract.md), built from one prefix so that tests can isolate themselves.
  * The names are the existing system's; operators and other services read them.
  */
 export function redisKeys(prefix: string) {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { Dec } from './decimal';
 import type { Plan } from './types';
 
-/** A plan that breaks a rule of DESIGN.md's Plan table. The message names the field and the rule. */
+/** A plan that breaks a rule of the plan table in docs/contract.md. The message names the field and the rule. */
 export class PlanError extends Error {
   override name = 'PlanError';
   constructor(

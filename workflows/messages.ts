@@ -38,5 +38,5 @@ export const chainStageKey = defineSearchAttributeKey('ChainStage', 'KEYWORD');
 export const chainOutcomeKey = defineSearchAttributeKey('ChainOutcome', 'KEYWORD');
 export const tradingModeKey = defineSearchAttributeKey('TradingMode', 'KEYWORD');
 
-/** Registered by the dev server at start and by `scripts/register-search-attributes.ts` on a cluster. */
+/** Registered by the dev server at start and by `permit-chain register-search-attributes` on a cluster. */
 export const CHAIN_SEARCH_ATTRIBUTES = [planIdKey, symbolKey, chainStageKey, chainOutcomeKey, tradingModeKey];

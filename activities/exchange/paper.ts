@@ -64,7 +64,7 @@ function readOrder(hash: Record<string, string>): ExchangeOrder | null {
 }
 
 /**
- * The paper exchange (DESIGN.md): its own position per symbol, independent of the ledger, orders keyed by client
+ * The paper exchange (docs/contract.md): its own position per symbol, independent of the ledger, orders keyed by client
  * order id, market orders filled at once at `quantum:exchange:paper:price:{symbol}` (default 1).
  */
 export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => number): ExchangePort {

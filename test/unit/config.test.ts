@@ -13,7 +13,7 @@ function configError(env: NodeJS.ProcessEnv): ConfigError {
 }
 
 describe('loadConfig', () => {
-  it("defaults to DESIGN.md's configuration list", () => {
+  it('defaults to the configuration list of docs/configuration.md', () => {
     expect(loadConfig({})).toEqual<ChainConfig>({
       redisUrl: 'redis://127.0.0.1:6379/0',
       redisTls: null,
