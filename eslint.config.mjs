@@ -1,20 +1,22 @@
+import { builtinModules } from 'node:module';
 import js from '@eslint/js';
 import importX from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
 
-const nodeBuiltins = [
-  'fs',
-  'path',
-  'os',
-  'crypto',
-  'child_process',
-  'net',
-  'http',
-  'https',
-  'timers',
-  'events',
-  'util',
-];
+/** Every Node built-in, by both its names: none may run in the workflow sandbox. */
+const nodeBuiltins = builtinModules.flatMap((name) => (name.startsWith('node:') ? [name] : [name, `node:${name}`]));
+
+/**
+ * The house's floors, bottom up: the contract (types, Redis keys, messages), the domain helpers (lib), the layers
+ * (activities), the workflows, the client room, the processes (workers), and the scripts (the CLI). An import may
+ * only go down (or stay on its floor); tests stand above everything.
+ */
+const floors = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'scripts'];
+const floorZones = floors.slice(0, -1).map((floor, i) => ({
+  target: `./${floor}`,
+  from: floors.slice(i + 1).map((above) => `./${above}`),
+  message: `${floor}/ is below ${floors.slice(i + 1).join(', ')}: an import may not run up a floor`,
+}));
 
 export default tseslint.config(
   { ignores: ['node_modules/', '.tools/', '.data/', 'test-results/', 'test/histories/'] },
@@ -33,6 +35,25 @@ export default tseslint.config(
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'import-x/no-cycle': 'error',
+      'import-x/no-restricted-paths': ['error', { zones: floorZones }],
+      // Every package imported is declared; no reaching into a package's private lib/ files.
+      'import-x/no-extraneous-dependencies': [
+        'error',
+        {
+          devDependencies: [
+            'test/**',
+            'eslint.config.mjs',
+            'vitest.config.mts',
+            'scripts/record-histories.ts',
+            'scripts/servers.ts',
+            'scripts/dev.ts',
+          ],
+        },
+      ],
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['@temporalio/*/lib/*'], message: "use the package's public exports" }] },
+      ],
     },
   },
   {
@@ -43,7 +64,10 @@ export default tseslint.config(
         'error',
         {
           paths: ['ioredis', ...nodeBuiltins],
-          patterns: [{ group: ['node:*'], message: 'workflows/ runs in the deterministic sandbox' }],
+          patterns: [
+            { group: ['node:*'], message: 'workflows/ runs in the deterministic sandbox' },
+            { group: ['@temporalio/*/lib/*'], message: "use the package's public exports" },
+          ],
         },
       ],
     },

@@ -1,6 +1,6 @@
 import type { Redis, Result } from 'ioredis';
-import { redisKeys } from '../lib/keys';
-import type { ApplyResult, Plan } from '../lib/types';
+import { redisKeys } from '../contract/keys';
+import type { ApplyResult, Plan } from '../contract/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
 

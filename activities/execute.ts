@@ -1,6 +1,6 @@
 import { AmountError, parseAmount } from '../lib/decimal';
-import { redisKeys } from '../lib/keys';
-import type { ExecuteRefusal, ExecuteResult, GovernorPermit, P33Permit, Plan } from '../lib/types';
+import { redisKeys } from '../contract/keys';
+import type { ExecuteRefusal, ExecuteResult, GovernorPermit, P33Permit, Plan } from '../contract/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
 import { killSwitchOn } from './kill-switch';

@@ -2,7 +2,7 @@ import type { Result } from 'ioredis';
 import { claimedDecision, decisionRefusal } from '../lib/approval';
 import { chainRules, sizeLimitsFor } from '../lib/config';
 import { Dec } from '../lib/decimal';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { PlanError, admitInput } from '../lib/plan';
 import type {
   Admission,
@@ -16,7 +16,7 @@ import type {
   PositionSnapshot,
   RejectRequest,
   TradingMode,
-} from '../lib/types';
+} from '../contract/types';
 import { auditFields, writePermit } from './audit';
 import type { ActivityDeps } from './deps';
 import { killSwitchOn } from './kill-switch';

@@ -1,7 +1,7 @@
 import type { Redis, Result } from 'ioredis';
 import { AmountError, Dec, formatDec, parseAmount } from '../lib/decimal';
-import type { RedisKeys } from '../lib/keys';
-import type { ExecutionRecord, Plan, Side } from '../lib/types';
+import type { RedisKeys } from '../contract/keys';
+import type { ExecutionRecord, Plan, Side } from '../contract/types';
 import { auditFields } from './audit';
 import type { ExchangeOrder } from './exchange/port';
 

@@ -1,6 +1,6 @@
 import { Dec, formatDec } from '../lib/decimal';
-import { redisKeys } from '../lib/keys';
-import type { P33Permit, Plan } from '../lib/types';
+import { redisKeys } from '../contract/keys';
+import type { P33Permit, Plan } from '../contract/types';
 import { writePermit } from './audit';
 import type { ActivityDeps } from './deps';
 import { readPositions } from './positions';

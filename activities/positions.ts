@@ -1,7 +1,7 @@
 import { toleranceFor, type ChainConfig } from '../lib/config';
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
-import type { RedisKeys } from '../lib/keys';
-import type { PositionSnapshot } from '../lib/types';
+import type { RedisKeys } from '../contract/keys';
+import type { PositionSnapshot } from '../contract/types';
 import type { Redis } from 'ioredis';
 import type { ExchangePort } from './exchange/port';
 

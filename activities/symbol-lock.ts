@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { WAITER_STALE_MS } from '../lib/symbol-line';
-import type { Plan } from '../lib/types';
+import type { Plan } from '../contract/types';
 import type { ActivityDeps } from './deps';
 
 export { WAITER_STALE_MS } from '../lib/symbol-line';

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, type ChainConfig } from './config';
 import { canonicalJson } from './plan';
-import type { ApproveRequest, PositionSnapshot, RejectRequest, SignedDecision } from './types';
+import type { ApproveRequest, PositionSnapshot, RejectRequest, SignedDecision } from '../contract/types';
 
 /**
  * Approvals that prove who gave them: each approver holds an Ed25519 key pair, the worker knows the public halves

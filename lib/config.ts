@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { Dec } from './decimal';
 import { SYMBOL_PATTERN } from './plan';
 import { redactUrl } from './redact';
-import type { ChainRules, TradingMode } from './types';
+import type { ChainRules, TradingMode } from '../contract/types';
 
 const seconds = (fallback: number) =>
   z

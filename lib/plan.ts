@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { Dec } from './decimal';
-import type { Plan } from './types';
+import type { Plan } from '../contract/types';
 
 /** A plan that breaks a rule of the plan table in docs/contract.md. The message names the field and the rule. */
 export class PlanError extends Error {

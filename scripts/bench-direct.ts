@@ -1,6 +1,6 @@
 import type { ChainActivities } from '../activities';
-import type { Plan } from '../lib/types';
-import { planWorkflowId } from '../workflows/messages';
+import type { Plan } from '../contract/types';
+import { planWorkflowId } from '../contract/messages';
 
 /**
  * The chain's Redis work for one plan that goes straight through, without Temporal: the activities the workflow

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
-import type { RedisKeys } from '../lib/keys';
+import type { RedisKeys } from '../contract/keys';
 
 /** A plan the bench started, and how it ended ('unfinished': not within the bench's bound). */
 export interface BenchPlan {

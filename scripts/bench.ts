@@ -4,11 +4,11 @@ import { DefaultLogger, Runtime, type NativeConnection } from '@temporalio/worke
 import type { Redis } from 'ioredis';
 import { createActivities } from '../activities';
 import { createPaperExchange } from '../activities/exchange/paper';
-import { connectTemporal, startPlan } from '../lib/chain-client';
+import { connectTemporal, startPlan } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
-import { redisKeys, type RedisKeys } from '../lib/keys';
+import { redisKeys, type RedisKeys } from '../contract/keys';
 import { parsePlan } from '../lib/plan';
-import type { ChainStatus, Plan } from '../lib/types';
+import type { ChainStatus, Plan } from '../contract/types';
 import type { benchFloor } from '../workflows';
 import { connectRedis } from '../lib/connections';
 import { PositionWatcher } from '../workers/position-watcher';

@@ -1,17 +1,16 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
-import { msToNumber } from '@temporalio/common/lib/time';
 import type { UpdateDefinition } from '@temporalio/common';
 import type { Redis } from 'ioredis';
 import { createPaperExchange } from '../activities/exchange/paper';
-import { connectTemporal, planStatus, startPlan } from '../lib/chain-client';
+import { connectTemporal, planStatus, startPlan } from '../client/plans';
 import { ConfigError, loadConfig, requireExplicitMode, toleranceFor, type ChainConfig } from '../lib/config';
 import { connectRedis } from '../lib/connections';
 import { Dec, formatDec, parseAmount } from '../lib/decimal';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { redactUrl } from '../lib/redact';
 import { PlanError, SYMBOL_PATTERN, parsePlan } from '../lib/plan';
-import { registerSearchAttributes } from '../lib/search-attributes';
+import { registerSearchAttributes } from '../client/search-attributes';
 import {
   DEFAULT_DECISION_LIFE_MS,
   MAX_DECISION_LIFE_MS,
@@ -19,14 +18,21 @@ import {
   readPrivateKey,
   signedRequest,
 } from '../lib/approval';
-import type { ApproveRequest, ChainOutcome, ChainStage, ChainStatus, OperatorReply, RejectRequest } from '../lib/types';
+import type {
+  ApproveRequest,
+  ChainOutcome,
+  ChainStage,
+  ChainStatus,
+  OperatorReply,
+  RejectRequest,
+} from '../contract/types';
 import {
   approvePlanUpdate,
   cancelPlanUpdate,
   planWorkflowId,
   rejectPlanUpdate,
   retrySignal,
-} from '../workflows/messages';
+} from '../contract/messages';
 import { DEFAULT_INTAKE_OPTIONS, INTAKE_GROUP, runIntake } from '../workers/intake';
 import { runWorker } from '../workers/worker';
 import { remoteServers, runBench, type BenchOptions } from './bench';
@@ -40,7 +46,7 @@ import {
   resetFailedPlan,
   retryBlocked,
   setKillSwitch,
-} from './operations';
+} from '../client/operations';
 import { runDev } from './dev';
 import { createOutput, formatStatus, type Output } from './output';
 
@@ -97,9 +103,12 @@ function durationUpTo(max: number) {
   };
 }
 
+const DURATION_UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
 function durationArg(value: string): number {
-  if (!/^\d+(ms|s|m|h|d)$/.test(value)) throw new InvalidArgumentError('must be a duration such as 30s, 5m or 2h');
-  return msToNumber(value);
+  const match = /^(\d+)(ms|s|m|h|d)$/.exec(value);
+  if (!match) throw new InvalidArgumentError('must be a duration such as 30s, 5m or 2h');
+  return Number(match[1]) * DURATION_UNIT_MS[match[2] as keyof typeof DURATION_UNIT_MS];
 }
 
 /**

@@ -1,11 +1,11 @@
 import type { Client } from '@temporalio/client';
-import { connectTemporal, startPlan } from '../lib/chain-client';
+import { connectTemporal, startPlan } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis } from '../lib/connections';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { parsePlan } from '../lib/plan';
-import type { ChainStatus } from '../lib/types';
-import { retrySignal, statusQuery } from '../workflows/messages';
+import type { ChainStatus } from '../contract/types';
+import { retrySignal, statusQuery } from '../contract/messages';
 import type { permitChain } from '../workflows';
 import type { Output } from './output';
 

@@ -6,14 +6,8 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis } from '../lib/connections';
 import { redactUrl } from '../lib/redact';
-import {
-  DATA_DIR,
-  ensureServersInstalled,
-  startRedis,
-  startTemporalDevServer,
-  type RunningRedis,
-} from '../lib/servers';
-import { connectTemporal } from '../lib/chain-client';
+import { DATA_DIR, ensureServersInstalled, startRedis, startTemporalDevServer, type RunningRedis } from './servers';
+import { connectTemporal } from '../client/plans';
 import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
 import { PositionWatcher } from '../workers/position-watcher';
 import { connectWorkerTemporal, createChainWorker, exchangeFor } from '../workers/worker';

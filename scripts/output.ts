@@ -1,4 +1,4 @@
-import type { ChainStatus } from '../lib/types';
+import type { ChainStatus } from '../contract/types';
 
 /** Where a command writes: text lines for people, or one JSON object with `--json`. */
 export interface Output {

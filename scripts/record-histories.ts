@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
-import { startPlan } from '../lib/chain-client';
+import { startPlan } from '../client/plans';
 import { loadConfig, type ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis } from '../lib/connections';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { parsePlan } from '../lib/plan';
 import {
   PROJECT_ROOT,
@@ -24,9 +24,9 @@ import {
   startRedis,
   startTemporalDevServer,
   temporalCliExecutable,
-} from '../lib/servers';
-import type { ChainStatus } from '../lib/types';
-import { approveSignal, retrySignal, statusQuery } from '../workflows/messages';
+} from './servers';
+import type { ChainStatus } from '../contract/types';
+import { approveSignal, retrySignal, statusQuery } from '../contract/messages';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 
 const OUT = join(PROJECT_ROOT, 'test', 'histories');

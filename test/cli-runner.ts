@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { PROJECT_ROOT } from '../lib/servers';
+import { PROJECT_ROOT } from '../scripts/servers';
 
 export const CLI = join(PROJECT_ROOT, 'scripts', 'permit-chain.cjs');
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../lib/servers';
+import { ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../scripts/servers';
 import { WORKFLOWS_PATH } from '../workers/worker';
 
 declare module 'vitest' {

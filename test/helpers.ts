@@ -7,13 +7,13 @@ import { Runtime, DefaultLogger } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
-import { connectTemporal } from '../lib/chain-client';
+import { connectTemporal } from '../client/plans';
 import { loadConfig, type ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis } from '../lib/connections';
-import { redisKeys, type RedisKeys } from '../lib/keys';
+import { redisKeys, type RedisKeys } from '../contract/keys';
 import { parsePlan } from '../lib/plan';
-import type { ApproveRequest, ChainStatus, Plan, PositionSnapshot, RejectRequest } from '../lib/types';
-import { statusQuery } from '../workflows/messages';
+import type { ApproveRequest, ChainStatus, Plan, PositionSnapshot, RejectRequest } from '../contract/types';
+import { statusQuery } from '../contract/messages';
 import type { ExchangePort } from '../activities/exchange/port';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 

@@ -1,10 +1,10 @@
 import { hostname } from 'node:os';
 import { Client, Connection } from '@temporalio/client';
 import type { Redis } from 'ioredis';
-import { startPlan } from '../lib/chain-client';
+import { startPlan } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import { checkTemporalHandshake, closeOnFailure, connectRedis, temporalConnectionOptions } from '../lib/connections';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { PlanError, parsePlan } from '../lib/plan';
 
 /** The consumer group every intake process reads `quantum:stream:exit.plan` with. */

@@ -3,9 +3,9 @@ import type { Redis, Result } from 'ioredis';
 import type { ExchangePort } from '../activities/exchange/port';
 import { readPositions } from '../activities/positions';
 import type { ChainConfig } from '../lib/config';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { SYMBOL_PATTERN } from '../lib/plan';
-import { planWorkflowId, positionsChangedSignal } from '../workflows/messages';
+import { planWorkflowId, positionsChangedSignal } from '../contract/messages';
 
 /** Changes to one symbol that arrive this close together wake its blocked plans once. */
 const DEBOUNCE_MS = 20;

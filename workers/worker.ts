@@ -6,10 +6,10 @@ import { createActivities } from '../activities';
 import { createPaperExchange } from '../activities/exchange/paper';
 import type { ExchangePort } from '../activities/exchange/port';
 import { loadApproverKeys } from '../lib/approval';
-import { connectTemporal } from '../lib/chain-client';
+import { connectTemporal } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis, connectTemporalWith } from '../lib/connections';
-import { redisKeys } from '../lib/keys';
+import { redisKeys } from '../contract/keys';
 import { redactUrl } from '../lib/redact';
 import { PositionWatcher } from './position-watcher';
 

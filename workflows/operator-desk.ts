@@ -7,7 +7,7 @@ import type {
   OperatorReply,
   PositionSnapshot,
   RejectRequest,
-} from '../lib/types';
+} from '../contract/types';
 import {
   approvePlanUpdate,
   approveSignal,
@@ -19,7 +19,7 @@ import {
   retrySignal,
   statusQuery,
   symbolFreeSignal,
-} from './messages';
+} from '../contract/messages';
 import type { StatusBoard } from './status-board';
 
 /** A person's decision, accepted by the Governor: who, when, what they said, and the signature that proves it. */

@@ -12,8 +12,8 @@ import {
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
 import { WAITER_REFRESH_MS } from '../lib/symbol-line';
-import type { ChainInput, ChainOutcome, ChainRules, ChainStatus, GovernorPermit, Plan } from '../lib/types';
-import { planWorkflowId, symbolFreeSignal } from './messages';
+import type { ChainInput, ChainOutcome, ChainRules, ChainStatus, GovernorPermit, Plan } from '../contract/types';
+import { planWorkflowId, symbolFreeSignal } from '../contract/messages';
 import { OperatorDesk } from './operator-desk';
 import { StatusBoard, blockedDetail, clockTime } from './status-board';
 

@@ -1,6 +1,6 @@
 import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
-import type { ChainOutcome, ChainStage, ChainStatus, P33Permit, Plan, TradingMode } from '../lib/types';
-import { chainOutcomeKey, chainStageKey, planIdKey, symbolKey, tradingModeKey } from './messages';
+import type { ChainOutcome, ChainStage, ChainStatus, P33Permit, Plan, TradingMode } from '../contract/types';
+import { chainOutcomeKey, chainStageKey, planIdKey, symbolKey, tradingModeKey } from '../contract/messages';
 
 /** How many timeline entries a plan keeps; older re-checks of a long-blocked plan give way to newer ones. */
 const MAX_TIMELINE = 200;

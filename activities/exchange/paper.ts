@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { Dec, formatDec, parseAmount } from '../../lib/decimal';
-import type { RedisKeys } from '../../lib/keys';
+import type { RedisKeys } from '../../contract/keys';
 import { defineChainScripts } from '../redis-scripts';
 import type { ExchangeOrder, ExchangePort, MarketOrderRequest } from './port';
 

@@ -1,5 +1,5 @@
 import type { Dec } from '../../lib/decimal';
-import type { Side } from '../../lib/types';
+import type { Side } from '../../contract/types';
 
 export interface ExchangeOrder {
   order_id: string;

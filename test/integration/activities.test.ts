@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { WAITER_STALE_MS } from '../../activities/symbol-lock';
-import { redisKeys } from '../../lib/keys';
-import type { GovernorPermit, Plan } from '../../lib/types';
+import { redisKeys } from '../../contract/keys';
+import type { GovernorPermit, Plan } from '../../contract/types';
 import { auditOf, makePlan, setPositions, testConfig } from '../helpers';
 
 const config = testConfig({ PERMIT_TTL_S: '60', PERMIT_MARGIN_S: '5' });

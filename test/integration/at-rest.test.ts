@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import type { ExchangePort } from '../../activities/exchange/port';
-import { startPlan } from '../../lib/chain-client';
+import { startPlan } from '../../client/plans';
 import { connectRedis } from '../../lib/connections';
 import type { permitChain } from '../../workflows';
-import { statusQuery } from '../../workflows/messages';
+import { statusQuery } from '../../contract/messages';
 import { PositionWatcher } from '../../workers/position-watcher';
 import { auditOf, chainHarness, makePlan, setPositions, testConfig, type ChainHarness, waitForStage } from '../helpers';
 

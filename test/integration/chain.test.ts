@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPlan } from '../../lib/chain-client';
-import { planWorkflowId, retrySignal, statusQuery } from '../../workflows/messages';
+import { startPlan } from '../../client/plans';
+import { planWorkflowId, retrySignal, statusQuery } from '../../contract/messages';
 import {
   auditOf,
   chainHarness,

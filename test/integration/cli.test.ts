@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../lib/config';
-import type { ChainStatus } from '../../lib/types';
-import { planWorkflowId } from '../../workflows/messages';
+import type { ChainStatus } from '../../contract/types';
+import { planWorkflowId } from '../../contract/messages';
 import { CLI, runCli } from '../cli-runner';
 import { chainHarness, eventually, setPositions, testEnv, type ChainHarness } from '../helpers';
 

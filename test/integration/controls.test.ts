@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPlan } from '../../lib/chain-client';
+import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import type { permitChain } from '../../workflows';
-import { statusQuery } from '../../workflows/messages';
+import { statusQuery } from '../../contract/messages';
 import { runCli } from '../cli-runner';
 import {
   onceWritten,

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, redisReachable, temporalCliExecutable } from '../../lib/servers';
-import type { ChainStatus } from '../../lib/types';
+import { freePort, redisReachable, temporalCliExecutable } from '../../scripts/servers';
+import type { ChainStatus } from '../../contract/types';
 import { CLI, runCli } from '../cli-runner';
 import { eventually } from '../helpers';
 

@@ -2,11 +2,11 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPlan } from '../../lib/chain-client';
+import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
-import { temporalCliExecutable } from '../../lib/servers';
-import type { Plan, PositionSnapshot } from '../../lib/types';
-import { approveSignal, statusQuery } from '../../workflows/messages';
+import { temporalCliExecutable } from '../../scripts/servers';
+import type { Plan, PositionSnapshot } from '../../contract/types';
+import { approveSignal, statusQuery } from '../../contract/messages';
 import type { permitChain } from '../../workflows';
 import { runCli } from '../cli-runner';
 import {

@@ -4,7 +4,7 @@ import { basename, join } from 'node:path';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker, bundleWorkflowCode, type ReplayResult } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
-import { PROJECT_ROOT } from '../../lib/servers';
+import { PROJECT_ROOT } from '../../scripts/servers';
 import { quietRuntime } from '../helpers';
 
 /**

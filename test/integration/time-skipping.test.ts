@@ -6,12 +6,12 @@ import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { loadApproverKeys } from '../../lib/approval';
-import { startPlan } from '../../lib/chain-client';
+import { startPlan } from '../../client/plans';
 import type { ChainConfig } from '../../lib/config';
-import { redisKeys } from '../../lib/keys';
-import { registerSearchAttributes } from '../../lib/search-attributes';
-import { testServerExecutable } from '../../lib/servers';
-import { approveSignal, cancelSignal, retrySignal, statusQuery } from '../../workflows/messages';
+import { redisKeys } from '../../contract/keys';
+import { registerSearchAttributes } from '../../client/search-attributes';
+import { testServerExecutable } from '../../scripts/servers';
+import { approveSignal, cancelSignal, retrySignal, statusQuery } from '../../contract/messages';
 import { auditOf, makePlan, onceWritten, quietRuntime, setPositions, testApprovers, testConfig } from '../helpers';
 
 /**

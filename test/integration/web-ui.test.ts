@@ -2,9 +2,9 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startPlan } from '../../lib/chain-client';
-import { PROJECT_ROOT } from '../../lib/servers';
-import { statusQuery } from '../../workflows/messages';
+import { startPlan } from '../../client/plans';
+import { PROJECT_ROOT } from '../../scripts/servers';
+import { statusQuery } from '../../contract/messages';
 import { chainHarness, eventually, makePlan, setPositions, testConfig, type ChainHarness } from '../helpers';
 
 /** Debian's Chromium, installed by scripts/setup.sh (CHROMIUM_PATH overrides). */

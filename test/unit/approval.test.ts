@@ -13,7 +13,7 @@ import {
   signedRequest,
 } from '../../lib/approval';
 import { ConfigError } from '../../lib/config';
-import type { PositionSnapshot } from '../../lib/types';
+import type { PositionSnapshot } from '../../contract/types';
 
 const NOW = 1_790_000_000_000;
 const PLAN = '0123456789abcdef';

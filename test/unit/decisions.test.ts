@@ -13,7 +13,15 @@ import { killSwitchOn } from '../../activities/kill-switch';
 import { ledgerAfterFill, settleUnappliedFill, type Fill, type Settlement } from '../../activities/ledger';
 import { decideP33 } from '../../activities/p33';
 import { Dec } from '../../lib/decimal';
-import type { Approval, GovernorPermit, P33Permit, Plan, PositionSnapshot, Side, TradingMode } from '../../lib/types';
+import type {
+  Approval,
+  GovernorPermit,
+  P33Permit,
+  Plan,
+  PositionSnapshot,
+  Side,
+  TradingMode,
+} from '../../contract/types';
 
 const NOW = 1_700_000_000_000;
 const PLAN_ID = 'a1b2c3d4e5f60718';

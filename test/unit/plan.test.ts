@@ -9,7 +9,7 @@ import {
   PlanError,
   planSummary,
 } from '../../lib/plan';
-import type { Plan } from '../../lib/types';
+import type { Plan } from '../../contract/types';
 
 const NOW = 1_700_000_000_000;
 const now = () => NOW;

@@ -6,8 +6,8 @@ import { auditFields } from '../activities/audit';
 import type { ActivityDeps } from '../activities/deps';
 import { createLedger } from '../activities/ledger';
 import { createSymbolLockActivities } from '../activities/symbol-lock';
-import { redisKeys, type RedisKeys } from '../lib/keys';
-import type { ChainOutcome, ChainStage, ChainStatus } from '../lib/types';
+import { redisKeys, type RedisKeys } from '../contract/keys';
+import type { ChainOutcome, ChainStage, ChainStatus } from '../contract/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
   chainOutcomeKey,
@@ -18,7 +18,7 @@ import {
   symbolFreeSignal,
   symbolKey,
   tradingModeKey,
-} from '../workflows/messages';
+} from '../contract/messages';
 
 export const STAGES: readonly ChainStage[] = [
   'governor',

@@ -2,10 +2,9 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { EphemeralServerExecutable } from '@temporalio/testing/lib/ephemeral-server';
+import { TestWorkflowEnvironment, type EphemeralServerExecutable } from '@temporalio/testing';
 import { Redis } from 'ioredis';
-import { CHAIN_SEARCH_ATTRIBUTES } from '../workflows/messages';
+import { CHAIN_SEARCH_ATTRIBUTES } from '../contract/messages';
 
 /** The project's root: `.tools/` and `.data/` live here. */
 export const PROJECT_ROOT = resolve(__dirname, '..');

@@ -1,8 +1,8 @@
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
-import type { ChainConfig } from './config';
-import { connectTemporalWith } from './connections';
-import { PlanConflictError, differingFields, parsePlan, planSummary } from './plan';
-import type { ChainInput, ChainStatus, Plan } from './types';
+import type { ChainConfig } from '../lib/config';
+import { connectTemporalWith } from '../lib/connections';
+import { PlanConflictError, differingFields, parsePlan, planSummary } from '../lib/plan';
+import type { ChainInput, ChainStatus, Plan } from '../contract/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
   chainStageKey,
@@ -10,7 +10,7 @@ import {
   planWorkflowId,
   statusQuery,
   symbolKey,
-} from '../workflows/messages';
+} from '../contract/messages';
 import type { permitChain } from '../workflows';
 
 /** A client of the chain's namespace over the chain's connection options (TLS, API key); one clear line on failure. */

@@ -1,13 +1,6 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type {
-  ApproveRequest,
-  CancelRequest,
-  ChainStatus,
-  OperatorReply,
-  RejectRequest,
-  RetryRequest,
-} from '../lib/types';
+import type { ApproveRequest, CancelRequest, ChainStatus, OperatorReply, RejectRequest, RetryRequest } from './types';
 
 /** The workflow type every plan runs as; its id is {@link planWorkflowId}. */
 export const PERMIT_CHAIN_WORKFLOW = 'permitChain';

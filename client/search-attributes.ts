@@ -1,7 +1,7 @@
 import type { ConnectionLike } from '@temporalio/client';
 import { status } from '@grpc/grpc-js';
 import { temporal } from '@temporalio/proto';
-import { CHAIN_SEARCH_ATTRIBUTES } from '../workflows/messages';
+import { CHAIN_SEARCH_ATTRIBUTES } from '../contract/messages';
 
 const KEYWORD = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
 
