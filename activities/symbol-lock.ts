@@ -1,4 +1,4 @@
-import type { Result } from 'ioredis';
+import type { Redis, Result } from 'ioredis';
 import { redisKeys } from '../contract/keys';
 import { WAITER_STALE_MS } from '../lib/symbol-line';
 import type { Plan } from '../contract/types';
@@ -92,8 +92,9 @@ export type SymbolHolder = Pick<Plan, 'plan_id' | 'symbol'>;
 
 export type SymbolHold = { held: true } | { held: false; holder: string; leaseLeftMs: number; ahead: number };
 
-export function createSymbolLockActivities({ redis, config, clock }: ActivityDeps) {
-  const keys = redisKeys(config.keyPrefix);
+/** The symbol line as a plain module over one Redis: its activities, and `reconcile`, which takes a symbol too. */
+export function createSymbolLine(redis: Redis, keyPrefix: string, clock: () => number) {
+  const keys = redisKeys(keyPrefix);
   redis.defineCommand('takeSymbol', { numberOfKeys: 4, lua: TAKE_SYMBOL });
   redis.defineCommand('releaseSymbol', { numberOfKeys: 3, lua: RELEASE_SYMBOL });
   redis.defineCommand('dropWaiter', { numberOfKeys: 3, lua: DROP_WAITER });
@@ -126,4 +127,9 @@ export function createSymbolLockActivities({ redis, config, clock }: ActivityDep
       return redis.dropWaiter(...lockKeys(waiter.symbol), waiter.plan_id);
     },
   };
+}
+
+/** The symbol line's steps as the worker registers them. */
+export function createSymbolLockActivities({ redis, config, clock }: ActivityDeps) {
+  return createSymbolLine(redis, config.keyPrefix, clock);
 }

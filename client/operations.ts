@@ -3,9 +3,10 @@ import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { Redis } from 'ioredis';
 import { auditFields } from '../activities/audit';
-import type { ActivityDeps } from '../activities/deps';
 import { createLedger } from '../activities/ledger';
-import { createSymbolLockActivities } from '../activities/symbol-lock';
+import { createSymbolLine } from '../activities/symbol-lock';
+import type { ExchangePort } from '../activities/exchange';
+import type { ChainConfig } from '../lib/config';
 import { redisKeys, type RedisKeys } from '../contract/keys';
 import type { ChainOutcome, ChainStage, ChainStatus } from '../contract/types';
 import {
@@ -131,12 +132,12 @@ const OPERATOR_LEASE_MS = 10_000;
  * like a plan: a reconcile between a plan's fill and its ledger update would count that fill twice.
  */
 export async function reconcileLedger(
-  deps: ActivityDeps,
+  deps: { redis: Redis; config: Pick<ChainConfig, 'keyPrefix'>; exchange: ExchangePort; clock: () => number },
   client: Client,
   symbol: string,
   by: string,
 ): Promise<{ before: string; after: string; fills: string[] }> {
-  const lock = createSymbolLockActivities(deps);
+  const lock = createSymbolLine(deps.redis, deps.config.keyPrefix, deps.clock);
   const holder = { plan_id: `reconcile-${randomUUID()}`, symbol };
   const deadline = Date.now() + SYMBOL_WAIT_MS;
   while (!(await lock.holdSymbol(holder, OPERATOR_LEASE_MS)).held) {

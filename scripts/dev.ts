@@ -10,7 +10,8 @@ import { DATA_DIR, ensureServersInstalled, startRedis, startTemporalDevServer, t
 import { connectTemporal } from '../client/plans';
 import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
 import { PositionWatcher } from '../workers/position-watcher';
-import { connectWorkerTemporal, createChainWorker, exchangeFor } from '../workers/worker';
+import { exchangeFor } from '../activities/exchange';
+import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 import { runDemo } from './demo';
 import type { Output } from './output';
 

@@ -1,3 +1,5 @@
+import type { PositionView } from '../client/chain-client';
+import type { PlanRow } from '../client/operations';
 import type { ChainStatus } from '../contract/types';
 
 /** Where a command writes: text lines for people, or one JSON object with `--json`. */
@@ -61,4 +63,21 @@ export function formatStatus(status: ChainStatus): string {
   lines.push('  timeline');
   for (const entry of status.timeline) lines.push(`    ${time(entry.at)}  ${entry.stage.padEnd(17)} ${entry.detail}`);
   return lines.join('\n');
+}
+
+/** `list`: a count, then one line a plan. */
+export function formatPlanRows(plans: PlanRow[]): string {
+  const lines = plans.map(
+    (p) =>
+      `${p.plan_id}  ${p.symbol.padEnd(10)} ${p.stage.padEnd(17)} ${(p.outcome || '-').padEnd(9)} ${p.mode.padEnd(10)} ${p.started_at}`,
+  );
+  return [`${plans.length} plan(s)`, ...lines].join('\n');
+}
+
+/** `position`: both amounts, their discrepancy against the tolerance, and whether P3.3 would allow. */
+export function formatPosition(view: PositionView): string {
+  return (
+    `${view.symbol}  exchange ${view.exchange_amount}  ledger ${view.ledger_amount}  discrepancy ${view.discrepancy}  ` +
+    `tolerance ${view.tolerance}  ${view.within_tolerance ? 'ok' : 'RECONCILE REQUIRED'}`
+  );
 }

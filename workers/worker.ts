@@ -3,13 +3,12 @@ import { join } from 'node:path';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
 import { createActivities } from '../activities';
-import { createPaperExchange } from '../activities/exchange/paper';
+import { exchangeFor } from '../activities/exchange';
 import type { ExchangePort } from '../activities/exchange/port';
 import { loadApproverKeys } from '../lib/approval';
 import { connectTemporal } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis, connectTemporalWith } from '../lib/connections';
-import { redisKeys } from '../contract/keys';
 import { redactUrl } from '../lib/redact';
 import { PositionWatcher } from './position-watcher';
 
@@ -26,11 +25,6 @@ export interface ChainWorkerOptions {
   approverKeys?: ReadonlyMap<string, KeyObject>;
   /** The exchange the activities trade on; default: the paper exchange over the same Redis. */
   exchange?: ExchangePort;
-}
-
-/** The exchange the chain trades on, as `EXCHANGE` names it: one factory for the worker and the tools around it. */
-export function exchangeFor(config: ChainConfig, redis: Redis, clock: () => number = Date.now): ExchangePort {
-  return createPaperExchange(redis, redisKeys(config.keyPrefix), clock);
 }
 
 /** Builds the worker for the chain's task queue over one Redis connection and one Temporal connection. */

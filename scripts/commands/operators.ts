@@ -1,0 +1,112 @@
+import type { CommandContext } from './context';
+import { DEFAULT_DECISION_LIFE_MS, MAX_DECISION_LIFE_MS, generateApproverKeys } from '../../lib/approval';
+import { durationArg, oneOf, planIdArg, symbolArg } from '../cli-args';
+import { type Command } from 'commander';
+
+/** The operators' actions: signed decisions, cancel, the kill switch, reconcile, keys, and the cluster's search attributes. */
+export function addOperatorsCommands(program: Command, ctx: CommandContext): void {
+  for (const kind of ['approve', 'reject'] as const) {
+    const command = program
+      .command(kind)
+      .description(`${kind} a plan that awaits approval (production mode), signed with your key`)
+      .argument('<plan_id>', 'the plan id', planIdArg)
+      .requiredOption('--by <name>', `who ${kind}s (an approver the worker has a key for)`);
+    if (kind === 'approve') command.option('--note <text>', 'kept with the approval');
+    else command.requiredOption('--reason <text>', 'why');
+    command
+      .requiredOption('--key <file>', "the approver's private key (from permit-chain keygen)")
+      .option(
+        '--expires-in <age>',
+        `how long the signature holds, at most ${MAX_DECISION_LIFE_MS / 60_000}m`,
+        durationArg,
+      )
+      .option('--print', 'print the signed payload instead of sending it (for temporal workflow signal --input)')
+      .action(
+        (
+          planId: string,
+          opts: { by: string; note?: string; reason?: string; key: string; expiresIn?: number; print?: boolean },
+        ) =>
+          ctx.withChain(async (chain, o) => {
+            const fields = {
+              by: opts.by,
+              ...(opts.note !== undefined ? { note: opts.note } : {}),
+              ...(opts.reason !== undefined ? { reason: opts.reason } : {}),
+            };
+            const signing = {
+              keyFile: opts.key,
+              lifeMs: opts.expiresIn ?? DEFAULT_DECISION_LIFE_MS,
+              ...(opts.print ? { print: true } : {}),
+            };
+            const answer = await chain.decide(planId, kind, fields, signing);
+            if ('printed' in answer) return o.result(JSON.stringify(answer.printed), answer.printed);
+            ctx.reply(o, planId, answer);
+          }),
+      );
+  }
+  program
+    .command('cancel')
+    .description('end a plan before its order is placed')
+    .argument('<plan_id>', 'the plan id', planIdArg)
+    .requiredOption('--by <name>', 'who cancels')
+    .requiredOption('--reason <text>', 'why')
+    .action((planId: string, opts: { by: string; reason: string }) =>
+      ctx.withChain(async (chain, o) => ctx.reply(o, planId, await chain.cancel(planId, opts.by, opts.reason))),
+    );
+  program
+    .command('kill-switch')
+    .description("set or clear the Governor's kill switch: while on, no permit is issued and no order placed")
+    .argument('<state>', 'on or off', oneOf(['on', 'off'] as const))
+    .requiredOption('--by <name>', 'who sets it')
+    .action((state: 'on' | 'off', opts: { by: string }) =>
+      ctx.withChain(async (chain, o) => {
+        await chain.killSwitch(state === 'on', opts.by);
+        o.result(`kill switch ${state} (by ${opts.by})`, { kill_switch: state, by: opts.by });
+      }),
+    );
+  program
+    .command('reconcile')
+    .description("set the ledger to the exchange's amount (audited) and wake the symbol's blocked plans")
+    .argument('<symbol>', 'exchange symbol, e.g. BTCUSDT', symbolArg)
+    .requiredOption('--by <name>', 'who reconciles')
+    .action((symbol: string, opts: { by: string }) =>
+      ctx.withChain(async (chain, o) => {
+        const { before, after, fills, woken } = await chain.reconcile(symbol, opts.by);
+        const accounted = fills.length > 0 ? `; accounted for ${fills.length} unapplied fill(s)` : '';
+        o.result(
+          `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked plan(s)`,
+          {
+            symbol,
+            ledger_before: before,
+            ledger_after: after,
+            fills_accounted: fills.length,
+            accounted_plan_ids: fills,
+            woken: woken.length,
+          },
+        );
+      }),
+    );
+  program
+    .command('keygen')
+    .description("make an approver's Ed25519 key pair: NAME.key (private, 0600) and NAME.pub (for APPROVER_KEYS_DIR)")
+    .argument('<name>', "the approver's name, as in APPROVERS")
+    .requiredOption('--out <dir>', 'the folder to write both files to')
+    .action((name: string, opts: { out: string }) => {
+      const { privateFile, publicFile } = generateApproverKeys(name, opts.out);
+      const text = `private key ${privateFile} (keep it to yourself)\npublic key ${publicFile} (for the worker)`;
+      ctx.out().result(text, { private_key: privateFile, public_key: publicFile });
+    });
+  program
+    .command('register-search-attributes')
+    .description("register the chain's search attributes (all Keyword) in the namespace of a real cluster")
+    .action(() =>
+      ctx.withChain(async (chain, o) => {
+        const added = await chain.registerSearchAttributes();
+        const namespace = chain.config.temporalNamespace;
+        const text =
+          added.length > 0
+            ? `registered ${added.join(', ')} in ${namespace}`
+            : `all registered already in ${namespace}`;
+        o.result(text, { namespace, added });
+      }),
+    );
+}

@@ -1,0 +1,119 @@
+import type { ChainStatus } from '../../contract/types';
+import type { CommandContext } from './context';
+import { durationArg, oneOf, planIdArg, positiveInt, symbolArg } from '../cli-args';
+import { OUTCOMES, STAGES, type PlanFilter } from '../../client/operations';
+import { type Command } from 'commander';
+import { formatPlanRows, formatPosition, formatStatus } from '../output';
+import { parsePlan } from '../../lib/plan';
+import { runDemo } from '../demo';
+
+/** Plans: submit one, look at it, wake it, list them, and the demo. */
+export function addPlansCommands(program: Command, ctx: CommandContext): void {
+  program
+    .command('submit')
+    .description('validate a plan and start its workflow; prints plan_id and workflow_id')
+    .requiredOption('--symbol <symbol>', 'exchange symbol, e.g. BTCUSDT')
+    .requiredOption('--side <side>', 'BUY or SELL')
+    .requiredOption('--qty <qty>', 'quantity, a decimal > 0 with at most 8 decimals')
+    .option('--plan-id <id>', 'the plan id (16 lowercase hex); default: derived from the plan')
+    .option('--no-reduce-only', 'allow the order to open or grow a position')
+    .option('--source <source>', 'who produced the plan', 'operator-cli')
+    .option('--reason <text>', 'free text, kept with the plan')
+    .option('--wait', 'wait for the outcome and print it (exit 0 only when executed)')
+    .action(
+      async (
+        opts: { planId?: string; reduceOnly: boolean; reason?: string; wait?: boolean } & Record<string, string>,
+      ) => {
+        const { symbol, side, qty, source, planId, reason, reduceOnly } = opts;
+        const fields = {
+          action: 'EXECUTE',
+          symbol,
+          side,
+          qty,
+          source,
+          reduce_only: reduceOnly,
+          created_at: Date.now(),
+        };
+        const plan = parsePlan({
+          ...fields,
+          ...(reason !== undefined ? { reason } : {}),
+          ...(planId ? { plan_id: planId } : {}),
+        });
+        await ctx.withChain(async (chain, o) => {
+          const started = await chain.submit(plan, planId !== undefined);
+          const ids = `plan_id ${started.planId}\nworkflow_id ${started.workflowId}`;
+          if (!opts.wait) return o.result(ids, { plan_id: started.planId, workflow_id: started.workflowId });
+          o.line(ids);
+          const status: ChainStatus = await started.handle.result();
+          o.result(formatStatus(status), status);
+          if (status.outcome !== 'executed') ctx.setExit(3);
+        });
+      },
+    );
+  program
+    .command('status')
+    .description("the plan's status: stage, outcome, permits, timeline")
+    .argument('<plan_id>', 'the plan id', planIdArg)
+    .action((planId: string) =>
+      ctx.withChain(async (chain, o) => {
+        const status = await chain.status(planId);
+        o.result(formatStatus(status), status);
+      }),
+    );
+  program
+    .command('retry')
+    .description('wake a blocked plan now; a plan that ended failed runs again from its start (Temporal reset)')
+    .argument('<plan_id>', 'the plan id', planIdArg)
+    .option('--by <name>', 'who asks', 'operator')
+    .action((planId: string, opts: { by: string }) =>
+      ctx.withChain(async (chain, o) => {
+        const done = await chain.retry(planId, opts.by);
+        if ('signalled' in done) return o.result(`retry sent to plan-${planId}`, { plan_id: planId, signalled: true });
+        o.result(`plan ${planId} runs again from its start (reset, run ${done.runId})`, {
+          plan_id: planId,
+          reset: true,
+          run_id: done.runId,
+        });
+      }),
+    );
+  program
+    .command('position')
+    .description("the exchange's and the ledger's position of a symbol, and their discrepancy")
+    .argument('<symbol>', 'exchange symbol, e.g. BTCUSDT', symbolArg)
+    .action((symbol: string) =>
+      ctx.withChain(async (chain, o) => {
+        const view = await chain.position(symbol);
+        o.result(formatPosition(view), view);
+      }),
+    );
+  program
+    .command('list')
+    .description('plans by stage, outcome and symbol (search attributes)')
+    .option('--stage <stage>', `one of ${STAGES.join(', ')}`, oneOf(STAGES))
+    .option('--outcome <outcome>', `one of ${OUTCOMES.join(', ')}`, oneOf(OUTCOMES))
+    .option('--symbol <symbol>', 'exchange symbol', symbolArg)
+    .option('--limit <n>', 'at most this many', positiveInt, 50)
+    .action(({ limit, ...filter }: PlanFilter & { limit: number }) =>
+      ctx.withChain(async (chain, o) => {
+        const plans = await chain.list(filter, limit);
+        o.result(formatPlanRows(plans), { plans });
+      }),
+    );
+  program
+    .command('retry-stuck')
+    .description('wake every blocked plan (optionally only older ones, or one symbol)')
+    .option('--older-than <age>', 'only plans started longer ago than this, e.g. 5m, 30s, 2h', durationArg)
+    .option('--symbol <symbol>', 'only this symbol', symbolArg)
+    .option('--by <name>', 'who asks', 'operator')
+    .action((opts: { olderThan?: number; symbol?: string; by: string }) =>
+      ctx.withChain(async (chain, o) => {
+        const older = opts.olderThan !== undefined ? { startedBefore: new Date(Date.now() - opts.olderThan) } : {};
+        const woken = await chain.retryStuck({ ...(opts.symbol ? { symbol: opts.symbol } : {}), ...older }, opts.by);
+        o.result(`retried ${woken.length} blocked plan(s)`, { retried: woken.length, plan_ids: woken });
+      }),
+    );
+  program
+    .command('demo')
+    .description("play the existing system's reported incident on the running stack")
+    .action(async () => void (await runDemo(ctx.config(), ctx.out())));
+}
