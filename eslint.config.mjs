@@ -1,6 +1,6 @@
 import { builtinModules } from 'node:module';
 import js from '@eslint/js';
-import importX from 'eslint-plugin-import-x';
+import importX, { createNodeResolver } from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
 
 /** Every Node built-in, by both its names: none may run in the workflow sandbox. */
@@ -30,6 +30,11 @@ export default tseslint.config(
       },
     },
     plugins: { 'import-x': importX },
+    // The import rules see the graph only if they can resolve our extension-less TypeScript imports.
+    settings: {
+      'import-x/resolver-next': [createNodeResolver({ extensions: ['.ts', '.mts', '.js', '.mjs', '.json'] })],
+      'import-x/extensions': ['.ts', '.mts', '.js', '.mjs'],
+    },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
@@ -42,6 +47,7 @@ export default tseslint.config(
         {
           devDependencies: [
             'test/**',
+            '**/*.test.ts',
             'eslint.config.mjs',
             'vitest.config.mts',
             'scripts/record-histories.ts',

@@ -5,7 +5,8 @@ export default defineConfig({
     // The Temporal native bridge does not live well in worker threads.
     pool: 'forks',
     globalSetup: ['test/global-setup.ts'],
-    include: ['test/**/*.test.ts'],
+    // Decision tables stand beside the layers they test; everything else under test/.
+    include: ['test/**/*.test.ts', 'activities/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // The summary reporter's last line, `tests: N passed, N failed`, is what CI reads.

@@ -1,17 +1,14 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { WorkflowHandle } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { createActivities } from '../../activities';
-import { createPaperExchange } from '../../activities/exchange/paper';
-import { loadApproverKeys } from '../../lib/approval';
 import { startPlan } from '../../client/plans';
 import type { ChainConfig } from '../../lib/config';
 import { redisKeys } from '../../contract/keys';
 import { registerSearchAttributes } from '../../client/search-attributes';
 import { testServerExecutable } from '../../scripts/servers';
 import { approveSignal, cancelSignal, retrySignal, statusQuery } from '../../contract/messages';
+import { createChainWorker } from '../../workers/worker';
 import { auditOf, makePlan, onceWritten, quietRuntime, setPositions, testApprovers, testConfig } from '../helpers';
 
 /**
@@ -35,19 +32,13 @@ afterAll(async () => {
   await env?.teardown();
 });
 
+/** The product's own worker factory, on the time-skipping server's connection. */
 async function withWorker<T>(fn: () => Promise<T>, cfg: ChainConfig = config): Promise<T> {
-  const exchange = createPaperExchange(redis, redisKeys(cfg.keyPrefix), Date.now);
-  const worker = await Worker.create({
+  const worker = await createChainWorker({
+    config: cfg,
+    redis,
     connection: env.nativeConnection,
-    taskQueue: cfg.taskQueue,
     workflowBundle: { codePath: inject('workflowBundlePath') },
-    activities: createActivities({
-      redis,
-      config: cfg,
-      exchange,
-      clock: Date.now,
-      approverKeys: loadApproverKeys(cfg),
-    }),
   });
   return worker.runUntil(fn);
 }
