@@ -4,8 +4,8 @@ import { Option, type Command } from 'commander';
 import { UsageError, type CommandContext } from './context';
 import { loadConfig, requireExplicitMode } from '../../lib/config';
 import { remoteServers, runBench, type BenchOptions } from '../bench';
-import { runDev } from '../dev';
 import { runWorker } from '../../workers/worker';
+import type * as DevModule from '../dev';
 
 /** The processes: the embedded stack, the worker, the intake, and the benchmark. */
 export function addProcessesCommands(program: Command, ctx: CommandContext): void {
@@ -23,6 +23,10 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
           ? `dev: ${cfg.tradingMode} mode (TRADING_MODE)`
           : 'dev: testnet mode (TRADING_MODE unset; dev runs testnet, where the Governor approves by itself)',
       );
+      // Loaded only here: the embedded servers come from a dev dependency (@temporalio/testing), which a
+      // production install of the worker and the intake does not have.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
+      const { runDev } = require('../dev') as typeof DevModule;
       await runDev(cfg, o, { demo: opts.demo === true });
     });
   program
