@@ -339,28 +339,15 @@ async function sideBySide(b: Bench, options: BenchOptions, symbolCount: number):
   }
 
   await serialChains(b, symbols[0]!, 'warm', WARM_UP_RUNS);
-  const chain: number[] = [];
-  let next = 0;
-  const started = performance.now();
-  let lastEnd = started;
-  const deadline = () => Date.now() + DRAIN_BOUND_MS;
-  await Promise.all(
-    Array.from({ length: options.concurrency }, async () => {
-      while (next < options.plans) {
-        const i = next++;
-        const run = await timedChain(b, benchPlan(b, symbols[i % symbols.length]!, String(i)), deadline());
-        chain.push(run.ms);
-        lastEnd = performance.now();
-        if (run.outcome === 'unfinished') return;
-      }
-    }),
+  const lanes = await chainLanes(
+    b,
+    symbols,
+    options.concurrency,
+    (i) => i < options.plans,
+    () => Date.now() + DRAIN_BOUND_MS,
   );
-  const wallMs = lastEnd - started;
-
-  await endOpen(b, { cancelFirst: false, waitMs: 0 });
-  const integrity = await checkIntegrity(b.redis, b.keys, b.plans, b.baseline);
-  const measured = b.plans.slice(WARM_UP_RUNS);
-  const executed = measured.filter((plan) => plan.outcome === 'executed').length;
+  const { latencies: chain, wallMs } = lanes;
+  const { integrity, executed } = await settle(b);
   const floorMs = latency(floor);
   const directMs = latency(direct);
   const chainMs = latency(chain);
@@ -413,6 +400,43 @@ async function sideBySide(b: Bench, options: BenchOptions, symbolCount: number):
   return { text, report };
 }
 
+/**
+ * Plans through the chain in `concurrency` lanes over `symbols`, one after another in each lane while `more(i)`;
+ * each waits for its result until `deadline()`. Returns the latencies and the time to the last result.
+ */
+async function chainLanes(
+  b: Bench,
+  symbols: string[],
+  concurrency: number,
+  more: (i: number) => boolean,
+  deadline: () => number,
+): Promise<{ latencies: number[]; wallMs: number }> {
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  let lastEnd = started;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (more(next)) {
+        const i = next++;
+        const run = await timedChain(b, benchPlan(b, symbols[i % symbols.length]!, String(i)), deadline());
+        latencies.push(run.ms);
+        lastEnd = performance.now();
+        if (run.outcome === 'unfinished') return;
+      }
+    }),
+  );
+  return { latencies, wallMs: lastEnd - started };
+}
+
+/** Ends what is still open, checks nothing was lost or duplicated, and counts the measured plans executed. */
+async function settle(b: Bench) {
+  await endOpen(b, { cancelFirst: false, waitMs: 0 });
+  const integrity = await checkIntegrity(b.redis, b.keys, b.plans, b.baseline);
+  const measured = b.plans.slice(WARM_UP_RUNS);
+  return { integrity, measured, executed: measured.filter((plan) => plan.outcome === 'executed').length };
+}
+
 /** `--duration`: as many plans as `concurrency` lanes start over the duration, on `symbols` symbols. */
 async function sustained(b: Bench, options: BenchOptions, durationMs: number, symbolCount: number): Promise<Measured> {
   const symbols = symbolsOf(symbolCount);
@@ -422,28 +446,17 @@ async function sustained(b: Bench, options: BenchOptions, durationMs: number, sy
       `(then at most ${DRAIN_BOUND_MS / 1000} s for those in flight); ${WARM_UP_RUNS} warm-up plans first`,
   );
   await serialChains(b, symbols[0]!, 'warm', WARM_UP_RUNS);
-  const latencies: number[] = [];
-  let next = 0;
-  const started = performance.now();
-  const stopAt = started + durationMs;
+  const stopAt = performance.now() + durationMs;
   const deadline = Date.now() + durationMs + DRAIN_BOUND_MS;
-  let lastEnd = started;
-  await Promise.all(
-    Array.from({ length: options.concurrency }, async () => {
-      while (performance.now() < stopAt) {
-        const i = next++;
-        const run = await timedChain(b, benchPlan(b, symbols[i % symbols.length]!, String(i)), deadline);
-        latencies.push(run.ms);
-        lastEnd = performance.now();
-        if (run.outcome === 'unfinished') return;
-      }
-    }),
+  const lanes = await chainLanes(
+    b,
+    symbols,
+    options.concurrency,
+    () => performance.now() < stopAt,
+    () => deadline,
   );
-  const wallMs = lastEnd - started;
-  await endOpen(b, { cancelFirst: false, waitMs: 0 });
-  const integrity = await checkIntegrity(b.redis, b.keys, b.plans, b.baseline);
-  const measured = b.plans.slice(WARM_UP_RUNS);
-  const executed = measured.filter((plan) => plan.outcome === 'executed').length;
+  const { latencies, wallMs } = lanes;
+  const { integrity, measured, executed } = await settle(b);
   const lostOrDuplicated =
     measured.length -
     executed +
