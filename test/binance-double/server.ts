@@ -373,7 +373,8 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
 
   /** Validates and executes a market order. Returns the order as stored and as the POST response shows it. */
   const placeOrder = (params: URLSearchParams, path: string): { stored: DoubleOrder; shown: DoubleOrder } => {
-    const symbol = params.get('symbol') ?? undefined;
+    const symbol = params.get('symbol');
+    if (!symbol) throw missing('symbol');
     const { rules, markPrice } = symbolState(symbol);
     const side = params.get('side');
     if (!side) throw missing('side');
@@ -438,7 +439,7 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     }
     // What the order does to its position: in hedge mode, BUY on SHORT and SELL on LONG close.
     const signed = side === 'BUY' ? qty : qty.neg();
-    const held = position(symbol!, positionSide).amount;
+    const held = position(symbol, positionSide).amount;
     const closes = hedgeMode ? (positionSide === 'LONG') !== (side === 'BUY') : reduceOnly;
     if (closes && (held.isZero() || signed.isNeg() === held.isNeg() || qty.gt(held.abs()))) {
       throw new BinanceError(400, -2022, 'ReduceOnly Order is rejected.');
@@ -452,19 +453,18 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       const part = qty.mul(fault.fraction);
       executed = part.sub(part.mod(rules.stepSize));
     }
-    if (!executed.isZero())
-      applyFill(symbol!, positionSide, signed.isNeg() ? executed.neg() : executed, markPrice, now);
+    if (!executed.isZero()) applyFill(symbol, positionSide, signed.isNeg() ? executed.neg() : executed, markPrice, now);
     const filled = !executed.isZero();
     const stored: DoubleOrder = {
       orderId: nextOrderId++,
       clientOrderId,
-      symbol: symbol!,
+      symbol: symbol,
       side,
       positionSide,
       type: 'MARKET',
-      origQty: qtyText(symbol!, qty),
-      executedQty: qtyText(symbol!, executed),
-      avgPrice: filled ? priceText(symbol!, markPrice) : '0.00',
+      origQty: qtyText(symbol, qty),
+      executedQty: qtyText(symbol, executed),
+      avgPrice: filled ? priceText(symbol, markPrice) : '0.00',
       cumQuote: executed.mul(markPrice).toFixed(8),
       reduceOnly,
       status: fault ? 'EXPIRED' : 'FILLED',
@@ -472,7 +472,8 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       updateTime: now,
     };
     orderBook.push(stored);
-    const shown: DoubleOrder = fault?.kind === 'partial-fill' ? { ...stored, status: 'PARTIALLY_FILLED' } : stored;
+    const shown: DoubleOrder =
+      fault?.kind === 'partial-fill' && filled ? { ...stored, status: 'PARTIALLY_FILLED' } : stored;
     return { stored, shown };
   };
 
