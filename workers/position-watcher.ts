@@ -68,7 +68,15 @@ export class PositionWatcher {
           : '';
       if (SYMBOL_PATTERN.test(symbol)) this.soon(symbol);
     });
-    await subscriber.psubscribe(...patterns);
+    try {
+      await subscriber.psubscribe(...patterns);
+    } catch (err) {
+      // A Redis user without PSUBSCRIBE: the sweep alone wakes blocked plans, later but surely.
+      log(
+        `position watcher: cannot subscribe to keyspace notifications (${err instanceof Error ? err.message : String(err)}): ` +
+          `blocked plans are woken by the sweep every ${config.recheckIntervalS}s`,
+      );
+    }
     const events = await this.keyspaceEvents();
     if (events !== undefined && NEEDED_EVENTS.some((flag) => !events.includes(flag))) {
       log(
