@@ -63,6 +63,32 @@ describe('the position watcher', () => {
     expect(await h.redis.zscore(h.keys.p33Blocked('BTCUSDT'), plan.plan_id)).toBeNull();
   });
 
+  it('starts without keyspace notifications when its Redis user may not subscribe, and says so', async () => {
+    const password = `pw-${Date.now()}`;
+    await h.redis.call('ACL', 'SETUSER', 'nosubscribe', 'on', `>${password}`, '~*', '&*', '+@all', '-psubscribe');
+    try {
+      const url = new URL(h.config.redisUrl);
+      url.username = 'nosubscribe';
+      url.password = password;
+      const lines: string[] = [];
+      const limited = new PositionWatcher({
+        subscriber: await connectRedis({ ...h.config, redisUrl: url.toString() }),
+        redis: h.redis,
+        client: h.client,
+        config: h.config,
+        exchange: createPaperExchange(h.redis, h.keys, Date.now),
+        log: (line) => lines.push(line),
+      });
+      await limited.start();
+      limited.stop();
+      expect(lines).toEqual([
+        expect.stringMatching(/^position watcher: cannot subscribe to keyspace notifications \(NOPERM/),
+      ]);
+    } finally {
+      await h.redis.call('ACL', 'DELUSER', 'nosubscribe');
+    }
+  });
+
   it('wakes, by its sweep, the plans of a symbol whose positions agree without any notification', async () => {
     await setPositions(h, 'ETHUSDT', '2', '1');
     const plan = makePlan({ symbol: 'ETHUSDT', qty: '2' });
