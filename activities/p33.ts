@@ -22,12 +22,17 @@ export interface P33Decision {
  * tolerance (a discrepancy exactly at the tolerance is allowed), and a reduce-only plan must reduce the position it
  * meets on the exchange, by no more than that position.
  */
+/** The exchange's and the ledger's amounts agree within the tolerance (exactly at the tolerance is agreement). */
+export function positionsAgree(state: { exchangeAmount: Dec; ledgerAmount: Dec; tolerance: Dec }): boolean {
+  return state.exchangeAmount.sub(state.ledgerAmount).abs().lte(state.tolerance);
+}
+
 export function decideP33(
   plan: Pick<Plan, 'side' | 'qty' | 'reduce_only'>,
   state: { exchangeAmount: Dec; ledgerAmount: Dec; tolerance: Dec },
 ): P33Decision {
   const discrepancy = state.exchangeAmount.sub(state.ledgerAmount).abs();
-  if (discrepancy.gt(state.tolerance)) return { allow: false, reason: 'reconcile_required_qty_mismatch', discrepancy };
+  if (!positionsAgree(state)) return { allow: false, reason: 'reconcile_required_qty_mismatch', discrepancy };
   if (plan.reduce_only) {
     const position = state.exchangeAmount;
     const reducesLong = plan.side === 'SELL' && position.gt(0);
@@ -52,24 +57,29 @@ export interface P33View {
 
 export function createP33Activities({ redis, config, exchange, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
+
+  /** P3.3's decision on the positions now, as the permit and a blocked plan's look both show it. */
+  async function evaluate(plan: Plan): Promise<P33View & { discrepancy: string }> {
+    const positions = await readPositions({ redis, exchange, config, keys }, plan.symbol);
+    const decision = decideP33(plan, positions);
+    return {
+      allow: decision.allow,
+      reason: decision.reason,
+      exchange_amount: formatDec(positions.exchangeAmount),
+      ledger_amount: formatDec(positions.ledgerAmount),
+      discrepancy: formatDec(decision.discrepancy),
+      tolerance: formatDec(positions.tolerance),
+    };
+  }
+
   return {
     /**
      * A blocked plan's look at the positions: P3.3's decision, read only. No permit is written and no audit entry:
      * a plan at rest costs nothing until the positions agree, and then it asks for its permits again.
      */
     async peekPosition(plan: Plan): Promise<P33View> {
-      const { exchangeAmount, ledgerAmount, tolerance } = await readPositions(
-        { redis, exchange, config, keys },
-        plan.symbol,
-      );
-      const decision = decideP33(plan, { exchangeAmount, ledgerAmount, tolerance });
-      return {
-        allow: decision.allow,
-        reason: decision.reason,
-        exchange_amount: formatDec(exchangeAmount),
-        ledger_amount: formatDec(ledgerAmount),
-        tolerance: formatDec(tolerance),
-      };
+      const { discrepancy: _discrepancy, ...view } = await evaluate(plan);
+      return view;
     },
 
     /**
@@ -77,23 +87,9 @@ export function createP33Activities({ redis, config, exchange, clock }: Activity
      * (EX PERMIT_TTL_S), with its audit entry in the same MULTI.
      */
     async checkPosition(plan: Plan): Promise<P33Permit> {
-      const { exchangeAmount, ledgerAmount, tolerance } = await readPositions(
-        { redis, exchange, config, keys },
-        plan.symbol,
-      );
-      const decision = decideP33(plan, { exchangeAmount, ledgerAmount, tolerance });
+      const decision = await evaluate(plan);
       const evaluatedAt = clock();
-      const permit: P33Permit = {
-        plan_id: plan.plan_id,
-        symbol: plan.symbol,
-        allow: decision.allow,
-        reason: decision.reason,
-        exchange_amount: formatDec(exchangeAmount),
-        ledger_amount: formatDec(ledgerAmount),
-        discrepancy: formatDec(decision.discrepancy),
-        tolerance: formatDec(tolerance),
-        evaluated_at: evaluatedAt,
-      };
+      const permit: P33Permit = { plan_id: plan.plan_id, symbol: plan.symbol, ...decision, evaluated_at: evaluatedAt };
       const key = keys.p33Permit(plan.plan_id);
       const entry = {
         plan_id: plan.plan_id,

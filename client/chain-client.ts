@@ -2,6 +2,7 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@
 import type { UpdateDefinition } from '@temporalio/common';
 import type { Redis } from 'ioredis';
 import { exchangeFor } from '../activities/exchange';
+import { positionsAgree } from '../activities/p33';
 import { readPositions } from '../activities/positions';
 import { redisKeys } from '../contract/keys';
 import {
@@ -102,10 +103,8 @@ export class ChainClient {
     const redis = await this.redis();
     const keys = redisKeys(this.config.keyPrefix);
     const exchange = exchangeFor(this.config, redis);
-    const { exchangeAmount, ledgerAmount, tolerance } = await readPositions(
-      { redis, exchange, config: this.config, keys },
-      symbol,
-    );
+    const positions = await readPositions({ redis, exchange, config: this.config, keys }, symbol);
+    const { exchangeAmount, ledgerAmount, tolerance } = positions;
     const discrepancy = exchangeAmount.sub(ledgerAmount).abs();
     return {
       symbol,
@@ -113,7 +112,7 @@ export class ChainClient {
       ledger_amount: formatDec(ledgerAmount),
       discrepancy: formatDec(discrepancy),
       tolerance: formatDec(tolerance),
-      within_tolerance: discrepancy.lte(tolerance),
+      within_tolerance: positionsAgree(positions),
     };
   }
 

@@ -1,6 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Redis, Result } from 'ioredis';
 import type { ExchangePort } from '../activities/exchange/port';
+import { positionsAgree } from '../activities/p33';
 import { readPositions } from '../activities/positions';
 import type { ChainConfig } from '../lib/config';
 import { redisKeys } from '../contract/keys';
@@ -150,8 +151,7 @@ export class PositionWatcher {
           () => undefined,
         );
         if (!positions) continue;
-        const agree = positions.exchangeAmount.sub(positions.ledgerAmount).abs().lte(positions.tolerance);
-        if (agree) await this.wake(symbol);
+        if (positionsAgree(positions)) await this.wake(symbol);
       }
     } catch (err) {
       this.deps.log(`position watcher: sweep failed (${err instanceof Error ? err.message : String(err)})`);

@@ -41,10 +41,16 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
     .description(`turn the plans on the exit.plan stream into workflows, exactly once (group ${INTAKE_GROUP})`)
     .option('--consumer <name>', "this process's consumer name (distinct per process)", DEFAULT_INTAKE_OPTIONS.consumer)
     .option('--batch-size <n>', 'entries read at once', positiveInt, DEFAULT_INTAKE_OPTIONS.batchSize)
-    .option('--claim-idle <age>', "take over another consumer's entries pending this long", durationArg, 30_000)
+    .option(
+      '--claim-idle <age>',
+      "take over another consumer's entries pending this long",
+      durationArg,
+      DEFAULT_INTAKE_OPTIONS.claimIdleMs,
+    )
     .action(async (opts: { consumer: string; batchSize: number; claimIdle: number }) => {
       requireExplicitMode(ctx.env, 'intake');
-      const options = { ...DEFAULT_INTAKE_OPTIONS, ...opts, claimIdleMs: opts.claimIdle };
+      const { consumer, batchSize, claimIdle } = opts;
+      const options = { ...DEFAULT_INTAKE_OPTIONS, consumer, batchSize, claimIdleMs: claimIdle };
       await runIntake(ctx.config(), options, (line) => ctx.out().line(line));
     });
   program
