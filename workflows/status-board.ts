@@ -36,8 +36,8 @@ export class StatusBoard {
 
   constructor(planId: string) {
     this.status = { plan_id: planId, stage: 'governor', attempts: 0, timeline: [] };
-    // What the starter set: the workflow overwrites it where the admitted plan says otherwise.
-    this.published.set(chainStageKey.name, 'governor');
+    // Whatever the starter set: the workflow's own stage goes out with its first upsert.
+    this.set(chainStageKey, 'governor');
   }
 
   /**

@@ -8,7 +8,13 @@ import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import { temporalCliExecutable } from '../../scripts/servers';
 import type { ChainStatus, Plan } from '../../contract/types';
-import { PERMIT_CHAIN_WORKFLOW, planWorkflowId, statusQuery, tradingModeKey } from '../../contract/messages';
+import {
+  PERMIT_CHAIN_WORKFLOW,
+  chainStageKey,
+  planWorkflowId,
+  statusQuery,
+  tradingModeKey,
+} from '../../contract/messages';
 import type { permitChain } from '../../workflows';
 import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../../workers/intake';
 import { runCli } from '../cli-runner';
@@ -149,6 +155,32 @@ describe('the workflow input is the plan alone', () => {
       await handle.cancel();
       expect((await handle.result()).outcome).toBe('cancelled');
     });
+  });
+
+  it('sets ChainStage itself: a starter that claims "done" does not hide a plan waiting in line', async () => {
+    await setPositions(h, 'TRXUSDT', '1', '1');
+    // Another plan holds the symbol for a minute: this one waits in line, in stage governor.
+    await h.redis.set(h.keys.symbolLock('TRXUSDT'), 'feedfeedfeedfeed', 'PX', 60_000);
+    const plan = makePlan({ symbol: 'TRXUSDT', qty: '1' });
+    try {
+      await h.withWorker(async () => {
+        const handle = await h.client.workflow.start<typeof permitChain>(PERMIT_CHAIN_WORKFLOW, {
+          taskQueue: h.config.taskQueue,
+          workflowId: planWorkflowId(plan.plan_id),
+          args: [{ plan }],
+          typedSearchAttributes: [{ key: chainStageKey, value: 'done' }],
+        });
+        const stage = await eventually(async () => {
+          const seen = (await handle.describe()).typedSearchAttributes.get(chainStageKey);
+          return seen === 'governor' ? seen : undefined;
+        });
+        expect(stage).toBe('governor');
+        await handle.cancel();
+        expect((await handle.result()).outcome).toBe('cancelled');
+      });
+    } finally {
+      await h.redis.del(h.keys.symbolLock('TRXUSDT'));
+    }
   });
 });
 
