@@ -133,7 +133,7 @@ export function createExecuteActivities(deps: ActivityDeps) {
       if (recorded) return placed(plan, await ledger.settleFill(plan, recorded));
       const [{ gate, ledgerRaw }, found, exchangeRead] = await Promise.all([
         readGate(plan.plan_id, plan.symbol),
-        exchange.findOrder(plan.plan_id),
+        exchange.findOrder(plan.symbol, plan.plan_id),
         exchange.getPosition(plan.symbol).catch((err: unknown) => err),
       ]);
       // An order already on the exchange (a crash after placing it) is recorded whatever its permits say now.

@@ -70,7 +70,7 @@ function readOrder(hash: Record<string, string>): ExchangeOrder | null {
 export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => number): ExchangePort {
   defineChainScripts(redis);
 
-  async function findOrder(clientOrderId: string): Promise<ExchangeOrder | null> {
+  async function findOrder(_symbol: string, clientOrderId: string): Promise<ExchangeOrder | null> {
     return readOrder(await redis.hgetall(keys.paperOrder(clientOrderId)));
   }
 
@@ -86,11 +86,15 @@ export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => 
       return raw ? parseAmount(raw, `paper price of ${symbol}`) : new Dec(DEFAULT_PRICE);
     },
 
+    async getRules() {
+      return null;
+    },
+
     findOrder,
 
     async placeMarketOrder(request) {
       for (let tries = 0; tries < MAX_CAS_TRIES; tries++) {
-        const existing = await findOrder(request.clientOrderId);
+        const existing = await findOrder(request.symbol, request.clientOrderId);
         if (existing) return existing;
         const [rawPosition, rawPrice] = await Promise.all([
           redis.hget(keys.paperPosition(request.symbol), 'amount'),
@@ -112,7 +116,7 @@ export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => 
         );
         if (written === 1) return order;
         // Another call placed this order first: that one stands.
-        if (written === 0) return (await findOrder(request.clientOrderId)) ?? order;
+        if (written === 0) return (await findOrder(request.symbol, request.clientOrderId)) ?? order;
       }
       throw new Error(`paper exchange: position of ${request.symbol} kept changing; order not placed`);
     },
