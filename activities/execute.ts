@@ -4,8 +4,12 @@ import type { ExecuteRefusal, ExecuteResult, GovernorPermit, P33Permit, Plan } f
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
 import { killSwitchOn } from './kill-switch';
-import { createLedger, showAmount, type RecordedFill } from './ledger';
+import { createLedger, executedAny, showAmount, type RecordedFill } from './ledger';
+import { ExchangeUnknownError, isFinalStatus, type ExchangeOrder } from './exchange/port';
 import { createSymbolLockActivities } from './symbol-lock';
+
+/** How soon Execute looks again at an order that is still open (NEW, PARTIALLY_FILLED). */
+const OPEN_ORDER_LOOK_AGAIN_MS = 1000;
 
 /** A permit as Execute finds it in Redis: its JSON and its remaining life (PTTL: -2 missing, -1 no expiry). */
 export interface StoredPermit {
@@ -117,7 +121,14 @@ export function createExecuteActivities(deps: ActivityDeps) {
   /** The fill is in the ledger: the plan lets go of its symbol in the same step, and learns whom to wake. */
   async function placed(plan: Plan, fill: RecordedFill): Promise<ExecuteResult> {
     const next = await symbolLine.releaseSymbol(plan);
-    return { placed: true, execution: fill.execution, ledger_amount: showAmount(fill.ledger), next_in_line: next };
+    const filled = fill.execution.status === 'FILLED' ? 'all' : executedAny(fill.execution) ? 'part' : 'none';
+    return {
+      placed: true,
+      execution: fill.execution,
+      filled,
+      ledger_amount: showAmount(fill.ledger),
+      next_in_line: next,
+    };
   }
 
   return {
@@ -137,7 +148,7 @@ export function createExecuteActivities(deps: ActivityDeps) {
         exchange.getPosition(plan.symbol).catch((err: unknown) => err),
       ]);
       // An order already on the exchange (a crash after placing it) is recorded whatever its permits say now.
-      let order = found;
+      let order: ExchangeOrder | null = found;
       if (!order) {
         const check = checkPermits(plan.plan_id, gate, marginMs);
         if (!check.ok) {
@@ -162,6 +173,14 @@ export function createExecuteActivities(deps: ActivityDeps) {
           reduceOnly: plan.reduce_only,
           clientOrderId: plan.plan_id,
         });
+      }
+      // Only an order whose executed quantity can no longer change reaches the ledger.
+      if (!isFinalStatus(order.status)) {
+        throw new ExchangeUnknownError(
+          `order ${order.client_order_id} of plan ${plan.plan_id} is still ${order.status} ` +
+            `(filled ${order.filled_qty} of ${order.qty}); looking again`,
+          OPEN_ORDER_LOOK_AGAIN_MS,
+        );
       }
       return placed(plan, await ledger.settleFill(plan, await ledger.recordFill(plan, order, ledgerRaw)));
     },

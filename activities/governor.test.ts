@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import {
   decidePermit,
+  needsPrice,
   snapshotHolds,
   type GovernorDecision,
   type GovernorPolicy,
   type GovernorState,
 } from './governor';
 import { Dec } from '../lib/decimal';
+import type { SymbolRules } from './exchange/port';
 import type { Plan, Approval, PositionSnapshot, TradingMode } from '../contract/types';
 
 const NOW = 1_700_000_000_000;
@@ -246,5 +248,76 @@ describe('snapshotHolds', () => {
 
   it('ignores when each snapshot was taken', () => {
     expect(snapshotHolds(snap('1', '1', '0', NOW), snap('1', '1', '0', NOW + 3_600_000))).toBe(true);
+  });
+});
+
+describe('decidePermit: the exchange’s trading rules (Binance)', () => {
+  const rules: SymbolRules = {
+    symbol: 'BTCUSDT',
+    step_size: '0.001',
+    min_qty: '0.001',
+    max_qty: '120',
+    min_notional: '100',
+  };
+  const testnet: GovernorPolicy = { mode: 'testnet' };
+  const decide = (over: Partial<Plan>, state: Partial<GovernorState> = {}) =>
+    decidePermit({ ...plan, ...over }, testnet, { killSwitch: false, rules, price: new Dec('60000'), ...state });
+
+  it.each<[string, Partial<Plan>, GovernorDecision['reason']]>([
+    ['on the step', { qty: '0.062' }, 'testnet_auto_approved'],
+    ['on the step, padded', { qty: '0.0620' }, 'testnet_auto_approved'],
+    ['off the step: denied, never rounded', { qty: '0.0625' }, 'qty_step_violation'],
+    ['below the minimum quantity', { qty: '0.0005' }, 'qty_step_violation'],
+    ['above the maximum quantity', { qty: '120.001' }, 'above_max_qty'],
+    ['at the maximum quantity', { qty: '120' }, 'testnet_auto_approved'],
+    ['below the minimum notional, opening', { qty: '0.001', reduce_only: false, side: 'BUY' }, 'below_min_notional'],
+    ['below the minimum notional, reduce-only (Binance allows it)', { qty: '0.001' }, 'testnet_auto_approved'],
+    ['at the minimum notional exactly', { qty: '0.002', reduce_only: false }, 'testnet_auto_approved'],
+  ])('%s', (_case, over, reason) => {
+    expect(decide(over).reason).toBe(reason);
+  });
+
+  it('names the rule and the numbers in the denial', () => {
+    expect(decide({ qty: '0.0625' })).toEqual({
+      kind: 'deny',
+      reason: 'qty_step_violation',
+      detail: 'qty 0.0625 is not a multiple of the step 0.001',
+    });
+    expect(decide({ qty: '0.001', reduce_only: false }).detail).toBe('notional 60 (qty 0.001 × mark 60000) < min 100');
+  });
+
+  it('below the minimum quantity with a step that fits is its own reason', () => {
+    const coarse = { ...rules, step_size: '0.0001', min_qty: '0.001' };
+    expect(decide({ qty: '0.0005' }, { rules: coarse }).reason).toBe('below_min_qty');
+  });
+
+  it('denies a symbol the exchange does not list', () => {
+    expect(decide({}, { rules: 'unknown' })).toEqual({
+      kind: 'deny',
+      reason: 'unknown_symbol',
+      detail: 'the exchange does not list BTCUSDT',
+    });
+  });
+
+  it('the kill switch comes first; the rules before the size limits', () => {
+    expect(decide({ qty: '0.0625' }, { killSwitch: true }).reason).toBe('kill_switch_active');
+    const limited = decidePermit(
+      { ...plan, qty: '0.0625' },
+      { mode: 'testnet', maxQty: '0.01' },
+      {
+        killSwitch: false,
+        rules,
+        price: new Dec('60000'),
+      },
+    );
+    expect(limited.reason).toBe('qty_step_violation');
+  });
+
+  it('reads the price only when a notional rule or limit applies', () => {
+    expect(needsPrice(plan, testnet, rules)).toBe(false); // reduce-only: no minimum notional
+    expect(needsPrice({ ...plan, reduce_only: false }, testnet, rules)).toBe(true);
+    expect(needsPrice(plan, { mode: 'testnet', maxNotional: '1000' }, undefined)).toBe(true);
+    expect(needsPrice({ ...plan, reduce_only: false }, testnet, undefined)).toBe(false); // paper: no rules
+    expect(needsPrice({ ...plan, reduce_only: false }, testnet, 'unknown')).toBe(false);
   });
 });

@@ -20,10 +20,15 @@ import type {
 import { auditFields, writePermit } from './audit';
 import type { ActivityDeps } from './deps';
 import { killSwitchOn } from './kill-switch';
+import { UnknownSymbolError, type SymbolRules } from './exchange/port';
+import { ruleViolation, type RuleViolationReason } from './exchange/rules';
 import { readPositions, snapshotOf } from './positions';
 
+/** Denials for a plan the exchange would refuse: a symbol it does not list, or a broken trading rule. */
+export type ExchangeRuleReason = 'unknown_symbol' | RuleViolationReason;
+
 export type GovernorDecision =
-  | { kind: 'deny'; reason: 'kill_switch_active' | 'size_limit_exceeded'; detail: string }
+  | { kind: 'deny'; reason: 'kill_switch_active' | 'size_limit_exceeded' | ExchangeRuleReason; detail: string }
   | { kind: 'ask'; reason: 'approval_required' | 'approval_stale'; detail: string }
   | { kind: 'grant'; reason: 'testnet_auto_approved' | 'approved'; approvedBy: string; detail: string };
 
@@ -36,7 +41,12 @@ export interface GovernorPolicy {
 
 export interface GovernorState {
   killSwitch: boolean;
-  /** The fill price now (read only when a notional limit applies): the plan's notional is qty × price. */
+  /**
+   * The exchange's trading rules for the symbol: absent when the exchange sets none (paper), 'unknown' when it does
+   * not list the symbol.
+   */
+  rules?: SymbolRules | 'unknown';
+  /** The fill price now (the mark price; read only when a notional rule or limit applies): notional = qty × price. */
   price?: Dec;
   /** The positions now (production mode): an approval holds only while they match what the approver saw. */
   positions?: PositionSnapshot;
@@ -53,13 +63,27 @@ export function snapshotHolds(seen: PositionSnapshot, now: PositionSnapshot): bo
   );
 }
 
+/** Whether a notional rule or limit applies to the plan, so that the price must be read. */
+export function needsPrice(plan: Plan, policy: GovernorPolicy, rules: SymbolRules | 'unknown' | undefined): boolean {
+  const minNotional = rules && rules !== 'unknown' && !plan.reduce_only && new Dec(rules.min_notional).gt(0);
+  return policy.maxNotional !== undefined || Boolean(minNotional);
+}
+
 /**
- * The Governor's (P3.2) decision for one plan, a pure function: the kill switch, then the size limits, then who
+ * The Governor's (P3.2) decision for one plan, a pure function: the kill switch, then the exchange's trading rules
+ * (a plan the exchange would refuse is denied here, by the rule's name, never rounded), then the size limits, then who
  * approves (testnet: the Governor itself; production: a person, whose approval holds while the positions match
  * what they saw). The per-symbol rate limit is applied after a grant, atomically in Redis.
  */
 export function decidePermit(plan: Plan, policy: GovernorPolicy, state: GovernorState): GovernorDecision {
   if (state.killSwitch) return { kind: 'deny', reason: 'kill_switch_active', detail: 'the kill switch is on' };
+  if (state.rules === 'unknown') {
+    return { kind: 'deny', reason: 'unknown_symbol', detail: `the exchange does not list ${plan.symbol}` };
+  }
+  if (state.rules) {
+    const broken = ruleViolation({ qty: plan.qty, reduceOnly: plan.reduce_only }, state.rules, state.price);
+    if (broken) return { kind: 'deny', ...broken };
+  }
   const qty = new Dec(plan.qty);
   if (policy.maxQty !== undefined && qty.gt(policy.maxQty)) {
     return { kind: 'deny', reason: 'size_limit_exceeded', detail: `qty ${plan.qty} > max ${policy.maxQty}` };
@@ -144,16 +168,29 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
     return decisionRefusal(decision, approval.signature, approvalRules, undefined) ? undefined : approval;
   }
 
-  /** Reads only what the decision needs: the price for a notional limit, the positions in production mode. */
+  /** The exchange's rules for the symbol: null when it sets none, 'unknown' when it does not list the symbol. */
+  async function readRules(symbol: string): Promise<SymbolRules | 'unknown' | null> {
+    try {
+      return await exchange.getRules(symbol);
+    } catch (err) {
+      if (err instanceof UnknownSymbolError) return 'unknown';
+      throw err;
+    }
+  }
+
+  /** Reads only what the decision needs: the rules, the price for a notional rule or limit, production's positions. */
   async function readState(plan: Plan, approval: Approval | undefined, limits: GovernorPolicy): Promise<GovernorState> {
     const production = config.tradingMode === 'production';
-    const [killSwitch, price, positions] = await Promise.all([
+    const [killSwitch, rules, positions] = await Promise.all([
       redis.get(keys.killSwitch),
-      limits.maxNotional !== undefined ? exchange.getPrice(plan.symbol) : undefined,
+      readRules(plan.symbol),
       production ? readPositions({ redis, exchange, config, keys }, plan.symbol) : undefined,
     ]);
+    const price =
+      rules !== 'unknown' && needsPrice(plan, limits, rules ?? undefined) ? await exchange.getPrice(plan.symbol) : null;
     return {
       killSwitch: killSwitchOn(killSwitch),
+      ...(rules ? { rules } : {}),
       ...(price ? { price } : {}),
       ...(positions ? { positions: snapshotOf(positions, clock()) } : {}),
       ...(approval ? { approval } : {}),
@@ -275,6 +312,7 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
         granted: decision.kind === 'grant',
         mode: config.tradingMode,
         reason: decision.reason,
+        ...(decision.kind === 'deny' ? { detail: decision.detail } : {}),
         approved_by: decision.kind === 'grant' ? decision.approvedBy : null,
         issued_at: issuedAt,
         expires_at: issuedAt + config.permitTtlS * 1000,

@@ -2,6 +2,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { AmountError } from '../lib/decimal';
 import { createApplyActivities } from './apply';
 import type { ActivityDeps } from './deps';
+import { ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
 import { createExecuteActivities } from './execute';
 import { createGovernorActivities } from './governor';
 import { LedgerConflict } from './ledger';
@@ -13,7 +14,9 @@ export type { ActivityDeps } from './deps';
 /**
  * Makes bad stored data a permanent failure: an amount in Redis that is not a decimal, or a ledger that cannot be
  * matched with a recorded fill, does not heal by retrying, so the plan ends `failed` with the reason and what to do,
- * and `permit-chain retry` runs it again once a person has fixed it.
+ * and `permit-chain retry` runs it again once a person has fixed it. An exchange that is busy (429/418, 5xx) or whose
+ * answer is unknown is retried no sooner than it asks (`Retry-After`), the message saying why, in the activity's
+ * attempts as the Web UI shows them.
  */
 function failOnBadData<T extends Record<string, (...args: never[]) => Promise<unknown>>>(activities: T): T {
   const wrapped: Record<string, unknown> = {};
@@ -24,6 +27,13 @@ function failOnBadData<T extends Record<string, (...args: never[]) => Promise<un
       } catch (err) {
         if (err instanceof AmountError) throw ApplicationFailure.nonRetryable(err.message, 'CorruptAmount');
         if (err instanceof LedgerConflict) throw ApplicationFailure.nonRetryable(err.message, 'LedgerConflict');
+        if (err instanceof ExchangeBusyError || err instanceof ExchangeUnknownError) {
+          throw ApplicationFailure.create({
+            message: err.message,
+            type: err.name,
+            nextRetryDelay: Math.max(1, err.retryAfterMs),
+          });
+        }
         throw err;
       }
     };

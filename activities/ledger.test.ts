@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ExchangeOrder } from './exchange/port';
-import { ledgerAfterFill, settleUnappliedFill, type Fill, type Settlement } from './ledger';
+import { ledgerAfterFill, orderAudit, settleUnappliedFill, type Fill, type Settlement } from './ledger';
 import { Dec } from '../lib/decimal';
 import type { Side } from '../contract/types';
 
@@ -19,7 +19,10 @@ describe('ledgerAfterFill', () => {
     ['0.1', 'BUY', 'FILLED', '0.2', '0.3'],
     ['12345678.12345678', 'SELL', 'FILLED', '0.00000001', '12345678.12345677'],
     ['0.062', 'SELL', 'REJECTED', '0', '0.062'],
-    ['0.062', 'BUY', 'REJECTED', '0.062', '0.062'],
+    ['0.062', 'SELL', 'EXPIRED', '0', '0.062'],
+    ['0.062', 'SELL', 'EXPIRED', '0.031', '0.031'],
+    ['0.062', 'SELL', 'CANCELED', '0.001', '0.061'],
+    ['-0.5', 'BUY', 'EXPIRED', '0.25', '-0.25'],
   ])('ledger %s after %s %s of %s is %s', (ledger, side, status, filledQty, expected) => {
     const after = ledgerAfterFill(new Dec(ledger), order(side, status, filledQty));
     expect(after.toFixed()).toBe(expected);
@@ -28,7 +31,7 @@ describe('ledgerAfterFill', () => {
 });
 
 describe('settleUnappliedFill (a fill recorded but not in the ledger)', () => {
-  const fill = (side: Side, filledQty: string, status = 'FILLED'): Fill => ({ side, status, filled_qty: filledQty });
+  const fill = (side: Side, filledQty: string): Fill => ({ side, filled_qty: filledQty });
   const sell1 = fill('SELL', '1');
 
   it.each<[string, string, Fill, string | null, Settlement]>([
@@ -49,9 +52,40 @@ describe('settleUnappliedFill (a fill recorded but not in the ledger)', () => {
     ['ledger not a decimal', '5', sell1, 'abc', { kind: 'corrupt' }],
     ['ledger not a decimal, value before unknown', 'abc', sell1, 'abc', { kind: 'corrupt' }],
     ['ledger a number Redis might hold but we do not read', '5', sell1, '1e3', { kind: 'corrupt' }],
-    ['a rejected order has nothing to apply', '5', fill('SELL', '0', 'REJECTED'), '7', { kind: 'counted' }],
-    ['a rejected order, even on a corrupt ledger', '5', fill('SELL', '0', 'REJECTED'), 'abc', { kind: 'counted' }],
+    ['an order that executed nothing has nothing to apply', '5', fill('SELL', '0'), '7', { kind: 'counted' }],
+    ['one that executed nothing, even on a corrupt ledger', '5', fill('SELL', '0.000'), 'abc', { kind: 'counted' }],
+    ['a partial fill (EXPIRED) applies what executed', '5', fill('SELL', '0.4'), '5', { kind: 'apply', ledger: '4.6' }],
   ])('%s: before %s, ledger now %s', (_case, before, filled, current, expected) => {
     expect(settleUnappliedFill(before, filled, current)).toEqual(expected);
+  });
+});
+
+describe('orderAudit (how an order ended, for the audit stream)', () => {
+  const order = (status: ExchangeOrder['status'], filled: string, reject_reason?: string): ExchangeOrder => ({
+    order_id: '7',
+    client_order_id: 'p-1',
+    symbol: 'BTCUSDT',
+    side: 'SELL',
+    qty: '0.062',
+    reduce_only: true,
+    status,
+    filled_qty: filled,
+    avg_price: filled === '0' ? '0' : '60000',
+    placed_at: 1,
+    ...(reject_reason ? { reject_reason } : {}),
+  });
+
+  it.each<[ExchangeOrder, string, string]>([
+    [order('FILLED', '0.062'), 'executed', 'filled 0.062 @ 60000'],
+    [order('EXPIRED', '0.031'), 'partially_executed', 'EXPIRED, filled 0.031 @ 60000 of 0.062'],
+    [order('CANCELED', '0.001'), 'partially_executed', 'CANCELED, filled 0.001 @ 60000 of 0.062'],
+    [order('EXPIRED', '0'), 'order_rejected', 'EXPIRED, nothing filled of 0.062'],
+    [
+      order('REJECTED', '0', 'binance -2022: ReduceOnly Order is rejected.'),
+      'order_rejected',
+      'REJECTED, nothing filled of 0.062: binance -2022: ReduceOnly Order is rejected.',
+    ],
+  ])('%o → %s', (ended, decision, reason) => {
+    expect(orderAudit(ended)).toEqual({ decision, reason });
   });
 });

@@ -21,12 +21,19 @@ export class LedgerConflict extends Error {
   override name = 'LedgerConflict';
 }
 
-/** What a fill is, for the ledger: how much, which way, and whether it filled at all. */
-export type Fill = { side: Side; status: string; filled_qty: string };
+/** What a fill is, for the ledger: how much was executed, and which way. */
+export type Fill = { side: Side; filled_qty: string };
 
-/** The ledger amount after a fill: BUY adds, SELL subtracts, a rejected order moves nothing. */
+/** Whether the order executed anything at all (a rejected or expired order did not). */
+export function executedAny(fill: Fill): boolean {
+  return !new Dec(fill.filled_qty).isZero();
+}
+
+/**
+ * The ledger amount after a fill: BUY adds, SELL subtracts the executed quantity, whatever the order's final state
+ * (FILLED, or a partial fill that then EXPIRED or was CANCELED); an order that executed nothing moves nothing.
+ */
 export function ledgerAfterFill(ledger: Dec, fill: Fill): Dec {
-  if (fill.status !== 'FILLED') return ledger;
   const filled = new Dec(fill.filled_qty);
   return fill.side === 'BUY' ? ledger.add(filled) : ledger.sub(filled);
 }
@@ -51,7 +58,7 @@ function decimalOrNull(raw: string | null): Dec | null {
  * settles it). An order that filled nothing has nothing to apply. Amounts compare as decimals: `4.0` is `4`.
  */
 export function settleUnappliedFill(ledgerBefore: string, fill: Fill, current: string | null): Settlement {
-  if (fill.status !== 'FILLED') return { kind: 'counted' };
+  if (!executedAny(fill)) return { kind: 'counted' };
   const now = decimalOrNull(current);
   if (now === null) return { kind: 'corrupt' };
   const before = decimalOrNull(ledgerBefore);
@@ -195,6 +202,8 @@ function readExecution(hash: Record<string, string>): ExecutionRecord | null {
     filled_qty: hash.filled_qty ?? '0',
     avg_price: hash.avg_price ?? '0',
     executed_at: Number(hash.executed_at ?? 0),
+    ...(hash.requested_qty ? { requested_qty: hash.requested_qty } : {}),
+    ...(hash.reject_reason ? { reject_reason: hash.reject_reason } : {}),
   };
 }
 
@@ -207,7 +216,23 @@ function executionRecord(order: ExchangeOrder, executedAt: number): ExecutionRec
     filled_qty: order.filled_qty,
     avg_price: order.avg_price,
     executed_at: executedAt,
+    requested_qty: order.qty,
+    ...(order.reject_reason ? { reject_reason: order.reject_reason } : {}),
   };
+}
+
+/**
+ * The audit decision for an order's end: `executed` (FILLED), `partially_executed` (a part executed, then the order
+ * EXPIRED or was CANCELED), or `order_rejected` (nothing executed: REJECTED, EXPIRED or CANCELED), with the reason.
+ */
+export function orderAudit(order: ExchangeOrder): { decision: string; reason: string } {
+  const filled = `filled ${order.filled_qty} @ ${order.avg_price}`;
+  const why = order.reject_reason ? `: ${order.reject_reason}` : '';
+  if (order.status === 'FILLED') return { decision: 'executed', reason: filled };
+  if (executedAny(order)) {
+    return { decision: 'partially_executed', reason: `${order.status}, ${filled} of ${order.qty}${why}` };
+  }
+  return { decision: 'order_rejected', reason: `${order.status}, nothing filled of ${order.qty}${why}` };
 }
 
 /**
@@ -289,16 +314,14 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
       let before = ledgerBefore;
       for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
         const base = decimalOrNull(before);
-        const mode = order.status !== 'FILLED' ? 'none' : base === null ? 'unapplied' : 'move';
+        const mode = !executedAny(order) ? 'none' : base === null ? 'unapplied' : 'move';
         const after = base === null ? '' : formatDec(ledgerAfterFill(base, order));
         const now = clock();
         const execution = executionRecord(order, now);
         const fields = Object.entries(execution).flatMap(([k, v]) => [k, String(v)]);
         const filled = `filled ${order.filled_qty} @ ${order.avg_price}`;
-        const applied =
-          order.status === 'FILLED'
-            ? executeAudit(plan, 'executed', filled, now)
-            : executeAudit(plan, 'order_rejected', order.reject_reason ?? filled, now);
+        const ended = orderAudit(order);
+        const applied = executeAudit(plan, ended.decision, ended.reason, now);
         const unapplied = executeAudit(
           plan,
           'fill_unapplied',

@@ -52,6 +52,8 @@ export interface GovernorPermit {
   granted: boolean;
   mode: TradingMode;
   reason: string;
+  /** A denial's particulars, e.g. `qty 0.0625 is not a multiple of the step 0.001`. */
+  detail?: string;
   approved_by: string | null;
   issued_at: number;
   expires_at: number;
@@ -85,12 +87,21 @@ export interface ExecutionRecord {
   filled_qty: string;
   avg_price: string;
   executed_at: number;
+  /** The quantity ordered (records from before it was kept lack it: the plan's qty). */
+  requested_qty?: string;
+  /** Why the exchange refused or ended the order, when it did. */
+  reject_reason?: string;
 }
 
 export type ExecuteResult =
   | {
       placed: true;
       execution: ExecutionRecord;
+      /**
+       * How much of the order executed: all of it (FILLED), a part (then EXPIRED or CANCELED: the ledger moved by
+       * that part), or none (REJECTED, EXPIRED). Results recorded before it was kept lack it: read `execution.status`.
+       */
+      filled?: 'all' | 'part' | 'none';
       ledger_amount: string;
       /** Execute lets go of the symbol once the fill is in the ledger: the plan to wake next ('' when none). */
       next_in_line: string;

@@ -273,7 +273,10 @@ class Chain {
     );
     if (answer.kind === 'permit') {
       status.governor = answer.permit;
-      if (!answer.permit.granted) return { outcome: 'denied', detail: `Governor denied: ${answer.permit.reason}` };
+      if (!answer.permit.granted) {
+        const why = answer.permit.detail ? `: ${answer.permit.detail}` : '';
+        return { outcome: 'denied', detail: `Governor denied: ${answer.permit.reason}${why}` };
+      }
       this.board.note(
         `permit granted (${answer.permit.reason}), valid until ${new Date(answer.permit.expires_at).toISOString()}`,
       );
@@ -408,12 +411,22 @@ class Chain {
     this.inLine = false;
     await this.wake(result.next_in_line);
     status.execution = result.execution;
-    const fill = `${result.execution.status} ${result.execution.filled_qty} @ ${result.execution.avg_price}`;
-    if (result.execution.status !== 'FILLED') return { outcome: 'failed', detail: `exchange ${fill}` };
-    return {
-      outcome: 'executed',
-      detail: `${fill}, order ${result.execution.order_id}, ledger ${result.ledger_amount}`,
-    };
+    const { execution } = result;
+    const fill = `${execution.status} ${execution.filled_qty} @ ${execution.avg_price}`;
+    const filled = result.filled ?? (execution.status === 'FILLED' ? 'all' : 'none');
+    const asked = execution.requested_qty ?? this.plan.qty;
+    const why = execution.reject_reason ? ` (${execution.reject_reason})` : '';
+    if (filled === 'none') {
+      return { outcome: 'failed', detail: `exchange ${fill}${why}: nothing traded, the ledger did not move` };
+    }
+    const order = `order ${execution.order_id}, ledger ${result.ledger_amount}`;
+    if (filled === 'part') {
+      return {
+        outcome: 'executed',
+        detail: `partially filled: ${execution.filled_qty} of ${asked} @ ${execution.avg_price}, then ${execution.status}${why}; ${order}; the rest was not traded`,
+      };
+    }
+    return { outcome: 'executed', detail: `${fill}, ${order}` };
   }
 }
 

@@ -86,8 +86,9 @@ export function createPaperExchange(redis: Redis, keys: RedisKeys, clock: () => 
       return raw ? parseAmount(raw, `paper price of ${symbol}`) : new Dec(DEFAULT_PRICE);
     },
 
-    async getRules() {
-      return null;
+    /** Paper trades any quantity of any symbol. */
+    getRules() {
+      return Promise.resolve(null);
     },
 
     findOrder,
