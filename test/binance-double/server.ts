@@ -120,6 +120,8 @@ const MAX_AHEAD_MS = 1000;
 const QUANTITY_PATTERN = /^([0-9]{1,20})(\.[0-9]{1,20})?$/;
 const CLIENT_ORDER_ID_PATTERN = /^[.A-Z:/a-z0-9_-]{1,36}$/;
 const ORDER_PATH = '/fapi/v1/order';
+/** The double's own control endpoints (not Binance's). */
+const CONTROL_PREFIX = '/double/v1/';
 
 /** A Binance error: the HTTP status and the `{code, msg}` body. */
 class BinanceError extends Error {
@@ -507,6 +509,35 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     res.end(JSON.stringify(body));
   };
 
+  /**
+   * `GET /double/v1/ping` says it is the double; `POST /double/v1/position?symbol=&amount=[&positionSide=]` sets a
+   * position; `POST /double/v1/fault` with a JSON fault body queues it; `GET /double/v1/orders` lists the orders.
+   */
+  const control = (method: string, what: string, params: URLSearchParams, rawBody: string, res: ServerResponse) => {
+    if (method === 'GET' && what === 'ping') return send(res, 200, { double: 'binance-usdm' });
+    if (method === 'GET' && what === 'orders') return send(res, 200, orderBook);
+    if (method === 'POST' && what === 'position') {
+      const symbol = params.get('symbol') ?? undefined;
+      const amount = params.get('amount');
+      if (amount === null || !/^-?\d+(\.\d+)?$/.test(amount)) throw missing('amount');
+      const side = (params.get('positionSide') ?? 'BOTH') as PositionSide;
+      if (!positionSides.includes(side)) throw new BinanceError(400, -4061, `positionSide ${side} not in this mode.`);
+      const { markPrice } = symbolState(symbol);
+      const value = new Dec(amount);
+      positionBook.set(positionKey(symbol ?? '', side), {
+        amount: value,
+        entryPrice: value.isZero() ? new Dec(0) : markPrice,
+        updateTime: serverTime(),
+      });
+      return send(res, 200, { symbol, positionSide: side, positionAmt: formatDec(value) });
+    }
+    if (method === 'POST' && what === 'fault') {
+      faults.push(JSON.parse(rawBody) as Fault);
+      return send(res, 200, { pending: faults.length });
+    }
+    return send(res, 404, { code: -1000, msg: `No control ${method} ${what} in the double.` });
+  };
+
   const route = (req: IncomingMessage, res: ServerResponse, rawBody: string) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     const path = url.pathname;
@@ -514,6 +545,9 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     const rawQuery = url.search.replace(/^\?/, '');
     const params = new URLSearchParams(rawQuery);
     for (const [name, value] of new URLSearchParams(rawBody)) params.append(name, value);
+
+    // The double's own controls, for a person (or the demo) driving it over HTTP; never faulted, never signed.
+    if (path.startsWith(CONTROL_PREFIX)) return control(method, path.slice(CONTROL_PREFIX.length), params, rawBody, res);
 
     const gateway = takeFault(path, (f) => f.kind === 'rate-limit' || (f.kind === 'http-5xx' && !f.executed));
     if (gateway?.kind === 'rate-limit') {
