@@ -15,7 +15,7 @@ import { WAITER_REFRESH_MS } from '../lib/symbol-line';
 import type { ChainInput, ChainOutcome, ChainRules, ChainStatus, GovernorPermit, Plan } from '../contract/types';
 import { planWorkflowId, symbolFreeSignal } from '../contract/messages';
 import { OperatorDesk } from './operator-desk';
-import { StatusBoard, blockedDetail, clockTime } from './status-board';
+import { StatusBoard, awaitingNextStep, blockedDetail, blockedNextStep, clockTime } from './status-board';
 
 /** Redis round trips take milliseconds; a layer that has not answered in this long is retried. */
 const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
@@ -297,12 +297,14 @@ class Chain {
     const { status } = this.board;
     delete status.approval;
     status.awaiting = shown;
+    const until = Date.now() + this.rules.approvalTimeoutS * 1000;
     this.board.enter(
       'awaiting_approval',
       `${stale ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
         `${this.plan.side} ${this.plan.qty} ${this.plan.symbol}: exchange ${shown.exchange_amount}, ` +
         `ledger ${shown.ledger_amount}, tolerance ${shown.tolerance}; ` +
-        `until ${clockTime(Date.now() + this.rules.approvalTimeoutS * 1000)} UTC`,
+        `until ${clockTime(until)} UTC`,
+      awaitingNextStep(this.plan, until),
     );
     const timeoutMs = Math.min(this.rules.approvalTimeoutS * 1000, this.planDeadline - Date.now());
     const decision = await this.desk.awaitDecision(shown, timeoutMs);
@@ -368,7 +370,7 @@ class Chain {
     const fallbackMs = this.rules.recheckIntervalS * 1000 * BLOCKED_FALLBACK_INTERVALS;
     let seen = { reason: denial.reason, exchange: denial.exchange_amount, ledger: denial.ledger_amount };
     let nextLookAt = Math.min(Date.now() + fallbackMs, this.planDeadline);
-    this.board.enter('blocked', blockedDetail(denial, nextLookAt));
+    this.board.enter('blocked', blockedDetail(denial, nextLookAt), blockedNextStep(this.plan));
     for (;;) {
       await this.desk.rest(nextLookAt);
       const stop = this.cancelled() ?? this.tooOld('still blocked');

@@ -10,6 +10,23 @@ export function clockTime(ms: number): string {
   return new Date(ms).toISOString().slice(11, 19);
 }
 
+/** What an operator does for a plan blocked by P3.3: the commands, ready to copy. */
+export function blockedNextStep(plan: Plan): string {
+  return (
+    `bring the ledger to the exchange's position: \`permit-chain reconcile ${plan.symbol} --by NAME\` ` +
+    `(shows the change; add \`--yes\` to make it). The position watcher then wakes this plan; if it does not, ` +
+    `\`permit-chain retry ${plan.plan_id}\`.`
+  );
+}
+
+/** What an approver does for a plan awaiting approval (production mode), and by when. */
+export function awaitingNextStep(plan: Plan, until: number): string {
+  return (
+    `an approver signs, before ${clockTime(until)} UTC: \`permit-chain approve ${plan.plan_id} --by NAME --key FILE\` ` +
+    `or \`permit-chain reject ${plan.plan_id} --by NAME --key FILE --reason WHY\`.`
+  );
+}
+
 /** The blocked plan's explanation, as the Web UI shows it. */
 export function blockedDetail(p33: P33Permit, nextCheckAt: number): string {
   return (
@@ -64,12 +81,19 @@ export class StatusBoard {
     this.pending = [];
   }
 
+  /**
+   * What a person can do about the plan where it waits, shown under the details in the Web UI (not in the timeline);
+   * cleared when the plan moves on to another stage.
+   */
+  private nextStep = '';
+
   /** Moves to a stage (its search attribute follows when the plan next waits) and writes the timeline line. */
-  enter(stage: ChainStage, detail: string): void {
+  enter(stage: ChainStage, detail: string, nextStep = ''): void {
     if (stage !== this.status.stage) {
       this.status.stage = stage;
       this.set(chainStageKey, stage);
     }
+    this.nextStep = nextStep;
     this.note(detail);
   }
 
@@ -83,10 +107,12 @@ export class StatusBoard {
   /** Current details only: for what changes often and would flood the timeline (the next re-check time). */
   show(detail: string): void {
     const plan = this.plan ? ` · ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}` : '';
-    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}`);
+    const next = this.nextStep ? `\n\n**Next:** ${this.nextStep}` : '';
+    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}${next}`);
   }
 
   finish(outcome: ChainOutcome, detail: string): ChainStatus {
+    this.nextStep = '';
     this.status.outcome = outcome;
     this.status.stage = 'done';
     this.set(chainStageKey, 'done');

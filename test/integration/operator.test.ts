@@ -60,11 +60,20 @@ describe('signed approvals (production mode) on the real dev server', () => {
       const { handle, shown } = await awaiting(plan);
       expect(shown).toMatchObject({ exchange_amount: '0.062', ledger_amount: '0.062', tolerance: '0.001' });
       expect(await h.redis.exists(h.keys.permit(plan.plan_id))).toBe(0);
+      // The Web UI's current details end with how to approve, ready to copy.
+      const metadata = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+      expect(metadata.currentDetails).toMatch(/^\*\*awaiting_approval\*\* · SELL 0\.062 BTCUSDT/);
+      expect(metadata.currentDetails).toContain(`**Next:** an approver signs, before `);
+      expect(metadata.currentDetails).toContain(`\`permit-chain approve ${plan.plan_id} --by NAME --key FILE\``);
       await handle.signal(approveSignal, approvers.sign(plan.plan_id, 'alice', shown, { note: 'checked the book' }));
       const final = await handle.result();
       expect(final.outcome).toBe('executed');
       expect(final.approval).toMatchObject({ by: 'alice', note: 'checked the book', snapshot: shown });
       expect(final.timeline.some((t) => t.detail === 'approved by alice: checked the book')).toBe(true);
+      // Once the plan moved on, the next step is gone from its details.
+      const after = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+      expect(after.currentDetails).toMatch(/^\*\*done\*\*/);
+      expect(after.currentDetails).not.toContain('**Next:**');
     });
     const permit = JSON.parse((await h.redis.get(h.keys.permit(plan.plan_id))) ?? '{}') as Record<string, unknown>;
     expect(permit).toMatchObject({ granted: true, mode: 'production', reason: 'approved', approved_by: 'alice' });

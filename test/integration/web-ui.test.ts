@@ -85,13 +85,16 @@ describe('the Temporal Web UI as the operators’ window', () => {
             /blocked: reconcile_required_qty_mismatch, exchange 2 vs ledger 1, tolerance 0\.001; next re-check/.test(
               all,
             );
-          return hasSummary && hasDetails ? all : undefined;
+          const hasNextStep = all.includes(`permit-chain reconcile ETHUSDT --by NAME`);
+          return hasSummary && hasDetails && hasNextStep ? all : undefined;
         },
         20_000,
         'the summary and current details in the Web UI',
       );
       await page.screenshot({ path: join(ARTIFACTS, 'web-ui-blocked-plan.png') });
       expect(shown).toContain(`SELL 0.5 ETHUSDT reduce-only · plan ${plan.plan_id}`);
+      // The details end with what to do, ready to copy.
+      expect(shown).toContain(`permit-chain retry ${plan.plan_id}`);
 
       // Each layer is its own step in the Event History, with its summary, though it ran as a local activity.
       await page.goto(`${inject('temporalUiUrl')}/namespaces/default/workflows/${workflowId}`);
