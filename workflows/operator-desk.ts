@@ -1,4 +1,4 @@
-import { condition, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, setHandler } from '@temporalio/workflow';
 import type {
   ApproveRequest,
   CancelRequest,
@@ -21,6 +21,17 @@ import {
   symbolFreeSignal,
 } from '../contract/messages';
 import type { StatusBoard } from './status-board';
+
+/**
+ * An update that the plan refused fails, with the reason (the Web UI shows it failed, not completed); the refusal
+ * is already in the timeline and the audit stream. Signals have no answer, so they do not go through this.
+ */
+async function failIfRefused(reply: Promise<OperatorReply>): Promise<OperatorReply> {
+  const answer = await reply;
+  if (!answer.accepted)
+    throw ApplicationFailure.create({ message: answer.detail, type: 'Refused', nonRetryable: true });
+  return answer;
+}
 
 /** A person's decision, accepted by the Governor: who, when, what they said, and the signature that proves it. */
 export type PersonDecision =
@@ -98,13 +109,13 @@ export class OperatorDesk {
     setHandler(approveSignal, (request) => this.decide('approve', request).then(() => undefined));
     setHandler(rejectSignal, (request) => this.decide('reject', request).then(() => undefined));
     setHandler(cancelSignal, (request) => this.requestCancel(request).then(() => undefined));
-    setHandler(approvePlanUpdate, (request) => this.decide('approve', request), {
+    setHandler(approvePlanUpdate, (request) => failIfRefused(this.decide('approve', request)), {
       validator: (_request: ApproveRequest) => this.validateDecision(),
     });
-    setHandler(rejectPlanUpdate, (request) => this.decide('reject', request), {
+    setHandler(rejectPlanUpdate, (request) => failIfRefused(this.decide('reject', request)), {
       validator: (_request: RejectRequest) => this.validateDecision(),
     });
-    setHandler(cancelPlanUpdate, (request) => this.requestCancel(request), {
+    setHandler(cancelPlanUpdate, (request) => failIfRefused(this.requestCancel(request)), {
       validator: (_request: CancelRequest) => {
         const refusal = this.cancelRefusal();
         if (refusal) throw new Error(refusal);

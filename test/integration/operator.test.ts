@@ -130,6 +130,14 @@ describe('signed approvals (production mode) on the real dev server', () => {
       );
       expect(refused.stdout).toBe('refused: not an approver\n');
       expect(refused.code).toBe(3);
+      // The refused update is a failed update in the history (red in the Web UI), not a completed one.
+      const { events } = await handle.fetchHistory();
+      const completed = (events ?? []).filter((e) => e.workflowExecutionUpdateCompletedEventAttributes);
+      expect(completed).toHaveLength(1);
+      const outcome = completed[0]?.workflowExecutionUpdateCompletedEventAttributes?.outcome;
+      expect(outcome?.success).toBeFalsy();
+      expect(outcome?.failure?.message).toBe('not an approver');
+      expect(outcome?.failure?.applicationFailureInfo?.type).toBe('Refused');
 
       const aliceSigned = approvers.sign(plan.plan_id, 'alice', shown);
       const attempts = [
