@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Dec, formatDec } from '../../lib/decimal';
 
 /**
- * A local double of Binance USD-M futures REST (fapi v1/v2): the endpoints the exchange adapter uses, signed and
+ * A local double of Binance USD-M futures REST (fapi v1/v2/v3): the endpoints the exchange adapter uses, signed and
  * checked the way Binance checks them, with positions it keeps and faults a test can inject. Test code only; also
  * runnable by hand (`npx tsx test/binance-double/main.ts`).
  */
@@ -345,6 +345,38 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       };
     });
 
+  /** V3 (Binance's current endpoint): fewer fields, and only the sides that hold a position. */
+  const positionRiskV3 = (symbol: string) =>
+    positionSides
+      .filter((side) => !position(symbol, side).amount.isZero())
+      .map((side) => {
+        const { amount, entryPrice, updateTime } = position(symbol, side);
+        const { markPrice } = symbolState(symbol);
+        const notional = amount.mul(markPrice);
+        return {
+          symbol,
+          positionSide: side,
+          positionAmt: qtyText(symbol, amount),
+          entryPrice: entryPrice.toFixed(8),
+          breakEvenPrice: entryPrice.toFixed(8),
+          markPrice: markPrice.toFixed(8),
+          unRealizedProfit: amount.mul(markPrice.sub(entryPrice)).toFixed(8),
+          liquidationPrice: '0',
+          isolatedMargin: '0',
+          notional: notional.toFixed(8),
+          marginAsset: 'USDT',
+          isolatedWallet: '0',
+          initialMargin: notional.abs().div(20).toFixed(8),
+          maintMargin: notional.abs().mul('0.004').toFixed(8),
+          positionInitialMargin: notional.abs().div(20).toFixed(8),
+          openOrderInitialMargin: '0',
+          adl: 0,
+          bidNotional: '0',
+          askNotional: '0',
+          updateTime,
+        };
+      });
+
   const orderView = (order: DoubleOrder) => ({
     orderId: order.orderId,
     symbol: order.symbol,
@@ -574,7 +606,10 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     }
 
     const signed =
-      (method === 'GET' && (path === '/fapi/v2/positionRisk' || path === '/fapi/v1/positionSide/dual')) ||
+      (method === 'GET' &&
+        (path === '/fapi/v2/positionRisk' ||
+          path === '/fapi/v3/positionRisk' ||
+          path === '/fapi/v1/positionSide/dual')) ||
       ((method === 'GET' || method === 'POST') && path === ORDER_PATH);
     if (!signed) return send(res, 404, { code: -1000, msg: `No route for ${method} ${path} in the double.` });
     authenticate(req, rawQuery, rawBody, params);
@@ -584,6 +619,11 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       const symbol = params.get('symbol');
       if (symbol) symbolState(symbol);
       return send(res, 200, (symbol ? [symbol] : [...symbols.keys()]).flatMap(positionRisk));
+    }
+    if (path === '/fapi/v3/positionRisk') {
+      const symbol = params.get('symbol');
+      if (symbol) symbolState(symbol);
+      return send(res, 200, (symbol ? [symbol] : [...symbols.keys()]).flatMap(positionRiskV3));
     }
     if (method === 'GET') return send(res, 200, findOrder(params));
 

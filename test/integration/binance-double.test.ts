@@ -219,6 +219,27 @@ describe('binance double: signed requests', () => {
   });
 });
 
+describe('binance double: position risk V3', () => {
+  it('lists only the sides that hold a position, SHORT negative, padded like Binance', async () => {
+    const d = await start({ hedgeMode: true });
+    const rows = async () =>
+      (await signed(d, 'GET', '/fapi/v3/positionRisk', { symbol: 'BTCUSDT' })).body as unknown as {
+        positionSide: string;
+        positionAmt: string;
+      }[];
+    expect(await rows()).toEqual([]);
+    d.setPosition('BTCUSDT', '0.01', 'LONG');
+    expect((await rows()).map((r) => [r.positionSide, r.positionAmt])).toEqual([['LONG', '0.010']]);
+    d.setPosition('BTCUSDT', '-0.004', 'SHORT');
+    expect((await rows()).map((r) => [r.positionSide, r.positionAmt])).toEqual([
+      ['LONG', '0.010'],
+      ['SHORT', '-0.004'],
+    ]);
+    const unknown = await signed(d, 'GET', '/fapi/v3/positionRisk', { symbol: 'NOPEUSDT' });
+    expect(unknown.body.code).toBe(-1121);
+  });
+});
+
 describe('binance double: faults, each consumed once', () => {
   const params = { symbol: 'BTCUSDT', side: 'BUY', quantity: '0.010', newClientOrderId: 'plan-fault' };
 
