@@ -276,6 +276,16 @@ describe('binance double: faults, each consumed once', () => {
     expect(d.orders()).toHaveLength(0);
   });
 
+  it('spares a GET on the same path when the fault names POST', async () => {
+    const d = await start();
+    d.injectFault({ kind: 'rate-limit', status: 429, retryAfterS: 3, path: '/fapi/v1/order', method: 'POST' });
+    expect((await lookup(d, 'BTCUSDT', 'plan-fault')).body.code).toBe(-2013);
+    expect(d.pendingFaults()).toHaveLength(1);
+    expect((await order(d, params)).status).toBe(429);
+    expect(d.pendingFaults()).toEqual([]);
+    expect(d.orders()).toHaveLength(0);
+  });
+
   it('answers -1021 once to a request whose timestamp was fine', async () => {
     const d = await start();
     d.injectFault({ kind: 'timestamp' });
