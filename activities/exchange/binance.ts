@@ -333,6 +333,8 @@ export interface BinanceExchangeOptions {
 }
 
 export interface BinanceExchange extends ExchangePort {
+  /** Binance sets rules for every symbol it lists: never null. */
+  getRules(symbol: string): Promise<SymbolRules>;
   /** Reads Binance's time and sets the offset every signed request's timestamp carries. Done lazily otherwise. */
   syncTime(): Promise<void>;
 }
