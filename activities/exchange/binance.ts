@@ -485,7 +485,11 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
       if (err instanceof ExchangeBusyError || err instanceof ExchangeAuthError) throw err;
       throw readError(`GET ${ORDER_ENDPOINT} ${symbol} ${clientOrderId}`, err);
     }
-    return orderFromBinance(json, clock());
+    try {
+      return orderFromBinance(json, clock());
+    } catch {
+      throw new Error(`binance: GET ${ORDER_ENDPOINT} ${symbol} ${clientOrderId}: the answer is not an order`);
+    }
   }
 
   let rules: { bySymbol: Map<string, SymbolRules>; at: number } | null = null;

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { ApplicationFailure } from '@temporalio/activity';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities } from '../../activities';
 import { exchangeFor } from '../../activities/exchange';
 import {
   SEND_WINDOW_MARGIN_MS,
@@ -22,7 +24,7 @@ import { redisKeys } from '../../contract/keys';
 import type { ChainConfig } from '../../lib/config';
 import { connectRedis } from '../../lib/connections';
 import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../binance-double/server';
-import { testConfig } from '../helpers';
+import { makePlan, testConfig } from '../helpers';
 
 /**
  * The Binance adapter against the double: real HTTP (signed by the library, checked by the double as Binance checks),
@@ -466,6 +468,22 @@ describe('binance adapter: credentials', () => {
       expect(refused.message).toContain('BINANCE_API_SECRET');
       expectClean(refused.message, s);
     }
+    expect(s.double.orders()).toHaveLength(0);
+  });
+
+  it('Execute fails the plan at once on refused keys: a non-retryable ExchangeAuthError', async () => {
+    const s = await setup({}, { apiKey: credential('WrongKey') });
+    const layers = createActivities({
+      redis,
+      config: s.config,
+      exchange: s.exchange,
+      clock: Date.now,
+      approverKeys: new Map(),
+    });
+    const failed = await failure(layers.executePlan(makePlan()));
+    expect(failed).toBeInstanceOf(ApplicationFailure);
+    expect(failed).toMatchObject({ type: 'ExchangeAuthError', nonRetryable: true });
+    expectClean(failed.message, s);
     expect(s.double.orders()).toHaveLength(0);
   });
 
