@@ -2,7 +2,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { AmountError } from '../lib/decimal';
 import { createApplyActivities } from './apply';
 import type { ActivityDeps } from './deps';
-import { ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
+import { ExchangeAuthError, ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
 import { createExecuteActivities } from './execute';
 import { createGovernorActivities } from './governor';
 import { LedgerConflict } from './ledger';
@@ -16,7 +16,7 @@ export type { ActivityDeps } from './deps';
  * matched with a recorded fill, does not heal by retrying, so the plan ends `failed` with the reason and what to do,
  * and `permit-chain retry` runs it again once a person has fixed it. An exchange that is busy (429/418, 5xx) or whose
  * answer is unknown is retried no sooner than it asks (`Retry-After`), the message saying why, in the activity's
- * attempts as the Web UI shows them.
+ * attempts as the Web UI shows them. An exchange that refuses the keys (ExchangeAuthError) fails the plan at once.
  */
 function failOnBadData<T extends Record<string, (...args: never[]) => Promise<unknown>>>(activities: T): T {
   const wrapped: Record<string, unknown> = {};
@@ -27,6 +27,8 @@ function failOnBadData<T extends Record<string, (...args: never[]) => Promise<un
       } catch (err) {
         if (err instanceof AmountError) throw ApplicationFailure.nonRetryable(err.message, 'CorruptAmount');
         if (err instanceof LedgerConflict) throw ApplicationFailure.nonRetryable(err.message, 'LedgerConflict');
+        // Refused credentials do not heal by retrying, and retrying them could get the IP banned.
+        if (err instanceof ExchangeAuthError) throw ApplicationFailure.nonRetryable(err.message, err.name);
         if (err instanceof ExchangeBusyError || err instanceof ExchangeUnknownError) {
           throw ApplicationFailure.create({
             message: err.message,

@@ -36,6 +36,12 @@ export function redisKeys(prefix: string) {
     paperPosition: (symbol: string) => `${prefix}:exchange:paper:position:${symbol}`,
     paperOrder: (clientOrderId: string) => `${prefix}:exchange:paper:order:${clientOrderId}`,
     paperPrice: (symbol: string) => `${prefix}:exchange:paper:price:${symbol}`,
+    /**
+     * The Binance adapter's record of the last order request sent under a client order id whose outcome is not yet
+     * known to be a refusal (hash: `timestamp` in Binance's time, `recv_window_ms`, `plan_id`, `symbol`): no new
+     * request goes out under that id until Binance would refuse the old one as stale.
+     */
+    binanceSent: (clientOrderId: string) => `${prefix}:exchange:binance:sent:${clientOrderId}`,
   };
 }
 

@@ -70,6 +70,31 @@ const pemFile = (kind: 'certificate' | 'private key') =>
       }
     });
 
+/** The exchanges the chain can trade on (`EXCHANGE`): the paper exchange in Redis, Binance USD-M futures. */
+export const EXCHANGES = ['paper', 'binance-usdm-testnet', 'binance-usdm'] as const;
+export type ExchangeName = (typeof EXCHANGES)[number];
+
+/** Binance's REST endpoints when `BINANCE_BASE_URL` is not set. */
+export const BINANCE_DEFAULT_BASE_URLS: Record<Exclude<ExchangeName, 'paper'>, string> = {
+  'binance-usdm-testnet': 'https://testnet.binancefuture.com',
+  'binance-usdm': 'https://fapi.binance.com',
+};
+
+/** Binance refuses a recvWindow above this. */
+const BINANCE_MAX_RECV_WINDOW_MS = 60_000;
+/** One line of printable characters without spaces: what an API key or an HMAC secret is. */
+const ONE_LINE = /^[\x21-\x7e]+$/;
+const ONE_LINE_MESSAGE = 'must be one line of printable characters without spaces';
+
+/** The key travels in every request's header: over TLS, or in plain HTTP only to this machine (the tests' double). */
+function safeBinanceUrl(raw: string): boolean {
+  if (!URL.canParse(raw)) return false;
+  const url = new URL(raw);
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') return false;
+  if (url.protocol === 'https:') return true;
+  return url.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+}
+
 const EnvSchema = z.object({
   REDIS_URL: z
     .string()
@@ -128,7 +153,26 @@ const EnvSchema = z.object({
     .default('250')
     .refine((raw) => /^\d+$/.test(raw.trim()) && Number(raw) >= 1, { message: 'must be a whole number >= 1' })
     .transform(Number),
-  EXCHANGE: z.enum(['paper']).default('paper'),
+  EXCHANGE: z.enum(EXCHANGES, { message: `must be one of ${EXCHANGES.join(', ')}` }).default('paper'),
+  BINANCE_API_KEY: z.string().regex(ONE_LINE, { message: ONE_LINE_MESSAGE }).optional(),
+  BINANCE_API_SECRET: z.string().regex(ONE_LINE, { message: ONE_LINE_MESSAGE }).optional(),
+  BINANCE_API_KEY_FILE: z.string().optional(),
+  BINANCE_API_SECRET_FILE: z.string().optional(),
+  BINANCE_BASE_URL: z
+    .string()
+    .refine(safeBinanceUrl, {
+      message: 'must be an https:// URL without credentials or query (http:// only to 127.0.0.1 or localhost)',
+    })
+    .transform((raw) => raw.replace(/\/+$/, ''))
+    .optional(),
+  BINANCE_RECV_WINDOW_MS: z
+    .string()
+    .default('5000')
+    .refine((raw) => /^\d+$/.test(raw.trim()) && Number(raw) >= 1 && Number(raw) <= BINANCE_MAX_RECV_WINDOW_MS, {
+      message: `must be a whole number of milliseconds from 1 to ${BINANCE_MAX_RECV_WINDOW_MS}`,
+    })
+    .transform(Number),
+  BINANCE_RULES_REFRESH_S: seconds(300),
   GOVERNOR_RATE_LIMIT: z
     .string()
     .default('')
@@ -170,6 +214,20 @@ export class Secret {
   [inspect.custom](): string {
     return 'Secret(***)';
   }
+}
+
+/** Binance USD-M futures (`EXCHANGE=binance-usdm-testnet` or `binance-usdm`). */
+export interface BinanceConfig {
+  /** `BINANCE_API_KEY` or the contents of `BINANCE_API_KEY_FILE`; never printed. */
+  apiKey: Secret;
+  /** `BINANCE_API_SECRET` or the contents of `BINANCE_API_SECRET_FILE` (HMAC); never printed. */
+  apiSecret: Secret;
+  /** `BINANCE_BASE_URL`, else testnet's or live's REST endpoint; no trailing slash. */
+  baseUrl: string;
+  /** `BINANCE_RECV_WINDOW_MS` (default 5000, at most 60000): how long after its timestamp Binance takes a request. */
+  recvWindowMs: number;
+  /** `BINANCE_RULES_REFRESH_S` (default 300): how often the symbols' trading rules are read again. */
+  rulesRefreshS: number;
 }
 
 /** TLS material by path: the files are read when a connection is made, so their contents are never in the config. */
@@ -214,7 +272,9 @@ export interface ChainConfig {
   layerActivities: 'local' | 'regular';
   /** How many workflows the worker keeps in memory; others replay from history when they wake. */
   workflowCacheSize: number;
-  exchange: 'paper';
+  exchange: ExchangeName;
+  /** The Binance adapter's settings; null for the paper exchange. */
+  binance: BinanceConfig | null;
   /** Permits per symbol per window (`GOVERNOR_RATE_LIMIT`, e.g. 30/60s); null: no limit. */
   rateLimit: { count: number; windowMs: number } | null;
   /** Largest qty one plan may have (`GOVERNOR_MAX_QTY`, `GOVERNOR_MAX_QTY_<SYMBOL>`); null: no limit. */
@@ -229,9 +289,12 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** Variables whose values are never printed, not even when refused. */
+const SECRET_VARIABLES: ReadonlySet<string> = new Set(['TEMPORAL_API_KEY', 'BINANCE_API_KEY', 'BINANCE_API_SECRET']);
+
 /** A refused value as a ConfigError prints it: never a password or a key. */
 function shown(name: string, value: string): string {
-  if (name === 'TEMPORAL_API_KEY') return '(value not shown)';
+  if (SECRET_VARIABLES.has(name)) return '(value not shown)';
   return `(got '${redactUrl(value)}')`;
 }
 
@@ -286,6 +349,53 @@ function transport(e: z.infer<typeof EnvSchema>): Pick<ChainConfig, 'redisTls' |
       ? { ...tlsFiles(e.TEMPORAL_TLS_CA_FILE, temporalClient), ...(serverName !== undefined ? { serverName } : {}) }
       : null,
     temporalApiKey: e.TEMPORAL_API_KEY !== undefined ? new Secret(e.TEMPORAL_API_KEY) : null,
+  };
+}
+
+/**
+ * A Binance credential from its variable or from the file its `_FILE` variable names (one of the two). The file's
+ * contents are checked like the variable's and never printed; a trailing newline is allowed.
+ */
+function binanceCredential(name: 'BINANCE_API_KEY' | 'BINANCE_API_SECRET', e: z.infer<typeof EnvSchema>) {
+  const direct = e[name];
+  const file = e[`${name}_FILE`];
+  if (direct !== undefined && file !== undefined) {
+    throw new ConfigError(`config: ${name} and ${name}_FILE are both set; set one of them`);
+  }
+  if (file === undefined) return direct === undefined ? undefined : new Secret(direct);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`config: ${name}_FILE cannot be read: ${unreadable(err)} (got '${file}')`);
+  }
+  const value = text.replace(/\r?\n$/, '');
+  if (!ONE_LINE.test(value)) {
+    throw new ConfigError(
+      `config: ${name}_FILE must hold one line of printable characters without spaces (got '${file}', contents not shown)`,
+    );
+  }
+  return new Secret(value);
+}
+
+/** The Binance adapter's settings, checked as a whole: a Binance exchange needs its key and secret. */
+function binance(e: z.infer<typeof EnvSchema>): BinanceConfig | null {
+  const apiKey = binanceCredential('BINANCE_API_KEY', e);
+  const apiSecret = binanceCredential('BINANCE_API_SECRET', e);
+  if (e.EXCHANGE === 'paper') return null;
+  const missing = [
+    ...(apiKey ? [] : ['BINANCE_API_KEY (or BINANCE_API_KEY_FILE)']),
+    ...(apiSecret ? [] : ['BINANCE_API_SECRET (or BINANCE_API_SECRET_FILE)']),
+  ];
+  if (!apiKey || !apiSecret) {
+    throw new ConfigError(`config: EXCHANGE=${e.EXCHANGE} needs ${missing.join(' and ')}`);
+  }
+  return {
+    apiKey,
+    apiSecret,
+    baseUrl: e.BINANCE_BASE_URL ?? BINANCE_DEFAULT_BASE_URLS[e.EXCHANGE],
+    recvWindowMs: e.BINANCE_RECV_WINDOW_MS,
+    rulesRefreshS: e.BINANCE_RULES_REFRESH_S,
   };
 }
 
@@ -356,6 +466,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     layerActivities: e.LAYER_ACTIVITIES,
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     exchange: e.EXCHANGE,
+    binance: binance(e),
     rateLimit: e.GOVERNOR_RATE_LIMIT,
     maxQty: e.GOVERNOR_MAX_QTY,
     maxQtyBySymbol: overrides.GOVERNOR_MAX_QTY,

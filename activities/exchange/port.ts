@@ -79,6 +79,15 @@ export class ExchangeUnknownError extends Error {
   }
 }
 
+/**
+ * The exchange refused the chain's credentials (a wrong or revoked key, a secret that does not match it, a key without
+ * the permission or from an IP it does not allow). Nothing was executed, and retrying will not help: a person must
+ * fix the keys. Its `name` is the failure type to list as non-retryable.
+ */
+export class ExchangeAuthError extends Error {
+  override name = 'ExchangeAuthError';
+}
+
 /** The exchange as the chain sees it. Implementations must be idempotent per client order id. */
 export interface ExchangePort {
   readonly name: string;

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Dec, formatDec } from '../../lib/decimal';
 
 /**
- * A local double of Binance USD-M futures REST (fapi v1/v2): the endpoints the exchange adapter uses, signed and
+ * A local double of Binance USD-M futures REST (fapi v1/v2/v3): the endpoints the exchange adapter uses, signed and
  * checked the way Binance checks them, with positions it keeps and faults a test can inject. Test code only; also
  * runnable by hand (`npx tsx test/binance-double/main.ts`).
  */
@@ -12,8 +12,13 @@ import { Dec, formatDec } from '../../lib/decimal';
 export type PositionSide = 'BOTH' | 'LONG' | 'SHORT';
 export type OrderStatus = 'NEW' | 'PARTIALLY_FILLED' | 'FILLED' | 'CANCELED' | 'EXPIRED' | 'REJECTED';
 
-/** One injected fault, consumed by the first request it applies to. */
-export type Fault =
+/**
+ * One injected fault, consumed by the first request it applies to: of its kind, and on its `path` and `method` when
+ * it names them (GET and POST /fapi/v1/order share a path: the lookup and the order).
+ */
+export type Fault = FaultKind & { method?: 'GET' | 'POST' };
+
+export type FaultKind =
   /** The order is executed and stored; the socket is destroyed without a response. POST /fapi/v1/order only. */
   | { kind: 'lose-response-after-fill'; path?: string }
   /** A 5xx with Binance's -1001 body. `executed`: the order went through anyway (Binance's "status unknown"). */
@@ -193,8 +198,13 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     positionBook.get(positionKey(symbol, side)) ?? { amount: new Dec(0), entryPrice: new Dec(0), updateTime: 0 };
 
   /** The first queued fault that applies to this request, removed from the queue. */
-  const takeFault = (path: string, applies: (fault: Fault) => boolean): Fault | undefined => {
-    const index = faults.findIndex((fault) => (fault.path === undefined || fault.path === path) && applies(fault));
+  const takeFault = (path: string, method: string, applies: (fault: Fault) => boolean): Fault | undefined => {
+    const index = faults.findIndex(
+      (fault) =>
+        (fault.path === undefined || fault.path === path) &&
+        (fault.method === undefined || fault.method === method) &&
+        applies(fault),
+    );
     return index < 0 ? undefined : faults.splice(index, 1)[0];
   };
 
@@ -251,7 +261,8 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     if (timestamp > now + MAX_AHEAD_MS) {
       throw new BinanceError(400, -1021, "Timestamp for this request was 1000ms ahead of the server's time.");
     }
-    if (takeFault(new URL(req.url ?? '/', 'http://x').pathname, (fault) => fault.kind === 'timestamp')) throw stale();
+    const here = new URL(req.url ?? '/', 'http://x').pathname;
+    if (takeFault(here, req.method ?? 'GET', (fault) => fault.kind === 'timestamp')) throw stale();
   };
 
   // --- the endpoints --------------------------------------------------------------------------------------------
@@ -344,6 +355,38 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
         updateTime,
       };
     });
+
+  /** V3 (Binance's current endpoint): fewer fields, and only the sides that hold a position. */
+  const positionRiskV3 = (symbol: string) =>
+    positionSides
+      .filter((side) => !position(symbol, side).amount.isZero())
+      .map((side) => {
+        const { amount, entryPrice, updateTime } = position(symbol, side);
+        const { markPrice } = symbolState(symbol);
+        const notional = amount.mul(markPrice);
+        return {
+          symbol,
+          positionSide: side,
+          positionAmt: qtyText(symbol, amount),
+          entryPrice: entryPrice.toFixed(8),
+          breakEvenPrice: entryPrice.toFixed(8),
+          markPrice: markPrice.toFixed(8),
+          unRealizedProfit: amount.mul(markPrice.sub(entryPrice)).toFixed(8),
+          liquidationPrice: '0',
+          isolatedMargin: '0',
+          notional: notional.toFixed(8),
+          marginAsset: 'USDT',
+          isolatedWallet: '0',
+          initialMargin: notional.abs().div(20).toFixed(8),
+          maintMargin: notional.abs().mul('0.004').toFixed(8),
+          positionInitialMargin: notional.abs().div(20).toFixed(8),
+          openOrderInitialMargin: '0',
+          adl: 0,
+          bidNotional: '0',
+          askNotional: '0',
+          updateTime,
+        };
+      });
 
   const orderView = (order: DoubleOrder) => ({
     orderId: order.orderId,
@@ -448,7 +491,7 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     }
 
     const now = serverTime();
-    const fault = takeFault(path, (f) => f.kind === 'partial-fill' || f.kind === 'expire');
+    const fault = takeFault(path, 'POST', (f) => f.kind === 'partial-fill' || f.kind === 'expire');
     let executed = qty;
     if (fault?.kind === 'expire') executed = new Dec(0);
     if (fault?.kind === 'partial-fill') {
@@ -547,9 +590,10 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     for (const [name, value] of new URLSearchParams(rawBody)) params.append(name, value);
 
     // The double's own controls, for a person (or the demo) driving it over HTTP; never faulted, never signed.
-    if (path.startsWith(CONTROL_PREFIX)) return control(method, path.slice(CONTROL_PREFIX.length), params, rawBody, res);
+    if (path.startsWith(CONTROL_PREFIX))
+      return control(method, path.slice(CONTROL_PREFIX.length), params, rawBody, res);
 
-    const gateway = takeFault(path, (f) => f.kind === 'rate-limit' || (f.kind === 'http-5xx' && !f.executed));
+    const gateway = takeFault(path, method, (f) => f.kind === 'rate-limit' || (f.kind === 'http-5xx' && !f.executed));
     if (gateway?.kind === 'rate-limit') {
       const msg =
         gateway.status === 418
@@ -574,7 +618,10 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     }
 
     const signed =
-      (method === 'GET' && (path === '/fapi/v2/positionRisk' || path === '/fapi/v1/positionSide/dual')) ||
+      (method === 'GET' &&
+        (path === '/fapi/v2/positionRisk' ||
+          path === '/fapi/v3/positionRisk' ||
+          path === '/fapi/v1/positionSide/dual')) ||
       ((method === 'GET' || method === 'POST') && path === ORDER_PATH);
     if (!signed) return send(res, 404, { code: -1000, msg: `No route for ${method} ${path} in the double.` });
     authenticate(req, rawQuery, rawBody, params);
@@ -585,11 +632,17 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       if (symbol) symbolState(symbol);
       return send(res, 200, (symbol ? [symbol] : [...symbols.keys()]).flatMap(positionRisk));
     }
+    if (path === '/fapi/v3/positionRisk') {
+      const symbol = params.get('symbol');
+      if (symbol) symbolState(symbol);
+      return send(res, 200, (symbol ? [symbol] : [...symbols.keys()]).flatMap(positionRiskV3));
+    }
     if (method === 'GET') return send(res, 200, findOrder(params));
 
     const { stored, shown } = placeOrder(params, path);
     const after = takeFault(
       path,
+      'POST',
       (f) => f.kind === 'lose-response-after-fill' || (f.kind === 'http-5xx' && f.executed === true),
     );
     if (after?.kind === 'lose-response-after-fill') {

@@ -219,6 +219,27 @@ describe('binance double: signed requests', () => {
   });
 });
 
+describe('binance double: position risk V3', () => {
+  it('lists only the sides that hold a position, SHORT negative, padded like Binance', async () => {
+    const d = await start({ hedgeMode: true });
+    const rows = async () =>
+      (await signed(d, 'GET', '/fapi/v3/positionRisk', { symbol: 'BTCUSDT' })).body as unknown as {
+        positionSide: string;
+        positionAmt: string;
+      }[];
+    expect(await rows()).toEqual([]);
+    d.setPosition('BTCUSDT', '0.01', 'LONG');
+    expect((await rows()).map((r) => [r.positionSide, r.positionAmt])).toEqual([['LONG', '0.010']]);
+    d.setPosition('BTCUSDT', '-0.004', 'SHORT');
+    expect((await rows()).map((r) => [r.positionSide, r.positionAmt])).toEqual([
+      ['LONG', '0.010'],
+      ['SHORT', '-0.004'],
+    ]);
+    const unknown = await signed(d, 'GET', '/fapi/v3/positionRisk', { symbol: 'NOPEUSDT' });
+    expect(unknown.body.code).toBe(-1121);
+  });
+});
+
 describe('binance double: faults, each consumed once', () => {
   const params = { symbol: 'BTCUSDT', side: 'BUY', quantity: '0.010', newClientOrderId: 'plan-fault' };
 
@@ -252,6 +273,16 @@ describe('binance double: faults, each consumed once', () => {
     expect((await publicGet(d, '/fapi/v1/time')).status).toBe(200);
     const limited = await order(d, params);
     expect([limited.status, limited.body.code, limited.headers.get('retry-after')]).toEqual([429, -1003, '7']);
+    expect(d.orders()).toHaveLength(0);
+  });
+
+  it('spares a GET on the same path when the fault names POST', async () => {
+    const d = await start();
+    d.injectFault({ kind: 'rate-limit', status: 429, retryAfterS: 3, path: '/fapi/v1/order', method: 'POST' });
+    expect((await lookup(d, 'BTCUSDT', 'plan-fault')).body.code).toBe(-2013);
+    expect(d.pendingFaults()).toHaveLength(1);
+    expect((await order(d, params)).status).toBe(429);
+    expect(d.pendingFaults()).toEqual([]);
     expect(d.orders()).toHaveLength(0);
   });
 
