@@ -1,4 +1,7 @@
 import type { Client } from '@temporalio/client';
+import type { Redis } from 'ioredis';
+import { exchangeFor } from '../activities/exchange';
+import { formatDec } from '../lib/decimal';
 import { connectTemporal, startPlan } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis } from '../lib/connections';
@@ -44,6 +47,48 @@ export interface DemoResult {
   retried: boolean;
 }
 
+/** Where the demo sets the exchange's side of the incident: it never trades anywhere real. */
+interface DemoVenue {
+  name: string;
+  setPosition(symbol: string, amount: string): Promise<void>;
+  /** The command a person would type to do the same. */
+  shown(symbol: string, amount: string): string;
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/**
+ * The paper exchange (a Redis hash), or the Binance double (its control endpoint, on this machine only). Any other
+ * exchange would be a real one, where the demo's order would be a real trade: refused.
+ */
+async function demoVenue(config: ChainConfig, redis: Redis): Promise<DemoVenue> {
+  const keys = redisKeys(config.keyPrefix);
+  if (config.exchange === 'paper') {
+    return {
+      name: 'paper',
+      setPosition: async (symbol, amount) => void (await redis.hset(keys.paperPosition(symbol), 'amount', amount)),
+      shown: (symbol, amount) => `redis-cli HSET ${keys.paperPosition(symbol)} amount ${amount}`,
+    };
+  }
+  const base = config.binance?.baseUrl ?? '';
+  const refusal =
+    `demo: EXCHANGE=${config.exchange} at ${base || '(no BINANCE_BASE_URL)'} is not the Binance double on this ` +
+    `machine: the demo's order would be a real trade. Run it on paper, or with \`permit-chain dev --exchange binance-double\``;
+  const url = URL.canParse(base) ? new URL(base) : undefined;
+  if (!url || !LOOPBACK_HOSTS.has(url.hostname)) throw new Error(refusal);
+  const ping = await fetch(`${base}/double/v1/ping`).catch(() => undefined);
+  if (!ping?.ok) throw new Error(refusal);
+  return {
+    name: `the Binance double at ${base}`,
+    async setPosition(symbol, amount) {
+      const query = new URLSearchParams({ symbol, amount });
+      const answer = await fetch(`${base}/double/v1/position?${query.toString()}`, { method: 'POST' });
+      if (!answer.ok) throw new Error(`demo: the double refused the position: ${await answer.text()}`);
+    },
+    shown: (symbol, amount) => `curl -X POST '${base}/double/v1/position?symbol=${symbol}&amount=${amount}'`,
+  };
+}
+
 /** How long the demo gives the position watcher before it retries the plan itself, as an operator would. */
 const WATCHER_GRACE_MS = 5_000;
 
@@ -57,10 +102,13 @@ export async function runDemo(config: ChainConfig, out: Output): Promise<DemoRes
   const redis = await connectRedis(config);
   const client = await connectTemporal(config).catch(closeOnFailure(redis));
   try {
-    out.line(`1. the incident: exchange holds ${EXCHANGE_AMOUNT} ${SYMBOL}, the ledger says ${STALE_LEDGER_AMOUNT}`);
-    out.line(`   redis-cli HSET ${keys.paperPosition(SYMBOL)} amount ${EXCHANGE_AMOUNT}`);
+    const venue = await demoVenue(config, redis);
+    out.line(
+      `1. the incident: exchange (${venue.name}) holds ${EXCHANGE_AMOUNT} ${SYMBOL}, the ledger says ${STALE_LEDGER_AMOUNT}`,
+    );
+    out.line(`   ${venue.shown(SYMBOL, EXCHANGE_AMOUNT)}`);
     out.line(`   redis-cli HSET ${keys.position(SYMBOL)} ledger_amount ${STALE_LEDGER_AMOUNT}`);
-    await redis.hset(keys.paperPosition(SYMBOL), 'amount', EXCHANGE_AMOUNT);
+    await venue.setPosition(SYMBOL, EXCHANGE_AMOUNT);
     await redis.hset(keys.position(SYMBOL), 'ledger_amount', STALE_LEDGER_AMOUNT, 'updated_at', String(Date.now()));
 
     const plan = parsePlan({
@@ -110,7 +158,9 @@ export async function runDemo(config: ChainConfig, out: Output): Promise<DemoRes
     const fixMs = Date.now() - fixedAt;
 
     const [exchangeAmount, ledgerAmount] = await Promise.all([
-      redis.hget(keys.paperPosition(SYMBOL), 'amount'),
+      exchangeFor(config, redis)
+        .getPosition(SYMBOL)
+        .then((amount) => formatDec(amount)),
       redis.hget(keys.position(SYMBOL), 'ledger_amount'),
     ]);
     out.line(

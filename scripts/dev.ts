@@ -1,9 +1,12 @@
 import { createConnection } from 'node:net';
 import { hostname } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { ChainConfig } from '../lib/config';
+import { Secret, type ChainConfig } from '../lib/config';
+import type * as DoubleModule from '../test/binance-double/server';
+import type { BinanceDouble } from '../test/binance-double/server';
 import { closeOnFailure, connectRedis } from '../lib/connections';
 import { redactUrl } from '../lib/redact';
 import { DATA_DIR, ensureServersInstalled, startRedis, startTemporalDevServer, type RunningRedis } from './servers';
@@ -35,20 +38,30 @@ function listening(host: string, port: number, timeoutMs = 500): Promise<boolean
  * `permit-chain dev`: Redis (AOF under .data/redis) and the Temporal dev server (SQLite under .data/, Web UI on
  * the gRPC port + 1000) where none is reachable, then the worker and the intake. Ctrl-C stops what it started; state survives.
  */
-export async function runDev(config: ChainConfig, out: Output, options: { demo: boolean }): Promise<void> {
+export async function runDev(
+  baseConfig: ChainConfig,
+  out: Output,
+  options: { demo: boolean; exchange?: 'paper' | 'binance-double' },
+): Promise<void> {
   // The console is for the stack's own lines here; the SDK speaks up only for warnings.
   Runtime.install({ logger: new DefaultLogger('WARN') });
   ensureServersInstalled({ forTests: false });
-  const redisUrl = new URL(config.redisUrl);
+  const redisUrl = new URL(baseConfig.redisUrl);
   const redisPort = Number(redisUrl.port || 6379);
-  const [temporalHost = '127.0.0.1', temporalPortText = '7233'] = config.temporalAddress.split(':');
+  const [temporalHost = '127.0.0.1', temporalPortText = '7233'] = baseConfig.temporalAddress.split(':');
   const temporalPort = Number(temporalPortText);
   const uiPort = temporalPort + 1000;
-  const redisShown = redactUrl(config.redisUrl);
+  const redisShown = redactUrl(baseConfig.redisUrl);
 
   let redisServer: RunningRedis | undefined;
   let temporalServer: TestWorkflowEnvironment | undefined;
+  let double: BinanceDouble | undefined;
+  let config = baseConfig; // pointed at the double, when there is one
   try {
+    if (options.exchange === 'binance-double') {
+      double = await startDouble(out);
+      config = doubleConfig(baseConfig, double);
+    }
     if (!(await listening(redisUrl.hostname, redisPort))) {
       // The embedded servers are plain text: where TLS is configured, a server of that kind must already run.
       if (!LOOPBACK.has(redisUrl.hostname) || config.redisTls)
@@ -120,5 +133,42 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
   } finally {
     await temporalServer?.teardown();
     await redisServer?.stop();
+    await double?.stop();
   }
+}
+
+/**
+ * The Binance double (test/binance-double), started for `dev --exchange binance-double`: its key and secret go to
+ * owner-only files under .data/, and the lines to point another terminal's `permit-chain` at it are printed.
+ */
+async function startDouble(out: Output): Promise<BinanceDouble> {
+  // Loaded only here: test code, which a production install does not have.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
+  const { startBinanceDouble } = require('../test/binance-double/server') as typeof DoubleModule;
+  const double = await startBinanceDouble();
+  const dir = join(DATA_DIR, 'binance-double');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, 'api-key'), `${double.apiKey}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'api-secret'), `${double.apiSecret}\n`, { mode: 0o600 });
+  out.line(`dev: the Binance USD-M double on ${double.url} (BTCUSDT, ETHUSDT; the chain trades there, testnet rules)`);
+  out.line(
+    `dev: to use it from another terminal: export EXCHANGE=binance-usdm-testnet BINANCE_BASE_URL=${double.url} ` +
+      `BINANCE_API_KEY_FILE=${join(dir, 'api-key')} BINANCE_API_SECRET_FILE=${join(dir, 'api-secret')}`,
+  );
+  return double;
+}
+
+/** The configuration that points the chain at the double. */
+function doubleConfig(config: ChainConfig, double: BinanceDouble): ChainConfig {
+  return {
+    ...config,
+    exchange: 'binance-usdm-testnet',
+    binance: {
+      apiKey: new Secret(double.apiKey),
+      apiSecret: new Secret(double.apiSecret),
+      baseUrl: double.url,
+      recvWindowMs: 5000,
+      rulesRefreshS: 300,
+    },
+  };
 }

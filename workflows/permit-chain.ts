@@ -20,6 +20,12 @@ import { StatusBoard, awaitingNextStep, blockedDetail, blockedNextStep, clockTim
 /** Redis round trips take milliseconds; a layer that has not answered in this long is retried. */
 const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
 /**
+ * Execute talks to the exchange: an attempt may look the order up, send it and look again, each request allowed
+ * 10 s (activities/exchange/binance.ts). A retry never sends twice (the adapter's sent marker), so this only bounds
+ * how long a hung attempt is waited for.
+ */
+const EXECUTE_ATTEMPT_TIMEOUT_MS = 60_000;
+/**
  * Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. Not retried:
  * `CorruptAmount` (a stored amount that is not a decimal) and `LedgerConflict` (a ledger that matches neither side
  * of a recorded fill; activities/index.ts), which need a person, not time.
@@ -402,7 +408,10 @@ class Chain {
     this.board.enter('execute', 'placing the order');
     this.step = 'executePlan';
     this.board.publish();
-    const result = await regular.executePlan.executeWithOptions(options('Execute: place order'), [this.plan]);
+    const result = await regular.executePlan.executeWithOptions(
+      { ...options('Execute: place order'), startToCloseTimeout: EXECUTE_ATTEMPT_TIMEOUT_MS },
+      [this.plan],
+    );
     if (!result.placed) {
       // Still holding the symbol: the plan asks for a fresh permit without losing its turn.
       this.board.note(`no order: ${result.detail}; asking the Governor again`);

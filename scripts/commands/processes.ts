@@ -13,7 +13,12 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
     .command('dev')
     .description('the embedded stack: Redis and the Temporal dev server where none is reachable, and the worker')
     .option('--demo', 'play the incident demo once the stack is ready')
-    .action(async (opts: { demo?: boolean }) => {
+    .addOption(
+      new Option('--exchange <venue>', 'trade on the paper exchange, or on a local double of Binance USD-M futures')
+        .choices(['paper', 'binance-double'])
+        .default('paper'),
+    )
+    .action(async (opts: { demo?: boolean; exchange: 'paper' | 'binance-double' }) => {
       // The embedded stack is for a first run and for development: testnet unless told otherwise, and it says so.
       const explicit = (ctx.env.TRADING_MODE ?? '').trim() !== '';
       const cfg = loadConfig(explicit ? ctx.env : { ...ctx.env, TRADING_MODE: 'testnet' });
@@ -27,7 +32,7 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
       // production install of the worker and the intake does not have.
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
       const { runDev } = require('../dev') as typeof DevModule;
-      await runDev(cfg, o, { demo: opts.demo === true });
+      await runDev(cfg, o, { demo: opts.demo === true, exchange: opts.exchange });
     });
   program
     .command('worker')
