@@ -8,6 +8,7 @@ import { addOperatorsCommands } from './commands/operators';
 import { addPlansCommands } from './commands/plans';
 import { addProcessesCommands } from './commands/processes';
 import { createOutput, type Output } from './output';
+import { versionText } from './version';
 
 export { UsageError } from './commands/context';
 
@@ -39,6 +40,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
   const program = new Command('permit-chain')
     .description('Durable permit chain: Governor → Apply → P3.3 → Execute, one Temporal workflow per plan')
     .option('--json', 'print one JSON object instead of text')
+    .version(versionText(), '-V, --version', 'the version of permit-chain and of the Temporal SDK it runs')
     .showSuggestionAfterError(false)
     .exitOverride()
     // One line, in the same voice as every other refusal.
