@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ChainClient, ClientError } from '../client/chain-client';
 import { ConfigError, loadConfig } from '../lib/config';
@@ -36,6 +37,15 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       exitCode = answer.accepted ? 0 : 3;
     },
     setExit: (code) => (exitCode = code),
+    terminal: () => Boolean(process.stdin.isTTY && process.stdout.isTTY),
+    async confirm(question) {
+      const prompt = createInterface({ input: process.stdin, output: process.stdout });
+      try {
+        return /^\s*y(es)?\s*$/i.test(await prompt.question(question));
+      } finally {
+        prompt.close();
+      }
+    },
   };
   const program = new Command('permit-chain')
     .description('Durable permit chain: Governor → Apply → P3.3 → Execute, one Temporal workflow per plan')
