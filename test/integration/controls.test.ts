@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import type { permitChain } from '../../workflows';
+import { redisKeys } from '../../contract/keys';
 import { statusQuery } from '../../contract/messages';
 import { runCli, runCliOnTerminal } from '../cli-runner';
 import {
@@ -267,10 +268,13 @@ describe('stuck plans', () => {
 });
 
 describe('reconcile shows what it changes, and changes it only when told to', () => {
-  /** Every key of this file's prefix with its value (DUMP) and time to live: equal snapshots, nothing written. */
+  // A key prefix of their own: the permits of the tests above expire on their own clock, which would read as writes.
+  const renv = testEnv();
+  const keys = redisKeys(renv.KEY_PREFIX);
+  /** Every key of this describe's prefix with its value (DUMP) and time to live: equal snapshots, nothing written. */
   async function snapshot(): Promise<Map<string, string>> {
     const all = new Map<string, string>();
-    for (const key of (await h.redis.keys(`${env.KEY_PREFIX}:*`)).sort()) {
+    for (const key of (await h.redis.keys(`${renv.KEY_PREFIX}:*`)).sort()) {
       const [dump, ttl] = await Promise.all([h.redis.dumpBuffer(key), h.redis.pttl(key)]);
       all.set(key, `${dump?.toString('hex') ?? ''} ${ttl > 0 ? 'expires' : ttl}`);
     }
@@ -280,20 +284,20 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
   /** The incident on `symbol` with a fill on the exchange that the ledger has not counted. */
   async function mismatchWithUnappliedFill(symbol: string): Promise<string> {
     const planId = makePlan({ symbol }).plan_id;
-    await setPositions(h, symbol, '0.062', '0.002');
-    await h.redis.hset(h.keys.execution(planId), {
+    await setPositions({ redis: h.redis, keys }, symbol, '0.062', '0.002');
+    await h.redis.hset(keys.execution(planId), {
       status: 'FILLED',
       side: 'SELL',
       filled_qty: '1',
       ledger_applied: '0',
     });
-    await h.redis.sadd(h.keys.unappliedFills(symbol), planId);
+    await h.redis.sadd(keys.unappliedFills(symbol), planId);
     return planId;
   }
 
   function reconciles(symbol: string): Promise<Record<string, string>[]> {
     return h.redis
-      .xrange(h.keys.auditStream, '-', '+')
+      .xrange(keys.auditStream, '-', '+')
       .then((entries) =>
         entries
           .map(([, fields]) => Object.fromEntries(pairs(fields)))
@@ -304,7 +308,7 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
   it('--dry-run shows the ledger before and after, the exchange and the unapplied fills, and writes nothing', async () => {
     const planId = await mismatchWithUnappliedFill('DRYUSDT');
     const before = await snapshot();
-    const json = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--json'], env);
+    const json = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--json'], renv);
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout)).toEqual({
       symbol: 'DRYUSDT',
@@ -316,7 +320,7 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
       plan_ids: [planId],
       applied: false,
     });
-    const text = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run'], env);
+    const text = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run'], renv);
     expect(text.code).toBe(0);
     expect(text.stdout).toBe(
       'reconcile DRYUSDT by alice:\n' +
@@ -329,25 +333,25 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
 
     // Without --yes or --dry-run, off a terminal: one line, exit 2, and still nothing written.
     for (const args of [[], ['--json']]) {
-      const refused = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', ...args], env);
+      const refused = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', ...args], renv);
       expect(refused.code).toBe(2);
       expect(refused.stdout).toBe('');
       expect(refused.stderr).toBe(
         'permit-chain: reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)\n',
       );
     }
-    const both = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--yes'], env);
+    const both = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--yes'], renv);
     expect(both.code).toBe(2);
     expect(await snapshot()).toEqual(before);
     expect(await reconciles('DRYUSDT')).toEqual([]);
 
-    const applied = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--yes'], env);
+    const applied = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--yes'], renv);
     expect(applied.stdout).toBe(
       "DRYUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked plan(s)\n",
     );
-    expect(await h.redis.hget(h.keys.position('DRYUSDT'), 'ledger_amount')).toBe('0.062');
-    expect(await h.redis.hget(h.keys.execution(planId), 'ledger_applied')).toBe('reconcile');
-    expect(await h.redis.exists(h.keys.unappliedFills('DRYUSDT'))).toBe(0);
+    expect(await h.redis.hget(keys.position('DRYUSDT'), 'ledger_amount')).toBe('0.062');
+    expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
+    expect(await h.redis.exists(keys.unappliedFills('DRYUSDT'))).toBe(0);
     expect((await reconciles('DRYUSDT')).map((e) => e.reason)).toEqual([
       `DRYUSDT ledger 0.002 -> 0.062 by alice; accounts for 1 unapplied fill(s): ${planId}`,
     ]);
@@ -358,43 +362,43 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
     const before = await snapshot();
     const prompt = /apply\? \[y\/N\] /;
     const args = ['reconcile', 'ASKUSDT', '--by', 'alice'];
-    const declined = await runCliOnTerminal(args, env, prompt, () => Promise.resolve('n\n'));
+    const declined = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('n\n'));
     expect(declined.output).toContain('  ledger     0.002 -> 0.062\n');
     expect(declined.output).toContain(`  unapplied  1 fill(s) it accounts for: ${planId}\n`);
     expect(declined.output).toMatch(/nothing changed\n$/);
     expect(declined.code).toBe(1);
     expect(await snapshot()).toEqual(before);
 
-    const accepted = await runCliOnTerminal(args, env, prompt, () => Promise.resolve('y\n'));
+    const accepted = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('y\n'));
     expect(accepted.code).toBe(0);
     expect(accepted.output).toContain(
       "ASKUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked plan(s)\n",
     );
-    expect(await h.redis.hget(h.keys.position('ASKUSDT'), 'ledger_amount')).toBe('0.062');
-    expect(await h.redis.hget(h.keys.execution(planId), 'ledger_applied')).toBe('reconcile');
+    expect(await h.redis.hget(keys.position('ASKUSDT'), 'ledger_amount')).toBe('0.062');
+    expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
   });
 
   it('on a terminal, a ledger or exchange that moves between the look and the yes changes nothing', async () => {
     const prompt = /apply\? \[y\/N\] /;
     await mismatchWithUnappliedFill('MOVEUSDT');
-    const ledgerMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], env, prompt, async () => {
-      await h.redis.hset(h.keys.position('MOVEUSDT'), 'ledger_amount', '0.01');
+    const ledgerMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], renv, prompt, async () => {
+      await h.redis.hset(keys.position('MOVEUSDT'), 'ledger_amount', '0.01');
       return 'y\n';
     });
     expect(ledgerMoved.code).toBe(2);
     expect(ledgerMoved.output).toContain('permit-chain: reconcile: MOVEUSDT changed since it was shown');
-    expect(await h.redis.hget(h.keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
+    expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
 
-    const exchangeMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], env, prompt, async () => {
-      await h.redis.hset(h.keys.paperPosition('MOVEUSDT'), 'amount', '0.07');
+    const exchangeMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], renv, prompt, async () => {
+      await h.redis.hset(keys.paperPosition('MOVEUSDT'), 'amount', '0.07');
       return 'y\n';
     });
     expect(exchangeMoved.code).toBe(2);
     expect(exchangeMoved.output).toContain(
       "permit-chain: reconcile: the exchange's MOVEUSDT changed since it was shown",
     );
-    expect(await h.redis.hget(h.keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
-    expect(await h.redis.exists(h.keys.unappliedFills('MOVEUSDT'))).toBe(1);
+    expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
+    expect(await h.redis.exists(keys.unappliedFills('MOVEUSDT'))).toBe(1);
     expect(await reconciles('MOVEUSDT')).toEqual([]);
   });
 });
