@@ -21,6 +21,18 @@ export class LedgerConflict extends Error {
   override name = 'LedgerConflict';
 }
 
+/** What a reconcile of a symbol starts from: the ledger as stored and as shown, and the unapplied fills it accounts for. */
+export interface ReconcileState {
+  raw: string | null;
+  before: string;
+  fills: string[];
+}
+
+/** The ledger or the exchange moved between what a person was shown and their yes: nothing was changed. */
+export class ReconcileStale extends Error {
+  override name = 'ReconcileStale';
+}
+
 /** What a fill is, for the ledger: how much was executed, and which way. */
 export type Fill = { side: Side; filled_qty: string };
 
@@ -303,6 +315,18 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
     return recorded;
   }
 
+  /** The symbol's ledger as stored (null when absent) and as an operator reads it, and its unapplied fills, sorted. */
+  async function readReconcile(symbol: string): Promise<ReconcileState> {
+    const [[ledgerError, raw], [setError, members]] = ((await redis
+      .pipeline()
+      .hget(keys.position(symbol), 'ledger_amount')
+      .smembers(keys.unappliedFills(symbol))
+      .exec()) ?? []) as [[Error | null, string | null], [Error | null, string[]]];
+    if (ledgerError) throw ledgerError;
+    if (setError) throw setError;
+    return { raw, before: showAmount(raw), fills: [...members].sort() };
+  }
+
   return {
     readFill,
 
@@ -418,27 +442,29 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
       throw new Error(`execute: ledger of ${plan.symbol} kept changing; fill of ${plan.plan_id} not yet settled`);
     },
 
+    readReconcile,
+
     /**
      * Sets the symbol's ledger to the exchange's amount and accounts for its unapplied fills, audited, in one step;
      * returns the ledger before (as an operator reads it), after, and the plans whose fills it accounted for. The
-     * caller holds the symbol, like a plan does.
+     * caller holds the symbol, like a plan does. With `expected` (what a person was shown and said yes to), a ledger
+     * or a set of unapplied fills that differs from it changes nothing and throws ReconcileStale.
      */
     async reconcile(
       symbol: string,
       exchangeAmount: Dec,
       by: string,
+      expected?: ReconcileState,
     ): Promise<{ before: string; after: string; fills: string[] }> {
       const after = formatDec(exchangeAmount);
       for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
-        const [[ledgerError, raw], [setError, members]] = ((await redis
-          .pipeline()
-          .hget(keys.position(symbol), 'ledger_amount')
-          .smembers(keys.unappliedFills(symbol))
-          .exec()) ?? []) as [[Error | null, string | null], [Error | null, string[]]];
-        if (ledgerError) throw ledgerError;
-        if (setError) throw setError;
-        const fills = [...members].sort();
-        const before = showAmount(raw);
+        const { raw, before, fills } = await readReconcile(symbol);
+        if (expected && (raw !== expected.raw || fills.join() !== expected.fills.join())) {
+          throw new ReconcileStale(
+            `reconcile: ${symbol} changed since it was shown (ledger ${before}, ${fills.length} unapplied fill(s)); ` +
+              'nothing changed, look again',
+          );
+        }
         const now = clock();
         const counted = fills.length > 0 ? `; accounts for ${fills.length} unapplied fill(s): ${fills.join(', ')}` : '';
         const reconcile = auditFields({

@@ -2,6 +2,7 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@
 import type { UpdateDefinition } from '@temporalio/common';
 import type { Redis } from 'ioredis';
 import { exchangeFor } from '../activities/exchange';
+import { ReconcileStale } from '../activities/ledger';
 import { positionsAgree } from '../activities/p33';
 import { readPositions } from '../activities/positions';
 import { redisKeys } from '../contract/keys';
@@ -20,12 +21,14 @@ import { formatDec } from '../lib/decimal';
 import {
   closedStatus,
   listPlans,
+  previewReconcile,
   reconcileLedger,
   resetFailedPlan,
   retryBlocked,
   setKillSwitch,
   type PlanFilter,
   type PlanRow,
+  type ReconcilePreview,
 } from './operations';
 import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plans';
 import { registerSearchAttributes } from './search-attributes';
@@ -179,14 +182,30 @@ export class ChainClient {
     return retryBlocked(await this.client(), filter, by);
   }
 
-  /** Ledger := the exchange's amount, audited, the symbol taken like a plan; then the symbol's blocked plans woken. */
+  /** What `reconcile` would change now (the ledger before and after, the fills it accounts for); writes nothing. */
+  async reconcilePreview(symbol: string): Promise<ReconcilePreview> {
+    const redis = await this.redis();
+    return previewReconcile(
+      { redis, config: this.config, exchange: exchangeFor(this.config, redis), clock: Date.now },
+      symbol,
+    );
+  }
+
+  /**
+   * Ledger := the exchange's amount, audited, the symbol taken like a plan; then the symbol's blocked plans woken.
+   * With `expected`, only if the symbol is still as that preview showed it (a ClientError otherwise, nothing changed).
+   */
   async reconcile(
     symbol: string,
     by: string,
+    expected?: ReconcilePreview,
   ): Promise<{ before: string; after: string; fills: string[]; woken: string[] }> {
     const [client, redis] = [await this.client(), await this.redis()];
     const exchange = exchangeFor(this.config, redis);
-    const result = await reconcileLedger({ redis, config: this.config, exchange, clock: Date.now }, client, symbol, by);
+    const deps = { redis, config: this.config, exchange, clock: Date.now };
+    const result = await reconcileLedger(deps, client, symbol, by, expected).catch((err: unknown) => {
+      throw err instanceof ReconcileStale ? new ClientError(err.message) : err;
+    });
     return { ...result, woken: await retryBlocked(client, { symbol }, by) };
   }
 

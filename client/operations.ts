@@ -3,10 +3,11 @@ import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { Redis } from 'ioredis';
 import { auditFields } from '../activities/audit';
-import { createLedger } from '../activities/ledger';
+import { ReconcileStale, createLedger, type ReconcileState } from '../activities/ledger';
 import { createSymbolLine } from '../activities/symbol-lock';
 import type { ExchangePort } from '../activities/exchange';
 import type { ChainConfig } from '../lib/config';
+import { formatDec } from '../lib/decimal';
 import { redisKeys, type RedisKeys } from '../contract/keys';
 import type { ChainOutcome, ChainStage, ChainStatus } from '../contract/types';
 import {
@@ -125,17 +126,41 @@ const SYMBOL_WAIT_MS = 30_000;
 /** Its own hold is short: reading two amounts and writing one. A crashed CLI frees the symbol after this. */
 const OPERATOR_LEASE_MS = 10_000;
 
+type ReconcileDeps = {
+  redis: Redis;
+  config: Pick<ChainConfig, 'keyPrefix'>;
+  exchange: ExchangePort;
+  clock: () => number;
+};
+
+/** What a reconcile of a symbol would change now: the ledger before and after, and the fills it would account for. */
+export interface ReconcilePreview extends ReconcileState {
+  symbol: string;
+  /** The exchange's amount: what the ledger becomes. */
+  exchange: string;
+}
+
+/** Reads what `reconcileLedger` would do, and writes nothing: `reconcile --dry-run`, and what a person says yes to. */
+export async function previewReconcile(deps: ReconcileDeps, symbol: string): Promise<ReconcilePreview> {
+  const ledger = createLedger(deps.redis, redisKeys(deps.config.keyPrefix), deps.clock);
+  const exchange = formatDec(await deps.exchange.getPosition(symbol));
+  return { symbol, exchange, ...(await ledger.readReconcile(symbol)) };
+}
+
 /**
  * Sets the ledger to the exchange's amount and marks the symbol's unapplied fills as accounted for (the exchange's
  * amount includes them), audited, in one atomic step; returns both amounts and the plans whose fills it accounted
  * for. A ledger that is not a decimal is reconciled too: that is how a person repairs it. It takes the symbol first,
- * like a plan: a reconcile between a plan's fill and its ledger update would count that fill twice.
+ * like a plan: a reconcile between a plan's fill and its ledger update would count that fill twice. With `expected`
+ * (a preview a person said yes to), it changes nothing unless the ledger, the exchange and the fills are still as
+ * shown (ReconcileStale otherwise).
  */
 export async function reconcileLedger(
-  deps: { redis: Redis; config: Pick<ChainConfig, 'keyPrefix'>; exchange: ExchangePort; clock: () => number },
+  deps: ReconcileDeps,
   client: Client,
   symbol: string,
   by: string,
+  expected?: ReconcilePreview,
 ): Promise<{ before: string; after: string; fills: string[] }> {
   const lock = createSymbolLine(deps.redis, deps.config.keyPrefix, deps.clock);
   const holder = { plan_id: `reconcile-${randomUUID()}`, symbol };
@@ -149,7 +174,13 @@ export async function reconcileLedger(
   }
   try {
     const ledger = createLedger(deps.redis, redisKeys(deps.config.keyPrefix), deps.clock);
-    return await ledger.reconcile(symbol, await deps.exchange.getPosition(symbol), by);
+    const exchange = await deps.exchange.getPosition(symbol);
+    if (expected && formatDec(exchange) !== expected.exchange) {
+      throw new ReconcileStale(
+        `reconcile: the exchange's ${symbol} changed since it was shown (now ${formatDec(exchange)}); nothing changed, look again`,
+      );
+    }
+    return await ledger.reconcile(symbol, exchange, by, expected);
   } finally {
     const next = await lock.releaseSymbol(holder);
     if (next)

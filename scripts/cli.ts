@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ChainClient, ClientError } from '../client/chain-client';
 import { ConfigError, loadConfig } from '../lib/config';
@@ -8,6 +9,7 @@ import { addOperatorsCommands } from './commands/operators';
 import { addPlansCommands } from './commands/plans';
 import { addProcessesCommands } from './commands/processes';
 import { createOutput, type Output } from './output';
+import { versionText } from './version';
 
 export { UsageError } from './commands/context';
 
@@ -35,10 +37,20 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
       exitCode = answer.accepted ? 0 : 3;
     },
     setExit: (code) => (exitCode = code),
+    terminal: () => Boolean(process.stdin.isTTY && process.stdout.isTTY),
+    async confirm(question) {
+      const prompt = createInterface({ input: process.stdin, output: process.stdout });
+      try {
+        return /^\s*y(es)?\s*$/i.test(await prompt.question(question));
+      } finally {
+        prompt.close();
+      }
+    },
   };
   const program = new Command('permit-chain')
     .description('Durable permit chain: Governor → Apply → P3.3 → Execute, one Temporal workflow per plan')
     .option('--json', 'print one JSON object instead of text')
+    .version(versionText(), '-V, --version', 'the version of permit-chain and of the Temporal SDK it runs')
     .showSuggestionAfterError(false)
     .exitOverride()
     // One line, in the same voice as every other refusal.

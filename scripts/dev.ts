@@ -3,13 +3,19 @@ import { hostname } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Secret, type ChainConfig } from '../lib/config';
 import type * as DoubleModule from '../test/binance-double/server';
 import type { BinanceDouble } from '../test/binance-double/server';
 import { closeOnFailure, connectRedis } from '../lib/connections';
 import { redactUrl } from '../lib/redact';
-import { DATA_DIR, ensureServersInstalled, startRedis, startTemporalDevServer, type RunningRedis } from './servers';
+import {
+  DATA_DIR,
+  ensureServersInstalled,
+  startDevTemporalServer,
+  startRedis,
+  type RunningRedis,
+  type RunningTemporal,
+} from './servers';
 import { connectTemporal } from '../client/plans';
 import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
 import { PositionWatcher } from '../workers/position-watcher';
@@ -35,16 +41,53 @@ function listening(host: string, port: number, timeoutMs = 500): Promise<boolean
 }
 
 /**
+ * Dev's stop requests. The first Ctrl-C (or SIGTERM) asks for an orderly stop: the intake and the worker first, then
+ * the servers. A second one stops the servers now (SIGTERM: each still closes its files) and exits 130.
+ */
+function stopRequests(out: Output, stopServersNow: () => void) {
+  let requested = false;
+  let onRequest: () => void = () => undefined;
+  const handler = () => {
+    if (requested) {
+      out.line('dev: stopping the servers now');
+      stopServersNow();
+      process.exit(130);
+    }
+    requested = true;
+    out.line('dev: stopping: the intake and the worker first, then the servers (Ctrl-C again: at once)');
+    onRequest();
+  };
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  for (const signal of signals) process.on(signal, handler);
+  return {
+    get requested() {
+      return requested;
+    },
+    /** What a stop request does from now on; at once if one came already. */
+    onRequest(run: () => void) {
+      onRequest = run;
+      if (requested) run();
+    },
+    dispose() {
+      for (const signal of signals) process.off(signal, handler);
+    },
+  };
+}
+
+/**
  * `permit-chain dev`: Redis (AOF under .data/redis) and the Temporal dev server (SQLite under .data/, Web UI on
- * the gRPC port + 1000) where none is reachable, then the worker and the intake. Ctrl-C stops what it started; state survives.
+ * the gRPC port + 1000) where none is reachable, then the worker and the intake. Ctrl-C stops what it started, the
+ * servers last (they run in process groups of their own, so a terminal's Ctrl-C reaches only this process); state
+ * survives.
  */
 export async function runDev(
   baseConfig: ChainConfig,
   out: Output,
   options: { demo: boolean; exchange?: 'paper' | 'binance-double' },
 ): Promise<void> {
-  // The console is for the stack's own lines here; the SDK speaks up only for warnings.
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  // The console is for the stack's own lines here; the SDK speaks up only for warnings. Signals are dev's to handle:
+  // the SDK's own handler would stop the worker, but not in order with the rest.
+  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [] });
   ensureServersInstalled({ forTests: false });
   const redisUrl = new URL(baseConfig.redisUrl);
   const redisPort = Number(redisUrl.port || 6379);
@@ -54,9 +97,16 @@ export async function runDev(
   const redisShown = redactUrl(baseConfig.redisUrl);
 
   let redisServer: RunningRedis | undefined;
-  let temporalServer: TestWorkflowEnvironment | undefined;
+  let temporalServer: RunningTemporal | undefined;
   let double: BinanceDouble | undefined;
   let config = baseConfig; // pointed at the double, when there is one
+  // Whatever ends this process, the servers it started do not outlive it.
+  const stopServersNow = () => {
+    temporalServer?.process.kill('SIGTERM');
+    redisServer?.process.kill('SIGTERM');
+  };
+  process.once('exit', stopServersNow);
+  const stop = stopRequests(out, stopServersNow);
   try {
     if (options.exchange === 'binance-double') {
       double = await startDouble(out);
@@ -67,17 +117,18 @@ export async function runDev(
       if (!LOOPBACK.has(redisUrl.hostname) || config.redisTls)
         throw new Error(`REDIS_URL: nothing answers at ${redisShown}`);
       out.line(`dev: starting redis-server on port ${redisPort} (append-only file in ${join(DATA_DIR, 'redis')})`);
-      redisServer = await startRedis({ port: redisPort, dir: join(DATA_DIR, 'redis') });
+      redisServer = await startRedis({ port: redisPort, dir: join(DATA_DIR, 'redis'), ownProcessGroup: true });
     } else {
       out.line(`dev: using the Redis at ${redisShown}`);
     }
+    if (stop.requested) return;
     if (!(await listening(temporalHost, temporalPort))) {
       if (!LOOPBACK.has(temporalHost) || config.temporalTls)
         throw new Error(`TEMPORAL_ADDRESS: nothing answers at ${config.temporalAddress}`);
       out.line(
         `dev: starting the Temporal dev server on port ${temporalPort} (database ${join(DATA_DIR, 'temporal.db')})`,
       );
-      temporalServer = await startTemporalDevServer({
+      temporalServer = await startDevTemporalServer({
         port: temporalPort,
         uiPort,
         dbFilename: join(DATA_DIR, 'temporal.db'),
@@ -86,6 +137,7 @@ export async function runDev(
     } else {
       out.line(`dev: using the Temporal server at ${config.temporalAddress}${config.temporalTls ? ' (TLS)' : ''}`);
     }
+    if (stop.requested) return;
 
     const redis = await connectRedis(config);
     const intakeReader = await connectRedis(config).catch(closeOnFailure(redis));
@@ -106,24 +158,26 @@ export async function runDev(
         { reader: intakeReader, writer: redis, client, config, log: (line) => out.line(line) },
         { ...DEFAULT_INTAKE_OPTIONS, consumer: `dev-${hostname()}` },
       );
-      // The worker stops itself on SIGINT/SIGTERM (the SDK's runtime); the intake is told to.
-      const stopIntake = () => intake.stop();
-      process.once('SIGINT', stopIntake);
-      process.once('SIGTERM', stopIntake);
-      const running = Promise.all([worker.run(), intake.run()]);
-      const ui = temporalServer ? `http://127.0.0.1:${uiPort}` : `(the Web UI of ${config.temporalAddress})`;
-      out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${redisShown}  (Ctrl-C stops)`);
-      if (options.demo) {
-        runDemo(config, out).catch((err: unknown) => {
-          out.line(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
-          process.exitCode = 1;
-          intake.stop();
-          worker.shutdown();
-        });
+      const stopProcesses = () => {
+        intake.stop();
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+      };
+      if (!stop.requested) {
+        const running = Promise.all([worker.run(), intake.run()]);
+        stop.onRequest(stopProcesses);
+        const ui = temporalServer ? `http://127.0.0.1:${uiPort}` : `(the Web UI of ${config.temporalAddress})`;
+        out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${redisShown}  (Ctrl-C stops)`);
+        if (options.demo) {
+          runDemo(config, out).catch((err: unknown) => {
+            out.line(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+            process.exitCode = 1;
+            stopProcesses();
+          });
+        }
+        await running;
+        out.line('dev: worker and intake stopped');
       }
-      await running;
       watcher.stop();
-      out.line('dev: worker and intake stopped');
     } finally {
       await client.connection.close();
       await connection.close();
@@ -131,9 +185,12 @@ export async function runDev(
       redis.disconnect();
     }
   } finally {
-    await temporalServer?.teardown();
-    await redisServer?.stop();
+    stop.dispose();
     await double?.stop();
+    await temporalServer?.stop();
+    await redisServer?.stop();
+    process.off('exit', stopServersNow);
+    if (temporalServer || redisServer) out.line('dev: servers stopped');
   }
 }
 

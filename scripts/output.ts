@@ -1,5 +1,5 @@
 import type { PositionView } from '../client/chain-client';
-import type { PlanRow } from '../client/operations';
+import type { PlanRow, ReconcilePreview } from '../client/operations';
 import type { ChainStatus } from '../contract/types';
 
 /** Where a command writes: text lines for people, or one JSON object with `--json`. */
@@ -80,4 +80,16 @@ export function formatPosition(view: PositionView): string {
     `${view.symbol}  exchange ${view.exchange_amount}  ledger ${view.ledger_amount}  discrepancy ${view.discrepancy}  ` +
     `tolerance ${view.tolerance}  ${view.within_tolerance ? 'ok' : 'RECONCILE REQUIRED'}`
   );
+}
+
+/** What `reconcile` would change, as a person checks it before saying yes. */
+export function formatReconcilePreview(preview: ReconcilePreview, by: string): string {
+  const fills =
+    preview.fills.length > 0 ? `${preview.fills.length} fill(s) it accounts for: ${preview.fills.join(', ')}` : 'none';
+  return [
+    `reconcile ${preview.symbol} by ${by}:`,
+    `  ledger     ${preview.before} -> ${preview.exchange}`,
+    `  exchange   ${preview.exchange} (the ledger becomes the exchange's amount)`,
+    `  unapplied  ${fills}`,
+  ].join('\n');
 }

@@ -2,6 +2,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { Connection } from '@temporalio/client';
+import { TypedSearchAttributes } from '@temporalio/common';
 import { TestWorkflowEnvironment, type EphemeralServerExecutable } from '@temporalio/testing';
 import { Redis } from 'ioredis';
 import { CHAIN_SEARCH_ATTRIBUTES } from '../contract/messages';
@@ -109,6 +111,8 @@ export async function startRedis(options: {
   dir?: string;
   /** Default `Kgh`: keyspace notifications on hash and generic commands, which the position watcher wakes on. */
   keyspaceEvents?: string;
+  /** In a process group of its own, out of reach of a terminal's Ctrl-C: its starter stops it when it is done. */
+  ownProcessGroup?: boolean;
 }): Promise<RunningRedis> {
   const events = options.keyspaceEvents ?? 'Kgh';
   const args = [
@@ -127,7 +131,10 @@ export async function startRedis(options: {
   } else {
     args.push('--appendonly', 'no');
   }
-  const child = spawn(redisServerPath(), args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(redisServerPath(), args, {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    detached: options.ownProcessGroup === true,
+  });
   const url = `redis://127.0.0.1:${options.port}/0`;
   const deadline = Date.now() + 10_000;
   while (!(await redisReachable(url, 500))) {
@@ -138,16 +145,20 @@ export async function startRedis(options: {
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  return {
-    url,
-    process: child,
-    stop: () =>
-      new Promise<void>((done) => {
-        if (child.exitCode !== null) return done();
-        child.once('exit', () => done());
-        child.kill('SIGTERM');
-      }),
-  };
+  return { url, process: child, stop: () => stopChild(child) };
+}
+
+/** SIGTERM, and the exit awaited; SIGKILL if it has not gone after `graceMs`. */
+function stopChild(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  return new Promise<void>((done) => {
+    if (child.exitCode !== null || child.signalCode !== null) return done();
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      done();
+    });
+    child.kill('SIGTERM');
+  });
 }
 
 /**
@@ -186,4 +197,78 @@ export function devServerArgs({ file }: { file: boolean }): string[] {
   // A commit need not wait for fsync (WAL, synchronous=NORMAL): a power cut may lose the last moments, not the file.
   if (file) args.push('--sqlite-pragma', 'journal_mode=WAL', '--sqlite-pragma', 'synchronous=NORMAL');
   return args;
+}
+
+export interface RunningTemporal {
+  address: string;
+  process: ChildProcess;
+  /** SIGTERM and wait: the server finishes what it writes. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The Temporal dev server for `permit-chain dev`, in a process group of its own (the SDK's starter keeps it in ours):
+ * a terminal's Ctrl-C then reaches `dev` alone, which stops its worker and intake first and the servers last, so
+ * that neither sees its server vanish under it. The same settings as `startTemporalDevServer`; it logs errors only,
+ * since a stopping server's own pollers warn about the connections it closes.
+ */
+export async function startDevTemporalServer(options: {
+  port: number;
+  uiPort: number;
+  dbFilename: string;
+  namespace: string;
+}): Promise<RunningTemporal> {
+  const cli = temporalCliExecutable();
+  if (cli.type !== 'existing-path') throw new Error(`no Temporal CLI in ${TOOLS_DIR}: ${SETUP_HINT}`);
+  const address = `127.0.0.1:${options.port}`;
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(options.port),
+    '--ui-port',
+    String(options.uiPort),
+    '--db-filename',
+    options.dbFilename,
+    '--namespace',
+    options.namespace,
+    '--log-format',
+    'pretty',
+    '--log-level',
+    'error',
+    // As the SDK's starter sets them (updates carry the operators' decisions).
+    ...[
+      'enableServerVersionCheck=false',
+      'enableUpdateWorkflowExecution=true',
+      'enableUpdateWorkflowExecutionAsyncAccepted=true',
+    ].flatMap((value) => ['--dynamic-config-value', `frontend.${value}`]),
+    ...CHAIN_SEARCH_ATTRIBUTES.flatMap(({ name, type }) => [
+      '--search-attribute',
+      `${name}=${TypedSearchAttributes.toMetadataType(type)}`,
+    ]),
+    ...devServerArgs({ file: true }),
+  ];
+  const child = spawn(cli.path, args, { stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+  const exited = new Promise<never>((_, fail) =>
+    child.once('exit', (code) => fail(new Error(`the Temporal dev server exited with code ${code}`))),
+  );
+  exited.catch(() => undefined);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const connection = await Promise.race([Connection.connect({ address, connectTimeout: 1_000 }), exited]);
+      await connection.close();
+      return { address, process: child, stop: () => stopChild(child) };
+    } catch (err) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw child.exitCode !== null
+          ? err
+          : new Error(`the Temporal dev server did not answer at ${address} within 30 s`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 }

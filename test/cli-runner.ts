@@ -31,3 +31,53 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
     });
   });
 }
+
+/** A shell word: the argument as it is, in single quotes. */
+function shellWord(arg: string): string {
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * Runs `permit-chain` on a terminal, as a person at a keyboard would: util-linux `script` gives it a pseudo-terminal
+ * for standard input and output (both then read as a TTY). When its output first matches `prompt`, `answer` is
+ * called and what it returns is typed. Output is the terminal's: stdout and stderr together, lines ending in CRLF.
+ */
+export function runCliOnTerminal(
+  args: string[],
+  env: Record<string, string>,
+  prompt: RegExp,
+  answer: (shownSoFar: string) => Promise<string>,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; output: string }> {
+  return new Promise((done, fail) => {
+    const command = [process.execPath, CLI, ...args].map(shellWord).join(' ');
+    const child = spawn('script', ['--quiet', '--return', '--command', command, '/dev/null'], {
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    let asked = false;
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (asked || !prompt.test(output)) return;
+      asked = true;
+      answer(output).then(
+        (typed) => child.stdin.write(typed),
+        (err: unknown) => {
+          child.kill('SIGKILL');
+          fail(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      fail(new Error(`permit-chain ${args.join(' ')} on a terminal did not finish in ${timeoutMs} ms\n${output}`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      done({ code, output: output.replaceAll('\r', '') });
+    });
+  });
+}

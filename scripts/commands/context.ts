@@ -18,4 +18,8 @@ export interface CommandContext {
   /** Prints an operator's update: accepted (exit 0), or refused with the reason (exit 3). */
   reply(o: Output, planId: string, answer: OperatorReply): void;
   setExit(code: number): void;
+  /** True when a person is at a terminal (standard input and output both), who can be asked. */
+  terminal(): boolean;
+  /** Asks a yes/no question on the terminal; only `y` or `yes` is a yes. */
+  confirm(question: string): Promise<boolean>;
 }

@@ -1,7 +1,8 @@
-import type { CommandContext } from './context';
 import { DEFAULT_DECISION_LIFE_MS, MAX_DECISION_LIFE_MS, generateApproverKeys } from '../../lib/approval';
 import { durationArg, oneOf, planIdArg, symbolArg } from '../cli-args';
 import { type Command } from 'commander';
+import { formatReconcilePreview, type Output } from '../output';
+import { UsageError, type CommandContext } from './context';
 
 /** The operators' actions: signed decisions, cancel, the kill switch, reconcile, keys, and the cluster's search attributes. */
 export function addOperatorsCommands(program: Command, ctx: CommandContext): void {
@@ -65,26 +66,48 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
     );
   program
     .command('reconcile')
-    .description("set the ledger to the exchange's amount (audited) and wake the symbol's blocked plans")
+    .description(
+      "show what setting the ledger to the exchange's amount changes; with --yes, do it (audited) and wake the " +
+        "symbol's blocked plans",
+    )
     .argument('<symbol>', 'exchange symbol, e.g. BTCUSDT', symbolArg)
     .requiredOption('--by <name>', 'who reconciles')
-    .action((symbol: string, opts: { by: string }) =>
-      ctx.withChain(async (chain, o) => {
-        const { before, after, fills, woken } = await chain.reconcile(symbol, opts.by);
-        const accounted = fills.length > 0 ? `; accounted for ${fills.length} unapplied fill(s)` : '';
-        o.result(
-          `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked plan(s)`,
-          {
-            symbol,
-            ledger_before: before,
-            ledger_after: after,
-            fills_accounted: fills.length,
-            accounted_plan_ids: fills,
-            woken: woken.length,
-          },
+    .option('--yes', 'change the ledger without asking')
+    .option('--dry-run', 'show what would change, and change nothing')
+    .action((symbol: string, opts: { by: string; yes?: boolean; dryRun?: boolean }) => {
+      if (opts.yes && opts.dryRun) throw new UsageError('reconcile: --yes and --dry-run exclude each other: give one');
+      const ask = !opts.yes && !opts.dryRun;
+      // Off a terminal nobody can answer, and one JSON object has no room for a question.
+      if (ask && (ctx.out().json || !ctx.terminal())) {
+        throw new UsageError(
+          'reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)',
         );
-      }),
-    );
+      }
+      return ctx.withChain(async (chain, o) => {
+        if (opts.yes) return printReconciled(o, symbol, await chain.reconcile(symbol, opts.by));
+        const preview = await chain.reconcilePreview(symbol);
+        const shown = formatReconcilePreview(preview, opts.by);
+        if (opts.dryRun) {
+          return o.result(`${shown}\ndry run: nothing changed`, {
+            symbol,
+            by: opts.by,
+            exchange_amount: preview.exchange,
+            ledger_before: preview.before,
+            ledger_after: preview.exchange,
+            fills_to_account: preview.fills.length,
+            plan_ids: preview.fills,
+            applied: false,
+          });
+        }
+        o.line(shown);
+        if (!(await ctx.confirm('apply? [y/N] '))) {
+          o.line('nothing changed');
+          return ctx.setExit(1);
+        }
+        // Only what was shown: if the ledger, the exchange or the fills moved meanwhile, nothing changes.
+        printReconciled(o, symbol, await chain.reconcile(symbol, opts.by, preview));
+      });
+    });
   program
     .command('keygen')
     .description("make an approver's Ed25519 key pair: NAME.key (private, 0600) and NAME.pub (for APPROVER_KEYS_DIR)")
@@ -109,4 +132,26 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
         o.result(text, { namespace, added });
       }),
     );
+}
+
+function printReconciled(
+  o: Output,
+  symbol: string,
+  done: { before: string; after: string; fills: string[]; woken: string[] },
+): void {
+  const { before, after, fills, woken } = done;
+  const accounted = fills.length > 0 ? `; accounted for ${fills.length} unapplied fill(s)` : '';
+  o.result(
+    `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked plan(s)`,
+    {
+      symbol,
+      exchange_amount: after,
+      ledger_before: before,
+      ledger_after: after,
+      fills_accounted: fills.length,
+      accounted_plan_ids: fills,
+      woken: woken.length,
+      applied: true,
+    },
+  );
 }

@@ -1,10 +1,15 @@
 import { spawn } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus } from '../../contract/types';
 import { planWorkflowId } from '../../contract/messages';
 import { CLI, runCli } from '../cli-runner';
+import { PROJECT_ROOT } from '../../scripts/servers';
+import { packageVersion } from '../../scripts/version';
 import { chainHarness, eventually, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 const env = testEnv();
@@ -56,6 +61,33 @@ describe('permit-chain submit: bad input', () => {
     const run = await runCli(['position', 'BTCUSDT'], { ...env, PERMIT_TTL_S: 'sixty' });
     expect(run.code).toBe(2);
     expect(run.stderr).toBe("permit-chain: config: PERMIT_TTL_S must be a whole number of seconds > 0 (got 'sixty')\n");
+  });
+});
+
+describe('permit-chain --version', () => {
+  const manifest = JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string };
+  const sdk = JSON.parse(readFileSync(require.resolve('@temporalio/client/package.json'), 'utf8')) as {
+    version: string;
+  };
+
+  it("prints the chain's version and the Temporal SDK's, and exits 0 without touching a server", async () => {
+    for (const flag of ['--version', '-V']) {
+      // Nothing listens on these addresses: --version must not need Redis or Temporal.
+      const run = await runCli([flag], { ...env, REDIS_URL: 'redis://127.0.0.1:1/0', TEMPORAL_ADDRESS: '127.0.0.1:1' });
+      expect(run.code).toBe(0);
+      expect(run.stderr).toBe('');
+      expect(run.stdout).toBe(`permit-chain ${manifest.version}\nTemporal TypeScript SDK ${sdk.version}\n`);
+    }
+  });
+
+  it('finds the package version from a compiled copy in a subfolder, and only from this package', () => {
+    const root = mkdtempSync(join(tmpdir(), 'permit-chain-version-'));
+    cpSync(join(PROJECT_ROOT, 'package.json'), join(root, 'package.json'));
+    // A package.json of something else on the way up (as in a bundler's output folder) is not ours.
+    mkdirSync(join(root, 'dist', 'scripts'), { recursive: true });
+    cpSync(require.resolve('@temporalio/client/package.json'), join(root, 'dist', 'package.json'));
+    expect(packageVersion(join(root, 'dist', 'scripts'))).toBe(manifest.version);
+    expect(() => packageVersion(tmpdir())).toThrow(/no package\.json of quantum-permit-chain/);
   });
 });
 

@@ -2,8 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import type { permitChain } from '../../workflows';
+import { redisKeys } from '../../contract/keys';
 import { statusQuery } from '../../contract/messages';
-import { runCli } from '../cli-runner';
+import { runCli, runCliOnTerminal } from '../cli-runner';
 import {
   onceWritten,
   auditOf,
@@ -191,7 +192,7 @@ describe('stuck plans', () => {
     await h.withWorker(async () => {
       const started = await Promise.all(plans.map((plan) => startPlan(h.client, h.config, plan)));
       await blockedCount('RECUSDT', 2);
-      const run = await runCli(['reconcile', 'RECUSDT', '--by', 'alice'], env);
+      const run = await runCli(['reconcile', 'RECUSDT', '--by', 'alice', '--yes'], env);
       expect(run.stdout).toBe("RECUSDT ledger 0.002 -> 0.062 (the exchange's amount); woke 2 blocked plan(s)\n");
       const finals = await Promise.all(started.map((s) => s.handle.result()));
       expect(finals.map((f) => f.outcome)).toEqual(['executed', 'executed']);
@@ -208,7 +209,7 @@ describe('stuck plans', () => {
     // A plan past P3.3 holds the symbol for 3 s more; its fill may not be in the ledger yet.
     const freeAt = Date.now() + 3000;
     await h.redis.set(h.keys.symbolLock('HELDUSDT'), 'beefbeefbeefbeef', 'PX', 3000);
-    const run = await runCli(['reconcile', 'HELDUSDT', '--by', 'alice'], env);
+    const run = await runCli(['reconcile', 'HELDUSDT', '--by', 'alice', '--yes'], env);
     expect(run.stdout).toBe("HELDUSDT ledger 3 -> 1 (the exchange's amount); woke 0 blocked plan(s)\n");
     const [written] = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
       .map(([, fields]) => Object.fromEntries(pairs(fields)))
@@ -217,7 +218,6 @@ describe('stuck plans', () => {
     expect(Date.parse(written?.at ?? '')).toBeGreaterThanOrEqual(freeAt - 5);
     expect(await h.redis.exists(h.keys.symbolLock('HELDUSDT'), h.keys.symbolLine('HELDUSDT'))).toBe(0);
   });
-
   it('cancels a plan before its order, and refuses to cancel one that has ended', async () => {
     await setPositions(h, 'CANUSDT', '3', '1');
     const plan = makePlan({ symbol: 'CANUSDT', qty: '1' });
@@ -264,5 +264,141 @@ describe('stuck plans', () => {
     });
     expect(await auditOf(h, plan.plan_id)).toContainEqual(['operator', 'reset', 'retry of a failed plan by alice']);
     expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(1);
+  });
+});
+
+describe('reconcile shows what it changes, and changes it only when told to', () => {
+  // A key prefix of their own: the permits of the tests above expire on their own clock, which would read as writes.
+  const renv = testEnv();
+  const keys = redisKeys(renv.KEY_PREFIX);
+  /** Every key of this describe's prefix with its value (DUMP) and time to live: equal snapshots, nothing written. */
+  async function snapshot(): Promise<Map<string, string>> {
+    const all = new Map<string, string>();
+    for (const key of (await h.redis.keys(`${renv.KEY_PREFIX}:*`)).sort()) {
+      const [dump, ttl] = await Promise.all([h.redis.dumpBuffer(key), h.redis.pttl(key)]);
+      all.set(key, `${dump?.toString('hex') ?? ''} ${ttl > 0 ? 'expires' : ttl}`);
+    }
+    return all;
+  }
+
+  /** The incident on `symbol` with a fill on the exchange that the ledger has not counted. */
+  async function mismatchWithUnappliedFill(symbol: string): Promise<string> {
+    const planId = makePlan({ symbol }).plan_id;
+    await setPositions({ redis: h.redis, keys }, symbol, '0.062', '0.002');
+    await h.redis.hset(keys.execution(planId), {
+      status: 'FILLED',
+      side: 'SELL',
+      filled_qty: '1',
+      ledger_applied: '0',
+    });
+    await h.redis.sadd(keys.unappliedFills(symbol), planId);
+    return planId;
+  }
+
+  function reconciles(symbol: string): Promise<Record<string, string>[]> {
+    return h.redis
+      .xrange(keys.auditStream, '-', '+')
+      .then((entries) =>
+        entries
+          .map(([, fields]) => Object.fromEntries(pairs(fields)))
+          .filter((e) => e.decision === 'reconcile' && e.reason?.startsWith(`${symbol} `)),
+      );
+  }
+
+  it('--dry-run shows the ledger before and after, the exchange and the unapplied fills, and writes nothing', async () => {
+    const planId = await mismatchWithUnappliedFill('DRYUSDT');
+    const before = await snapshot();
+    const json = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--json'], renv);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toEqual({
+      symbol: 'DRYUSDT',
+      by: 'alice',
+      exchange_amount: '0.062',
+      ledger_before: '0.002',
+      ledger_after: '0.062',
+      fills_to_account: 1,
+      plan_ids: [planId],
+      applied: false,
+    });
+    const text = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run'], renv);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toBe(
+      'reconcile DRYUSDT by alice:\n' +
+        '  ledger     0.002 -> 0.062\n' +
+        "  exchange   0.062 (the ledger becomes the exchange's amount)\n" +
+        `  unapplied  1 fill(s) it accounts for: ${planId}\n` +
+        'dry run: nothing changed\n',
+    );
+    expect(await snapshot()).toEqual(before);
+
+    // Without --yes or --dry-run, off a terminal: one line, exit 2, and still nothing written.
+    for (const args of [[], ['--json']]) {
+      const refused = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', ...args], renv);
+      expect(refused.code).toBe(2);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toBe(
+        'permit-chain: reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)\n',
+      );
+    }
+    const both = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--yes'], renv);
+    expect(both.code).toBe(2);
+    expect(await snapshot()).toEqual(before);
+    expect(await reconciles('DRYUSDT')).toEqual([]);
+
+    const applied = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--yes'], renv);
+    expect(applied.stdout).toBe(
+      "DRYUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked plan(s)\n",
+    );
+    expect(await h.redis.hget(keys.position('DRYUSDT'), 'ledger_amount')).toBe('0.062');
+    expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
+    expect(await h.redis.exists(keys.unappliedFills('DRYUSDT'))).toBe(0);
+    expect((await reconciles('DRYUSDT')).map((e) => e.reason)).toEqual([
+      `DRYUSDT ledger 0.002 -> 0.062 by alice; accounts for 1 unapplied fill(s): ${planId}`,
+    ]);
+  });
+
+  it('on a terminal asks y/N: no changes nothing, yes changes what was shown', async () => {
+    const planId = await mismatchWithUnappliedFill('ASKUSDT');
+    const before = await snapshot();
+    const prompt = /apply\? \[y\/N\] /;
+    const args = ['reconcile', 'ASKUSDT', '--by', 'alice'];
+    const declined = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('n\n'));
+    expect(declined.output).toContain('  ledger     0.002 -> 0.062\n');
+    expect(declined.output).toContain(`  unapplied  1 fill(s) it accounts for: ${planId}\n`);
+    expect(declined.output).toMatch(/nothing changed\n$/);
+    expect(declined.code).toBe(1);
+    expect(await snapshot()).toEqual(before);
+
+    const accepted = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('y\n'));
+    expect(accepted.code).toBe(0);
+    expect(accepted.output).toContain(
+      "ASKUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked plan(s)\n",
+    );
+    expect(await h.redis.hget(keys.position('ASKUSDT'), 'ledger_amount')).toBe('0.062');
+    expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
+  });
+
+  it('on a terminal, a ledger or exchange that moves between the look and the yes changes nothing', async () => {
+    const prompt = /apply\? \[y\/N\] /;
+    await mismatchWithUnappliedFill('MOVEUSDT');
+    const ledgerMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], renv, prompt, async () => {
+      await h.redis.hset(keys.position('MOVEUSDT'), 'ledger_amount', '0.01');
+      return 'y\n';
+    });
+    expect(ledgerMoved.code).toBe(2);
+    expect(ledgerMoved.output).toContain('permit-chain: reconcile: MOVEUSDT changed since it was shown');
+    expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
+
+    const exchangeMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], renv, prompt, async () => {
+      await h.redis.hset(keys.paperPosition('MOVEUSDT'), 'amount', '0.07');
+      return 'y\n';
+    });
+    expect(exchangeMoved.code).toBe(2);
+    expect(exchangeMoved.output).toContain(
+      "permit-chain: reconcile: the exchange's MOVEUSDT changed since it was shown",
+    );
+    expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
+    expect(await h.redis.exists(keys.unappliedFills('MOVEUSDT'))).toBe(1);
+    expect(await reconciles('MOVEUSDT')).toEqual([]);
   });
 });

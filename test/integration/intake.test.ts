@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { Client, Connection } from '@temporalio/client';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -32,8 +33,10 @@ interface IntakeProcess {
   exited: Promise<number | null>;
 }
 
-function startIntake(env: Record<string, string>, consumer = 'intake-a'): IntakeProcess {
-  const child = spawn(process.execPath, [CLI, 'intake', '--consumer', consumer, '--claim-idle', '1s'], {
+/** `consumer` null: the command's default, as a deployment that scales replicas runs it. */
+function startIntake(env: Record<string, string>, consumer: string | null = 'intake-a'): IntakeProcess {
+  const named = consumer === null ? [] : ['--consumer', consumer];
+  const child = spawn(process.execPath, [CLI, 'intake', ...named, '--claim-idle', '1s'], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -155,6 +158,21 @@ describe('permit-chain intake', () => {
     expect(await workflowsOn(env.TASK_QUEUE)).toBe(450);
     expect((await groupState(keys.exitPlanStream)).pending).toBe(0);
   }, 240_000);
+
+  it('reads as intake-<host name> by default, so each replica of a scaled deployment is a consumer of its own', async () => {
+    const env = testEnv();
+    const keys = redisKeys(env.KEY_PREFIX);
+    const intake = startIntake(env, null);
+    const consumer = `intake-${hostname()}`;
+    await eventually(() => Promise.resolve(intake.output().includes(`as ${INTAKE_GROUP}/${consumer}\n`) || undefined));
+    // A refused entry: read, dead-lettered and acknowledged by this consumer, with no worker needed.
+    await redis.xadd(keys.exitPlanStream, '*', 'action', 'HOLD', 'symbol', 'BTCUSDT');
+    await eventually(async () => ((await redis.xlen(keys.exitPlanDeadStream)) === 1 ? true : undefined));
+    const consumers = (await redis.xinfo('CONSUMERS', keys.exitPlanStream, INTAKE_GROUP)) as unknown[][];
+    expect(consumers.map((fields) => fields[1])).toEqual([consumer]);
+    intake.child.kill('SIGTERM');
+    expect(await intake.exited).toBe(0);
+  });
 
   it('runs two intake processes side by side without double starts', async () => {
     const env = testEnv();

@@ -1,0 +1,30 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+const PACKAGE_NAME = 'quantum-permit-chain';
+
+/**
+ * This package's version, from its package.json: found by walking up from here, so that the answer is the same
+ * whether the CLI runs from its TypeScript sources or from a compiled copy in a subfolder.
+ */
+export function packageVersion(from: string = __dirname): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) {
+      const manifest = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+      if (manifest.name === PACKAGE_NAME && manifest.version) return manifest.version;
+    }
+    if (dirname(dir) === dir) throw new Error(`no package.json of ${PACKAGE_NAME} above ${from}`);
+  }
+}
+
+/** The Temporal TypeScript SDK this process runs: the installed @temporalio/client, not the range asked for. */
+export function temporalSdkVersion(): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a JSON file, read once
+  return (require('@temporalio/client/package.json') as { version: string }).version;
+}
+
+/** `permit-chain --version`: two lines, the chain's version and the Temporal SDK's. */
+export function versionText(): string {
+  return `permit-chain ${packageVersion()}\nTemporal TypeScript SDK ${temporalSdkVersion()}`;
+}
