@@ -181,7 +181,7 @@ describe.each(venues)('the chain on $name', (kind) => {
       ledger_amount: '1',
       within_tolerance: false,
     });
-    const reconciled = await runCli(['reconcile', 'ETHUSDT', '--by', 'ops', '--json'], env);
+    const reconciled = await runCli(['reconcile', 'ETHUSDT', '--by', 'ops', '--yes', '--json'], env);
     expect(reconciled.code).toBe(0);
     expect(formatDec(await ledgerOf('ETHUSDT'))).toBe('1.25');
   });
