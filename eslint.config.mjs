@@ -19,7 +19,7 @@ const floorZones = floors.slice(0, -1).map((floor, i) => ({
 }));
 
 export default tseslint.config(
-  { ignores: ['node_modules/', '.tools/', '.data/', 'test-results/', 'test/histories/'] },
+  { ignores: ['node_modules/', '.tools/', '.data/', 'dist/', 'test-results/', 'test/histories/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
