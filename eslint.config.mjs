@@ -25,7 +25,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.cjs'] },
+        projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.cjs', 'test/fixtures/*.cjs'] },
         tsconfigRootDir: import.meta.dirname,
       },
     },
