@@ -19,8 +19,10 @@ if (Number(process.versions.node.split('.')[0]) < Number(/\d+/.exec(engines)[0])
     `permit-chain: Node ${process.version} is older than ${engines}: running on Node ${version} (.tools/node)`,
   );
   const child = spawn(pinned, [__filename, ...process.argv.slice(2)], { stdio: 'inherit' });
-  // Forwarded as npm forwards them to a script: the chain's processes stop gracefully on either, once or twice.
-  for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
+  // Ctrl-C reaches both processes (one process group): this one waits for the CLI, which stops gracefully on the
+  // first SIGINT and would die at once on a second. SIGTERM and SIGHUP, which come to one pid, are passed on.
+  process.on('SIGINT', () => undefined);
+  for (const signal of ['SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
   child.on('exit', (code, signal) => {
     if (signal) {
       process.removeAllListeners(signal);
