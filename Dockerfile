@@ -14,14 +14,8 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json .node-version ./
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
-COPY contract ./contract
-COPY lib ./lib
-COPY activities ./activities
-COPY workflows ./workflows
-COPY client ./client
-COPY workers ./workers
-COPY scripts ./scripts
+# The whole context (less .dockerignore's): tsc follows the sources' imports wherever they lead.
+COPY . .
 RUN npm run build
 
 # Runtime: production dependencies and dist/; no TypeScript, tsx or webpack at start. The lock file stays: the worker

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, statSync } from 'node:fs';
-import { basename, join, posix } from 'node:path';
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, join, posix, relative } from 'node:path';
 
 /** One instruction of a Dockerfile: its keyword, its flags (`--from=build`) and the rest of the line. */
 export interface Instruction {
@@ -66,6 +66,7 @@ export function runStageLocally(
   stage: Stage,
   options: { root: string; context: string; stages: Record<string, LocalStage> },
 ): LocalStage {
+  const ignored = dockerignore(options.context);
   const local: LocalStage = { root: options.root, workdir: '/', env: {}, user: undefined, command: [] };
   const onDisk = (path: string, from: LocalStage = local) => join(from.root, posix.resolve(local.workdir, path));
   let entrypoint: string[] = [];
@@ -90,7 +91,8 @@ export function runStageLocally(
           const path = from ? join(from.root, source) : join(options.context, source);
           const target = onDisk(dest);
           // As Docker does: a folder's contents into dest; a file into dest/ (or to dest itself).
-          if (statSync(path).isDirectory()) cpSync(path, target, { recursive: true });
+          const filter = from ? undefined : (copied: string) => !ignored(relative(options.context, copied));
+          if (statSync(path).isDirectory()) cpSync(path, target, { recursive: true, ...(filter ? { filter } : {}) });
           else cpSync(path, dest.endsWith('/') ? join(target, basename(source)) : target);
         }
         break;
@@ -120,6 +122,23 @@ export function runStageLocally(
   }
   local.command = [...entrypoint, ...cmd];
   return local;
+}
+
+/**
+ * The context's `.dockerignore` as a test of a path relative to the context: its lines name files or folders from
+ * the context's root. Patterns (`*`, `?`, `!`) are refused rather than half understood.
+ */
+function dockerignore(context: string): (path: string) => boolean {
+  const file = join(context, '.dockerignore');
+  const names = existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .map((line) => line.trim().replace(/^\/+|\/+$/g, ''))
+        .filter((line) => line !== '' && !line.startsWith('#'))
+    : [];
+  const pattern = names.find((name) => /[*?![\]]/.test(name));
+  if (pattern) throw new Error(`.dockerignore: ${pattern}: patterns are not run locally; teach test/dockerfile.ts`);
+  return (path) => names.some((name) => path === name || path.startsWith(`${name}/`));
 }
 
 /** A nested npm must not take the outer `npm test`'s settings (npm_config_*, npm_lifecycle_*). */
