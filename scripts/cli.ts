@@ -80,3 +80,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     return usage ? 2 : 1;
   }
 }
+
+// The compiled CLI runs itself (`node dist/scripts/cli.js`); in a checkout, scripts/permit-chain.cjs runs it via tsx.
+if (typeof require !== 'undefined' && require.main === module) {
+  void main(process.argv).then((code) => {
+    process.exitCode = code;
+  });
+}

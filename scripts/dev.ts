@@ -21,6 +21,7 @@ import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
 import { PositionWatcher } from '../workers/position-watcher';
 import { exchangeFor } from '../activities/exchange';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
+import { workflowCode } from '../workers/workflow-code';
 import { runDemo } from './demo';
 import type { Output } from './output';
 
@@ -139,12 +140,14 @@ export async function runDev(
     }
     if (stop.requested) return;
 
+    const code = workflowCode();
+    out.line(`dev: workflow code from ${code.description}`);
     const redis = await connectRedis(config);
     const intakeReader = await connectRedis(config).catch(closeOnFailure(redis));
     const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis, intakeReader));
     const client = await connectTemporal(config).catch(closeOnFailure(redis, intakeReader, connection));
     try {
-      const worker = await createChainWorker({ config, redis, connection });
+      const worker = await createChainWorker({ config, redis, connection, workflowBundle: code.option.workflowBundle });
       const watcher = new PositionWatcher({
         subscriber: await connectRedis(config),
         redis,

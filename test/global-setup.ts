@@ -1,9 +1,9 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../scripts/servers';
+import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../scripts/servers';
 import { WORKFLOWS_PATH } from '../workers/worker';
 
 declare module 'vitest' {
@@ -21,6 +21,7 @@ declare module 'vitest' {
  * file isolates itself with its own key prefix and task queue.
  */
 export default async function setup(project: TestProject) {
+  requireEnginesNode();
   ensureServersInstalled({ forTests: true });
   const uiPort = await freePort();
   const [redis, temporal, bundle] = await Promise.all([
@@ -39,6 +40,21 @@ export default async function setup(project: TestProject) {
     await temporal.teardown();
     await redis.stop();
   };
+}
+
+/**
+ * Says which Node runs the suite (CI's log shows it) and refuses one older than `engines`: `npm test` runs on the
+ * pinned Node (scripts/with-node.sh), a bare `npx vitest` on the system's may not.
+ */
+function requireEnginesNode(): void {
+  const engines = (
+    JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }
+  ).engines.node;
+  console.log(`tests: Node ${process.version} (${process.execPath})`);
+  const floor = Number(/\d+/.exec(engines)?.[0]);
+  if (Number(process.versions.node.split('.')[0]) < floor) {
+    throw new Error(`Node ${process.version} is older than engines ${engines}: run the tests with npm test`);
+  }
 }
 
 const quietLogger = {

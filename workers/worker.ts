@@ -1,5 +1,4 @@
 import type { KeyObject } from 'node:crypto';
-import { join } from 'node:path';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
 import { createActivities } from '../activities';
@@ -11,14 +10,18 @@ import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis, connectTemporalWith } from '../lib/connections';
 import { redactUrl } from '../lib/redact';
 import { PositionWatcher } from './position-watcher';
+import { workflowCode } from './workflow-code';
 
-export const WORKFLOWS_PATH = join(__dirname, '..', 'workflows', 'index.ts');
+export { WORKFLOWS_PATH } from './workflow-code';
 
 export interface ChainWorkerOptions {
   config: ChainConfig;
   redis: Redis;
   connection: NativeConnection;
-  /** A prebuilt workflow bundle (tests build it once); otherwise the worker bundles `workflows/` itself. */
+  /**
+   * A prebuilt workflow bundle (tests build it once); otherwise workflowCode(): compiled, the bundle built beside it;
+   * from the sources, `workflows/` bundled at start.
+   */
   workflowBundle?: WorkerOptions['workflowBundle'];
   clock?: () => number;
   /** The approvers' public keys; default: read from APPROVER_KEYS_DIR (lib/approval.ts loadApproverKeys). */
@@ -41,7 +44,7 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
     activities: createActivities({ redis, config, exchange, clock, approverKeys }),
     // Bounded so that thousands of parked plans keep memory flat; a workflow out of the cache replays when it wakes.
     maxCachedWorkflows: config.workflowCacheSize,
-    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : workflowCode().option),
   });
 }
 
@@ -58,6 +61,9 @@ export function connectWorkerTemporal(
  */
 export async function runWorker(config: ChainConfig, log: (line: string) => void = console.log): Promise<void> {
   const approverKeys = loadApproverKeys(config);
+  // Checked before connecting: a compiled worker without its bundle, or with a stale one, does not start.
+  const code = workflowCode();
+  log(`worker: workflow code from ${code.description}`);
   const redis = await connectRedis(config);
   const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis));
   const client = await connectTemporal(config).catch(closeOnFailure(redis, connection));
@@ -70,7 +76,13 @@ export async function runWorker(config: ChainConfig, log: (line: string) => void
     log,
   });
   try {
-    const worker = await createChainWorker({ config, redis, connection, approverKeys });
+    const worker = await createChainWorker({
+      config,
+      redis,
+      connection,
+      approverKeys,
+      workflowBundle: code.option.workflowBundle,
+    });
     await watcher.start();
     const temporal = `${config.temporalAddress}${config.temporalTls ? ' (TLS)' : ''}`;
     const mode =

@@ -1,0 +1,84 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  BUILD_INFO_FILE,
+  BUNDLE_FILE,
+  hashSources,
+  prebuiltWorkflowCode,
+  staleSources,
+  workflowCode,
+} from '../../workers/workflow-code';
+
+describe('staleSources: the inputs that differ from a build', () => {
+  const built = { 'workflows/index.ts': 'a', 'lib/plan.ts': 'b', 'package-lock.json': 'c' };
+  it.each([
+    ['the same sources', { ...built }, []],
+    ['a changed source', { ...built, 'lib/plan.ts': 'B' }, ['lib/plan.ts']],
+    ['a removed source', { 'workflows/index.ts': 'a', 'package-lock.json': 'c' }, ['lib/plan.ts']],
+    ['an added source', { ...built, 'lib/new.ts': 'n' }, ['lib/new.ts']],
+    ['a changed lock file', { ...built, 'package-lock.json': 'C' }, ['package-lock.json']],
+    // The production image: dist/ and the lock file, no TypeScript to compare.
+    ['no sources, the same lock file', { 'package-lock.json': 'c' }, []],
+    ['no sources, another lock file', { 'package-lock.json': 'C' }, ['package-lock.json']],
+    ['nothing at all', {}, []],
+  ])('%s', (_name, current: Record<string, string>, expected) => {
+    expect(staleSources(built, current)).toEqual(expected);
+  });
+});
+
+describe('prebuiltWorkflowCode: a build folder checked against the sources', () => {
+  function checkout(files: Record<string, string>): string {
+    const root = mkdtempSync(join(tmpdir(), 'permit-chain-build-'));
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(join(root, path, '..'), { recursive: true });
+      writeFileSync(join(root, path), text);
+    }
+    return root;
+  }
+  function buildInto(root: string): string {
+    const out = join(root, 'dist');
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, BUNDLE_FILE), '/* bundle */');
+    const info = { builtAt: '2026-11-26T12:00:00.000Z', node: 'v24.21.0', sources: hashSources(root) };
+    writeFileSync(join(out, BUILD_INFO_FILE), JSON.stringify(info));
+    return out;
+  }
+
+  it('uses the bundle when the sources are those it was built from, and says so', () => {
+    const root = checkout({ 'workflows/index.ts': 'export {};', 'package-lock.json': '{}' });
+    const out = buildInto(root);
+    const code = prebuiltWorkflowCode(out, root);
+    expect(code.option).toEqual({ workflowBundle: { codePath: join(out, BUNDLE_FILE) } });
+    expect(code.description).toContain('built 2026-11-26T12:00:00.000Z, the sources unchanged');
+  });
+
+  it('refuses a bundle whose sources changed since, naming them', () => {
+    const root = checkout({ 'workflows/index.ts': 'export {};', 'workers/x.test.ts': 'ignored' });
+    const out = buildInto(root);
+    writeFileSync(join(root, 'workflows', 'index.ts'), 'export const changed = 1;');
+    writeFileSync(join(root, 'workers', 'x.test.ts'), 'tests are not build inputs');
+    expect(() => prebuiltWorkflowCode(out, root)).toThrow(
+      /was built from other sources \(workflows\/index\.ts changed since 2026-11-26T12:00:00\.000Z\): run npm run build/,
+    );
+  });
+
+  it('where only dist/ and the lock file are (the image), checks the lock file', () => {
+    const root = checkout({ 'workflows/index.ts': 'export {};', 'package-lock.json': '{}' });
+    const out = buildInto(root);
+    const image = checkout({ 'package-lock.json': '{}' });
+    expect(prebuiltWorkflowCode(out, image).description).toContain('no sources here to compare');
+    writeFileSync(join(image, 'package-lock.json'), '{"other": true}');
+    expect(() => prebuiltWorkflowCode(out, image)).toThrow(/package-lock\.json changed/);
+  });
+
+  it('refuses a build folder without a bundle', () => {
+    const root = checkout({ 'workflows/index.ts': 'export {};' });
+    expect(() => prebuiltWorkflowCode(join(root, 'dist'), root)).toThrow(/no workflow bundle at .*: run npm run build/);
+  });
+
+  it('from the TypeScript sources (as here), the worker bundles workflows/ at start', () => {
+    expect(workflowCode().option).toEqual({ workflowsPath: expect.stringMatching(/workflows\/index\.ts$/) as string });
+  });
+});
