@@ -328,26 +328,19 @@ describe('100 plans on 10 symbols on the Binance double, every fault injected at
     const schedule = kinds.flatMap((fault) => Array.from({ length: 5 }, () => fault)).sort(() => random() - 0.5);
     const startedAt = Date.now();
     const finals = await h.withWorker(async () => {
-      const handles = await Promise.all(
-        [incident, ...plans].map(async (plan) => (await startPlan(h.client, h.config, plan)).handle),
-      );
-      const injected = (async () => {
-        for (const fault of schedule) {
-          await new Promise((r) => setTimeout(r, 20 + random() * 120));
-          double.injectFault(fault);
-        }
-      })();
-      // The seed's incident in the same run: fixed once it is blocked.
+      // The seed's incident first, in the same run: blocked, the ledger fixed, executed.
+      const first = (await startPlan(h.client, h.config, incident)).handle;
       await waitForStage(h, `plan-${incident.plan_id}`, 'blocked');
       await h.redis.hset(h.keys.position('BTCUSDT'), 'ledger_amount', '0.062');
-      await handles[0]?.signal(retrySignal, { by: 'ops' });
-      await injected;
-      return Promise.all(
-        handles.map(async (handle) => {
-          const status = await handle.result();
-          return status;
-        }),
-      );
+      await first.signal(retrySignal, { by: 'ops' });
+      const incidentEnd = await first.result();
+      // Then the load, with the faults injected while it runs.
+      const handles = await Promise.all(plans.map(async (plan) => (await startPlan(h.client, h.config, plan)).handle));
+      for (const fault of schedule) {
+        await new Promise((r) => setTimeout(r, 20 + random() * 120));
+        double.injectFault(fault);
+      }
+      return [incidentEnd, ...(await Promise.all(handles.map((handle) => handle.result())))];
     });
     const elapsedS = (Date.now() - startedAt) / 1000;
 
