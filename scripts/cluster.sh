@@ -14,7 +14,8 @@
 #                        /var/tmp/permit-chain-pg-$CLUSTER_PG_PORT if the postgres user cannot reach it)
 #   CLUSTER_PG_PORT [15432]  CLUSTER_PG_USER [temporal]  CLUSTER_PG_PASSWORD [temporal]
 #   CLUSTER_FRONTEND_PORT [17233]  (history +1, matching +2, worker +6, http +10,
-#                                   membership ports -10300, metrics 18000: all overridable below)
+#                                   membership ports -300, metrics 18000: all overridable below;
+#                                   membership ports must be at most 32767, a smallint in PostgreSQL)
 #   CLUSTER_NAMESPACE [default]  CLUSTER_RETENTION [72h]
 set -euo pipefail
 
@@ -216,6 +217,12 @@ server_running() {
 }
 
 render_config() {
+  # The server records each service's membership port in PostgreSQL as a smallint: above 32767 it cannot
+  # join its own cluster ("value ... is out of range for type smallint") and exits.
+  local port
+  for port in FRONTEND_MEMBERSHIP_PORT HISTORY_MEMBERSHIP_PORT MATCHING_MEMBERSHIP_PORT WORKER_MEMBERSHIP_PORT; do
+    ((${!port} <= 32767)) || die "$port=${!port}: membership ports must be at most 32767 (a smallint in PostgreSQL)"
+  done
   mkdir -p "$CLUSTER_DIR"
   cp "$ROOT/deploy/temporal/dynamicconfig.yaml" "$RENDERED_DYNCONFIG"
   local DYNAMIC_CONFIG_FILE=$RENDERED_DYNCONFIG
@@ -268,6 +275,15 @@ cmd_start() {
     "$TEMPORAL_CLI" operator namespace describe -n "$NAMESPACE" --address "$ADDRESS" >/dev/null 2>&1 ||
       die "could not create namespace $NAMESPACE"
   fi
+  # `describe` reads the database, but other calls go through the frontend's namespace cache, which learns of a new
+  # namespace a moment later ("Namespace default is not found"): ready means usable by those calls too.
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if "$TEMPORAL_CLI" operator search-attribute list -n "$NAMESPACE" --address "$ADDRESS" >/dev/null 2>&1 &&
+      "$TEMPORAL_CLI" workflow count -n "$NAMESPACE" --address "$ADDRESS" >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+  ((i < 300)) || die "namespace $NAMESPACE exists but is not usable after 30 s; see $SERVER_LOG"
   log "ready: TEMPORAL_ADDRESS=$ADDRESS (namespace $NAMESPACE)"
   log "next: TEMPORAL_ADDRESS=$ADDRESS node scripts/permit-chain.cjs register-search-attributes"
 }
