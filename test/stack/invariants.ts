@@ -4,6 +4,7 @@
  * the plans were designed to do (`findViolations`, pure: a unit test feeds it broken snapshots).
  */
 import type { Client } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../../contract/keys';
 import { PERMIT_CHAIN_WORKFLOW, planWorkflowId } from '../../contract/messages';
@@ -247,5 +248,34 @@ export async function readSnapshot(
     orders,
     positions,
     intake: { ...(await intakeGroupState(redis, keys)), deadLettered: await redis.xlen(keys.exitPlanDeadStream) },
+  };
+}
+
+const { EventType } = temporal.api.enums.v1;
+
+/** What a process's death left in the histories: plans whose workflow or activity task timed out and was redone. */
+export interface TakeOvers {
+  /** Plans with at least one timed-out task. */
+  plans: number;
+  workflowTasks: number;
+  activityTasks: number;
+}
+
+/**
+ * Counts the task time-outs in the plans' histories: a worker killed while it held a plan's workflow task (or the
+ * plan's sticky queue, or an activity) leaves one, and another worker then did the task. Evidence that a kill hit
+ * work in flight, not an idle process.
+ */
+export async function takeOvers(client: Client, planIds: readonly string[]): Promise<TakeOvers> {
+  const counts = await inLanes(planIds, 16, async (planId) => {
+    const { events } = await client.workflow.getHandle(planWorkflowId(planId)).fetchHistory();
+    const of = (type: temporal.api.enums.v1.EventType) =>
+      (events ?? []).filter((event) => event.eventType === type).length;
+    return [of(EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT), of(EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT)];
+  });
+  return {
+    plans: counts.filter(([w = 0, a = 0]) => w + a > 0).length,
+    workflowTasks: counts.reduce((sum, [w = 0]) => sum + w, 0),
+    activityTasks: counts.reduce((sum, [, a = 0]) => sum + a, 0),
   };
 }
