@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Temporal cluster (server v1.32.2 on PostgreSQL), here, without Docker.
 #
-#   bash scripts/cluster.sh build    # server + sql tool into the cache, once (first build ~10 min)
+#   bash scripts/cluster.sh build    # server + sql tool into the cache, once (first build ~10 min); PostgreSQL (apt)
 #   bash scripts/cluster.sh setup    # PostgreSQL (apt if missing), private cluster, databases, schemas
 #   bash scripts/cluster.sh start    # PostgreSQL + Temporal server, waits for SERVING, namespace
 #   bash scripts/cluster.sh status
@@ -172,6 +172,8 @@ module_dir() {
 }
 
 cmd_build() {
+  # PostgreSQL too, so that a fresh machine has everything once `build` is done (setup would install it anyway).
+  pg_install
   mkdir -p "$BIN_DIR"
   local pkg
   for pkg in server:go.temporal.io/server/cmd/server sql:go.temporal.io/server/cmd/tools/sql; do
@@ -180,6 +182,7 @@ cmd_build() {
       log "$BIN_DIR/$name exists"
       continue
     fi
+    command -v go >/dev/null 2>&1 || die "go not found: install Go 1.21 or newer (it fetches the toolchain the server asks for)"
     log "building $path@$TEMPORAL_VERSION (the server takes ~10 min the first time)"
     local start=$SECONDS
     (cd /tmp && GOTOOLCHAIN=auto GOFLAGS=-mod=mod GOBIN=$BIN_DIR go install "$path@$TEMPORAL_VERSION")
