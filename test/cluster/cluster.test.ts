@@ -232,6 +232,21 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
     const btc = snapshot.positions.get(INCIDENT.symbol);
     expect(new Dec(btc?.exchange ?? 'NaN').isZero() && new Dec(btc?.ledger ?? 'NaN').isZero()).toBe(true);
 
+    // The Web UI server (scripts/cluster.sh ui) reads this cluster: its page, and through its API the plans by
+    // search attribute, as a person filtering the list would.
+    const ui = await cluster?.startUi();
+    const page = await fetch(`${ui}/namespaces/default/workflows`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<html/i);
+    const uiApi = async (path: string, query: string) =>
+      (await (await fetch(`${ui}/api/v1/namespaces/default/${path}?query=${encodeURIComponent(query)}`)).json()) as {
+        count?: string;
+        executions?: { execution?: { workflowId?: string } }[];
+      };
+    expect((await uiApi('workflow-count', `WorkflowType = "${PERMIT_CHAIN_WORKFLOW}"`)).count).toBe(String(PLANS + 1));
+    const found = await uiApi('workflows', `PlanId = "${incidentId}" AND ChainOutcome = "executed"`);
+    expect(found.executions?.map((e) => e.execution?.workflowId)).toEqual([planWorkflowId(incidentId)]);
+
     // The kill hit work in flight: plans whose tasks the dead worker held timed out there and were done elsewhere.
     const recovered = await takeOvers(
       client,
@@ -248,6 +263,7 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
       `  the kill left ${recovered.workflowTasks} workflow and ${recovered.activityTasks} activity task time-outs in ${recovered.plans} plans, all redone by the other worker`,
       `  both back ${backMs} ms after the kill (dead ${DEAD_FOR_MS} ms); every plan ended ${((allEnded - killedAt) / 1000).toFixed(1)} s after the kill, ${((allEnded - t0) / 1000).toFixed(1)} s in all`,
       `  ${executed} executed, ${denied} denied as designed; ${snapshot.applyEntries.length} Apply entries, ${snapshot.orders.length} orders; exchange == ledger on ${baseline.size} symbols; nothing pending`,
+      `  Web UI server at ${ui}: lists the ${PLANS + 1} plans, finds the incident by PlanId and ChainOutcome`,
       `  incident: blocked (${blocked.p33?.reason}), ledger fixed while a worker was dead, executed; ${INCIDENT.symbol} exchange ${btc?.exchange}, ledger ${btc?.ledger}`,
     ].join('\n');
     console.log(summary);

@@ -22,7 +22,9 @@ export interface RunningCluster {
   serverPid(): number;
   /** How long `setup` (PostgreSQL, databases, schemas) and `start` (to SERVING, namespace) took. */
   timings: { setupMs: number; startMs: number };
-  /** `scripts/cluster.sh stop`: the server and PostgreSQL. Never throws. */
+  /** `scripts/cluster.sh ui`: starts the Web UI server for this cluster; resolves to its base URL. */
+  startUi(): Promise<string>;
+  /** `scripts/cluster.sh stop`: the Web UI server, the Temporal server and PostgreSQL. Never throws. */
   stop(): Promise<void>;
 }
 
@@ -55,8 +57,8 @@ export async function startCluster(dir: string, log: (text: string) => void): Pr
   chmodSync(dir, 0o755);
   // Every port the script would derive from the frontend's is chosen free here, so nothing can collide. The
   // membership ports must be at most 32767 (PostgreSQL keeps them as a smallint), below Linux's ephemeral range.
-  const [frontend, history, matching, worker, http, pg, metrics] = await Promise.all(
-    Array.from({ length: 7 }, () => freePort().then(String)),
+  const [frontend, history, matching, worker, http, pg, metrics, ui] = await Promise.all(
+    Array.from({ length: 8 }, () => freePort().then(String)),
   );
   const [fm, hm, mm, wm] = await freeLowPorts(4);
   const env: Record<string, string> = {
@@ -72,6 +74,7 @@ export async function startCluster(dir: string, log: (text: string) => void): Pr
     CLUSTER_MATCHING_MEMBERSHIP_PORT: mm ?? '',
     CLUSTER_WORKER_MEMBERSHIP_PORT: wm ?? '',
     CLUSTER_METRICS_PORT: metrics ?? '',
+    CLUSTER_UI_PORT: ui ?? '',
   };
   let t0 = Date.now();
   const stop = () =>
@@ -88,6 +91,10 @@ export async function startCluster(dir: string, log: (text: string) => void): Pr
       dir,
       serverPid: () => Number(readFileSync(join(dir, 'temporal.pid'), 'utf8').trim()),
       timings: { setupMs, startMs },
+      startUi: async () => {
+        await clusterScript('ui', env, log);
+        return `http://127.0.0.1:${ui}`;
+      },
       stop,
     };
   } catch (err) {
