@@ -32,8 +32,12 @@ const MAX_QTY = '5';
 const START_AMOUNT = '50';
 /** Plans fed to the exit.plan stream per second: slow enough that the kill lands while plans are still arriving. */
 const FEED_PER_S = 25;
-/** The worker and the intake are killed once this many load plans have been published by Apply. */
+/**
+ * The worker and the intake are killed once this many load plans have been published by Apply, or, on a machine so
+ * busy that the chain lags far behind, once this many have been fed: either way with plans in flight and arriving.
+ */
 const KILL_AFTER_APPLIED = 60;
+const KILL_AFTER_FED = 200;
 /** How long the killed processes stay dead. */
 const DEAD_FOR_MS = 3_000;
 const INCIDENT = { symbol: 'BTCUSDT', exchange: '0.062', staleLedger: '0.002' };
@@ -180,7 +184,8 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
 
     // Mid-run: SIGKILL one worker and one intake while plans are in flight and still arriving.
     await eventually(
-      async () => ((await redis.xlen(keys.applyStream)) >= 1 + KILL_AFTER_APPLIED ? true : undefined),
+      async () =>
+        (await redis.xlen(keys.applyStream)) >= 1 + KILL_AFTER_APPLIED || fed >= KILL_AFTER_FED ? true : undefined,
       120_000,
       `${KILL_AFTER_APPLIED} load plans published`,
     );
