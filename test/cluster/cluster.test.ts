@@ -266,7 +266,7 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
       `cluster test: ${plans.length} plans (the incident + ${PLANS} on ${SYMBOLS} symbols) through 2 workers and 2 intakes on ${cluster?.address}`,
       `  cluster setup ${cluster?.timings.setupMs} ms, start ${cluster?.timings.startMs} ms; processes ready at ${startedAt}; feeding done at ${await feedingDone}`,
       `  SIGKILL worker-a and intake-b at ${((killedAt - t0) / 1000).toFixed(1)} s: ${inFlight.fed} fed, ${inFlight.published} published, ${inFlight.running} running`,
-      `  the kill left ${recovered.workflowTasks} workflow and ${recovered.activityTasks} activity task time-outs in ${recovered.plans} plans, all redone by the other worker`,
+      `  the kill left ${recovered.workflowTasks} workflow task time-outs and ${recovered.activityRetries} activity retries in ${recovered.plans} plans, all redone by the other worker`,
       `  both back ${backMs} ms after the kill (dead ${DEAD_FOR_MS} ms); every plan ended ${((allEnded - killedAt) / 1000).toFixed(1)} s after the kill, ${((allEnded - t0) / 1000).toFixed(1)} s in all`,
       `  ${executed} executed, ${denied} denied as designed; ${snapshot.applyEntries.length} Apply entries, ${snapshot.orders.length} orders; exchange == ledger on ${baseline.size} symbols; nothing pending`,
       `  Web UI server at ${ui}: lists the ${PLANS + 1} plans, finds the incident by PlanId and ChainOutcome`,

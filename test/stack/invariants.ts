@@ -253,29 +253,35 @@ export async function readSnapshot(
 
 const { EventType } = temporal.api.enums.v1;
 
-/** What a process's death left in the histories: plans whose workflow or activity task timed out and was redone. */
+/** What a process's death left in the histories: plans whose workflow task or activity was done again elsewhere. */
 export interface TakeOvers {
-  /** Plans with at least one timed-out task. */
+  /** Plans with at least one of either. */
   plans: number;
+  /** Workflow tasks that timed out (held by the dead worker, or waiting on its sticky queue). */
   workflowTasks: number;
-  activityTasks: number;
+  /**
+   * Activities that completed on a later attempt: an attempt the dead worker had started timed out and was retried
+   * (the history keeps only the last attempt, with its number).
+   */
+  activityRetries: number;
 }
 
 /**
- * Counts the task time-outs in the plans' histories: a worker killed while it held a plan's workflow task (or the
- * plan's sticky queue, or an activity) leaves one, and another worker then did the task. Evidence that a kill hit
- * work in flight, not an idle process.
+ * Counts the take-overs in the plans' histories: a worker killed while it held a plan's workflow task (or the
+ * plan's sticky queue, or an activity) leaves a timed-out task or a retried activity, done by another worker.
+ * Evidence that a kill hit work in flight, not an idle process.
  */
 export async function takeOvers(client: Client, planIds: readonly string[]): Promise<TakeOvers> {
   const counts = await inLanes(planIds, 16, async (planId) => {
     const { events } = await client.workflow.getHandle(planWorkflowId(planId)).fetchHistory();
-    const of = (type: temporal.api.enums.v1.EventType) =>
-      (events ?? []).filter((event) => event.eventType === type).length;
-    return [of(EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT), of(EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT)];
+    const all = events ?? [];
+    const timedOut = all.filter((e) => e.eventType === EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT).length;
+    const retried = all.filter((e) => (e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1).length;
+    return [timedOut, retried] as const;
   });
   return {
-    plans: counts.filter(([w = 0, a = 0]) => w + a > 0).length,
-    workflowTasks: counts.reduce((sum, [w = 0]) => sum + w, 0),
-    activityTasks: counts.reduce((sum, [, a = 0]) => sum + a, 0),
+    plans: counts.filter(([w, a]) => w + a > 0).length,
+    workflowTasks: counts.reduce((sum, [w]) => sum + w, 0),
+    activityRetries: counts.reduce((sum, [, a]) => sum + a, 0),
   };
 }
