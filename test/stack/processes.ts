@@ -143,15 +143,20 @@ export class ManagedProcess {
     this.exit = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         living.delete(child);
-        const how = signal ? `signal ${signal}` : `code ${code}`;
-        this.record('exit', how);
-        log.write(`--- ${new Date().toISOString()} exit: ${how}\n`);
+        this.record('exit', signal ? `signal ${signal}` : `code ${code}`);
         this.wakeLineWaiters();
-        resolve({ code, signal });
+        // The pipes normally close at once; a grandchild that inherited them must not hold the exit up.
+        setTimeout(() => [child.stdout, child.stderr].forEach((stream) => stream?.destroy()), 1_000).unref();
+      });
+      // Resolved once the pipes are drained and the log is on disk: whoever awaits the exit may read the log.
+      child.once('close', (code, signal) => {
+        const how = signal ? `signal ${signal}` : `code ${code}`;
+        log.end(`--- ${new Date().toISOString()} exit: ${how}\n`, () => {
+          this.wakeLineWaiters();
+          resolve({ code, signal });
+        });
       });
     });
-    // The pipes may still hold lines after the exit: the log closes once they are drained.
-    child.once('close', () => log.end());
     child.once('error', (err) => this.onLine(`[spawn error] ${err.message}`, log));
     for (const stream of [child.stdout, child.stderr]) {
       if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => this.onLine(line, log));
