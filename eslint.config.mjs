@@ -50,6 +50,7 @@ export default tseslint.config(
             '**/*.test.ts',
             'eslint.config.mjs',
             'vitest.config.mts',
+            'vitest.cluster.config.mts',
             'scripts/record-histories.ts',
             'scripts/servers.ts',
             'scripts/dev.ts',

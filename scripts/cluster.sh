@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A real Temporal cluster (server v1.32.2 on PostgreSQL), here, without Docker.
 #
-#   bash scripts/cluster.sh build    # server + sql tool into the cache, once (first build ~10 min)
+#   bash scripts/cluster.sh build    # server, sql tool and Web UI server into the cache, once (first build
+#                                    # ~10 min); PostgreSQL (apt) when missing
 #   bash scripts/cluster.sh setup    # PostgreSQL (apt if missing), private cluster, databases, schemas
 #   bash scripts/cluster.sh start    # PostgreSQL + Temporal server, waits for SERVING, namespace
+#   bash scripts/cluster.sh ui       # the Web UI server for the running cluster (built by `build`, or here)
 #   bash scripts/cluster.sh status
 #   bash scripts/cluster.sh stop     # server and PostgreSQL
 #
@@ -14,7 +16,9 @@
 #                        /var/tmp/permit-chain-pg-$CLUSTER_PG_PORT if the postgres user cannot reach it)
 #   CLUSTER_PG_PORT [15432]  CLUSTER_PG_USER [temporal]  CLUSTER_PG_PASSWORD [temporal]
 #   CLUSTER_FRONTEND_PORT [17233]  (history +1, matching +2, worker +6, http +10,
-#                                   membership ports -10300, metrics 18000: all overridable below)
+#                                   membership ports -300, metrics 18000: all overridable below;
+#                                   membership ports must be at most 32767, a smallint in PostgreSQL)
+#   CLUSTER_UI_PORT [frontend + 1000: 18233]
 #   CLUSTER_NAMESPACE [default]  CLUSTER_RETENTION [72h]
 set -euo pipefail
 
@@ -46,6 +50,11 @@ NAMESPACE=${CLUSTER_NAMESPACE:-default}
 RETENTION=${CLUSTER_RETENTION:-72h}
 ADDRESS=127.0.0.1:$FRONTEND_PORT
 
+# The Web UI: the standalone UI server, at the UI version the Temporal CLI's dev server (scripts/setup.sh) ships.
+UI_VERSION=v2.54.1
+UI_BIN=$CACHE/temporal-ui-server-$UI_VERSION/ui-server
+UI_PORT=${CLUSTER_UI_PORT:-$((FRONTEND_PORT + 1000))}
+
 TEMPORAL_CLI=${TEMPORAL_CLI:-$ROOT/.tools/temporal-cli/bin/temporal}
 if [[ ! -x $TEMPORAL_CLI ]]; then TEMPORAL_CLI=$(command -v temporal || true); fi
 
@@ -53,6 +62,8 @@ SERVER_PID=$CLUSTER_DIR/temporal.pid
 SERVER_LOG=$CLUSTER_DIR/temporal.log
 RENDERED_CONFIG=$CLUSTER_DIR/temporal.yaml
 RENDERED_DYNCONFIG=$CLUSTER_DIR/dynamicconfig.yaml
+UI_PID=$CLUSTER_DIR/ui.pid
+UI_LOG=$CLUSTER_DIR/ui.log
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() {
@@ -171,6 +182,8 @@ module_dir() {
 }
 
 cmd_build() {
+  # PostgreSQL too, so that a fresh machine has everything once `build` is done (setup would install it anyway).
+  pg_install
   mkdir -p "$BIN_DIR"
   local pkg
   for pkg in server:go.temporal.io/server/cmd/server sql:go.temporal.io/server/cmd/tools/sql; do
@@ -179,11 +192,13 @@ cmd_build() {
       log "$BIN_DIR/$name exists"
       continue
     fi
+    command -v go >/dev/null 2>&1 || die "go not found: install Go 1.21 or newer (it fetches the toolchain the server asks for)"
     log "building $path@$TEMPORAL_VERSION (the server takes ~10 min the first time)"
     local start=$SECONDS
     (cd /tmp && GOTOOLCHAIN=auto GOFLAGS=-mod=mod GOBIN=$BIN_DIR go install "$path@$TEMPORAL_VERSION")
     log "built $BIN_DIR/$name in $((SECONDS - start)) s"
   done
+  build_ui
 }
 
 sql_tool() {
@@ -216,6 +231,12 @@ server_running() {
 }
 
 render_config() {
+  # The server records each service's membership port in PostgreSQL as a smallint: above 32767 it cannot
+  # join its own cluster ("value ... is out of range for type smallint") and exits.
+  local port
+  for port in FRONTEND_MEMBERSHIP_PORT HISTORY_MEMBERSHIP_PORT MATCHING_MEMBERSHIP_PORT WORKER_MEMBERSHIP_PORT; do
+    ((${!port} <= 32767)) || die "$port=${!port}: membership ports must be at most 32767 (a smallint in PostgreSQL)"
+  done
   mkdir -p "$CLUSTER_DIR"
   cp "$ROOT/deploy/temporal/dynamicconfig.yaml" "$RENDERED_DYNCONFIG"
   local DYNAMIC_CONFIG_FILE=$RENDERED_DYNCONFIG
@@ -268,23 +289,89 @@ cmd_start() {
     "$TEMPORAL_CLI" operator namespace describe -n "$NAMESPACE" --address "$ADDRESS" >/dev/null 2>&1 ||
       die "could not create namespace $NAMESPACE"
   fi
+  # `describe` reads the database, but other calls go through the frontend's namespace cache, which learns of a new
+  # namespace a moment later ("Namespace default is not found"): ready means usable by those calls too.
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if "$TEMPORAL_CLI" operator search-attribute list -n "$NAMESPACE" --address "$ADDRESS" >/dev/null 2>&1 &&
+      "$TEMPORAL_CLI" workflow count -n "$NAMESPACE" --address "$ADDRESS" >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+  ((i < 300)) || die "namespace $NAMESPACE exists but is not usable after 30 s; see $SERVER_LOG"
   log "ready: TEMPORAL_ADDRESS=$ADDRESS (namespace $NAMESPACE)"
   log "next: TEMPORAL_ADDRESS=$ADDRESS node scripts/permit-chain.cjs register-search-attributes"
 }
 
-cmd_stop() {
-  if server_running; then
-    local pid
-    pid=$(cat "$SERVER_PID")
-    log "stopping Temporal server (pid $pid)"
-    kill "$pid"
-    local i
-    for ((i = 0; i < 100; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+# --- Web UI -----------------------------------------------------------------------------------
+
+ui_running() {
+  [[ -f $UI_PID ]] && kill -0 "$(cat "$UI_PID")" 2>/dev/null
+}
+
+ui_answers() {
+  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$UI_PORT/api/v1/namespaces/$NAMESPACE" 2>/dev/null
+}
+
+build_ui() {
+  if [[ -x $UI_BIN ]]; then return; fi
+  command -v go >/dev/null 2>&1 || die "go not found: install Go 1.21 or newer to build the Web UI server"
+  log "building github.com/temporalio/ui-server/v2/cmd/server@$UI_VERSION (about a minute the first time)"
+  local start=$SECONDS tmp
+  tmp=$(mktemp -d)
+  # Its command is named `server`, like Temporal's: built apart, then moved beside nothing it could overwrite.
+  (cd /tmp && GOTOOLCHAIN=auto GOFLAGS=-mod=mod GOBIN=$tmp go install \
+    "github.com/temporalio/ui-server/v2/cmd/server@$UI_VERSION")
+  mkdir -p "$(dirname "$UI_BIN")"
+  mv "$tmp/server" "$UI_BIN"
+  rmdir "$tmp"
+  log "built $UI_BIN in $((SECONDS - start)) s"
+}
+
+cmd_ui() {
+  build_ui
+  command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install -y curl): it checks that the UI answers"
+  server_running || die "the cluster is not running; run: bash scripts/cluster.sh start"
+  if ui_running; then
+    log "Web UI already running (pid $(cat "$UI_PID")): http://127.0.0.1:$UI_PORT"
+    return
   fi
+  mkdir -p "$CLUSTER_DIR/ui"
+  local args=() v
+  for v in FRONTEND_PORT UI_PORT NAMESPACE; do args+=(-e "s|\${$v}|${!v}|g"); done
+  sed "${args[@]}" "$ROOT/deploy/temporal/ui-server.yaml" >"$CLUSTER_DIR/ui/cluster.yaml"
+  log "starting the Web UI server $UI_VERSION on http://127.0.0.1:$UI_PORT (log $UI_LOG)"
+  # Background the server itself, not a subshell: otherwise the caller's pipe never closes.
+  "$UI_BIN" --root / --config "$CLUSTER_DIR/ui" --env cluster start </dev/null >>"$UI_LOG" 2>&1 &
+  echo $! >"$UI_PID"
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if ui_answers; then break; fi
+    ui_running || die "the Web UI server exited; see $UI_LOG"
+    sleep 0.1
+  done
+  ui_answers || die "the Web UI server does not answer after 30 s; see $UI_LOG"
+  log "Web UI: http://127.0.0.1:$UI_PORT/namespaces/$NAMESPACE/workflows (pid $(cat "$UI_PID"))"
+}
+
+# TERM, then KILL after 10 s.
+stop_pid_file() { # pid file, what
+  local pid
+  pid=$(cat "$1")
+  log "stopping $2 (pid $pid)"
+  kill "$pid"
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+  rm -f "$1"
+}
+
+cmd_stop() {
+  if ui_running; then stop_pid_file "$UI_PID" "the Web UI server"; fi
+  rm -f "$UI_PID"
+  if server_running; then stop_pid_file "$SERVER_PID" "Temporal server"; fi
   rm -f "$SERVER_PID"
   pg_stop
 }
@@ -308,6 +395,11 @@ cmd_status() {
     echo "postgresql: stopped ($(pg_dir))"
     rc=1
   fi
+  if ui_running; then
+    echo "web ui: running on http://127.0.0.1:$UI_PORT (pid $(cat "$UI_PID"))"
+  else
+    echo "web ui: stopped (bash scripts/cluster.sh ui starts it)"
+  fi
   echo "binaries: $BIN_DIR ($(ls "$BIN_DIR" 2>/dev/null | tr '\n' ' '))"
   echo "data: $CLUSTER_DIR"
   return $rc
@@ -319,8 +411,9 @@ case ${1:-} in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
+  ui) cmd_ui ;;
   *)
-    echo "usage: bash scripts/cluster.sh {build|setup|start|stop|status}" >&2
+    echo "usage: bash scripts/cluster.sh {build|setup|start|ui|stop|status}" >&2
     exit 2
     ;;
 esac
