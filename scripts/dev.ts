@@ -1,14 +1,18 @@
 import { createConnection } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { ChainConfig } from '../lib/config';
 import { closeOnFailure, connectRedis } from '../lib/connections';
+import { createLogger, lineLogger } from '../lib/log';
 import { redactUrl } from '../lib/redact';
+import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from '../workers/health';
+import { ChainMetrics, watchIntake, watchPlans } from '../workers/metrics';
+import { processRuntime } from '../workers/runtime';
+import { tracingFor } from '../workers/tracing';
 import { DATA_DIR, ensureServersInstalled, startRedis, startTemporalDevServer, type RunningRedis } from './servers';
 import { connectTemporal } from '../client/plans';
-import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
+import { DEFAULT_INTAKE_OPTIONS, INTAKE_GROUP, PlanIntake } from '../workers/intake';
 import { PositionWatcher } from '../workers/position-watcher';
 import { exchangeFor } from '../activities/exchange';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
@@ -33,11 +37,14 @@ function listening(host: string, port: number, timeoutMs = 500): Promise<boolean
 
 /**
  * `permit-chain dev`: Redis (AOF under .data/redis) and the Temporal dev server (SQLite under .data/, Web UI on
- * the gRPC port + 1000) where none is reachable, then the worker and the intake. Ctrl-C stops what it started; state survives.
+ * the gRPC port + 1000) where none is reachable, then the worker and the intake, with `/metrics`, `/healthz` and
+ * `/readyz` on 127.0.0.1 (METRICS_PORT, else a free port). Ctrl-C stops what it started; state survives.
  */
 export async function runDev(config: ChainConfig, out: Output, options: { demo: boolean }): Promise<void> {
-  // The console is for the stack's own lines here; the SDK speaks up only for warnings.
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  // The stack's log lines are for a person here: readable, whatever stdout is.
+  const logger = createLogger({ level: config.telemetry.logLevel, format: 'pretty', base: { component: 'dev' } });
+  const runtime = processRuntime(logger, { sdkMetrics: true });
+  const tracing = tracingFor(config.telemetry, 'permit-chain-dev');
   ensureServersInstalled({ forTests: false });
   const redisUrl = new URL(config.redisUrl);
   const redisPort = Number(redisUrl.port || 6379);
@@ -64,6 +71,7 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
       out.line(
         `dev: starting the Temporal dev server on port ${temporalPort} (database ${join(DATA_DIR, 'temporal.db')})`,
       );
+      await runtime.install();
       temporalServer = await startTemporalDevServer({
         port: temporalPort,
         uiPort,
@@ -76,30 +84,68 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
 
     const redis = await connectRedis(config);
     const intakeReader = await connectRedis(config).catch(closeOnFailure(redis));
-    const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis, intakeReader));
+    const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis, intakeReader));
     const client = await connectTemporal(config).catch(closeOnFailure(redis, intakeReader, connection));
+    let server: TelemetryServer | undefined;
     try {
-      const worker = await createChainWorker({ config, redis, connection });
+      const metrics = new ChainMetrics();
+      const worker = await createChainWorker({
+        config,
+        redis,
+        connection,
+        metrics,
+        logger,
+        ...(tracing ? { tracing } : {}),
+      });
       const watcher = new PositionWatcher({
         subscriber: await connectRedis(config),
         redis,
         client,
         config,
         exchange: exchangeFor(config, redis),
-        log: (line) => out.line(line),
+        log: lineLogger(logger, 'warn'),
       });
       await watcher.start();
       const intake = new PlanIntake(
-        { reader: intakeReader, writer: redis, client, config, log: (line) => out.line(line) },
+        {
+          reader: intakeReader,
+          writer: redis,
+          client,
+          config,
+          log: (line, level = 'info') => logger[level](line),
+          metrics,
+        },
         { ...DEFAULT_INTAKE_OPTIONS, consumer: `dev-${hostname()}` },
       );
+      watchPlans(metrics, client, config, logger);
+      watchIntake(metrics, redis, config, INTAKE_GROUP, logger);
+      const checks = [
+        redisReadiness(redis),
+        temporalReadiness(() => connection.workflowService.getSystemInfo({})),
+        {
+          name: 'worker',
+          check: () => Promise.resolve(worker.getState() === 'RUNNING' ? undefined : worker.getState()),
+        },
+        { name: 'intake', check: () => Promise.resolve(intake.notReading()) },
+      ];
+      server = await serveTelemetry({
+        port: config.telemetry.metricsPort ?? 0,
+        host: '127.0.0.1',
+        metrics,
+        sdkMetrics: () => runtime.sdkMetrics(),
+        checks: () => checks,
+        logger,
+      });
       // The worker stops itself on SIGINT/SIGTERM (the SDK's runtime); the intake is told to.
       const stopIntake = () => intake.stop();
       process.once('SIGINT', stopIntake);
       process.once('SIGTERM', stopIntake);
       const running = Promise.all([worker.run(), intake.run()]);
       const ui = temporalServer ? `http://127.0.0.1:${uiPort}` : `(the Web UI of ${config.temporalAddress})`;
-      out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${redisShown}  (Ctrl-C stops)`);
+      out.line(
+        `ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${redisShown}  ` +
+          `Metrics ${server.url}/metrics  (Ctrl-C stops)`,
+      );
       if (options.demo) {
         runDemo(config, out).catch((err: unknown) => {
           out.line(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
@@ -112,6 +158,8 @@ export async function runDev(config: ChainConfig, out: Output, options: { demo: 
       watcher.stop();
       out.line('dev: worker and intake stopped');
     } finally {
+      await server?.close();
+      await tracing?.shutdown();
       await client.connection.close();
       await connection.close();
       intakeReader.disconnect();
