@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
-import { freePort, startRedis, type RunningRedis } from '../../scripts/servers';
+import { PROJECT_ROOT, freePort, startRedis, type RunningRedis } from '../../scripts/servers';
 import { startCli, type CliProcess } from '../cli-runner';
 import {
   chainHarness,
@@ -120,6 +122,8 @@ afterAll(async () => {
 });
 
 const planIds: string[] = [];
+/** What the worker's and the intake's /metrics served: the alerts and the dashboard are checked against it. */
+const scraped: string[] = [];
 
 describe('the worker process with METRICS_PORT', () => {
   it("serves the chain's series on /metrics with the counts of a real run, and the SDK's beside them", async () => {
@@ -163,6 +167,7 @@ describe('the worker process with METRICS_PORT', () => {
     const after = await scrapeUntil((t) => sum(t, 'permit_chain_plans_blocked') === 0, 'no blocked plan');
     expect(sum(after, 'permit_chain_plans_ended_total', { outcome: 'executed' })).toBe(4);
     expect(sum(after, 'permit_chain_plans_started_total')).toBe(4);
+    scraped.push(after);
   }, 90_000);
 
   it('logs JSON lines: every line about a plan carries its plan_id and workflow_id, and no password', () => {
@@ -285,6 +290,7 @@ describe('the intake process with METRICS_PORT', () => {
           sum(t, 'permit_chain_intake_unread_entries') === 0,
         'one dead letter, one entry pending, nothing unread',
       );
+      scraped.push(await scrape());
       const ready = await get('/readyz');
       expect(ready).toEqual({ status: 200, body: 'ready\nredis: ok\ntemporal: ok\nintake: ok\n' });
       expect(await intake.stop('SIGTERM')).toBe(0);
@@ -293,4 +299,28 @@ describe('the intake process with METRICS_PORT', () => {
       redis.disconnect();
     }
   }, 60_000);
+});
+
+describe('deploy/prometheus/alerts.yml and deploy/grafana/permit-chain.json', () => {
+  it('ask only for series the worker and the intake serve', () => {
+    expect(scraped).toHaveLength(2);
+    const served = new Set(
+      scraped
+        .join('\n')
+        .match(/^# TYPE \S+/gm)
+        ?.map((line) => line.slice('# TYPE '.length)),
+    );
+    for (const file of ['deploy/prometheus/alerts.yml', 'deploy/grafana/permit-chain.json']) {
+      const asked = new Set(
+        readFileSync(join(PROJECT_ROOT, file), 'utf8').match(/\b(permit_chain|temporal|process)_\w+/g),
+      );
+      expect(asked.size, file).toBeGreaterThan(5);
+      for (const name of asked) {
+        // A family named in a comment (`permit_chain_intake_*`) is not a series.
+        if (name.endsWith('_')) continue;
+        const base = name.replace(/_(bucket|count|sum)$/, '');
+        expect(served.has(name) || served.has(base), `${file}: ${name}`).toBe(true);
+      }
+    }
+  });
 });
