@@ -42,7 +42,7 @@ describe('OpenTelemetry tracing', () => {
       const plan = makePlan({ symbol: 'LTCUSDT', qty: '1' });
       const final = await worker.runUntil(async () => {
         const { handle } = await startPlan(client, h.config, plan);
-        return (await handle.result());
+        return await handle.result();
       });
       expect(final.outcome).toBe('executed');
 
