@@ -128,7 +128,6 @@ export class PlanIntake {
           entries = await this.claimAbandoned();
         }
         if (!backlog && entries.length === 0) entries = await this.read('>', this.options.blockMs);
-        this.lastReadAt = Date.now();
       });
       if (!ok) continue;
       await this.processAll(entries);
@@ -165,6 +164,7 @@ export class PlanIntake {
             from,
           )
     ) as [string, StreamEntry[]][] | null;
+    this.lastReadAt = Date.now();
     return reply?.[0]?.[1] ?? [];
   }
 

@@ -89,7 +89,8 @@ describe('permit-chain dev', () => {
     await first.waitFor(/7\. exchange 0, ledger 0: demo done/);
     // The stack's /metrics, /healthz and /readyz, at the address the ready line printed: the demo's plan counted.
     expect(await (await fetch(metricsUrl)).text()).toContain('permit_chain_plans_ended_total{outcome="executed"} 1');
-    expect((await fetch(new URL('/readyz', metricsUrl))).status).toBe(200);
+    const ready = await fetch(new URL('/readyz', metricsUrl));
+    expect(`${ready.status} ${await ready.text()}`).toMatch(/^200 ready\n/);
     expect(first.output()).toContain('P3.3 denied: reconcile_required_qty_mismatch (exchange 0.062 vs ledger 0.002');
     expect(first.output()).toContain('5. the position watcher wakes the plan: no retry needed');
     expect(first.output()).toContain('6. executed: order paper-');
