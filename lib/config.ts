@@ -194,6 +194,29 @@ const EnvSchema = z.object({
     }),
   GOVERNOR_MAX_QTY: optionalDecimal,
   GOVERNOR_MAX_NOTIONAL: optionalDecimal,
+  METRICS_PORT: z
+    .string()
+    .optional()
+    .refine((raw) => raw === undefined || (/^\d{1,5}$/.test(raw.trim()) && Number(raw) <= 65535), {
+      message: 'must be a TCP port, 0 to 65535 (0: any free port)',
+    })
+    .transform((raw) => (raw === undefined ? null : Number(raw))),
+  METRICS_HOST: z
+    .string()
+    .default('0.0.0.0')
+    .refine((raw) => /^[A-Za-z0-9.:-]+$/.test(raw), { message: 'must be an address to listen on, e.g. 0.0.0.0' }),
+  LOG_LEVEL: z
+    .enum(['trace', 'debug', 'info', 'warn', 'error', 'silent'], {
+      message: 'must be trace, debug, info, warn, error or silent',
+    })
+    .default('info'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z
+    .string()
+    .optional()
+    .refine((raw) => raw === undefined || (/^https?:\/\/\S+$/.test(raw) && URL.canParse(raw)), {
+      message: 'must be an http:// or https:// URL, e.g. http://otel-collector:4318',
+    }),
+  OTEL_SERVICE_NAME: z.string().min(1).optional(),
 });
 
 /** A value that must never be printed: `String()`, JSON and `console.log` show `***`; `reveal()` gives it. */
@@ -283,6 +306,21 @@ export interface ChainConfig {
   /** Largest qty × price one plan may have (`GOVERNOR_MAX_NOTIONAL`, `…_<SYMBOL>`); null: no limit. */
   maxNotional: string | null;
   maxNotionalBySymbol: Record<string, string>;
+  /** What the worker and the intake tell about themselves: metrics, health, logs, traces. */
+  telemetry: TelemetryConfig;
+}
+
+export interface TelemetryConfig {
+  /** `METRICS_PORT`: where `/metrics`, `/healthz` and `/readyz` are served; null: not served; 0: a free port. */
+  metricsPort: number | null;
+  /** `METRICS_HOST`: the address that port listens on. */
+  metricsHost: string;
+  /** `LOG_LEVEL`: the lowest level written. */
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** `OTEL_EXPORTER_OTLP_ENDPOINT`: where traces go (OTLP over HTTP); null: tracing off. */
+  otlpEndpoint: string | null;
+  /** `OTEL_SERVICE_NAME`; null: the process's own name (`permit-chain-worker`, …). */
+  serviceName: string | null;
 }
 
 export class ConfigError extends Error {
@@ -472,6 +510,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     maxQtyBySymbol: overrides.GOVERNOR_MAX_QTY,
     maxNotional: e.GOVERNOR_MAX_NOTIONAL,
     maxNotionalBySymbol: overrides.GOVERNOR_MAX_NOTIONAL,
+    telemetry: {
+      metricsPort: e.METRICS_PORT,
+      metricsHost: e.METRICS_HOST,
+      logLevel: e.LOG_LEVEL,
+      otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT ?? null,
+      serviceName: e.OTEL_SERVICE_NAME ?? null,
+    },
   };
 }
 

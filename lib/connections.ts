@@ -119,6 +119,19 @@ function explain(err: unknown, names: TransportNames): string {
   return message;
 }
 
+/**
+ * A Redis error as one line naming the variable to fix, without a password; `refused` says whether it is a refusal
+ * that trying again will not cure (a password or certificate the server turns down), and `auth` whether the refusal
+ * is of the credentials.
+ */
+export function explainRedisError(err: unknown): { line: string; refused: boolean; auth: boolean } {
+  return {
+    line: redactUrl(explain(err, REDIS_NAMES)),
+    refused: isRefusal(err),
+    auth: err instanceof Error && SERVER_AUTH_REFUSAL.test(err.message),
+  };
+}
+
 /** The TLS material named by a config, read now: certificates may be renewed between two starts. */
 function readTls(files: TlsFiles): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
   return {

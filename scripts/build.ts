@@ -2,7 +2,14 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { BUILD_INFO_FILE, BUNDLE_FILE, WORKFLOWS_PATH, hashSources, type BuildInfo } from '../workers/workflow-code';
+import {
+  BUILD_INFO_FILE,
+  BUNDLE_FILE,
+  WORKFLOWS_PATH,
+  WORKFLOW_INTERCEPTOR_MODULES,
+  hashSources,
+  type BuildInfo,
+} from '../workers/workflow-code';
 
 const ROOT = resolve(__dirname, '..');
 
@@ -23,7 +30,11 @@ async function build(outDir: string): Promise<void> {
     { stdio: 'inherit' },
   );
   if (tsc.status !== 0) throw new Error(`tsc failed (exit ${tsc.status ?? tsc.signal})`);
-  const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: buildLogger });
+  const bundle = await bundleWorkflowCode({
+    workflowsPath: WORKFLOWS_PATH,
+    workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
+    logger: buildLogger,
+  });
   writeFileSync(join(outDir, BUNDLE_FILE), bundle.code);
   writeFileSync(join(outDir, BUILD_INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);
   const shown = relative(process.cwd(), outDir) || '.';

@@ -2,12 +2,16 @@ import { createConnection } from 'node:net';
 import { hostname } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { Secret, type ChainConfig } from '../lib/config';
 import type * as DoubleModule from '../test/binance-double/server';
 import type { BinanceDouble } from '../test/binance-double/server';
 import { closeOnFailure, connectRedis } from '../lib/connections';
+import { createLogger, lineLogger } from '../lib/log';
 import { redactUrl } from '../lib/redact';
+import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from '../workers/health';
+import { ChainMetrics, watchIntake, watchPlans } from '../workers/metrics';
+import { processRuntime } from '../workers/runtime';
+import { tracingFor } from '../workers/tracing';
 import {
   DATA_DIR,
   ensureServersInstalled,
@@ -17,7 +21,7 @@ import {
   type RunningTemporal,
 } from './servers';
 import { connectTemporal } from '../client/plans';
-import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../workers/intake';
+import { DEFAULT_INTAKE_OPTIONS, INTAKE_GROUP, PlanIntake } from '../workers/intake';
 import { PositionWatcher } from '../workers/position-watcher';
 import { exchangeFor } from '../activities/exchange';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
@@ -86,9 +90,11 @@ export async function runDev(
   out: Output,
   options: { demo: boolean; exchange?: 'paper' | 'binance-double' },
 ): Promise<void> {
-  // The console is for the stack's own lines here; the SDK speaks up only for warnings. Signals are dev's to handle:
-  // the SDK's own handler would stop the worker, but not in order with the rest.
-  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [] });
+  // The stack's log lines are for a person here: readable, whatever stdout is. Signals are dev's to handle: the
+  // SDK's own handler would stop the worker, but not in order with the rest.
+  const logger = createLogger({ level: baseConfig.telemetry.logLevel, format: 'pretty', base: { component: 'dev' } });
+  const runtime = processRuntime(logger, { sdkMetrics: true, shutdownSignals: [] });
+  const tracing = tracingFor(baseConfig.telemetry, 'permit-chain-dev');
   ensureServersInstalled({ forTests: false });
   const redisUrl = new URL(baseConfig.redisUrl);
   const redisPort = Number(redisUrl.port || 6379);
@@ -129,6 +135,7 @@ export async function runDev(
       out.line(
         `dev: starting the Temporal dev server on port ${temporalPort} (database ${join(DATA_DIR, 'temporal.db')})`,
       );
+      await runtime.install();
       temporalServer = await startDevTemporalServer({
         port: temporalPort,
         uiPort,
@@ -144,23 +151,59 @@ export async function runDev(
     out.line(`dev: workflow code from ${code.description}`);
     const redis = await connectRedis(config);
     const intakeReader = await connectRedis(config).catch(closeOnFailure(redis));
-    const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis, intakeReader));
+    const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis, intakeReader));
     const client = await connectTemporal(config).catch(closeOnFailure(redis, intakeReader, connection));
+    let server: TelemetryServer | undefined;
     try {
-      const worker = await createChainWorker({ config, redis, connection, workflowBundle: code.option.workflowBundle });
+      const metrics = new ChainMetrics();
+      const worker = await createChainWorker({
+        config,
+        redis,
+        connection,
+        metrics,
+        logger,
+        ...(tracing ? { tracing } : {}),
+        ...(code.option.workflowBundle ? { workflowBundle: code.option.workflowBundle } : {}),
+      });
       const watcher = new PositionWatcher({
         subscriber: await connectRedis(config),
         redis,
         client,
         config,
         exchange: exchangeFor(config, redis),
-        log: (line) => out.line(line),
+        log: lineLogger(logger, 'warn'),
       });
       await watcher.start();
       const intake = new PlanIntake(
-        { reader: intakeReader, writer: redis, client, config, log: (line) => out.line(line) },
+        {
+          reader: intakeReader,
+          writer: redis,
+          client,
+          config,
+          log: (line, level = 'info') => logger[level](line),
+          metrics,
+        },
         { ...DEFAULT_INTAKE_OPTIONS, consumer: `dev-${hostname()}` },
       );
+      watchPlans(metrics, client, config, logger);
+      watchIntake(metrics, redis, config, INTAKE_GROUP, logger);
+      const checks = [
+        redisReadiness(redis),
+        temporalReadiness(() => connection.workflowService.getSystemInfo({})),
+        {
+          name: 'worker',
+          check: () => Promise.resolve(worker.getState() === 'RUNNING' ? undefined : worker.getState()),
+        },
+        { name: 'intake', check: () => Promise.resolve(intake.notReading()) },
+      ];
+      server = await serveTelemetry({
+        port: config.telemetry.metricsPort ?? 0,
+        host: '127.0.0.1',
+        metrics,
+        sdkMetrics: () => runtime.sdkMetrics(),
+        checks: () => checks,
+        logger,
+      });
       const stopProcesses = () => {
         intake.stop();
         if (worker.getState() === 'RUNNING') worker.shutdown();
@@ -169,7 +212,10 @@ export async function runDev(
         const running = Promise.all([worker.run(), intake.run()]);
         stop.onRequest(stopProcesses);
         const ui = temporalServer ? `http://127.0.0.1:${uiPort}` : `(the Web UI of ${config.temporalAddress})`;
-        out.line(`ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${redisShown}  (Ctrl-C stops)`);
+        out.line(
+          `ready  Web UI ${ui}  Temporal ${config.temporalAddress}  Redis ${redisShown}  ` +
+            `Metrics ${server.url}/metrics  (Ctrl-C stops)`,
+        );
         if (options.demo) {
           runDemo(config, out).catch((err: unknown) => {
             out.line(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
@@ -182,6 +228,8 @@ export async function runDev(
       }
       watcher.stop();
     } finally {
+      await server?.close();
+      await tracing?.shutdown();
       await client.connection.close();
       await connection.close();
       intakeReader.disconnect();

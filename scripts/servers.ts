@@ -27,7 +27,8 @@ export function ensureServersInstalled(options: { forTests: boolean }): void {
   const redis = onPath('redis-server') !== undefined;
   const chromium = !options.forTests || existsSync(process.env.CHROMIUM_PATH || '/usr/bin/chromium');
   const openssl = !options.forTests || onPath('openssl') !== undefined;
-  if (existsSync(cli) && existsSync(testServer) && redis && chromium && openssl) return;
+  const promtool = !options.forTests || onPath('promtool') !== undefined;
+  if (existsSync(cli) && existsSync(testServer) && redis && chromium && openssl && promtool) return;
   const args = [join(PROJECT_ROOT, 'scripts', 'setup.sh'), ...(options.forTests ? ['--tests'] : [])];
   const setup = spawnSync('bash', args, { stdio: ['ignore', 'inherit', 'inherit'] });
   if (setup.status !== 0) throw new Error(`scripts/setup.sh failed (exit ${setup.status ?? setup.signal})`);

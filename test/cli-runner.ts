@@ -81,3 +81,46 @@ export function runCliOnTerminal(
     });
   });
 }
+
+export interface CliProcess {
+  /** stdout and stderr so far, in arrival order. */
+  output(): string;
+  stderr(): string;
+  /** Resolves with the match of `pattern` in the output once it appears. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  exited: Promise<number | null>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** A long-running `permit-chain` command (worker, intake) as a separate process. */
+export function startCli(args: string[], env: Record<string, string>): CliProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: 'pipe' });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => {
+    err += chunk.toString();
+    out += chunk.toString();
+  });
+  const exited = new Promise<number | null>((done) => child.once('exit', done));
+  return {
+    output: () => out,
+    stderr: () => err,
+    waitFor: async (pattern, timeoutMs = 60_000) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const match = pattern.exec(out);
+        if (match) return match;
+        if (child.exitCode !== null || Date.now() > deadline) {
+          throw new Error(`${pattern} not in the output of permit-chain ${args.join(' ')}:\n${out}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    exited,
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../scripts/servers';
-import { WORKFLOWS_PATH } from '../workers/worker';
+import { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from '../workers/worker';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -28,7 +28,12 @@ export default async function setup(project: TestProject) {
     // `$` as well: tests act the moment a permit (a string) is written, as a racing operator would.
     freePort().then((port) => startRedis({ port, keyspaceEvents: 'Kgh$' })),
     startTemporalDevServer({ uiPort }),
-    bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger }),
+    // The worker's own workflow interceptors too, as `Worker.create` would bundle them.
+    bundleWorkflowCode({
+      workflowsPath: WORKFLOWS_PATH,
+      workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
+      logger: quietLogger,
+    }),
   ]);
   const bundlePath = join(mkdtempSync(join(tmpdir(), 'permit-chain-bundle-')), 'workflow-bundle.js');
   writeFileSync(bundlePath, bundle.code);

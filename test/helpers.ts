@@ -223,3 +223,25 @@ export async function onceWritten(
   await subscriber.psubscribe(`__keyspace@*__:${key}`);
   return { fired: () => fired, stop: () => subscriber.disconnect() };
 }
+
+/** One line of a process's JSON log (lib/log.ts). */
+export interface LogLine {
+  level: string;
+  msg: string;
+  plan_id?: string;
+  workflow_id?: string;
+  [field: string]: unknown;
+}
+
+/** The JSON lines of a worker's or intake's output, parsed; anything else (a refusal on stderr) is left out. */
+export function logLines(output: string): LogLine[] {
+  return output
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as LogLine);
+}
+
+/** The messages of a process's log lines. */
+export function logMessages(output: string): string[] {
+  return logLines(output).map((line) => line.msg);
+}

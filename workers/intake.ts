@@ -5,7 +5,11 @@ import { startPlan } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import { checkTemporalHandshake, closeOnFailure, connectRedis, temporalConnectionOptions } from '../lib/connections';
 import { redisKeys } from '../contract/keys';
+import { lineLogger, type Logger } from '../lib/log';
 import { PlanError, parsePlan } from '../lib/plan';
+import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from './health';
+import { ChainMetrics, watchIntake } from './metrics';
+import { tracingFor } from './tracing';
 
 /** The consumer group every intake process reads `quantum:stream:exit.plan` with. */
 export const INTAKE_GROUP = 'permit-chain';
@@ -38,6 +42,15 @@ const MAX_BACKOFF_MS = 10_000;
 
 type StreamEntry = [id: string, fields: string[] | null];
 
+/** A stream entry id's time: when Redis appended it (`<ms>-<seq>`). */
+function entryTime(id: string): number | undefined {
+  const ms = Number(id.split('-')[0]);
+  return Number.isSafeInteger(ms) && ms > 0 ? ms : undefined;
+}
+
+/** The intake reads at least every blockMs; a loop silent for this long (and a few reads) is stuck. */
+const STALL_MS = 30_000;
+
 function fieldsOf(list: string[]): Record<string, string> {
   const fields: Record<string, string> = {};
   for (let i = 0; i + 1 < list.length; i += 2) fields[list[i] ?? ''] = list[i + 1] ?? '';
@@ -59,6 +72,9 @@ export class PlanIntake {
   private readonly keys;
   private stopping = false;
   readonly counts: IntakeCounts = { started: 0, deadLettered: 0 };
+  /** When the loop last read (or found nothing to read), and what failed since, if anything: its readiness. */
+  private lastReadAt = 0;
+  private failure: string | undefined;
 
   constructor(
     private readonly deps: {
@@ -67,7 +83,9 @@ export class PlanIntake {
       writer: Redis;
       client: Client;
       config: ChainConfig;
-      log: (line: string) => void;
+      log: (line: string, level?: 'info' | 'warn') => void;
+      /** Where entries taken are counted; none: not counted. */
+      metrics?: ChainMetrics;
     },
     private readonly options: IntakeOptions = DEFAULT_INTAKE_OPTIONS,
   ) {
@@ -77,6 +95,16 @@ export class PlanIntake {
   /** Asks the loop to stop after the batch in hand: what was read is finished and acknowledged first. */
   stop(): void {
     this.stopping = true;
+  }
+
+  /** Why the intake is not reading its stream now (for `/readyz`), or undefined while it reads. */
+  notReading(): string | undefined {
+    if (this.stopping) return 'stopping';
+    if (this.failure !== undefined) return this.failure;
+    if (this.lastReadAt === 0) return 'not reading yet';
+    const silent = Date.now() - this.lastReadAt;
+    if (silent > Math.max(STALL_MS, 3 * this.options.blockMs)) return `no read for ${Math.round(silent / 1000)}s`;
+    return undefined;
   }
 
   async run(): Promise<IntakeCounts> {
@@ -136,6 +164,7 @@ export class PlanIntake {
             from,
           )
     ) as [string, StreamEntry[]][] | null;
+    this.lastReadAt = Date.now();
     return reply?.[0]?.[1] ?? [];
   }
 
@@ -205,11 +234,15 @@ export class PlanIntake {
         .xack(stream, INTAKE_GROUP, id)
         .exec();
       this.counts.deadLettered += 1;
-      this.deps.log(`intake: ${id} dead-lettered: ${err.message}`);
+      this.deps.metrics?.intakeEntries.inc({ result: 'dead_lettered' });
+      this.deps.log(`intake: ${id} dead-lettered: ${err.message}`, 'warn');
       return;
     }
     await writer.xack(stream, INTAKE_GROUP, id);
     this.counts.started += 1;
+    this.deps.metrics?.intakeEntries.inc({ result: 'started' });
+    const arrived = entryTime(id);
+    if (arrived !== undefined) this.deps.metrics?.intakeLag.observe(Math.max(0, Date.now() - arrived) / 1000);
   }
 
   private backoffMs = 0;
@@ -219,10 +252,12 @@ export class PlanIntake {
     try {
       await step();
       this.backoffMs = 0;
+      this.failure = undefined;
       return true;
     } catch (err) {
       this.backoffMs = Math.min(MAX_BACKOFF_MS, this.backoffMs === 0 ? 250 : this.backoffMs * 2);
-      this.deps.log(`intake: could not ${what} (${describe(err)}); retrying in ${this.backoffMs} ms`);
+      this.failure = `could not ${what} (${describe(err)})`;
+      this.deps.log(`intake: could not ${what} (${describe(err)}); retrying in ${this.backoffMs} ms`, 'warn');
       await new Promise((resolve) => setTimeout(resolve, this.backoffMs));
       return false;
     }
@@ -253,28 +288,56 @@ function describe(err: unknown): string {
 
 /**
  * The intake process: runs until SIGINT or SIGTERM, then finishes the batch in hand, acknowledges it and exits.
- * Redis and Temporal may be down at start or go away: it says so and retries.
+ * Redis and Temporal may be down at start or go away: it says so and retries. With METRICS_PORT it serves
+ * `/metrics`, `/healthz` and `/readyz` (ready while it reads its stream).
  */
-export async function runIntake(
-  config: ChainConfig,
-  options: IntakeOptions,
-  log: (line: string) => void = console.log,
-): Promise<IntakeCounts> {
+export async function runIntake(config: ChainConfig, options: IntakeOptions, logger: Logger): Promise<IntakeCounts> {
+  const { telemetry } = config;
   // Waits for neither server (the loop does, saying so), but stops at once on a refused certificate or password.
   await checkTemporalHandshake(config);
-  const reader = await connectRedis(config, { waitForReady: false });
-  const writer = await connectRedis(config, { waitForReady: false }).catch(closeOnFailure(reader));
+  const redisLog = lineLogger(logger, 'warn');
+  const reader = await connectRedis(config, { waitForReady: false, log: redisLog });
+  const writer = await connectRedis(config, { waitForReady: false, log: redisLog }).catch(closeOnFailure(reader));
+  const tracing = tracingFor(telemetry, 'permit-chain-intake');
   const connection = Connection.lazy(temporalConnectionOptions(config));
-  const client = new Client({ connection, namespace: config.temporalNamespace });
-  const intake = new PlanIntake({ reader, writer, client, config, log }, options);
+  const client = new Client({
+    connection,
+    namespace: config.temporalNamespace,
+    ...(tracing ? { plugins: [tracing.plugin] } : {}),
+  });
+  const metrics = new ChainMetrics();
+  const log = (line: string, level: 'info' | 'warn' = 'info') => logger[level](line);
+  const intake = new PlanIntake({ reader, writer, client, config, log, metrics }, options);
   const stop = () => intake.stop();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  let server: TelemetryServer | undefined;
   try {
+    if (telemetry.metricsPort !== null) {
+      watchIntake(metrics, writer, config, INTAKE_GROUP, logger);
+      const checks = [
+        redisReadiness(writer),
+        temporalReadiness(() => connection.workflowService.getSystemInfo({})),
+        { name: 'intake', check: () => Promise.resolve(intake.notReading()) },
+      ];
+      server = await serveTelemetry({
+        port: telemetry.metricsPort,
+        host: telemetry.metricsHost,
+        metrics,
+        checks: () => checks,
+        logger,
+      });
+      logger.info(
+        { metrics_url: `${server.url}/metrics` },
+        `intake: metrics ${server.url}/metrics, health /healthz, /readyz`,
+      );
+    }
     return await intake.run();
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
+    await server?.close();
+    await tracing?.shutdown();
     await connection.close().catch(() => undefined);
     reader.disconnect();
     writer.disconnect();

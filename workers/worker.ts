@@ -7,12 +7,30 @@ import type { ExchangePort } from '../activities/exchange/port';
 import { loadApproverKeys } from '../lib/approval';
 import { connectTemporal } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
-import { closeOnFailure, connectRedis, connectTemporalWith } from '../lib/connections';
+import {
+  ConnectionError,
+  closeOnFailure,
+  connectRedis,
+  connectTemporalWith,
+  explainRedisError,
+} from '../lib/connections';
+import { createLogger, lineLogger, type Logger } from '../lib/log';
 import { redactUrl } from '../lib/redact';
+import {
+  describeRedisFailure,
+  redisReadiness,
+  serveTelemetry,
+  temporalReadiness,
+  type ReadinessCheck,
+  type TelemetryServer,
+} from './health';
+import { ChainMetrics, chainObserverSinks, observeActivities, watchPlans } from './metrics';
 import { PositionWatcher } from './position-watcher';
-import { workflowCode } from './workflow-code';
+import { processRuntime, type ProcessRuntime } from './runtime';
+import { tracingFor, type Tracing } from './tracing';
+import { WORKFLOW_INTERCEPTOR_MODULES, workflowCode } from './workflow-code';
 
-export { WORKFLOWS_PATH } from './workflow-code';
+export { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from './workflow-code';
 
 export interface ChainWorkerOptions {
   config: ChainConfig;
@@ -28,6 +46,12 @@ export interface ChainWorkerOptions {
   approverKeys?: ReadonlyMap<string, KeyObject>;
   /** The exchange the activities trade on; default: the paper exchange over the same Redis. */
   exchange?: ExchangePort;
+  /** Where the chain's series are counted; default: a registry of this worker's own, not served. */
+  metrics?: ChainMetrics;
+  /** The process's logger; default: warnings and errors only, as JSON lines. */
+  logger?: Logger;
+  /** OpenTelemetry tracing (workers/tracing.ts); default: none. */
+  tracing?: Tracing;
 }
 
 /** Builds the worker for the chain's task queue over one Redis connection and one Temporal connection. */
@@ -37,6 +61,8 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   const exchange = options.exchange ?? exchangeFor(config, redis, clock);
   // Read once at start: a production worker whose approvers cannot sign does not start.
   const approverKeys = options.approverKeys ?? loadApproverKeys(config);
+  const metrics = options.metrics ?? new ChainMetrics({ processMetrics: false });
+  const logger = options.logger ?? createLogger({ level: 'warn', format: 'json' });
   return Worker.create({
     connection,
     namespace: config.temporalNamespace,
@@ -44,46 +70,136 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
     activities: createActivities({ redis, config, exchange, clock, approverKeys }),
     // Bounded so that thousands of parked plans keep memory flat; a workflow out of the cache replays when it wakes.
     maxCachedWorkflows: config.workflowCacheSize,
+    // A prebuilt bundle carries the workflow interceptors already; the SDK uses these only when it bundles itself.
+    interceptors: { activity: [observeActivities(metrics, logger)], workflowModules: WORKFLOW_INTERCEPTOR_MODULES },
+    sinks: chainObserverSinks(metrics, logger),
+    ...(options.tracing ? { plugins: [options.tracing.plugin] } : {}),
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : workflowCode().option),
   });
 }
 
-/** The worker's connection to Temporal: the chain's options (TLS, API key), one clear line on failure. */
+/**
+ * How long Redis may refuse a running worker's credentials (or certificate) before it stops. A worker that cannot
+ * use Redis fails every layer it runs, and a workflow whose local activities run here stays stuck here: stopping
+ * lets the other workers take its work, and its supervisor restart it with the secret fixed. The grace rides out a
+ * password being changed on both sides.
+ */
+const REDIS_REFUSAL_GRACE_MS = 10_000;
+
+/**
+ * Watches the worker's Redis connections for a refusal that does not cure itself (a password or certificate
+ * rejected on a reconnect: the secret was rotated, the ACL user disabled) and stops the worker when it lasts
+ * {@link REDIS_REFUSAL_GRACE_MS}. Returns what was refused, once it has stopped the worker for it.
+ */
+function stopOnRedisRefusal(connections: Redis[], worker: Worker, logger: Logger): () => string | undefined {
+  let timer: NodeJS.Timeout | undefined;
+  let refused: string | undefined;
+  for (const redis of connections) {
+    redis.on('error', (err: unknown) => {
+      if (timer || refused !== undefined || !explainRedisError(err).refused) return;
+      const why = describeRedisFailure(err);
+      logger.error(
+        `worker: Redis refuses this worker (${why}); stopping in ${REDIS_REFUSAL_GRACE_MS / 1000}s unless it accepts`,
+      );
+      timer = setTimeout(() => {
+        refused = why;
+        logger.error(`worker: Redis still refuses (${why}): stopping, so that other workers take the work`);
+        worker.shutdown();
+      }, REDIS_REFUSAL_GRACE_MS);
+    });
+    redis.on('ready', () => {
+      clearTimeout(timer);
+      timer = undefined;
+    });
+  }
+  return () => refused;
+}
+
+/**
+ * The worker's connection to Temporal: the chain's options (TLS, API key), one clear line on failure. `runtime`
+ * is installed just before it (workers/runtime.ts).
+ */
 export function connectWorkerTemporal(
   config: Pick<ChainConfig, 'temporalAddress' | 'temporalTls' | 'temporalApiKey'>,
+  runtime?: ProcessRuntime,
 ): Promise<NativeConnection> {
-  return connectTemporalWith(config, (options) => NativeConnection.connect(options));
+  return connectTemporalWith(config, async (options) => {
+    await runtime?.install();
+    return NativeConnection.connect(options);
+  });
+}
+
+/** The logger of a worker or intake process: JSON lines, readable on a terminal, at LOG_LEVEL. */
+export function processLogger(config: Pick<ChainConfig, 'telemetry'>, component: string): Logger {
+  return createLogger({ level: config.telemetry.logLevel, base: { component } });
 }
 
 /**
  * The worker process: runs until SIGINT or SIGTERM, then lets running activities finish (the SDK's graceful
- * shutdown) and closes its connections.
+ * shutdown) and closes its connections. With METRICS_PORT it serves `/metrics`, `/healthz` and `/readyz`; a Redis
+ * that refuses its credentials while it runs stops it (exit 1), as it would have at start.
  */
-export async function runWorker(config: ChainConfig, log: (line: string) => void = console.log): Promise<void> {
+export async function runWorker(config: ChainConfig, logger: Logger = processLogger(config, 'worker')): Promise<void> {
+  const { telemetry } = config;
   const approverKeys = loadApproverKeys(config);
   // Checked before connecting: a compiled worker without its bundle, or with a stale one, does not start.
   const code = workflowCode();
+  const runtime = processRuntime(logger, { sdkMetrics: telemetry.metricsPort !== null });
+  const log = lineLogger(logger);
   log(`worker: workflow code from ${code.description}`);
-  const redis = await connectRedis(config);
-  const connection = await connectWorkerTemporal(config).catch(closeOnFailure(redis));
+  const redisLog = { log: lineLogger(logger, 'warn') };
+  const redis = await connectRedis(config, redisLog);
+  const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis));
   const client = await connectTemporal(config).catch(closeOnFailure(redis, connection));
+  const subscriber = await connectRedis(config, redisLog).catch(closeOnFailure(redis, connection, client.connection));
   const watcher = new PositionWatcher({
-    subscriber: await connectRedis(config).catch(closeOnFailure(redis, connection, client.connection)),
+    subscriber,
     redis,
     client,
     config,
     exchange: exchangeFor(config, redis),
-    log,
+    // Its lines are all about what it cannot do.
+    log: lineLogger(logger, 'warn'),
   });
+  const metrics = new ChainMetrics();
+  const tracing = tracingFor(telemetry, 'permit-chain-worker');
+  let server: TelemetryServer | undefined;
   try {
     const worker = await createChainWorker({
       config,
       redis,
       connection,
       approverKeys,
-      workflowBundle: code.option.workflowBundle,
+      metrics,
+      logger,
+      ...(tracing ? { tracing } : {}),
+      ...(code.option.workflowBundle ? { workflowBundle: code.option.workflowBundle } : {}),
     });
+    const refused = stopOnRedisRefusal([redis, subscriber], worker, logger);
     await watcher.start();
+    if (telemetry.metricsPort !== null) {
+      watchPlans(metrics, client, config, logger);
+      const checks: ReadinessCheck[] = [
+        redisReadiness(redis),
+        temporalReadiness(() => connection.workflowService.getSystemInfo({})),
+        {
+          name: 'worker',
+          check: () => Promise.resolve(worker.getState() === 'RUNNING' ? undefined : worker.getState()),
+        },
+      ];
+      server = await serveTelemetry({
+        port: telemetry.metricsPort,
+        host: telemetry.metricsHost,
+        metrics,
+        sdkMetrics: () => runtime.sdkMetrics(),
+        checks: () => checks,
+        logger,
+      });
+      logger.info(
+        { metrics_url: `${server.url}/metrics` },
+        `worker: metrics ${server.url}/metrics, health /healthz, /readyz`,
+      );
+    }
     const temporal = `${config.temporalAddress}${config.temporalTls ? ' (TLS)' : ''}`;
     const mode =
       config.tradingMode === 'production'
@@ -91,8 +207,12 @@ export async function runWorker(config: ChainConfig, log: (line: string) => void
         : 'testnet mode (the Governor approves by itself)';
     log(`worker: ${mode}, task queue ${config.taskQueue} on ${temporal}, Redis ${redactUrl(config.redisUrl)}`);
     await worker.run();
+    const why = refused();
+    if (why !== undefined) throw new ConnectionError(`Redis at ${redactUrl(config.redisUrl)}: ${why}`);
     log('worker: stopped');
   } finally {
+    await server?.close();
+    await tracing?.shutdown();
     watcher.stop();
     await client.connection.close();
     await connection.close();

@@ -10,6 +10,11 @@ const SOURCE_ROOT = join(__dirname, ...(COMPILED ? ['..', '..'] : ['..']));
 
 /** The workflows' entry in the sources: what webpack bundles, at build time or at a worker's start. */
 export const WORKFLOWS_PATH = join(SOURCE_ROOT, 'workflows', 'index.ts');
+/**
+ * Loaded into the workflow sandbox beside `workflows/` (and into every prebuilt bundle: scripts/build.ts,
+ * test/global-setup.ts): they tell the worker when plans start and end (workflows/observe.ts).
+ */
+export const WORKFLOW_INTERCEPTOR_MODULES = [join(SOURCE_ROOT, 'workflows', 'observe.ts')];
 /** What `npm run build` writes beside the compiled code: the workflow bundle and what the build was made from. */
 export const BUNDLE_FILE = 'workflow-bundle.js';
 export const BUILD_INFO_FILE = 'build-info.json';

@@ -4,7 +4,7 @@ import { Option, type Command } from 'commander';
 import { UsageError, type CommandContext } from './context';
 import { loadConfig, requireExplicitMode } from '../../lib/config';
 import { remoteServers, runBench, type BenchOptions } from '../bench';
-import { runWorker } from '../../workers/worker';
+import { processLogger, runWorker } from '../../workers/worker';
 import type * as DevModule from '../dev';
 
 /** The processes: the embedded stack, the worker, the intake, and the benchmark. */
@@ -39,7 +39,8 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
     .description("run the chain's worker until SIGINT/SIGTERM")
     .action(async () => {
       requireExplicitMode(ctx.env, 'worker');
-      await runWorker(ctx.config(), (line) => ctx.out().line(line));
+      const cfg = ctx.config();
+      await runWorker(cfg, processLogger(cfg, 'worker'));
     });
   program
     .command('intake')
@@ -56,7 +57,8 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
       requireExplicitMode(ctx.env, 'intake');
       const { consumer, batchSize, claimIdle } = opts;
       const options = { ...DEFAULT_INTAKE_OPTIONS, consumer, batchSize, claimIdleMs: claimIdle };
-      await runIntake(ctx.config(), options, (line) => ctx.out().line(line));
+      const cfg = ctx.config();
+      await runIntake(cfg, options, processLogger(cfg, 'intake'));
     });
   program
     .command('bench')

@@ -10,7 +10,7 @@ import { planWorkflowId } from '../../contract/messages';
 import { CLI, runCli } from '../cli-runner';
 import { PROJECT_ROOT } from '../../scripts/servers';
 import { packageVersion } from '../../scripts/version';
-import { chainHarness, eventually, setPositions, testEnv, type ChainHarness } from '../helpers';
+import { chainHarness, eventually, logMessages, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 const env = testEnv();
 let h: ChainHarness;
@@ -175,7 +175,10 @@ describe('permit-chain against a running worker', () => {
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     const exited = new Promise<number | null>((done) => child.once('exit', done));
     await eventually(() => Promise.resolve(out.includes(`task queue ${env.TASK_QUEUE}`) || undefined));
-    expect(out).toMatch(/^worker: testnet mode \(the Governor approves by itself\), task queue /m);
+    // Its lines are JSON (stdout is no terminal here): the start line is one's message.
+    expect(logMessages(out)).toContainEqual(
+      expect.stringMatching(/^worker: testnet mode \(the Governor approves by itself\), task queue /),
+    );
     await setPositions(h, 'DOTUSDT', '1', '1');
     const run = await runCli(
       ['submit', '--symbol', 'DOTUSDT', '--side', 'SELL', '--qty', '1', '--wait', '--json'],
@@ -184,6 +187,6 @@ describe('permit-chain against a running worker', () => {
     expect((JSON.parse(run.stdout) as ChainStatus).outcome).toBe('executed');
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
-    expect(out).toContain('worker: stopped');
+    expect(logMessages(out)).toContain('worker: stopped');
   });
 });

@@ -114,8 +114,13 @@ describe('permit-chain dev', () => {
     const first = startDev(['--demo'], env);
     running.push(first);
     await first.waitFor(new RegExp(`ready  Web UI http://127\\.0\\.0\\.1:${uiPort}`));
+    const [, metricsUrl = ''] = await first.waitFor(/^ready .* Metrics (http:\/\/127\.0\.0\.1:\d+\/metrics) /m);
     const [, planId] = await first.waitFor(/submitted: plan ([0-9a-f]{16})/);
     await first.waitFor(/7\. exchange 0, ledger 0: demo done/);
+    // The stack's /metrics, /healthz and /readyz, at the address the ready line printed: the demo's plan counted.
+    expect(await (await fetch(metricsUrl)).text()).toContain('permit_chain_plans_ended_total{outcome="executed"} 1');
+    const ready = await fetch(new URL('/readyz', metricsUrl));
+    expect(`${ready.status} ${await ready.text()}`).toMatch(/^200 ready\n/);
     expect(first.output()).toContain('P3.3 denied: reconcile_required_qty_mismatch (exchange 0.062 vs ledger 0.002');
     expect(first.output()).toContain('5. the position watcher wakes the plan: no retry needed');
     expect(first.output()).toContain('6. executed: order paper-');

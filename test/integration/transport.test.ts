@@ -99,7 +99,7 @@ describe('Redis over TLS with an ACL user, Temporal behind a terminator that che
   it('runs a plan through the whole chain: worker and CLI as separate processes', async () => {
     const worker = startProcess('worker', secure);
     try {
-      await worker.waitFor(/^worker: testnet mode .*, task queue /m);
+      await worker.waitFor(/"msg":"worker: testnet mode .*, task queue /);
       await setPositions(h, 'SOLUSDT', '2', '2');
       const run = await runCli(
         ['submit', '--symbol', 'SOLUSDT', '--side', 'SELL', '--qty', '0.5', '--wait', '--json'],

@@ -42,6 +42,7 @@ describe('loadConfig', () => {
       maxQtyBySymbol: {},
       maxNotional: null,
       maxNotionalBySymbol: {},
+      telemetry: { metricsPort: null, metricsHost: '0.0.0.0', logLevel: 'info', otlpEndpoint: null, serviceName: null },
     });
   });
 
@@ -83,6 +84,11 @@ describe('loadConfig', () => {
       GOVERNOR_MAX_QTY_BTCUSDT: '0.1',
       GOVERNOR_MAX_NOTIONAL: '100000',
       GOVERNOR_MAX_NOTIONAL_ETHUSDT: '2500.5',
+      METRICS_PORT: '9464',
+      METRICS_HOST: '127.0.0.1',
+      LOG_LEVEL: 'debug',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318',
+      OTEL_SERVICE_NAME: 'permit-chain-eu',
     });
     expect(config).toEqual<ChainConfig>({
       redisUrl: 'rediss://redis.internal:6380/2',
@@ -113,6 +119,13 @@ describe('loadConfig', () => {
       maxQtyBySymbol: { BTCUSDT: '0.1' },
       maxNotional: '100000',
       maxNotionalBySymbol: { ETHUSDT: '2500.5' },
+      telemetry: {
+        metricsPort: 9464,
+        metricsHost: '127.0.0.1',
+        logLevel: 'debug',
+        otlpEndpoint: 'http://otel-collector:4318',
+        serviceName: 'permit-chain-eu',
+      },
     });
   });
 
@@ -140,6 +153,15 @@ describe('loadConfig', () => {
     ['a max qty that is not a number', { GOVERNOR_MAX_QTY: 'abc' }, 'GOVERNOR_MAX_QTY'],
     ['a negative max notional', { GOVERNOR_MAX_NOTIONAL: '-100' }, 'GOVERNOR_MAX_NOTIONAL'],
     ['a max notional with an exponent', { GOVERNOR_MAX_NOTIONAL: '1e5' }, 'GOVERNOR_MAX_NOTIONAL'],
+    ['a metrics port that is not a number', { METRICS_PORT: 'http' }, 'METRICS_PORT'],
+    ['a metrics port above 65535', { METRICS_PORT: '65536' }, 'METRICS_PORT'],
+    ['a negative metrics port', { METRICS_PORT: '-1' }, 'METRICS_PORT'],
+    ['an unknown log level', { LOG_LEVEL: 'verbose' }, 'LOG_LEVEL'],
+    [
+      'an OTLP endpoint that is not http',
+      { OTEL_EXPORTER_OTLP_ENDPOINT: 'otel-collector:4318' },
+      'OTEL_EXPORTER_OTLP_ENDPOINT',
+    ],
     ['a bad per-symbol max qty', { GOVERNOR_MAX_QTY_BTCUSDT: 'abc' }, 'GOVERNOR_MAX_QTY_BTCUSDT'],
     ['a negative per-symbol max qty', { GOVERNOR_MAX_QTY_BTCUSDT: '-0.1' }, 'GOVERNOR_MAX_QTY_BTCUSDT'],
     ['a bad per-symbol max notional', { GOVERNOR_MAX_NOTIONAL_ETHUSDT: 'x' }, 'GOVERNOR_MAX_NOTIONAL_ETHUSDT'],

@@ -1,0 +1,345 @@
+import type { Client } from '@temporalio/client';
+import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
+import type { Redis } from 'ioredis';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ChainActivities } from '../activities';
+import { PERMIT_CHAIN_WORKFLOW } from '../contract/messages';
+import type { ExecuteResult, GovernorAnswer, P33Permit } from '../contract/types';
+import type { ChainConfig } from '../lib/config';
+import { planFields, planIdOf, type Logger } from '../lib/log';
+import { redisKeys } from '../contract/keys';
+import type { ChainObserverSinks } from '../workflows/observe';
+
+/**
+ * The chain's Prometheus series, all `permit_chain_*`. Each is measured where it is true summed over any number of
+ * processes: counters and histograms where the event happens once (an activity's attempt in the worker that runs it,
+ * a plan's start and end in the worker that runs that workflow task, an entry in the intake that takes it); the
+ * gauges of state shared by all (blocked plans, pending entries) are read at scrape time from Temporal's visibility
+ * and Redis, so every process reports the same value: aggregate them with max(), not sum().
+ */
+export class ChainMetrics {
+  readonly registry = new Registry();
+
+  readonly plansStarted = new Counter({
+    name: 'permit_chain_plans_started_total',
+    help: "Plans whose workflow started (counted once, by the worker that ran the plan's first workflow task).",
+    registers: [this.registry],
+  });
+  readonly plansEnded = new Counter({
+    name: 'permit_chain_plans_ended_total',
+    help: 'Plans that ended, by outcome (executed, denied, rejected, expired, cancelled, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly planDuration = new Histogram({
+    name: 'permit_chain_plan_duration_seconds',
+    help: "Chain latency: from the plan's workflow start to its end, by outcome.",
+    labelNames: ['outcome'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+    registers: [this.registry],
+  });
+  readonly stageDuration = new Histogram({
+    name: 'permit_chain_stage_duration_seconds',
+    help: "Time of one layer's call (one activity attempt), by stage and activity, ok or error.",
+    labelNames: ['stage', 'activity', 'result'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly permits = new Counter({
+    name: 'permit_chain_permits_total',
+    help: "The Governor's and P3.3's decisions, by layer, decision and reason (as in the audit stream).",
+    labelNames: ['layer', 'decision', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly executions = new Counter({
+    name: 'permit_chain_executions_total',
+    help: "Execute's results: an order's status (FILLED, …), or not_placed and why.",
+    labelNames: ['status', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly intakeEntries = new Counter({
+    name: 'permit_chain_intake_entries_total',
+    help: 'Entries of the exit.plan stream the intake took: started (a workflow exists) or dead_lettered.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly intakeLag = new Histogram({
+    name: 'permit_chain_intake_lag_seconds',
+    help: "Intake lag: from an entry's arrival on the exit.plan stream (its id's time) to its plan's workflow start.",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    // CPU, memory, event loop lag and the like, without a prefix: the conventional names dashboards know.
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The Prometheus text of every series, the chain's and then `extra` (the SDK's, when given). */
+  async text(extra?: () => Promise<string>): Promise<string> {
+    const own = await this.registry.metrics();
+    const more = extra ? await extra() : '';
+    return more === '' ? own : `${own}\n${more.endsWith('\n') ? more : `${more}\n`}`;
+  }
+}
+
+/** Which layer each activity belongs to: the `stage` label of its durations. */
+const STAGE_OF: Record<keyof ChainActivities, string> = {
+  admitPlan: 'governor',
+  requestPermit: 'governor',
+  verifyDecision: 'governor',
+  recordOperatorDecision: 'operator',
+  publishPlan: 'apply',
+  checkPosition: 'p33',
+  peekPosition: 'p33',
+  executePlan: 'execute',
+  holdSymbol: 'symbol',
+  releaseSymbol: 'symbol',
+  dropWaiter: 'symbol',
+};
+
+/** What a layer's result says, counted: a permit's decision, P3.3's, Execute's order. */
+function countResult(metrics: ChainMetrics, activity: string, result: unknown, log: Logger): void {
+  if (activity === 'requestPermit') {
+    const answer = result as GovernorAnswer;
+    if (answer.kind === 'permit') {
+      const { granted, reason } = answer.permit;
+      metrics.permits.inc({ layer: 'governor', decision: granted ? 'granted' : 'denied', reason });
+      if (!granted) log.info({ layer: 'governor', reason }, `Governor denied: ${reason}`);
+    } else if (answer.kind === 'approval_required') {
+      metrics.permits.inc({ layer: 'governor', decision: 'approval_requested', reason: answer.reason });
+    } else {
+      metrics.permits.inc({ layer: 'governor', decision: 'rate_limited', reason: 'rate_limited' });
+    }
+  } else if (activity === 'checkPosition') {
+    const permit = result as P33Permit;
+    metrics.permits.inc({ layer: 'p33', decision: permit.allow ? 'allowed' : 'denied', reason: permit.reason });
+    if (!permit.allow) {
+      log.info(
+        {
+          layer: 'p33',
+          reason: permit.reason,
+          exchange_amount: permit.exchange_amount,
+          ledger_amount: permit.ledger_amount,
+        },
+        `P3.3 denied: ${permit.reason} (exchange ${permit.exchange_amount} vs ledger ${permit.ledger_amount}, tolerance ${permit.tolerance})`,
+      );
+    }
+  } else if (activity === 'executePlan') {
+    const outcome = result as ExecuteResult;
+    if (outcome.placed) {
+      const { status, order_id, filled_qty, avg_price } = outcome.execution;
+      metrics.executions.inc({ status, reason: '' });
+      log.info(
+        { order_id, status, filled_qty, avg_price },
+        `Execute: order ${order_id} ${status} ${filled_qty} @ ${avg_price}`,
+      );
+    } else {
+      metrics.executions.inc({ status: 'not_placed', reason: outcome.reason });
+      log.info({ reason: outcome.reason }, `Execute: no order (${outcome.detail})`);
+    }
+  }
+}
+
+/**
+ * The activity interceptor that times every layer's call and counts its decision, in the worker that runs it (local
+ * activities included): an attempt is timed once, wherever it runs. Its lines about a plan carry `plan_id` and
+ * `workflow_id`.
+ */
+export function observeActivities(metrics: ChainMetrics, logger: Logger): ActivityInterceptorsFactory {
+  return (ctx) => ({
+    inbound: {
+      async execute(input, next) {
+        const { activityType } = ctx.info;
+        const workflowId = ctx.info.workflowExecution?.workflowId ?? '';
+        const planId = planIdOf(workflowId);
+        const stage = STAGE_OF[activityType as keyof ChainActivities] ?? 'other';
+        const started = performance.now();
+        let result: unknown;
+        try {
+          result = await next(input);
+        } catch (err) {
+          metrics.stageDuration.observe(
+            { stage, activity: activityType, result: 'error' },
+            (performance.now() - started) / 1000,
+          );
+          throw err;
+        }
+        metrics.stageDuration.observe(
+          { stage, activity: activityType, result: 'ok' },
+          (performance.now() - started) / 1000,
+        );
+        const log = logger.child(planId !== undefined ? planFields(planId) : { workflow_id: workflowId });
+        countResult(metrics, activityType, result, log);
+        return result;
+      },
+    },
+  });
+}
+
+/** The worker's end of workflows/observe.ts: plan starts and endings, counted and logged. */
+export function chainObserverSinks(metrics: ChainMetrics, logger: Logger): InjectedSinks<ChainObserverSinks> {
+  return {
+    chainObserver: {
+      planStarted: {
+        fn: (info) => {
+          metrics.plansStarted.inc();
+          logger.debug(idFields(info.workflowId), 'plan started');
+        },
+      },
+      planEnded: {
+        fn: (info, outcome) => {
+          // The worker's clock against the server's start time: both are wall clocks, and the chain is the span.
+          const seconds = Math.max(0, (Date.now() - info.startTime.getTime()) / 1000);
+          metrics.plansEnded.inc({ outcome });
+          metrics.planDuration.observe({ outcome }, seconds);
+          logger.info(
+            { ...idFields(info.workflowId), outcome, duration_s: Number(seconds.toFixed(3)) },
+            `plan ended: ${outcome}`,
+          );
+        },
+      },
+    },
+  };
+}
+
+function idFields(workflowId: string): Record<string, string> {
+  const planId = planIdOf(workflowId);
+  return planId !== undefined ? planFields(planId) : { workflow_id: workflowId };
+}
+
+/** Gauges read at most this often, however many scrapes ask: each reading is a query to Temporal or Redis. */
+const GAUGE_REFRESH_MS = 5_000;
+/** A scrape does not wait longer than this for a gauge's source. */
+const GAUGE_TIMEOUT_MS = 2_000;
+
+function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, fail) => {
+    timer = setTimeout(() => fail(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * A gauge read at scrape time from a shared source, remembered for {@link GAUGE_REFRESH_MS}. When the source does
+ * not answer, the series is left out of the scrape (an alert on `absent()` sees it) and the failure logged once.
+ */
+function sharedGauge(
+  registry: Registry,
+  spec: { name: string; help: string },
+  read: () => Promise<number>,
+  logger: Logger,
+): void {
+  let cached: { at: number; value: number } | undefined;
+  let failing = false;
+  new Gauge({
+    ...spec,
+    registers: [registry],
+    async collect() {
+      if (cached && Date.now() - cached.at < GAUGE_REFRESH_MS) {
+        this.set(cached.value);
+        return;
+      }
+      try {
+        const value = await within(GAUGE_TIMEOUT_MS, spec.name, read());
+        cached = { at: Date.now(), value };
+        this.set(value);
+        if (failing) logger.info(`metrics: ${spec.name} readable again`);
+        failing = false;
+      } catch (err) {
+        cached = undefined;
+        this.reset();
+        if (!failing)
+          logger.warn(`metrics: cannot read ${spec.name} (${err instanceof Error ? err.message : String(err)})`);
+        failing = true;
+      }
+    },
+  });
+}
+
+/**
+ * The plans at rest, counted from Temporal's visibility (the search attribute `ChainStage` of running plans on this
+ * task queue): the same number from every worker, true whichever worker last ran them.
+ */
+export function watchPlans(metrics: ChainMetrics, client: Client, config: ChainConfig, logger: Logger): void {
+  const running = (stage: string) =>
+    `WorkflowType = '${PERMIT_CHAIN_WORKFLOW}' AND ExecutionStatus = 'Running' AND TaskQueue = '${config.taskQueue}' ` +
+    `AND ChainStage = '${stage}'`;
+  const count = async (stage: string) => (await client.workflow.count(running(stage))).count;
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_plans_blocked',
+      help: 'Running plans blocked by P3.3 now (the same value from every process).',
+    },
+    () => count('blocked'),
+    logger,
+  );
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_plans_awaiting_approval',
+      help: 'Running plans awaiting a signed approval now (production mode; the same value from every process).',
+    },
+    () => count('awaiting_approval'),
+    logger,
+  );
+}
+
+/** The exit.plan stream as the intake's consumer group sees it, and its dead letters: from Redis, at scrape time. */
+export function watchIntake(
+  metrics: ChainMetrics,
+  redis: Redis,
+  config: ChainConfig,
+  group: string,
+  logger: Logger,
+): void {
+  const keys = redisKeys(config.keyPrefix);
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_intake_pending_entries',
+      help: 'Entries read by an intake and not yet acknowledged (XPENDING of the group).',
+    },
+    async () => {
+      const reply = (await redis.xpending(keys.exitPlanStream, group).catch(noGroup([0]))) as [number, ...unknown[]];
+      return Number(reply[0] ?? 0);
+    },
+    logger,
+  );
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_intake_unread_entries',
+      help: 'Entries on the exit.plan stream that no intake has read yet (the consumer group lag).',
+    },
+    async () => {
+      const groups = (await redis.xinfo('GROUPS', keys.exitPlanStream).catch(noGroup([]))) as unknown[][];
+      for (const fields of groups) {
+        const info: Record<string, unknown> = {};
+        for (let i = 0; i + 1 < fields.length; i += 2) info[String(fields[i])] = fields[i + 1];
+        if (info.name === group) return Number(info.lag ?? 0);
+      }
+      return await redis.xlen(keys.exitPlanStream);
+    },
+    logger,
+  );
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_intake_dead_letters',
+      help: 'Entries on the exit.plan.dead stream (plans refused at intake).',
+    },
+    () => redis.xlen(keys.exitPlanDeadStream),
+    logger,
+  );
+}
+
+/** A stream or group that does not exist yet is an empty one. */
+function noGroup<T>(empty: T) {
+  return (err: unknown): T => {
+    if (/NOGROUP|no such key/i.test(String(err))) return empty;
+    throw err;
+  };
+}
