@@ -113,7 +113,7 @@ describe('the image, its two stages run without Docker', () => {
     const output = collect(worker);
     try {
       await eventually(
-        () => Promise.resolve(/state: 'RUNNING'/.test(output.text()) ? true : undefined),
+        () => Promise.resolve(/state: 'RUNNING'|"state":"RUNNING"/.test(output.text()) ? true : undefined),
         60_000,
         'RUNNING',
       );

@@ -164,7 +164,9 @@ describe('permit-chain intake', () => {
     const keys = redisKeys(env.KEY_PREFIX);
     const intake = startIntake(env, null);
     const consumer = `intake-${hostname()}`;
-    await eventually(() => Promise.resolve(intake.output().includes(`as ${INTAKE_GROUP}/${consumer}\n`) || undefined));
+    // The consumer name ends the start line (a JSON log line: then a quote).
+    const started = new RegExp(`as ${INTAKE_GROUP}/${consumer}(\n|")`);
+    await eventually(() => Promise.resolve(started.test(intake.output()) || undefined));
     // A refused entry: read, dead-lettered and acknowledged by this consumer, with no worker needed.
     await redis.xadd(keys.exitPlanStream, '*', 'action', 'HOLD', 'symbol', 'BTCUSDT');
     await eventually(async () => ((await redis.xlen(keys.exitPlanDeadStream)) === 1 ? true : undefined));
