@@ -200,28 +200,19 @@ export function devServerArgs({ file }: { file: boolean }): string[] {
   return args;
 }
 
-export interface RunningTemporal {
-  address: string;
-  process: ChildProcess;
-  /** SIGTERM and wait: the server finishes what it writes. */
-  stop(): Promise<void>;
-}
-
 /**
- * The Temporal dev server for `permit-chain dev`, in a process group of its own (the SDK's starter keeps it in ours):
- * a terminal's Ctrl-C then reaches `dev` alone, which stops its worker and intake first and the servers last, so
- * that neither sees its server vanish under it. The same settings as `startTemporalDevServer`; it logs errors only,
- * since a stopping server's own pollers warn about the connections it closes.
+ * The command line of the Temporal dev server as `dev` runs it (a database file, the chain's search attributes, full
+ * speed, errors only), for whoever starts it as a process of its own: `dev`, and the chaos run, which kills it.
+ * Without `uiPort` it serves no Web UI.
  */
-export async function startDevTemporalServer(options: {
+export function devTemporalServerCommand(options: {
   port: number;
-  uiPort: number;
+  uiPort?: number;
   dbFilename: string;
   namespace: string;
-}): Promise<RunningTemporal> {
+}): { command: string; args: string[] } {
   const cli = temporalCliExecutable();
   if (cli.type !== 'existing-path') throw new Error(`no Temporal CLI in ${TOOLS_DIR}: ${SETUP_HINT}`);
-  const address = `127.0.0.1:${options.port}`;
   const args = [
     'server',
     'start-dev',
@@ -229,8 +220,7 @@ export async function startDevTemporalServer(options: {
     '127.0.0.1',
     '--port',
     String(options.port),
-    '--ui-port',
-    String(options.uiPort),
+    ...(options.uiPort !== undefined ? ['--ui-port', String(options.uiPort)] : ['--headless']),
     '--db-filename',
     options.dbFilename,
     '--namespace',
@@ -251,7 +241,31 @@ export async function startDevTemporalServer(options: {
     ]),
     ...devServerArgs({ file: true }),
   ];
-  const child = spawn(cli.path, args, { stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+  return { command: cli.path, args };
+}
+
+export interface RunningTemporal {
+  address: string;
+  process: ChildProcess;
+  /** SIGTERM and wait: the server finishes what it writes. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The Temporal dev server for `permit-chain dev`, in a process group of its own (the SDK's starter keeps it in ours):
+ * a terminal's Ctrl-C then reaches `dev` alone, which stops its worker and intake first and the servers last, so
+ * that neither sees its server vanish under it. The same settings as `startTemporalDevServer`; it logs errors only,
+ * since a stopping server's own pollers warn about the connections it closes.
+ */
+export async function startDevTemporalServer(options: {
+  port: number;
+  uiPort: number;
+  dbFilename: string;
+  namespace: string;
+}): Promise<RunningTemporal> {
+  const { command, args } = devTemporalServerCommand(options);
+  const address = `127.0.0.1:${options.port}`;
+  const child = spawn(command, args, { stdio: ['ignore', 'inherit', 'inherit'], detached: true });
   const exited = new Promise<never>((_, fail) =>
     child.once('exit', (code) => fail(new Error(`the Temporal dev server exited with code ${code}`))),
   );

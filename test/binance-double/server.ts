@@ -547,6 +547,17 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
 
   // --- the HTTP plumbing ----------------------------------------------------------------------------------------
 
+  const positionList = (): DoublePosition[] =>
+    [...positionBook].map(([key, { amount, entryPrice }]) => {
+      const [symbol = '', positionSide = 'BOTH'] = key.split('|');
+      return {
+        symbol,
+        positionSide: positionSide as PositionSide,
+        positionAmt: formatDec(amount),
+        entryPrice: formatDec(entryPrice),
+      };
+    });
+
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
     res.end(JSON.stringify(body));
@@ -554,11 +565,13 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
 
   /**
    * `GET /double/v1/ping` says it is the double; `POST /double/v1/position?symbol=&amount=[&positionSide=]` sets a
-   * position; `POST /double/v1/fault` with a JSON fault body queues it; `GET /double/v1/orders` lists the orders.
+   * position; `POST /double/v1/fault` with a JSON fault body queues it; `GET /double/v1/orders` lists the orders,
+   * `GET /double/v1/positions` the positions.
    */
   const control = (method: string, what: string, params: URLSearchParams, rawBody: string, res: ServerResponse) => {
     if (method === 'GET' && what === 'ping') return send(res, 200, { double: 'binance-usdm' });
     if (method === 'GET' && what === 'orders') return send(res, 200, orderBook);
+    if (method === 'GET' && what === 'positions') return send(res, 200, positionList());
     if (method === 'POST' && what === 'position') {
       const symbol = params.get('symbol') ?? undefined;
       const amount = params.get('amount');
@@ -721,16 +734,7 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     },
     pendingFaults: () => faults.map((fault) => ({ ...fault })),
     orders: () => orderBook.map((order) => ({ ...order })),
-    positions: () =>
-      [...positionBook].map(([key, { amount, entryPrice }]) => {
-        const [symbol = '', positionSide = 'BOTH'] = key.split('|');
-        return {
-          symbol,
-          positionSide: positionSide as PositionSide,
-          positionAmt: formatDec(amount),
-          entryPrice: formatDec(entryPrice),
-        };
-      }),
+    positions: positionList,
     stop: () =>
       new Promise<void>((resolve, reject) => {
         server.closeAllConnections();

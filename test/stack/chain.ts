@@ -5,14 +5,17 @@
 import { CLI } from '../cli-runner';
 import type { ProcessSpec } from './processes';
 
-/** `permit-chain worker`: ready once its workflow bundle is built and it says which task queue it serves. */
+/**
+ * `permit-chain worker`: ready once its workflow bundle is built and it says which task queue it serves (a readable
+ * line on a terminal, the `msg` of a JSON line otherwise).
+ */
 export function workerSpec(name: string, env: Record<string, string>): ProcessSpec {
   return {
     name,
     command: process.execPath,
     args: [CLI, 'worker'],
     env,
-    ready: /^worker: .* task queue /,
+    ready: /(^|"msg":")worker: .* task queue /,
     // It bundles the workflows at start: seconds, more on a busy machine.
     readyTimeoutMs: 120_000,
     // Its graceful shutdown lets running activities finish.
@@ -31,7 +34,7 @@ export function intakeSpec(
     command: process.execPath,
     args: [CLI, 'intake', '--consumer', options.consumer ?? name, '--claim-idle', options.claimIdle ?? '30s'],
     env,
-    ready: /^intake: .* reading /,
+    ready: /(^|"msg":")intake: .* reading /,
     readyTimeoutMs: 60_000,
   };
 }

@@ -173,7 +173,7 @@ export async function planOutcome(client: Client, planId: string): Promise<Chain
 }
 
 /** Every entry of a stream, page by page: each entry's `plan_id`. */
-async function streamPlanIds(redis: Redis, stream: string): Promise<string[]> {
+export async function streamPlanIds(redis: Redis, stream: string): Promise<string[]> {
   const ids: string[] = [];
   const page = 1000;
   let start = '-';
