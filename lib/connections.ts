@@ -4,6 +4,7 @@ import { connect as tlsConnect, type ConnectionOptions as TlsOptions } from 'nod
 import type { TLSConfig } from '@temporalio/client';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { ChainConfig, TlsFiles } from './config';
+import type { ConnectionState } from './connection-state';
 import { redactUrl } from './redact';
 
 /** A server that cannot be reached or that refuses us; the message is the one line an operator needs. */
@@ -161,7 +162,14 @@ export interface RedisConnectOptions {
   waitForReady?: boolean;
   /** How long to wait for Redis to answer; default 10 s, the Temporal SDK's connect timeout. */
   timeoutMs?: number;
+  /**
+   * The process's view of Redis, shared by its connections: once connected, an outage is one line when it starts and
+   * one when it ends (lib/connection-state.ts), not a line per error. A refusal is still reported through `log`.
+   */
+  state?: ConnectionState;
 }
+
+let connectionCount = 0;
 
 /**
  * The one way the chain connects to Redis (`REDIS_URL`, `REDIS_TLS_*`). A refused TLS handshake or password
@@ -173,17 +181,32 @@ export async function connectRedis(
   options: RedisConnectOptions = {},
 ): Promise<Redis> {
   const { log = (line: string) => console.warn(line), waitForReady = true, timeoutMs = CONNECT_TIMEOUT_MS } = options;
+  const { state } = options;
   const where = `Redis at ${redactUrl(config.redisUrl)}`;
   const redis = new Redis(config.redisUrl, redisOptions(config));
+  const who = `redis-${++connectionCount}`;
   let reporting = false;
   let last = '';
   const report = (err: unknown) => {
     const line = `redis: ${redactUrl(explain(err, REDIS_NAMES))}`;
+    if (state && !isRefusal(err)) {
+      // An outage: the state's two lines tell it; the reconnect attempts' errors are its symptoms.
+      if (reporting) state.connectionDown(who, line.replace(/^redis: /, ''));
+      last = line;
+      return;
+    }
     if (reporting && line !== last) log(line);
     last = line;
   };
   redis.on('error', report);
-  redis.on('ready', () => (last = ''));
+  redis.on('ready', () => {
+    last = '';
+    if (reporting) state?.connectionUp(who);
+  });
+  // Emitted only when it will reconnect (not on a deliberate disconnect): the connection was lost.
+  redis.on('reconnecting', () => {
+    if (reporting) state?.connectionDown(who, last.replace(/^redis: /, '') || 'connection closed');
+  });
   const failure = await new Promise<unknown>((done) => {
     let seen: unknown;
     const timer = setTimeout(() => finish(seen ?? new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);

@@ -136,10 +136,17 @@ function sdkFields(meta: LogMetadata | undefined): Record<string, unknown> {
   return fields;
 }
 
-/** The SDK's logger interface (`Runtime.install({ logger })`) over the process's logger. */
-export function sdkLogger(logger: Logger): SdkLogger {
+/** Says whether one of the SDK's lines is to be left out (true), e.g. a symptom of an outage already reported. */
+export type SdkLineFilter = (level: LogLevel, message: string, meta: LogMetadata | undefined) => boolean;
+
+/**
+ * The SDK's logger interface (`Runtime.install({ logger })`) over the process's logger. `quiet` leaves out the lines
+ * it says are to be left out (lib/connection-state.ts: an outage is two lines, not a stack trace per retry).
+ */
+export function sdkLogger(logger: Logger, quiet?: SdkLineFilter): SdkLogger {
   // The SDK's own metadata names its part (`sdkComponent`: worker, workflow, activity, core).
   const log = (level: LogLevel, message: string, meta?: LogMetadata) => {
+    if (quiet?.(level, message, meta)) return;
     logger[SDK_LEVELS[level] ?? 'info'](sdkFields(meta), message);
   };
   return {

@@ -9,6 +9,7 @@ import { lineLogger, type Logger } from '../lib/log';
 import { PlanError, parsePlan } from '../lib/plan';
 import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from './health';
 import { ChainMetrics, watchIntake } from './metrics';
+import { outagesOf } from './outages';
 import { tracingFor } from './tracing';
 
 /** The consumer group every intake process reads `quantum:stream:exit.plan` with. */
@@ -295,9 +296,11 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
   const { telemetry } = config;
   // Waits for neither server (the loop does, saying so), but stops at once on a refused certificate or password.
   await checkTemporalHandshake(config);
-  const redisLog = lineLogger(logger, 'warn');
-  const reader = await connectRedis(config, { waitForReady: false, log: redisLog });
-  const writer = await connectRedis(config, { waitForReady: false, log: redisLog }).catch(closeOnFailure(reader));
+  // An outage of Redis or Temporal is two lines (lost, back after N s), not a line per failed try.
+  const outages = outagesOf(config, logger);
+  const redisLog = { waitForReady: false, log: lineLogger(logger, 'warn'), state: outages.redis };
+  const reader = await connectRedis(config, redisLog);
+  const writer = await connectRedis(config, redisLog).catch(closeOnFailure(reader));
   const tracing = tracingFor(telemetry, 'permit-chain-intake');
   const connection = Connection.lazy(temporalConnectionOptions(config));
   const client = new Client({
@@ -305,8 +308,13 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
     namespace: config.temporalNamespace,
     ...(tracing ? { plugins: [tracing.plugin] } : {}),
   });
+  outages.redisCheck(() => writer.ping());
+  outages.temporalCheck(() => connection.workflowService.getSystemInfo({}));
   const metrics = new ChainMetrics();
-  const log = (line: string, level: 'info' | 'warn' = 'info') => logger[level](line);
+  const log = (line: string, level: 'info' | 'warn' = 'info') => {
+    if (level === 'warn' && outages.quietLine(line)) return;
+    logger[level](line);
+  };
   const intake = new PlanIntake({ reader, writer, client, config, log, metrics }, options);
   const stop = () => intake.stop();
   process.once('SIGINT', stop);
@@ -334,6 +342,7 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
     }
     return await intake.run();
   } finally {
+    outages.close();
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     await server?.close();

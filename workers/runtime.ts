@@ -1,7 +1,7 @@
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { Runtime } from '@temporalio/worker';
-import { sdkLogger, type Logger } from '../lib/log';
+import { sdkLogger, type Logger, type SdkLineFilter } from '../lib/log';
 
 /** A port free on the loopback now, for the SDK's exporter to bind. */
 function freeLoopbackPort(): Promise<number> {
@@ -49,12 +49,12 @@ export interface ProcessRuntime {
  */
 export function processRuntime(
   logger: Logger,
-  options: { sdkMetrics: boolean; shutdownSignals?: NodeJS.Signals[] },
+  options: { sdkMetrics: boolean; shutdownSignals?: NodeJS.Signals[]; quiet?: SdkLineFilter },
 ): ProcessRuntime {
   let installing: Promise<string | undefined> | undefined;
   return {
     install: async () => {
-      installing ??= install(logger, options.sdkMetrics, options.shutdownSignals);
+      installing ??= install(logger, options.sdkMetrics, options.shutdownSignals, options.quiet);
       await installing;
     },
     async sdkMetrics() {
@@ -76,10 +76,11 @@ async function install(
   logger: Logger,
   sdkMetrics: boolean,
   shutdownSignals?: NodeJS.Signals[],
+  quiet?: SdkLineFilter,
 ): Promise<string | undefined> {
   const port = sdkMetrics ? await freeLoopbackPort() : undefined;
   Runtime.install({
-    logger: sdkLogger(logger),
+    logger: sdkLogger(logger, quiet),
     // Unset: the SDK's own SIGINT/SIGTERM handling; `dev` stops its processes in order itself.
     ...(shutdownSignals ? { shutdownSignals } : {}),
     telemetryOptions: {

@@ -25,6 +25,7 @@ import {
   type TelemetryServer,
 } from './health';
 import { ChainMetrics, chainObserverSinks, observeActivities, watchPlans } from './metrics';
+import { outagesOf } from './outages';
 import { PositionWatcher } from './position-watcher';
 import { processRuntime, type ProcessRuntime } from './runtime';
 import { tracingFor, type Tracing } from './tracing';
@@ -144,14 +145,19 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
   const approverKeys = loadApproverKeys(config);
   // Checked before connecting: a compiled worker without its bundle, or with a stale one, does not start.
   const code = workflowCode();
-  const runtime = processRuntime(logger, { sdkMetrics: telemetry.metricsPort !== null });
+  // While Redis or Temporal is away, the process says so once, and once when it is back: the failed polls,
+  // activities and steps of the outage are its symptoms, not lines of their own.
+  const outages = outagesOf(config, logger);
+  const runtime = processRuntime(logger, { sdkMetrics: telemetry.metricsPort !== null, quiet: outages.quietSdk });
   const log = lineLogger(logger);
   log(`worker: workflow code from ${code.description}`);
-  const redisLog = { log: lineLogger(logger, 'warn') };
+  const redisLog = { log: lineLogger(logger, 'warn'), state: outages.redis };
   const redis = await connectRedis(config, redisLog);
   const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis));
   const client = await connectTemporal(config).catch(closeOnFailure(redis, connection));
   const subscriber = await connectRedis(config, redisLog).catch(closeOnFailure(redis, connection, client.connection));
+  outages.redisCheck(() => redis.ping());
+  outages.temporalCheck(() => connection.workflowService.getSystemInfo({}));
   const watcher = new PositionWatcher({
     subscriber,
     redis,
@@ -159,7 +165,9 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     config,
     exchange: exchangeFor(config, redis),
     // Its lines are all about what it cannot do.
-    log: lineLogger(logger, 'warn'),
+    log: (line) => {
+      if (!outages.quietLine(line)) logger.warn(line);
+    },
   });
   const metrics = new ChainMetrics();
   const tracing = tracingFor(telemetry, 'permit-chain-worker');
@@ -211,6 +219,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     if (why !== undefined) throw new ConnectionError(`Redis at ${redactUrl(config.redisUrl)}: ${why}`);
     log('worker: stopped');
   } finally {
+    outages.close();
     await server?.close();
     await tracing?.shutdown();
     watcher.stop();
