@@ -5,6 +5,7 @@ import { ConfigError, loadConfig } from '../lib/config';
 import { PlanError } from '../lib/plan';
 import { redactUrl } from '../lib/redact';
 import { UsageError, type CommandContext } from './commands/context';
+import { addChaosCommand } from './commands/chaos';
 import { addOperatorsCommands } from './commands/operators';
 import { addPlansCommands } from './commands/plans';
 import { addProcessesCommands } from './commands/processes';
@@ -58,6 +59,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
   addProcessesCommands(program, ctx);
   addPlansCommands(program, ctx);
   addOperatorsCommands(program, ctx);
+  addChaosCommand(program, ctx);
   return { program, exitCode: () => exitCode };
 }
 

@@ -1,0 +1,89 @@
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { HOUR, durationUpTo, upTo } from '../cli-args';
+import { UsageError, type CommandContext } from './context';
+import type * as ChaosModule from '../../test/stack/chaos';
+
+/** The fault kinds, as `--faults` takes them (test/stack/chaos.ts FAULT_KINDS, listed here: loading it is lazy). */
+const FAULT_NAMES = [
+  'worker-kill',
+  'intake-kill',
+  'worker-stop',
+  'redis-kill',
+  'temporal-restart',
+  'double-lost-response',
+  'double-5xx',
+  'double-429',
+] as const;
+
+function faultList(value: string): (typeof FAULT_NAMES)[number][] {
+  const names = value.split(',').map((name) => name.trim());
+  const unknown = names.filter((name) => !(FAULT_NAMES as readonly string[]).includes(name));
+  if (unknown.length > 0 || names.length === 0) {
+    throw new InvalidArgumentError(`must be fault kinds separated by commas, from ${FAULT_NAMES.join(', ')}`);
+  }
+  return names as (typeof FAULT_NAMES)[number][];
+}
+
+function seedArg(value: string): number {
+  if (!/^\d{1,10}$/.test(value) || Number(value) > 0xffffffff) {
+    throw new InvalidArgumentError('must be a whole number from 0 to 4294967295');
+  }
+  return Number(value);
+}
+
+/** `chaos`: the bounded fault run on a local stack of its own (test/stack/chaos.ts). */
+export function addChaosCommand(program: Command, ctx: CommandContext): void {
+  program
+    .command('chaos')
+    .description(
+      'a bounded fault run on a stack of its own (loopback): plans fed while processes and servers are killed, ' +
+        'then the invariants checked; exit 1 on any violation, naming the plans',
+    )
+    .option('--duration <time>', 'feed plans and inject faults this long (default 3m)', durationUpTo(4 * HOUR))
+    .option('--plans <n>', 'or until this many plans are fed', upTo(100_000))
+    .option('--seed <n>', 'the schedule of plans and faults (default: random, printed)', seedArg)
+    .addOption(
+      new Option('--exchange <venue>', 'the Binance double (its faults too), or the paper exchange')
+        .choices(['binance-double', 'paper'])
+        .default('binance-double'),
+    )
+    .option('--faults <kinds>', `which faults, comma-separated (default all: ${FAULT_NAMES.join(', ')})`, faultList)
+    .option('--rate <n>', 'plans fed per second, bursts aside', upTo(100), 2)
+    .action(
+      async (opts: {
+        duration?: number;
+        plans?: number;
+        seed?: number;
+        exchange: 'binance-double' | 'paper';
+        faults?: (typeof FAULT_NAMES)[number][];
+        rate: number;
+      }) => {
+        if (opts.duration !== undefined && opts.plans !== undefined) {
+          throw new UsageError('chaos: --duration and --plans exclude each other: give one');
+        }
+        // Loaded only here: test code (the process module, the double), which a production install does not have.
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
+        const { DEFAULT_CHAOS_OPTIONS, runChaos } = require('../../test/stack/chaos') as typeof ChaosModule;
+        const o = ctx.out();
+        const report = await runChaos(
+          {
+            ...DEFAULT_CHAOS_OPTIONS,
+            ...(opts.plans !== undefined ? { durationMs: undefined, plans: opts.plans } : {}),
+            ...(opts.duration !== undefined ? { durationMs: opts.duration } : {}),
+            seed: opts.seed ?? Math.floor(Math.random() * 0xffffffff),
+            exchange: opts.exchange,
+            faults: opts.faults ?? DEFAULT_CHAOS_OPTIONS.faults,
+            feedPerS: opts.rate,
+          },
+          (line) => o.line(line),
+        );
+        o.result(report.violations.length === 0 ? 'chaos: passed' : 'chaos: failed', {
+          seed: report.seed,
+          violations: report.violations,
+          plan_ids: report.planIds,
+          faults: report.faults,
+        });
+        if (report.violations.length > 0) ctx.setExit(1);
+      },
+    );
+}
