@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { ConnectionState, serverAway } from '../../lib/connection-state';
+
+describe('the connection state', () => {
+  it('says once that the server is lost and once that it is back, however many connections and errors', () => {
+    let now = 1_000;
+    const lines: string[] = [];
+    const state = new ConnectionState(
+      'Redis at redis://127.0.0.1:6379/0',
+      (line, level) => lines.push(`${level} ${line}`),
+      () => now,
+    );
+    state.connectionDown('a', 'nothing answers (connection refused)');
+    state.connectionDown('b', 'nothing answers (connection refused)');
+    state.connectionDown('a', 'again');
+    now += 2_500;
+    state.connectionUp('a');
+    expect(state.lost).toBe(true);
+    state.connectionUp('b');
+    state.connectionUp('b');
+    expect(lines).toEqual([
+      'warn Redis at redis://127.0.0.1:6379/0: lost (nothing answers (connection refused)); retrying quietly until it is back',
+      'info Redis at redis://127.0.0.1:6379/0: back after 2.5 s',
+    ]);
+    expect(state.lost).toBe(false);
+  });
+
+  it("sorts an outage's symptoms by server, and leaves an exchange's refused connection alone", () => {
+    expect(serverAway('Error: Connection is closed.')).toBe('redis');
+    expect(serverAway('connect ECONNREFUSED 127.0.0.1:6379', '127.0.0.1:6379')).toBe('redis');
+    expect(serverAway('connect ECONNREFUSED 127.0.0.1:18080', '127.0.0.1:6379')).toBeUndefined();
+    expect(serverAway('Status { code: Unavailable, message: "tcp connect error" }')).toBe('temporal');
+    expect(serverAway('qty must be > 0')).toBeUndefined();
+  });
+});
