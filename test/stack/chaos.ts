@@ -134,6 +134,13 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
   const group = new ProcessGroup(options.logDir);
   let redis: Redis | undefined;
   let client: Client | undefined;
+  // Ctrl-C or SIGTERM stops what the run started before it goes: nothing of it outlives the run.
+  const interrupted = () => {
+    print('chaos: interrupted: stopping its processes');
+    void group.stopAll().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     const [redisPort, temporalPort, doublePort] = await Promise.all([freePort(), freePort(), freePort()]);
     const redisUrl = `redis://127.0.0.1:${redisPort}/0`;
@@ -331,7 +338,8 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
           say(`chaos: reconcile ${BLOCKED_SYMBOL} failed (${fixed.stderr.trim().split('\n')[0]}); again in 2 s`);
           await sleep(2_000);
         }
-        for (const planId of round) while (!(await ended(planId))) await sleep(1_000);
+        // Bounded by the feed: a plan that never ends is the drain's to report, not a reason to run on.
+        for (const planId of round) while (feedingOn() && !(await ended(planId))) await sleep(1_000);
       }
     })();
 
@@ -550,6 +558,8 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     writeFileSync(join(options.logDir, 'summary.txt'), `${lines.join('\n')}\n`);
     return { seed: options.seed, violations, planIds, faults, lines };
   } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     redis?.disconnect();
     await client?.connection.close().catch(() => undefined);
     await group.stopAll();
