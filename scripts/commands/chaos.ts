@@ -49,6 +49,7 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
     )
     .option('--faults <kinds>', `which faults, comma-separated (default all: ${FAULT_NAMES.join(', ')})`, faultList)
     .option('--rate <n>', 'plans fed per second, bursts aside', upTo(100), 2)
+    .option('--drain <time>', 'how long the plans may take to end once feeding stops (default 5m)', durationUpTo(HOUR))
     .action(
       async (opts: {
         duration?: number;
@@ -57,6 +58,7 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
         exchange: 'binance-double' | 'paper';
         faults?: (typeof FAULT_NAMES)[number][];
         rate: number;
+        drain?: number;
       }) => {
         if (opts.duration !== undefined && opts.plans !== undefined) {
           throw new UsageError('chaos: --duration and --plans exclude each other: give one');
@@ -74,6 +76,7 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
             exchange: opts.exchange,
             faults: opts.faults ?? DEFAULT_CHAOS_OPTIONS.faults,
             feedPerS: opts.rate,
+            ...(opts.drain !== undefined ? { drainTimeoutMs: opts.drain } : {}),
           },
           (line) => o.line(line),
         );

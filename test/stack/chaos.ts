@@ -549,10 +549,17 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
           ` (${list.map((f) => (f.recoveryMs === undefined ? '–' : s(f.recoveryMs))).join(', ')})`,
       );
     }
+    // The money first: orders, deadlines and positions, then the Apply stream and the intake, then plans not ended
+    // (which a broken build leaves by the dozen, blocked on the drift its extra orders made).
+    const rank = (v: Violation) =>
+      /order|deadline|exchange|ledger/.test(v.text) ? 0 : /has not ended|designed to end/.test(v.text) ? 2 : 1;
+    violations.sort((a, b) => rank(a) - rank(b));
     const planIds = involvedPlans(violations);
     say(`  violations ${violations.length}`);
     for (const violation of violations.slice(0, 50)) say(`  VIOLATION ${violation.text}`);
     if (violations.length > 50) say(`  … and ${violations.length - 50} more`);
+    const ordered = involvedPlans(violations.filter((v) => rank(v) === 0));
+    if (ordered.length > 0) say(`  plans with an order wrong: ${ordered.join(' ')}`);
     if (planIds.length > 0) say(`  plans involved: ${planIds.join(' ')}`);
     say(`chaos: seed ${options.seed}: ${violations.length === 0 ? 'no violations' : 'FAILED'}`);
     writeFileSync(join(options.logDir, 'summary.txt'), `${lines.join('\n')}\n`);
