@@ -144,7 +144,9 @@ export function chaosViolations(plans: readonly FedPlan[], ending: ChaosEnding):
   const malformed = new Set(ending.malformed);
   for (const id of ending.malformed) if (!dead.has(id)) about(`malformed entry ${id} was not dead-lettered`);
   for (const id of ending.deadLettered) if (!malformed.has(id)) about(`entry ${id} was dead-lettered, not malformed`);
-  return wrong;
+  // Each finding once, however many ways it was reached.
+  const seen = new Set<string>();
+  return wrong.filter((v) => !seen.has(v.text) && Boolean(seen.add(v.text)));
 }
 
 /** The plan ids named by the violations, each once. */
