@@ -212,21 +212,21 @@ export class ChainClient {
   }
 
   /** The runs of the plans a selection finds, each with its history: a visibility list and history reads only. */
-  async planRuns(selection: RunSelection): Promise<PlanRun[]> {
-    return fetchPlanRuns(await this.client(), selection);
+  async planRuns(selection: Omit<RunSelection, 'taskQueue'>): Promise<PlanRun[]> {
+    return fetchPlanRuns(await this.client(), { ...selection, taskQueue: this.config.taskQueue });
   }
 
   /**
-   * The decisions of the plans started from `from` to `to`, re-decided under `settings` from their Temporal
+   * The decisions of the chain's plans (its task queue) started from `from` to `to`, re-decided under `settings` from their Temporal
    * histories (client/what-if.ts). With a rate limit, the plans started one window before `from` fill the symbols'
    * rate windows. Reads only: nothing is written to Temporal or Redis.
    */
   async whatIf(from: Date, to: Date, settings: DecisionSettings): Promise<WhatIfReport & { context_plans: number }> {
     const client = await this.client();
     const converter = client.options.loadedDataConverter.payloadConverter;
-    const records = async (selection: RunSelection): Promise<PlanRecord[]> => {
+    const records = async (selection: Omit<RunSelection, 'taskQueue'>): Promise<PlanRecord[]> => {
       const byPlan = new Map<string, PlanRun[]>();
-      for (const run of await fetchPlanRuns(client, selection)) {
+      for (const run of await fetchPlanRuns(client, { ...selection, taskQueue: this.config.taskQueue })) {
         byPlan.set(run.workflowId, [...(byPlan.get(run.workflowId) ?? []), run]);
       }
       return [...byPlan.values()].flatMap((runs) => readPlanRecord(runs, converter) ?? []);

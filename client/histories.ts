@@ -12,21 +12,22 @@ export interface PlanRun {
   history: History;
 }
 
-/** Which plans' runs to fetch: started in a time range, and/or running now (either matches). */
+/** Which plans' runs to fetch: the chain's (its task queue), started in a time range and/or running now. */
 export interface RunSelection {
+  taskQueue: string;
   startedFrom?: Date;
   startedTo?: Date;
   running?: boolean;
 }
 
-/** The visibility query for a selection: the chain's workflow type, started in the range OR running. */
+/** The visibility query for a selection: the chain's workflow type and task queue, started in the range OR running. */
 export function runQuery(selection: RunSelection): string {
   const range = [
     ...(selection.startedFrom ? [`StartTime >= "${selection.startedFrom.toISOString()}"`] : []),
     ...(selection.startedTo ? [`StartTime <= "${selection.startedTo.toISOString()}"`] : []),
   ].join(' AND ');
   const either = [...(range ? [`(${range})`] : []), ...(selection.running ? ['ExecutionStatus = "Running"'] : [])];
-  const type = `WorkflowType = "${PERMIT_CHAIN_WORKFLOW}"`;
+  const type = `WorkflowType = "${PERMIT_CHAIN_WORKFLOW}" AND TaskQueue = "${selection.taskQueue}"`;
   return either.length > 0 ? `${type} AND (${either.join(' OR ')})` : type;
 }
 
