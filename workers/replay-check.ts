@@ -91,7 +91,7 @@ export function divergingEvent(message: string, history: unknown): { eventId: nu
   const activity = /recorded (?:marker|event) '([^']+)'|scheduled event '([^']+)'/.exec(message);
   const type = activity?.[1] ?? activity?.[2];
   const command = /command '([^']+)'/.exec(message)?.[1];
-  const events = ((history as { events?: JsonOrProtoEvent[] } | undefined)?.events ?? []) as JsonOrProtoEvent[];
+  const events = (history as { events?: JsonOrProtoEvent[] } | undefined)?.events ?? [];
   const first = type ? events.find((event) => recordedActivity(event) === type) : undefined;
   if (!first) return { eventId: null };
   return {

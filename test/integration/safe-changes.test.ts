@@ -190,9 +190,9 @@ describe('what-if', () => {
       [2011, 'f'],
     ];
     for (const [at, plan] of requests) {
-      const [ok, freeAt] = (await (
+      const [ok, freeAt] = await (
         h.redis as unknown as { takeRateSlotTwin: (...a: string[]) => Promise<[number, number]> }
-      ).takeRateSlotTwin(key, String(at), String(rule.windowMs), String(rule.count), plan)) as [number, number];
+      ).takeRateSlotTwin(key, String(at), String(rule.windowMs), String(rule.count), plan);
       const mine = takeRateSlot(twin, at, rule, plan);
       expect(mine, `${plan} at ${at}`).toEqual(ok === 1 ? { ok: true } : { ok: false, freeAt });
     }
