@@ -560,3 +560,57 @@ export function sizeLimitsFor(
   const maxNotional = config.maxNotionalBySymbol[symbol] ?? config.maxNotional ?? undefined;
   return { ...(maxQty !== undefined ? { maxQty } : {}), ...(maxNotional !== undefined ? { maxNotional } : {}) };
 }
+
+/** The worker's variables that the Governor's and P3.3's decisions read: what `permit-chain what-if` proposes. */
+export const DECISION_VARIABLES = [
+  'P33_TOLERANCE',
+  'GOVERNOR_MAX_QTY',
+  'GOVERNOR_MAX_NOTIONAL',
+  'GOVERNOR_RATE_LIMIT',
+  'APPROVERS',
+] as const;
+
+/** The decision settings of a configuration. */
+export type DecisionSettings = Pick<
+  ChainConfig,
+  | 'p33Tolerance'
+  | 'p33ToleranceBySymbol'
+  | 'maxQty'
+  | 'maxQtyBySymbol'
+  | 'maxNotional'
+  | 'maxNotionalBySymbol'
+  | 'rateLimit'
+  | 'approvers'
+>;
+
+/** Whether `name` is a decision variable, a per-symbol override of one (`GOVERNOR_MAX_QTY_BTCUSDT`) included. */
+export function isDecisionVariable(name: string): boolean {
+  if ((DECISION_VARIABLES as readonly string[]).includes(name)) return true;
+  const base = SYMBOL_OVERRIDES.find((override) => name.startsWith(`${override}_`));
+  return base !== undefined && SYMBOL_PATTERN.test(name.slice(base.length + 1));
+}
+
+/** Whether `name` is one of the variables the worker reads (a decision variable or any other). */
+export function isConfigVariable(name: string): boolean {
+  return name in EnvSchema.shape || isDecisionVariable(name);
+}
+
+/**
+ * The decision settings that `vars` (variable → value, as in the worker's environment) give, validated by the same
+ * rules as the worker's start: a bad value throws a {@link ConfigError} naming the variable. Other variables are
+ * left out; a decision variable not given has its default, as the worker would run.
+ */
+export function decisionSettings(vars: Record<string, string>): DecisionSettings {
+  const decisions = Object.fromEntries(Object.entries(vars).filter(([name]) => isDecisionVariable(name)));
+  const config = loadConfig(decisions);
+  return {
+    p33Tolerance: config.p33Tolerance,
+    p33ToleranceBySymbol: config.p33ToleranceBySymbol,
+    maxQty: config.maxQty,
+    maxQtyBySymbol: config.maxQtyBySymbol,
+    maxNotional: config.maxNotional,
+    maxNotionalBySymbol: config.maxNotionalBySymbol,
+    rateLimit: config.rateLimit,
+    approvers: config.approvers,
+  };
+}

@@ -8,6 +8,7 @@ import { UsageError, type CommandContext } from './commands/context';
 import { addOperatorsCommands } from './commands/operators';
 import { addPlansCommands } from './commands/plans';
 import { addProcessesCommands } from './commands/processes';
+import { addSafeChangesCommands } from './commands/safe-changes';
 import { createOutput, type Output } from './output';
 import { versionText } from './version';
 
@@ -58,6 +59,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
   addProcessesCommands(program, ctx);
   addPlansCommands(program, ctx);
   addOperatorsCommands(program, ctx);
+  addSafeChangesCommands(program, ctx);
   return { program, exitCode: () => exitCode };
 }
 
