@@ -25,6 +25,8 @@ const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
  * how long a hung attempt is waited for.
  */
 const EXECUTE_ATTEMPT_TIMEOUT_MS = 60_000;
+/** Execute heartbeats every 2 s (activities/index.ts): a worker killed mid-Execute is noticed in this long. */
+const EXECUTE_HEARTBEAT_TIMEOUT_MS = 10_000;
 /**
  * Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. Not retried:
  * `CorruptAmount` (a stored amount that is not a decimal) and `LedgerConflict` (a ledger that matches neither side
@@ -409,7 +411,11 @@ class Chain {
     this.step = 'executePlan';
     this.board.publish();
     const result = await regular.executePlan.executeWithOptions(
-      { ...options('Execute: place order'), startToCloseTimeout: EXECUTE_ATTEMPT_TIMEOUT_MS },
+      {
+        ...options('Execute: place order'),
+        startToCloseTimeout: EXECUTE_ATTEMPT_TIMEOUT_MS,
+        heartbeatTimeout: EXECUTE_HEARTBEAT_TIMEOUT_MS,
+      },
       [this.plan],
     );
     if (!result.placed) {
