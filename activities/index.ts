@@ -1,6 +1,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { AmountError } from '../lib/decimal';
 import { createApplyActivities } from './apply';
+import { createCarryActivities } from './carry';
 import type { ActivityDeps } from './deps';
 import { ExchangeAuthError, ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
 import { createExecuteActivities } from './execute';
@@ -51,6 +52,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createP33Activities(deps),
     ...createExecuteActivities(deps),
     ...createSymbolLockActivities(deps),
+    ...createCarryActivities(deps),
   });
 }
 
