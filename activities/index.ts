@@ -1,6 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { AmountError } from '../lib/decimal';
 import { createApplyActivities } from './apply';
+import { createCarryActivities } from './carry';
 import type { ActivityDeps } from './deps';
 import { ExchangeAuthError, ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
 import { createExecuteActivities } from './execute';
@@ -77,6 +78,7 @@ export function createActivities(deps: ActivityDeps) {
     ...execute,
     executePlan: heartbeating((plan: Parameters<typeof execute.executePlan>[0]) => execute.executePlan(plan)),
     ...createSymbolLockActivities(deps),
+    ...createCarryActivities(deps),
   });
 }
 
