@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { basename, join } from 'node:path';
 import { Worker, type ReplayWorkerOptions } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
@@ -32,25 +33,26 @@ export interface ReplayReport {
 }
 
 /**
- * The histories in a file or a folder of `.json` files (`temporal workflow show -o json`, as test/histories/ holds
+ * The histories in a file or a folder of `.json` (or gzipped `.json.gz`) files (`temporal workflow show -o json`, as test/histories/ holds
  * them), each named by its file.
  */
 export function historiesFromPath(path: string): NamedHistory[] {
   if (!existsSync(path)) throw new Error(`--histories: no such file or folder (got '${path}')`);
   const files = statSync(path).isDirectory()
     ? readdirSync(path)
-        .filter((file) => file.endsWith('.json'))
+        .filter((file) => /\.json(\.gz)?$/.test(file))
         .sort()
         .map((file) => join(path, file))
     : [path];
   return files.map((file) => {
     let history: unknown;
     try {
-      history = JSON.parse(readFileSync(file, 'utf8'));
+      const raw = readFileSync(file);
+      history = JSON.parse((file.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8'));
     } catch (err) {
       throw new Error(`--histories: ${file} is not JSON (${err instanceof Error ? err.message : String(err)})`);
     }
-    return { workflowId: basename(file, '.json'), name: file, history };
+    return { workflowId: basename(file).replace(/\.json(\.gz)?$/, ''), name: file, history };
   });
 }
 
