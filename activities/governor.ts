@@ -120,12 +120,12 @@ export function decidePermit(plan: Plan, policy: GovernorPolicy, state: Governor
 
 /**
  * The per-symbol rate window, check-and-consume in one step. A plan that already holds a slot in the window (a
- * re-issued permit) keeps it.
+ * re-issued permit) keeps it. Its pure twin, {@link takeRateSlot}, re-decides the past (`permit-chain what-if`).
  *
  * KEYS: the symbol's rate set. ARGV: now ms, window ms, limit, plan id.
  * Returns [1, 0] when the plan has a slot, [0, ms when the next slot frees] when not.
  */
-const TAKE_RATE_SLOT = `
+export const TAKE_RATE_SLOT = `
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -138,6 +138,31 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, tonumber(oldest[2]) + window}
 `;
+
+/** One symbol's rate window: plan id → the time its slot was taken (ms), as the sorted set holds it. */
+export type RateWindow = Map<string, number>;
+
+/**
+ * The rate window's step in memory, exactly as {@link TAKE_RATE_SLOT} takes it in Redis (a test runs both on the same
+ * requests): slots taken at or before `now - windowMs` leave, a plan that holds a slot keeps it, a free slot is taken,
+ * else the answer is when the oldest slot frees. Mutates `window`.
+ */
+export function takeRateSlot(
+  window: RateWindow,
+  now: number,
+  rule: { count: number; windowMs: number },
+  planId: string,
+): { ok: true } | { ok: false; freeAt: number } {
+  for (const [id, at] of window) if (at <= now - rule.windowMs) window.delete(id);
+  if (window.has(planId)) return { ok: true };
+  if (window.size < rule.count) {
+    window.set(planId, now);
+    return { ok: true };
+  }
+  // ZRANGE 0 0: the lowest score, ties broken by the member's bytes.
+  const [oldest] = [...window].sort(([a, x], [b, y]) => x - y || (a < b ? -1 : a > b ? 1 : 0));
+  return { ok: false, freeAt: (oldest?.[1] ?? now) + rule.windowMs };
+}
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {

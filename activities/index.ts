@@ -1,6 +1,7 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { AmountError } from '../lib/decimal';
 import { createApplyActivities } from './apply';
+import { createCarryActivities } from './carry';
 import type { ActivityDeps } from './deps';
 import { ExchangeAuthError, ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
 import { createExecuteActivities } from './execute';
@@ -43,14 +44,41 @@ function failOnBadData<T extends Record<string, (...args: never[]) => Promise<un
   return wrapped as T;
 }
 
+/** How often Execute says it is alive while it talks to the exchange (its heartbeat timeout is 10 s: the workflow). */
+export const EXECUTE_HEARTBEAT_MS = 2_000;
+
+/**
+ * Heartbeats while `fn` runs, so that a worker killed in the middle is noticed at the heartbeat timeout rather than at
+ * the end of the attempt's start-to-close timeout. Outside an activity (a direct call in a test) it just runs `fn`.
+ */
+function heartbeating<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args: A) => {
+    let context: Context;
+    try {
+      context = Context.current();
+    } catch {
+      return fn(...args);
+    }
+    const timer = setInterval(() => context.heartbeat(), EXECUTE_HEARTBEAT_MS);
+    try {
+      return await fn(...args);
+    } finally {
+      clearInterval(timer);
+    }
+  };
+}
+
 /** All the chain's activities over one set of clients: what the worker registers. */
 export function createActivities(deps: ActivityDeps) {
+  const execute = createExecuteActivities(deps);
   return failOnBadData({
     ...createGovernorActivities(deps),
     ...createApplyActivities(deps),
     ...createP33Activities(deps),
-    ...createExecuteActivities(deps),
+    ...execute,
+    executePlan: heartbeating((plan: Parameters<typeof execute.executePlan>[0]) => execute.executePlan(plan)),
     ...createSymbolLockActivities(deps),
+    ...createCarryActivities(deps),
   });
 }
 

@@ -15,7 +15,7 @@ import {
 } from '../contract/messages';
 import type { ApproveRequest, ChainStatus, OperatorReply, Plan, RejectRequest } from '../contract/types';
 import { readPrivateKey, signedRequest } from '../lib/approval';
-import type { ChainConfig } from '../lib/config';
+import type { ChainConfig, DecisionSettings } from '../lib/config';
 import { connectRedis } from '../lib/connections';
 import { formatDec } from '../lib/decimal';
 import {
@@ -31,7 +31,9 @@ import {
   type ReconcilePreview,
 } from './operations';
 import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plans';
+import { fetchPlanRuns, type PlanRun, type RunSelection } from './histories';
 import { registerSearchAttributes } from './search-attributes';
+import { readPlanRecord, reDecide, type PlanRecord, type WhatIfReport } from './what-if';
 
 /** A refusal the person can act on (a plan that does not exist, one that cannot be retried): exit code 2. */
 export class ClientError extends Error {
@@ -207,6 +209,32 @@ export class ChainClient {
       throw err instanceof ReconcileStale ? new ClientError(err.message) : err;
     });
     return { ...result, woken: await retryBlocked(client, { symbol }, by) };
+  }
+
+  /** The runs of the plans a selection finds, each with its history: a visibility list and history reads only. */
+  async planRuns(selection: Omit<RunSelection, 'taskQueue'>): Promise<PlanRun[]> {
+    return fetchPlanRuns(await this.client(), { ...selection, taskQueue: this.config.taskQueue });
+  }
+
+  /**
+   * The decisions of the chain's plans (its task queue) started from `from` to `to`, re-decided under `settings` from their Temporal
+   * histories (client/what-if.ts). With a rate limit, the plans started one window before `from` fill the symbols'
+   * rate windows. Reads only: nothing is written to Temporal or Redis.
+   */
+  async whatIf(from: Date, to: Date, settings: DecisionSettings): Promise<WhatIfReport & { context_plans: number }> {
+    const client = await this.client();
+    const converter = client.options.loadedDataConverter.payloadConverter;
+    const records = async (selection: Omit<RunSelection, 'taskQueue'>): Promise<PlanRecord[]> => {
+      const byPlan = new Map<string, PlanRun[]>();
+      for (const run of await fetchPlanRuns(client, { ...selection, taskQueue: this.config.taskQueue })) {
+        byPlan.set(run.workflowId, [...(byPlan.get(run.workflowId) ?? []), run]);
+      }
+      return [...byPlan.values()].flatMap((runs) => readPlanRecord(runs, converter) ?? []);
+    };
+    const window = await records({ startedFrom: from, startedTo: to });
+    const before = settings.rateLimit ? new Date(from.getTime() - settings.rateLimit.windowMs) : undefined;
+    const context = before ? await records({ startedFrom: before, startedTo: new Date(from.getTime() - 1) }) : [];
+    return { ...reDecide(window, context, settings), context_plans: context.length };
   }
 
   async registerSearchAttributes(): Promise<string[]> {

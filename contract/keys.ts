@@ -30,6 +30,11 @@ export function redisKeys(prefix: string) {
      */
     p33Blocked: (symbol: string) => `${prefix}:p33:blocked:${symbol}`,
     p33BlockedSymbols: `${prefix}:p33:blocked`,
+    /**
+     * The state a plan's run hands to the run it continues as (JSON: `workflow_id`, `run_id` of the run that wrote
+     * it, `saved_at`, `state`), EX PLAN_MAX_AGE_S: the next run takes it only if its predecessor wrote it.
+     */
+    carriedState: (planId: string) => `${prefix}:chain:carried:${planId}`,
     exitPlanStream: `${prefix}:stream:exit.plan`,
     exitPlanDeadStream: `${prefix}:stream:exit.plan.dead`,
     auditStream: `${prefix}:stream:permit.audit`,

@@ -34,11 +34,33 @@ export interface ChainRules {
   approvers: string[];
   /** The Redis-only layers as local activities (the default) or as regular ones (`LAYER_ACTIVITIES`). */
   layerActivities: 'local' | 'regular';
+  /**
+   * A waiting plan continues as a new run before its history reaches this many events (`CONTINUE_AS_NEW_EVENTS`).
+   * Absent in the rules recorded by workers from before continue-as-new: the workflow's default then.
+   */
+  continueAsNewEvents?: number;
 }
 
 /** The workflow's input: the plan alone. Anything else a starter sends is refused by the Governor's admission. */
 export interface ChainInput {
   plan: Plan;
+}
+
+/**
+ * What a plan's run hands to the run it continues as (continue-as-new), at a point where it holds nothing: blocked
+ * at rest, or awaiting a person. It travels through Redis, never in the workflow's input (that is the plan alone), and
+ * the next run takes it only from the record its predecessor wrote (activities/carry.ts). Nothing in it can grant: the
+ * Governor verifies an approval again, the plan's age limit and the approval's deadline can only move earlier.
+ */
+export interface CarriedState {
+  /** When the plan's first run started: PLAN_MAX_AGE_S counts from there. */
+  started_at: number;
+  /** The status so far: attempts, permits, the approval held, a summary of the timeline (its first and last lines). */
+  status: ChainStatus;
+  /** Where the plan waits. */
+  waiting:
+    | { stage: 'blocked'; denial: P33Permit }
+    | { stage: 'awaiting_approval'; shown: PositionSnapshot; until: number; stale: boolean };
 }
 
 /** The Governor's admission of a workflow's input: the validated plan and the worker's rules, or why not. */

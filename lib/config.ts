@@ -7,7 +7,7 @@ import { SYMBOL_PATTERN } from './plan';
 import { redactUrl } from './redact';
 import type { ChainRules, TradingMode } from '../contract/types';
 
-const seconds = (fallback: number) =>
+const seconds = (fallback: number, max?: number) =>
   z
     .string()
     .default(String(fallback))
@@ -17,8 +17,28 @@ const seconds = (fallback: number) =>
         ctx.addIssue({ code: 'custom', message: 'must be a whole number of seconds > 0' });
         return z.NEVER;
       }
+      if (max !== undefined && value > max) {
+        ctx.addIssue({ code: 'custom', message: `must be at most ${max} seconds` });
+        return z.NEVER;
+      }
       return value;
     });
+
+/**
+ * The longest a plan may live (30 days). A plan is an exit decision taken at one moment: weeks later it is no longer
+ * that decision and should be planned again. The bound also keeps a unit slip (milliseconds typed for seconds: 3600000
+ * is 41 days) from leaving plans waiting for months, and bounds how long a plan's carried state lives in Redis.
+ */
+export const PLAN_MAX_AGE_LIMIT_S = 30 * 24 * 3600;
+
+/**
+ * A waiting plan continues as new before its history reaches this many events: far below Temporal's limit (51,200)
+ * and its warning (10,240), and small enough that a plan evicted from the worker's cache replays in milliseconds.
+ */
+export const CONTINUE_AS_NEW_EVENTS_DEFAULT = 2000;
+/** A run needs some 20 events to reach its first wait; below this a plan would do little but continue. */
+const CONTINUE_AS_NEW_EVENTS_MIN = 200;
+const CONTINUE_AS_NEW_EVENTS_MAX = 10_000;
 
 const decimalString = (fallback: string) =>
   z
@@ -134,7 +154,7 @@ const EnvSchema = z.object({
     .refine((raw) => /^\d+$/.test(raw.trim()), { message: 'must be a whole number of seconds >= 0' })
     .transform(Number),
   APPROVAL_TIMEOUT_S: seconds(600),
-  PLAN_MAX_AGE_S: seconds(3600),
+  PLAN_MAX_AGE_S: seconds(3600, PLAN_MAX_AGE_LIMIT_S),
   RECHECK_INTERVAL_S: seconds(30),
   P33_TOLERANCE: decimalString('0.001'),
   APPROVERS: z
@@ -148,6 +168,17 @@ const EnvSchema = z.object({
     ),
   APPROVER_KEYS_DIR: z.string().default(''),
   LAYER_ACTIVITIES: z.enum(['local', 'regular'], { message: "must be 'local' or 'regular'" }).default('local'),
+  CONTINUE_AS_NEW_EVENTS: z
+    .string()
+    .default(String(CONTINUE_AS_NEW_EVENTS_DEFAULT))
+    .refine(
+      (raw) =>
+        /^\d+$/.test(raw.trim()) &&
+        Number(raw) >= CONTINUE_AS_NEW_EVENTS_MIN &&
+        Number(raw) <= CONTINUE_AS_NEW_EVENTS_MAX,
+      { message: `must be a whole number from ${CONTINUE_AS_NEW_EVENTS_MIN} to ${CONTINUE_AS_NEW_EVENTS_MAX}` },
+    )
+    .transform(Number),
   WORKFLOW_CACHE_SIZE: z
     .string()
     .default('250')
@@ -295,6 +326,8 @@ export interface ChainConfig {
   layerActivities: 'local' | 'regular';
   /** How many workflows the worker keeps in memory; others replay from history when they wake. */
   workflowCacheSize: number;
+  /** A waiting plan continues as a new run before its history reaches this many events. */
+  continueAsNewEvents: number;
   exchange: ExchangeName;
   /** The Binance adapter's settings; null for the paper exchange. */
   binance: BinanceConfig | null;
@@ -503,6 +536,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     approverKeysDir: e.APPROVER_KEYS_DIR,
     layerActivities: e.LAYER_ACTIVITIES,
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
+    continueAsNewEvents: e.CONTINUE_AS_NEW_EVENTS,
     exchange: e.EXCHANGE,
     binance: binance(e),
     rateLimit: e.GOVERNOR_RATE_LIMIT,
@@ -548,6 +582,7 @@ export function chainRules(config: ChainConfig): ChainRules {
     approvalTimeoutS: config.approvalTimeoutS,
     approvers: config.approvers,
     layerActivities: config.layerActivities,
+    continueAsNewEvents: config.continueAsNewEvents,
   };
 }
 
@@ -559,4 +594,58 @@ export function sizeLimitsFor(
   const maxQty = config.maxQtyBySymbol[symbol] ?? config.maxQty ?? undefined;
   const maxNotional = config.maxNotionalBySymbol[symbol] ?? config.maxNotional ?? undefined;
   return { ...(maxQty !== undefined ? { maxQty } : {}), ...(maxNotional !== undefined ? { maxNotional } : {}) };
+}
+
+/** The worker's variables that the Governor's and P3.3's decisions read: what `permit-chain what-if` proposes. */
+export const DECISION_VARIABLES = [
+  'P33_TOLERANCE',
+  'GOVERNOR_MAX_QTY',
+  'GOVERNOR_MAX_NOTIONAL',
+  'GOVERNOR_RATE_LIMIT',
+  'APPROVERS',
+] as const;
+
+/** The decision settings of a configuration. */
+export type DecisionSettings = Pick<
+  ChainConfig,
+  | 'p33Tolerance'
+  | 'p33ToleranceBySymbol'
+  | 'maxQty'
+  | 'maxQtyBySymbol'
+  | 'maxNotional'
+  | 'maxNotionalBySymbol'
+  | 'rateLimit'
+  | 'approvers'
+>;
+
+/** Whether `name` is a decision variable, a per-symbol override of one (`GOVERNOR_MAX_QTY_BTCUSDT`) included. */
+export function isDecisionVariable(name: string): boolean {
+  if ((DECISION_VARIABLES as readonly string[]).includes(name)) return true;
+  const base = SYMBOL_OVERRIDES.find((override) => name.startsWith(`${override}_`));
+  return base !== undefined && SYMBOL_PATTERN.test(name.slice(base.length + 1));
+}
+
+/** Whether `name` is one of the variables the worker reads (a decision variable or any other). */
+export function isConfigVariable(name: string): boolean {
+  return name in EnvSchema.shape || isDecisionVariable(name);
+}
+
+/**
+ * The decision settings that `vars` (variable → value, as in the worker's environment) give, validated by the same
+ * rules as the worker's start: a bad value throws a {@link ConfigError} naming the variable. Other variables are
+ * left out; a decision variable not given has its default, as the worker would run.
+ */
+export function decisionSettings(vars: Record<string, string>): DecisionSettings {
+  const decisions = Object.fromEntries(Object.entries(vars).filter(([name]) => isDecisionVariable(name)));
+  const config = loadConfig(decisions);
+  return {
+    p33Tolerance: config.p33Tolerance,
+    p33ToleranceBySymbol: config.p33ToleranceBySymbol,
+    maxQty: config.maxQty,
+    maxQtyBySymbol: config.maxQtyBySymbol,
+    maxNotional: config.maxNotional,
+    maxNotionalBySymbol: config.maxNotionalBySymbol,
+    rateLimit: config.rateLimit,
+    approvers: config.approvers,
+  };
 }

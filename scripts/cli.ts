@@ -9,6 +9,7 @@ import { addChaosCommand } from './commands/chaos';
 import { addOperatorsCommands } from './commands/operators';
 import { addPlansCommands } from './commands/plans';
 import { addProcessesCommands } from './commands/processes';
+import { addSafeChangesCommands } from './commands/safe-changes';
 import { createOutput, type Output } from './output';
 import { versionText } from './version';
 
@@ -59,6 +60,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
   addProcessesCommands(program, ctx);
   addPlansCommands(program, ctx);
   addOperatorsCommands(program, ctx);
+  addSafeChangesCommands(program, ctx);
   addChaosCommand(program, ctx);
   return { program, exitCode: () => exitCode };
 }

@@ -96,6 +96,8 @@ const STAGE_OF: Record<keyof ChainActivities, string> = {
   holdSymbol: 'symbol',
   releaseSymbol: 'symbol',
   dropWaiter: 'symbol',
+  carryOver: 'carry',
+  resumeCarried: 'carry',
 };
 
 /** What a layer's result says, counted: a permit's decision, P3.3's, Execute's order. */

@@ -64,6 +64,7 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   const approverKeys = options.approverKeys ?? loadApproverKeys(config);
   const metrics = options.metrics ?? new ChainMetrics({ processMetrics: false });
   const logger = options.logger ?? createLogger({ level: 'warn', format: 'json' });
+  const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : workflowCode().option;
   return Worker.create({
     connection,
     namespace: config.temporalNamespace,
@@ -71,11 +72,15 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
     activities: createActivities({ redis, config, exchange, clock, approverKeys }),
     // Bounded so that thousands of parked plans keep memory flat; a workflow out of the cache replays when it wakes.
     maxCachedWorkflows: config.workflowCacheSize,
-    // A prebuilt bundle carries the workflow interceptors already; the SDK uses these only when it bundles itself.
-    interceptors: { activity: [observeActivities(metrics, logger)], workflowModules: WORKFLOW_INTERCEPTOR_MODULES },
+    // A prebuilt bundle carries the workflow interceptors already (bundled with them); the SDK takes these only when
+    // it bundles `workflows/` itself, and warns when given both.
+    interceptors: {
+      activity: [observeActivities(metrics, logger)],
+      ...(code.workflowBundle ? {} : { workflowModules: WORKFLOW_INTERCEPTOR_MODULES }),
+    },
     sinks: chainObserverSinks(metrics, logger),
     ...(options.tracing ? { plugins: [options.tracing.plugin] } : {}),
-    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : workflowCode().option),
+    ...code,
   });
 }
 

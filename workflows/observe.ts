@@ -33,7 +33,9 @@ function live(): boolean {
 class ObservePlan implements WorkflowInboundCallsInterceptor {
   async execute(input: WorkflowExecuteInput, next: Next<WorkflowInboundCallsInterceptor, 'execute'>): Promise<unknown> {
     if (workflowInfo().workflowType !== PERMIT_CHAIN_WORKFLOW) return next(input);
-    if (live()) chainObserver.planStarted();
+    // A run that continues a plan is not a new plan; its end, or the run it continues as, tells the rest.
+    const firstRun = workflowInfo().continuedFromExecutionRunId === undefined;
+    if (live() && firstRun) chainObserver.planStarted();
     const status = (await next(input)) as ChainStatus | undefined;
     if (live()) chainObserver.planEnded(status?.outcome ?? 'unknown');
     return status;

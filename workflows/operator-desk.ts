@@ -215,12 +215,18 @@ export class OperatorDesk {
 
   /**
    * Shows the approvers `shown` and waits for a verified decision at most `timeoutMs`. Undefined when the time ran
-   * out or the plan was cancelled meanwhile.
+   * out or the plan was cancelled meanwhile; `'wake'` when `wake()` came true first (the plan continues as new): the
+   * approvers are still shown `shown` then, so that a decision arriving meanwhile is still taken.
    */
-  async awaitDecision(shown: PositionSnapshot, timeoutMs: number): Promise<PersonDecision | undefined> {
+  async awaitDecision(
+    shown: PositionSnapshot,
+    timeoutMs: number,
+    wake: () => boolean = () => false,
+  ): Promise<PersonDecision | undefined | 'wake'> {
     this.shown = shown;
     this.board.publish();
-    await condition(() => this.decision !== undefined || this.cancel !== undefined, Math.max(1, timeoutMs));
+    await condition(() => this.decision !== undefined || this.cancel !== undefined || wake(), Math.max(1, timeoutMs));
+    if (this.decision === undefined && this.cancel === undefined && wake()) return 'wake';
     this.shown = undefined;
     const decision = this.cancel ? undefined : this.decision;
     this.decision = undefined;
@@ -235,16 +241,24 @@ export class OperatorDesk {
 
   /**
    * A blocked plan at rest: sleeps until someone retries it, the position watcher says its positions changed, it is
-   * cancelled, or `until` (the fallback re-check) comes.
+   * cancelled, or `until` (the fallback re-check) comes. `'wake'` when only `wake()` came true (it continues as new).
    */
-  async rest(until: number): Promise<void> {
+  async rest(until: number, wake: () => boolean = () => false): Promise<'wake' | undefined> {
     this.retryRequested = false;
     this.positionsChanged = false;
     this.board.publish();
-    await condition(
-      () => this.cancel !== undefined || this.retryRequested || this.positionsChanged,
-      Math.max(1, until - Date.now()),
-    );
+    const news = () => this.cancel !== undefined || this.retryRequested || this.positionsChanged;
+    const woken = await condition(() => news() || wake(), Math.max(1, until - Date.now()));
+    return woken && !news() ? 'wake' : undefined;
+  }
+
+  /**
+   * Whether something came in that the plan, waiting where it does, must act on before it may continue as new: a
+   * cancel; a retry or a position change (blocked); a decision (awaiting approval). These live in this run only.
+   */
+  hasNews(waiting: 'blocked' | 'awaiting_approval'): boolean {
+    if (this.cancel !== undefined) return true;
+    return waiting === 'blocked' ? this.retryRequested || this.positionsChanged : this.decision !== undefined;
   }
 
   /** Waits for the plan ahead to let go of the symbol (it signals), or at most `timeoutMs`, or a cancel. */

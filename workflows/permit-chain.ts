@@ -2,17 +2,28 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  ContinueAsNew,
   TimeoutFailure,
   allHandlersFinished,
   condition,
   getExternalWorkflowHandle,
+  makeContinueAsNewFunc,
+  patched,
   proxyActivities,
   proxyLocalActivities,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
 import { WAITER_REFRESH_MS } from '../lib/symbol-line';
-import type { ChainInput, ChainOutcome, ChainRules, ChainStatus, GovernorPermit, Plan } from '../contract/types';
+import type {
+  CarriedState,
+  ChainInput,
+  ChainOutcome,
+  ChainRules,
+  ChainStatus,
+  GovernorPermit,
+  Plan,
+} from '../contract/types';
 import { planWorkflowId, symbolFreeSignal } from '../contract/messages';
 import { OperatorDesk } from './operator-desk';
 import { StatusBoard, awaitingNextStep, blockedDetail, blockedNextStep, clockTime } from './status-board';
@@ -25,6 +36,8 @@ const LAYER_ATTEMPT_TIMEOUT_MS = 10_000;
  * how long a hung attempt is waited for.
  */
 const EXECUTE_ATTEMPT_TIMEOUT_MS = 60_000;
+/** Execute heartbeats every 2 s (activities/index.ts): a worker killed mid-Execute is noticed in this long. */
+const EXECUTE_HEARTBEAT_TIMEOUT_MS = 10_000;
 /**
  * Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. Not retried:
  * `CorruptAmount` (a stored amount that is not a decimal) and `LedgerConflict` (a ledger that matches neither side
@@ -41,6 +54,21 @@ const LAYER_RETRY = {
  * `retry`; it also looks by itself every this many intervals, for a deployment where no watcher runs.
  */
 const BLOCKED_FALLBACK_INTERVALS = 10;
+/**
+ * A plan waiting long (blocked, or awaiting a person) continues as a new run before its history reaches this many
+ * events (the worker's CONTINUE_AS_NEW_EVENTS, this when its rules do not say): a plan blocked for days would
+ * otherwise grow its history by some 6 events per look, towards Temporal's limit of 51,200.
+ */
+const CONTINUE_AS_NEW_EVENTS = 2000;
+/** Events a run may still add between deciding to continue and its last event (a look, the carried state, the end). */
+const CONTINUE_AS_NEW_RESERVE = 50;
+/**
+ * The patch that introduced continue-as-new (docs/testing.md, "Changing the workflow with plans in flight"). A plan
+ * whose history has no marker of it (started by a worker from before) replays and runs on the old way, never
+ * continuing: its waits stay the same timers. Deprecate it (`deprecatePatch`) once no such plan can be running, that
+ * is PLAN_MAX_AGE_S after every worker runs this code; remove it a PLAN_MAX_AGE_S later.
+ */
+const CONTINUE_AS_NEW_PATCH = 'continue-as-new-on-long-waits';
 
 const regular = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
 const local = proxyLocalActivities<ChainActivities>({
@@ -125,7 +153,8 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   let ending: Ending;
   if (admission.admitted) {
     board.admit(admission.plan, admission.rules.mode);
-    ending = await new Chain(admission.plan, admission.rules, board, desk).run();
+    const carried = await resume(admission.plan, board);
+    ending = await new Chain(admission.plan, admission.rules, board, desk, carried).run();
   } else {
     status.mode = admission.rules.mode;
     status.last_error = admission.error;
@@ -135,6 +164,24 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   await desk.settled();
   await condition(allHandlersFinished);
   return status;
+}
+
+/**
+ * A run that continues a plan's earlier run takes the state that run left (activities/carry.ts: only if that run
+ * wrote it); a first run, or one whose state is refused, starts the plan from the beginning.
+ */
+async function resume(plan: Plan, board: StatusBoard): Promise<CarriedState | undefined> {
+  const { workflowId, continuedFromExecutionRunId: previousRunId } = workflowInfo();
+  if (previousRunId === undefined) return undefined;
+  const resumption = await local.resumeCarried.executeWithOptions(options('carried state: take over'), [
+    { workflowId, previousRunId, planId: plan.plan_id },
+  ]);
+  if (!resumption.carried) {
+    board.note(`continued from run ${previousRunId}, but its state was not taken (${resumption.why}): starting over`);
+    return undefined;
+  }
+  board.resume(resumption.carried.status);
+  return resumption.carried;
 }
 
 /** The chain of one admitted plan, step by step; each step says in the plan's status where it is. */
@@ -148,22 +195,33 @@ class Chain {
   private inLine = false;
   /** The layer called last: a local activity's failure does not name it, the plan's error should. */
   private step = '';
+  /** When the plan's first run started: its age counts from there, across runs. */
+  private readonly startedAt: number;
+  /** Whether this plan continues as new when its history grows long (the patch's marker is in its history). */
+  private readonly mayContinue: boolean;
 
   constructor(
     private readonly plan: Plan,
     private readonly rules: ChainRules,
     private readonly board: StatusBoard,
     private readonly desk: OperatorDesk,
+    /** Where an earlier run of the plan left it, when this run continues it. */
+    private readonly carried?: CarriedState,
   ) {
     this.layers = rules.layerActivities === 'local' ? local : regular;
-    this.planDeadline = workflowInfo().startTime.getTime() + rules.planMaxAgeS * 1000;
+    // A carried start can only make the plan older, never younger.
+    this.startedAt = Math.min(carried?.started_at ?? Infinity, workflowInfo().startTime.getTime());
+    this.planDeadline = this.startedAt + rules.planMaxAgeS * 1000;
     this.permitLifeMs = (rules.permitTtlS - rules.permitMarginS) * 1000;
+    this.mayContinue = patched(CONTINUE_AS_NEW_PATCH);
   }
 
   async run(): Promise<Ending> {
     try {
       return await this.steps();
     } catch (err) {
+      // Not an ending: the plan goes on in its next run.
+      if (err instanceof ContinueAsNew) throw err;
       this.board.status.last_error = errorMessage(err, this.step);
       return { outcome: isTimeout(err) ? 'expired' : 'failed', detail: this.board.status.last_error };
     } finally {
@@ -184,6 +242,8 @@ class Chain {
 
   /** The seed's table: turn on the symbol → Governor → Apply → P3.3 → Execute; a block or a lost permit loops. */
   private async steps(): Promise<Ending> {
+    const resumed = await this.resumeWait();
+    if (resumed) return resumed;
     for (;;) {
       const stop = this.cancelled() ?? this.tooOld();
       if (stop) return stop;
@@ -203,6 +263,53 @@ class Chain {
       const executed = await this.execute();
       if (executed) return executed;
     }
+  }
+
+  /** A continued run goes back to where its predecessor waited; returns an ending, or undefined to go on. */
+  private async resumeWait(): Promise<Ending | undefined> {
+    const waiting = this.carried?.waiting;
+    if (!waiting) return undefined;
+    if (waiting.stage === 'blocked') return this.restWhileBlocked(waiting.denial, true);
+    const answer = await this.awaitApproval(waiting.shown, waiting.stale, waiting.until);
+    return answer === 'again' ? undefined : answer;
+  }
+
+  /** Whether this run's history is long enough to continue as new (only a plan with the patch's marker does). */
+  private historyIsLong(): boolean {
+    if (!this.mayContinue) return false;
+    const info = workflowInfo();
+    const limit = (this.rules.continueAsNewEvents ?? CONTINUE_AS_NEW_EVENTS) - CONTINUE_AS_NEW_RESERVE;
+    return info.continueAsNewSuggested || info.historyLength >= limit;
+  }
+
+  /**
+   * Continues the plan as a new run when its history is long, at a point where it holds nothing: no symbol, no
+   * permit, no order between placing and recording, and no message handler running. The state goes through Redis
+   * (carryOver), the input stays the plan alone, the search attributes go along. Returns when the history is short
+   * (false), or when a message came in that this run must act on first ('news'; it continues at its next wait).
+   */
+  private async continueIfLong(waiting: CarriedState['waiting']): Promise<false | 'news'> {
+    if (!this.historyIsLong() || this.inLine) return false;
+    await condition(allHandlersFinished);
+    if (this.desk.hasNews(waiting.stage)) return 'news';
+    const info = workflowInfo();
+    const state: CarriedState = {
+      started_at: this.startedAt,
+      status: this.board.carried(`continued as a new run after ${info.historyLength} events`),
+      waiting,
+    };
+    this.step = 'carryOver';
+    await this.layers.carryOver.executeWithOptions(options('carried state: hand over'), [
+      { workflowId: info.workflowId, runId: info.runId, state },
+    ]);
+    if (this.desk.hasNews(waiting.stage)) return 'news';
+    if (!allHandlersFinished()) return false;
+    this.board.publish();
+    // Without them the next run would start with none: the Web UI's filters would lose the plan.
+    const next = makeContinueAsNewFunc<typeof permitChain>({
+      typedSearchAttributes: workflowInfo().typedSearchAttributes,
+    });
+    return next({ plan: this.plan });
   }
 
   /** Takes the plan's symbol, waiting its turn in arrival order: woken by the plan before it, never polling. */
@@ -298,37 +405,53 @@ class Chain {
     return this.awaitApproval(answer.snapshot, answer.reason === 'approval_stale');
   }
 
-  /** A person decides (production mode), shown the plan and the positions P3.3 sees now. */
-  private async awaitApproval(shown: NonNullable<ChainStatus['awaiting']>, stale: boolean): Promise<'again' | Ending> {
+  /**
+   * A person decides (production mode), shown the plan and the positions P3.3 sees now, until `until` (a continued
+   * run waits out its predecessor's deadline, never longer than APPROVAL_TIMEOUT_S from now).
+   */
+  private async awaitApproval(
+    shown: NonNullable<ChainStatus['awaiting']>,
+    stale: boolean,
+    resumedUntil?: number,
+  ): Promise<'again' | Ending> {
     const { status } = this.board;
-    delete status.approval;
+    const fresh = Date.now() + this.rules.approvalTimeoutS * 1000;
+    const until = Math.min(resumedUntil ?? fresh, fresh);
     status.awaiting = shown;
-    const until = Date.now() + this.rules.approvalTimeoutS * 1000;
-    this.board.enter(
-      'awaiting_approval',
-      `${stale ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
-        `${this.plan.side} ${this.plan.qty} ${this.plan.symbol}: exchange ${shown.exchange_amount}, ` +
-        `ledger ${shown.ledger_amount}, tolerance ${shown.tolerance}; ` +
-        `until ${clockTime(until)} UTC`,
-      awaitingNextStep(this.plan, until),
-    );
-    const timeoutMs = Math.min(this.rules.approvalTimeoutS * 1000, this.planDeadline - Date.now());
-    const decision = await this.desk.awaitDecision(shown, timeoutMs);
-    delete status.awaiting;
-    if (!decision) {
-      return this.cancelled() ?? { outcome: 'expired', detail: `no approval within ${this.rules.approvalTimeoutS}s` };
+    if (resumedUntil === undefined) {
+      delete status.approval;
+      this.board.enter(
+        'awaiting_approval',
+        `${stale ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
+          `${this.plan.side} ${this.plan.qty} ${this.plan.symbol}: exchange ${shown.exchange_amount}, ` +
+          `ledger ${shown.ledger_amount}, tolerance ${shown.tolerance}; ` +
+          `until ${clockTime(until)} UTC`,
+        awaitingNextStep(this.plan, until),
+      );
+    } else this.board.resumeAt(awaitingNextStep(this.plan, until), `awaiting approval until ${clockTime(until)} UTC`);
+    for (;;) {
+      const timeoutMs = Math.min(until - Date.now(), this.planDeadline - Date.now());
+      const decision = await this.desk.awaitDecision(shown, timeoutMs, () => this.historyIsLong());
+      if (decision === 'wake') {
+        await this.continueIfLong({ stage: 'awaiting_approval', shown, until, stale });
+        continue;
+      }
+      delete status.awaiting;
+      if (!decision) {
+        return this.cancelled() ?? { outcome: 'expired', detail: `no approval within ${this.rules.approvalTimeoutS}s` };
+      }
+      if (decision.kind === 'reject')
+        return { outcome: 'rejected', detail: `rejected by ${decision.by}: ${decision.reason}` };
+      status.approval = {
+        by: decision.by,
+        at: decision.at,
+        ...(decision.note !== undefined ? { note: decision.note } : {}),
+        snapshot: shown,
+        expires_at: decision.expires_at,
+        signature: decision.signature,
+      };
+      return 'again';
     }
-    if (decision.kind === 'reject')
-      return { outcome: 'rejected', detail: `rejected by ${decision.by}: ${decision.reason}` };
-    status.approval = {
-      by: decision.by,
-      at: decision.at,
-      ...(decision.note !== undefined ? { note: decision.note } : {}),
-      snapshot: shown,
-      expires_at: decision.expires_at,
-      signature: decision.signature,
-    };
-    return 'again';
   }
 
   /** The Apply layer (P3): publishes the plan to the Apply stream, once however often it is called. */
@@ -369,16 +492,25 @@ class Chain {
   /**
    * Blocked by P3.3: the symbol let go, no permit kept, nothing done until woken (the position watcher, `retry`, or
    * the fallback look); each wake is one read of the positions. Returns an ending, or undefined once they agree.
+   * `resumed`: a continued run, blocked already.
    */
-  private async restWhileBlocked(denial: NonNullable<ChainStatus['p33']>): Promise<Ending | undefined> {
+  private async restWhileBlocked(
+    denial: NonNullable<ChainStatus['p33']>,
+    resumed = false,
+  ): Promise<Ending | undefined> {
     await this.letGo();
     this.permit = undefined;
     const fallbackMs = this.rules.recheckIntervalS * 1000 * BLOCKED_FALLBACK_INTERVALS;
     let seen = { reason: denial.reason, exchange: denial.exchange_amount, ledger: denial.ledger_amount };
+    /** What P3.3 saw last: what a continued run starts from. */
+    let latest = denial;
     let nextLookAt = Math.min(Date.now() + fallbackMs, this.planDeadline);
-    this.board.enter('blocked', blockedDetail(denial, nextLookAt), blockedNextStep(this.plan));
+    if (resumed) this.board.resumeAt(blockedNextStep(this.plan), blockedDetail(denial, nextLookAt));
+    else this.board.enter('blocked', blockedDetail(denial, nextLookAt), blockedNextStep(this.plan));
     for (;;) {
-      await this.desk.rest(nextLookAt);
+      // A message that came in while the plan was about to continue is acted on now: a look, at once.
+      const news = await this.continueIfLong({ stage: 'blocked', denial: latest });
+      if (!news && (await this.desk.rest(nextLookAt, () => this.historyIsLong())) === 'wake') continue;
       const stop = this.cancelled() ?? this.tooOld('still blocked');
       if (stop) return stop;
       this.step = 'peekPosition';
@@ -388,7 +520,8 @@ class Chain {
         return undefined;
       }
       nextLookAt = Math.min(Date.now() + fallbackMs, this.planDeadline);
-      const detail = blockedDetail({ ...denial, ...view }, nextLookAt);
+      latest = { ...denial, ...view };
+      const detail = blockedDetail(latest, nextLookAt);
       const now = { reason: view.reason, exchange: view.exchange_amount, ledger: view.ledger_amount };
       if (now.reason !== seen.reason || now.exchange !== seen.exchange || now.ledger !== seen.ledger) {
         this.board.note(detail);
@@ -409,7 +542,11 @@ class Chain {
     this.step = 'executePlan';
     this.board.publish();
     const result = await regular.executePlan.executeWithOptions(
-      { ...options('Execute: place order'), startToCloseTimeout: EXECUTE_ATTEMPT_TIMEOUT_MS },
+      {
+        ...options('Execute: place order'),
+        startToCloseTimeout: EXECUTE_ATTEMPT_TIMEOUT_MS,
+        heartbeatTimeout: EXECUTE_HEARTBEAT_TIMEOUT_MS,
+      },
       [this.plan],
     );
     if (!result.placed) {

@@ -4,6 +4,8 @@ import { chainOutcomeKey, chainStageKey, planIdKey, symbolKey, tradingModeKey } 
 
 /** How many timeline entries a plan keeps; older re-checks of a long-blocked plan give way to newer ones. */
 const MAX_TIMELINE = 200;
+/** How many of the last timeline entries a run hands to the run it continues as, beside the first. */
+const CARRIED_TIMELINE = 50;
 
 /** `10:31:08` (UTC): the time of day a person reads in the Web UI. */
 export function clockTime(ms: number): string {
@@ -68,6 +70,25 @@ export class StatusBoard {
     this.set(tradingModeKey, mode);
   }
 
+  /**
+   * The status a previous run of the plan carried over: all its search attributes go out again with this run's first
+   * upsert (the continued run's attributes are its predecessor's, but this run does not take them on trust).
+   */
+  resume(carried: ChainStatus): void {
+    const { outcome: _outcome, ...status } = carried;
+    Object.assign(this.status, status, { plan_id: this.status.plan_id, mode: this.status.mode });
+    this.set(chainStageKey, this.status.stage);
+  }
+
+  /** The status to carry over: all but the middle of a long timeline (the earlier runs' histories keep it all). */
+  carried(note: string): ChainStatus {
+    const { timeline } = this.status;
+    const kept =
+      timeline.length > CARRIED_TIMELINE + 1 ? [timeline[0], ...timeline.slice(-CARRIED_TIMELINE)] : timeline;
+    const line = { stage: this.status.stage, at: Date.now(), detail: note };
+    return { ...this.status, timeline: [...kept.filter((entry) => entry !== undefined), line] };
+  }
+
   private set(key: typeof chainStageKey, value: string): void {
     this.pending = this.pending.filter((attribute) => attribute.key.name !== key.name);
     if (this.published.get(key.name) !== value) this.pending.push({ key, value });
@@ -95,6 +116,12 @@ export class StatusBoard {
     }
     this.nextStep = nextStep;
     this.note(detail);
+  }
+
+  /** A continued run waiting where its predecessor waited: the details and the next step again, no timeline line. */
+  resumeAt(nextStep: string, detail: string): void {
+    this.nextStep = nextStep;
+    this.show(detail);
   }
 
   /** A timeline line in the current stage, also shown as the workflow's current details. */

@@ -161,7 +161,11 @@ describe('permit-chain bench', () => {
     const report = await bench(['--parked', '2', '--symbols', '1', '--window', '1s', '--fix-timeout', '1ms']);
     expect(report.fix).toMatchObject({ plans: 5, executed: 0, ms: { p50: null } });
     expect(report.checks[4]).toMatchObject({ value: null, pass: false });
-    expect(report.outcomes).toEqual({ cancelled: 7 });
+    // Every plan ended: cancelled by the bench, or executed meanwhile (its fix landed, only later than 1 ms).
+    const outcomes = report.outcomes as Record<string, number>;
+    expect(Object.keys(outcomes).filter((o) => o !== 'cancelled' && o !== 'executed')).toEqual([]);
+    expect((outcomes.cancelled ?? 0) + (outcomes.executed ?? 0)).toBe(7);
+    expect(report.integrity).toMatchObject({ ok: true });
     await leftNothing(report);
   });
 

@@ -137,8 +137,9 @@ describe('per-symbol serialization', () => {
 
   it('frees a symbol whose holder crashed once the lease runs out', async () => {
     await setPositions(h, 'LEASEUSDT', '1', '1');
-    // A plan that died holding the symbol: its lease has 1.5 s left.
-    await h.redis.set(h.keys.symbolLock('LEASEUSDT'), 'deaddeaddeaddead', 'PX', 1500);
+    // A plan that died holding the symbol: its lease has 5 s left (long enough for a loaded machine to start the
+    // plan before it runs out, which the test needs to see the plan wait).
+    await h.redis.set(h.keys.symbolLock('LEASEUSDT'), 'deaddeaddeaddead', 'PX', 5000);
     const plan = makePlan({ symbol: 'LEASEUSDT', qty: '1' });
     await h.withWorker(async () => {
       const { workflowId, handle } = await startPlan(h.client, h.config, plan);

@@ -1,6 +1,7 @@
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker, bundleWorkflowCode, type ReplayResult } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
@@ -15,12 +16,14 @@ const HISTORIES = join(PROJECT_ROOT, 'test', 'histories');
 
 function recorded() {
   return readdirSync(HISTORIES)
-    .filter((file) => file.endsWith('.json'))
+    .filter((file) => /\.json(\.gz)?$/.test(file))
     .sort()
-    .map((file) => ({
-      workflowId: basename(file, '.json'),
-      history: JSON.parse(readFileSync(join(HISTORIES, file), 'utf8')) as unknown,
-    }));
+    .map((file) => {
+      // A long history is kept gzipped: its thousands of events compress fifty-fold.
+      const raw = readFileSync(join(HISTORIES, file));
+      const text = file.endsWith('.gz') ? gunzipSync(raw).toString('utf8') : raw.toString('utf8');
+      return { workflowId: file.replace(/\.json(\.gz)?$/, ''), history: JSON.parse(text) as unknown };
+    });
 }
 
 async function replayAll(codePath: string): Promise<ReplayResult[]> {
@@ -32,10 +35,11 @@ async function replayAll(codePath: string): Promise<ReplayResult[]> {
 }
 
 describe('replay of recorded plans', () => {
-  it('replays executed, blocked-then-executed, expired and approved plans against the current workflow', async () => {
+  it('replays executed, blocked-then-executed, blocked-long, expired and approved plans against the current workflow', async () => {
     const results = await replayAll(inject('workflowBundlePath'));
     expect(results.map((r) => r.workflowId)).toEqual([
       'approved-production',
+      'blocked-long',
       'blocked-then-executed',
       'executed',
       'expired',
@@ -58,7 +62,7 @@ describe('replay of recorded plans', () => {
     const codePath = join(mkdtempSync(join(tmpdir(), 'reordered-')), 'bundle.js');
     writeFileSync(codePath, bundle.code);
     const results = await replayAll(codePath);
-    expect(results).toHaveLength(4);
+    expect(results).toHaveLength(5);
     for (const result of results) expect(result.error, result.workflowId).toBeInstanceOf(DeterminismViolationError);
   });
 });

@@ -1,5 +1,6 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { WorkflowHandle } from '@temporalio/client';
+import type { temporal } from '@temporalio/proto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { startPlan } from '../../client/plans';
@@ -7,7 +8,7 @@ import type { ChainConfig } from '../../lib/config';
 import { redisKeys } from '../../contract/keys';
 import { registerSearchAttributes } from '../../client/search-attributes';
 import { testServerExecutable } from '../../scripts/servers';
-import { approveSignal, cancelSignal, retrySignal, statusQuery } from '../../contract/messages';
+import { approveSignal, cancelSignal, planIdKey, retrySignal, statusQuery, symbolKey } from '../../contract/messages';
 import { createChainWorker } from '../../workers/worker';
 import { auditOf, makePlan, onceWritten, quietRuntime, setPositions, testApprovers, testConfig } from '../helpers';
 
@@ -194,4 +195,157 @@ describe('rate limit with time skipping', () => {
     expect(waited.length).toBe(2);
     expect(await redis.hget(lkeys.position('DOGEUSDT'), 'ledger_amount')).toBe('0');
   });
+});
+
+type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+
+/**
+ * Every run of a workflow, first to last, each with its own history fetched by run id: any run's start names the
+ * first run, and each run that continued names the next.
+ */
+async function runsOf(workflowId: string) {
+  const latest = await env.client.workflow.getHandle(workflowId).fetchHistory();
+  const runs: { runId: string; events: number; patched: boolean; continued: boolean }[] = [];
+  let runId: string | undefined =
+    latest.events?.[0]?.workflowExecutionStartedEventAttributes?.firstExecutionRunId ?? undefined;
+  while (runId) {
+    const history = await env.client.workflow.getHandle(workflowId, runId).fetchHistory();
+    const events: HistoryEvent[] = history.events ?? [];
+    const last: HistoryEvent | undefined = events.at(-1);
+    runs.push({
+      runId,
+      events: events.length,
+      // The patch's marker: core's `core_patch`, its details a JSON payload naming the patch.
+      patched: events.some(
+        (event) =>
+          event.markerRecordedEventAttributes?.markerName === 'core_patch' &&
+          Object.values(event.markerRecordedEventAttributes.details ?? {}).some((payloads) =>
+            (payloads.payloads ?? []).some((payload) =>
+              Buffer.from(payload.data ?? [])
+                .toString('utf8')
+                .includes('continue-as-new-on-long-waits'),
+            ),
+          ),
+      ),
+      continued: Boolean(last?.workflowExecutionContinuedAsNewEventAttributes),
+    });
+    runId = last?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined;
+  }
+  return runs;
+}
+
+describe('plans that wait long continue as new (time skipping)', () => {
+  /** The default threshold: 2,000 events. */
+  const THRESHOLD = 2000;
+  const week = testConfig({ PLAN_MAX_AGE_S: String(8 * 24 * 3600), RECHECK_INTERVAL_S: '30' });
+  const wkeys = redisKeys(week.keyPrefix);
+
+  it('keeps every run of a plan blocked for 7 days under the threshold, then executes it once', async () => {
+    await setPositions({ redis, keys: wkeys }, 'BTCUSDT', '0.062', '0.002');
+    const plan = makePlan({ symbol: 'BTCUSDT', qty: '0.062' });
+    const startedAt = await env.currentTimeMs();
+    const { final, workflowId, carried } = await withWorker(async () => {
+      const { handle } = await startPlan(env.client, week, plan);
+      await env.sleep('7d');
+      const carried = await handle.query(statusQuery);
+      await redis.hset(wkeys.position('BTCUSDT'), 'ledger_amount', '0.062');
+      await handle.signal(retrySignal, { by: 'ops' });
+      const final = await handle.result();
+      return { final, workflowId: handle.workflowId, carried };
+    }, week);
+    expect((await env.currentTimeMs()) - startedAt).toBeGreaterThanOrEqual(7 * 24 * 3600_000);
+
+    const runs = await runsOf(workflowId);
+    console.log(`7 days blocked: ${runs.length} runs of ${runs.map((run) => run.events).join(', ')} events`);
+    // ~2,016 looks of ~6 events each: several runs, every one under the threshold, each with the patch's marker.
+    expect(runs.length).toBeGreaterThanOrEqual(5);
+    for (const run of runs) expect(run.events, run.runId).toBeLessThan(THRESHOLD);
+    for (const run of runs) expect(run.patched, run.runId).toBe(true);
+    expect(runs.slice(0, -1).every((run) => run.continued)).toBe(true);
+
+    // After continuing: still blocked, with what the first run did (one permit, one publication) carried over.
+    expect(carried.stage).toBe('blocked');
+    expect(carried.attempts).toBe(1);
+    expect(carried.apply?.stream_id).toBeTruthy();
+    expect(carried.timeline[0]?.stage).toBe('governor');
+    expect(carried.timeline.some((t) => /^continued as a new run after \d+ events$/.test(t.detail))).toBe(true);
+    expect(carried.timeline.length).toBeLessThan(60);
+
+    // Fixed and retried: executed once, one order, one Apply entry, exchange == ledger.
+    expect(final.outcome).toBe('executed');
+    expect(final.attempts).toBe(2);
+    expect(await redis.exists(wkeys.paperOrder(plan.plan_id))).toBe(1);
+    const entries = await redis.xrange(wkeys.applyStream, '-', '+');
+    expect(entries.filter(([, fields]) => fields.includes(plan.plan_id))).toHaveLength(1);
+    const exchange = await redis.hget(wkeys.paperPosition('BTCUSDT'), 'amount');
+    expect(await redis.hget(wkeys.position('BTCUSDT'), 'ledger_amount')).toBe(exchange);
+    expect(exchange).toBe('0');
+    // Search attributes went along to the last run.
+    const described = await env.client.workflow.getHandle(workflowId).describe();
+    expect(described.typedSearchAttributes.get(planIdKey)).toBe(plan.plan_id);
+    expect(described.typedSearchAttributes.get(symbolKey)).toBe('BTCUSDT');
+  }, 240_000);
+
+  it('ends a blocked plan expired PLAN_MAX_AGE_S after its first run started, across runs', async () => {
+    const short = testConfig({ PLAN_MAX_AGE_S: String(24 * 3600), CONTINUE_AS_NEW_EVENTS: '200' });
+    const skeys = redisKeys(short.keyPrefix);
+    await setPositions({ redis, keys: skeys }, 'ETHUSDT', '1', '0');
+    const plan = makePlan({ symbol: 'ETHUSDT', qty: '1' });
+    const { final, runs } = await withWorker(async () => {
+      const { handle } = await startPlan(env.client, short, plan);
+      const final = await handle.result();
+      return { final, runs: await runsOf(handle.workflowId) };
+    }, short);
+    expect(final.outcome).toBe('expired');
+    expect(final.timeline.at(-1)?.detail).toBe('expired: still blocked after 86400s');
+    expect(runs.length).toBeGreaterThan(3);
+    // The first line is the first run's; the age counted across runs, not restarted by each.
+    const age = (final.timeline.at(-1)?.at ?? 0) - (final.timeline[0]?.at ?? 0);
+    expect(age).toBeGreaterThanOrEqual(24 * 3600_000 - 1000);
+    expect(age).toBeLessThan(24 * 3600_000 + 600_000);
+  }, 120_000);
+});
+
+describe('an awaiting-approval plan that continues as new (time skipping)', () => {
+  const approvers = testApprovers('alice');
+  const production = testConfig({
+    TRADING_MODE: 'production',
+    APPROVERS: 'alice',
+    APPROVER_KEYS_DIR: approvers.dir,
+    CONTINUE_AS_NEW_EVENTS: '200',
+  });
+  const pkeys = redisKeys(production.keyPrefix);
+
+  it('keeps waiting with the same positions shown and still accepts a signed approval', async () => {
+    await setPositions({ redis, keys: pkeys }, 'BNBUSDT', '2', '2');
+    const plan = makePlan({ symbol: 'BNBUSDT', qty: '2' });
+    const { final, runs, before, after } = await withWorker(async () => {
+      const { handle } = await startPlan(env.client, production, plan);
+      await env.sleep('1s');
+      const before = await handle.query(statusQuery);
+      if (!before.awaiting) throw new Error('the plan is not awaiting approval');
+      // Signed now, over what the first run shows; sent after the plan has continued.
+      const signed = approvers.sign(plan.plan_id, 'alice', before.awaiting, { note: 'signed before the continue' });
+      // Messages grow the history of a waiting plan: 150 retries pass the threshold of 200 events.
+      for (let i = 0; i < 150; i++) await handle.signal(retrySignal, { by: `nudge ${i}` });
+      await env.sleep('1s');
+      const after = await handle.query(statusQuery);
+      const continued = (await runsOf(handle.workflowId)).length;
+      if (continued < 2) throw new Error('the plan did not continue as new');
+      await handle.signal(approveSignal, signed);
+      const final = await handle.result();
+      return { final, runs: await runsOf(handle.workflowId), before, after };
+    }, production);
+    expect(runs.length).toBeGreaterThanOrEqual(2);
+    // Signals sent back to back, faster than a workflow task, make the server refuse the continue until the run has
+    // seen them: a storm may overshoot the threshold by its own events (here ~10 %), never grow without bound.
+    for (const run of runs) expect(run.events).toBeLessThan(300);
+    expect(after.stage).toBe('awaiting_approval');
+    expect(after.awaiting).toEqual(before.awaiting);
+    expect(after.attempts).toBe(before.attempts);
+    expect(final.outcome).toBe('executed');
+    expect(final.governor).toMatchObject({ granted: true, approved_by: 'alice' });
+    expect(final.timeline.some((t) => t.detail === 'approved by alice: signed before the continue')).toBe(true);
+    expect(await redis.hget(pkeys.position('BNBUSDT'), 'ledger_amount')).toBe('0');
+  }, 120_000);
 });

@@ -212,7 +212,7 @@ export class ManagedProcess {
       const firstKept = this.lineCount - this.lines.length;
       for (let i = Math.max(checked, firstKept); i < this.lineCount; i++) {
         const line = this.lines[i - firstKept] ?? '';
-        if (pattern.test(line)) return line;
+        if (pattern.test(line) || pattern.test(messageOf(line))) return line;
       }
       checked = this.lineCount;
       if (!this.running) throw this.failure(`exited before printing ${pattern}`);
@@ -340,4 +340,15 @@ export class ProcessGroup {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A JSON log line's message (the processes log JSON lines off a terminal: lib/log.ts), or '' for any other line. */
+function messageOf(line: string): string {
+  if (!line.startsWith('{')) return '';
+  try {
+    const parsed = JSON.parse(line) as { msg?: unknown };
+    return typeof parsed.msg === 'string' ? parsed.msg : '';
+  } catch {
+    return '';
+  }
 }

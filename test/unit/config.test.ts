@@ -35,6 +35,7 @@ describe('loadConfig', () => {
       approverKeysDir: '',
       layerActivities: 'local',
       workflowCacheSize: 250,
+      continueAsNewEvents: 2000,
       exchange: 'paper',
       binance: null,
       rateLimit: null,
@@ -112,6 +113,7 @@ describe('loadConfig', () => {
       approverKeysDir: '',
       layerActivities: 'local',
       workflowCacheSize: 250,
+      continueAsNewEvents: 2000,
       exchange: 'paper',
       binance: null,
       rateLimit: { count: 30, windowMs: 60_000 },
@@ -133,6 +135,10 @@ describe('loadConfig', () => {
     ['a TTL that is not a number', { PERMIT_TTL_S: 'abc' }, 'PERMIT_TTL_S'],
     ['a TTL of 0', { PERMIT_TTL_S: '0' }, 'PERMIT_TTL_S'],
     ['a fractional TTL', { PERMIT_TTL_S: '1.5' }, 'PERMIT_TTL_S'],
+    ['a plan max age one second above 30 days', { PLAN_MAX_AGE_S: '2592001' }, 'PLAN_MAX_AGE_S'],
+    ['a plan max age in milliseconds by mistake', { PLAN_MAX_AGE_S: '3600000' }, 'PLAN_MAX_AGE_S'],
+    ['a continue-as-new threshold below 200', { CONTINUE_AS_NEW_EVENTS: '199' }, 'CONTINUE_AS_NEW_EVENTS'],
+    ['a continue-as-new threshold above 10000', { CONTINUE_AS_NEW_EVENTS: '10001' }, 'CONTINUE_AS_NEW_EVENTS'],
     ['an unknown trading mode', { TRADING_MODE: 'live' }, 'TRADING_MODE'],
     ['a Redis URL that is not redis://', { REDIS_URL: 'http://x' }, 'REDIS_URL'],
     ['a Temporal address without a port', { TEMPORAL_ADDRESS: 'temporal.internal' }, 'TEMPORAL_ADDRESS'],
@@ -169,6 +175,12 @@ describe('loadConfig', () => {
     const error = configError(env);
     expect(error).toBeInstanceOf(ConfigError);
     expect(error.message.startsWith(`config: ${variable} `)).toBe(true);
+  });
+
+  it('accepts a plan max age of exactly 30 days and continue-as-new thresholds at their bounds', () => {
+    expect(loadConfig({ PLAN_MAX_AGE_S: '2592000' }).planMaxAgeS).toBe(2_592_000);
+    expect(loadConfig({ CONTINUE_AS_NEW_EVENTS: '200' }).continueAsNewEvents).toBe(200);
+    expect(loadConfig({ CONTINUE_AS_NEW_EVENTS: '10000' }).continueAsNewEvents).toBe(10_000);
   });
 
   it('accepts a margin one second below the TTL', () => {
@@ -365,6 +377,7 @@ describe('chainRules', () => {
       approvalTimeoutS: 600,
       approvers: [],
       layerActivities: 'local',
+      continueAsNewEvents: 2000,
     });
   });
 
