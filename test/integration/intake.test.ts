@@ -219,12 +219,16 @@ describe('permit-chain intake', () => {
     const env = testEnv({ REDIS_URL: `redis://127.0.0.1:${port}/0` });
     const keys = redisKeys(env.KEY_PREFIX);
     const intake = startIntake(env);
-    await eventually(async () => Promise.resolve(/Redis unavailable/.test(intake.output()) || undefined), 20_000);
+    // One line when it finds Redis away, one when it is back (lib/connection-state.ts), none per failed try.
+    await eventually(async () => Promise.resolve(/Redis at .*: lost \(/.test(intake.output()) || undefined), 20_000);
     const late = await startRedis({ port });
     try {
       const lateRedis = new Redis(late.url);
       await lateRedis.xadd(keys.exitPlanStream, '*', ...planFields(1, 'late'));
       await eventually(async () => ((await workflowsOn(env.TASK_QUEUE)) === 1 ? true : undefined), 30_000);
+      expect(intake.output()).toMatch(/Redis at .*: back after \d+\.\d s/);
+      expect(intake.output().match(/Redis at .*: lost \(/g)).toHaveLength(1);
+      expect(intake.output()).not.toMatch(/could not/);
       intake.child.kill('SIGTERM');
       expect(await intake.exited).toBe(0);
       lateRedis.disconnect();
