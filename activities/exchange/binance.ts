@@ -297,8 +297,12 @@ export function orderFailureKind(failure: BinanceFailure): OrderFailureKind {
  * plus its recvWindow and the margin has not passed (Binance could still execute it), else the marker is written
  * with this request's timestamp, in one step so two calls for one plan cannot both send.
  *
- * KEYS: the marker. ARGV: now (Binance time), margin ms, recv window ms, plan id, symbol, ttl s.
- * Returns 0 when claimed, else the ms still to wait (> 0).
+ * A marker whose window has passed means a request went out before whose fate is not known here: unless the caller
+ * has just looked the order up (ARGV[7] = 'looked'), the claim is refused with -1 so that it looks first. With no
+ * marker (no request in the marker's life, or the last one refused outright), nothing needs looking up.
+ *
+ * KEYS: the marker. ARGV: now (Binance time), margin ms, recv window ms, plan id, symbol, ttl s, 'looked' or ''.
+ * Returns 0 when claimed, -1 when the order must be looked up first, else the ms still to wait (> 0).
  */
 const CLAIM_SEND = `
 local ts = tonumber(redis.call('HGET', KEYS[1], 'timestamp'))
@@ -306,6 +310,7 @@ local window = tonumber(redis.call('HGET', KEYS[1], 'recv_window_ms'))
 if ts and window then
   local wait = ts + window + tonumber(ARGV[2]) - tonumber(ARGV[1])
   if wait >= 0 then return wait + 1 end
+  if ARGV[7] ~= 'looked' then return -1 end
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'timestamp', ARGV[1], 'recv_window_ms', ARGV[3], 'plan_id', ARGV[4], 'symbol', ARGV[5])
@@ -584,15 +589,24 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     const stamp = () => String(Math.round(serverNow()));
     // Before the claim: the marker's timestamp is in Binance's time.
     await ensureSynced();
-    const wait = await redis.binanceClaimSend(
-      marker,
-      stamp(),
-      String(SEND_WINDOW_MARGIN_MS),
-      String(config.recvWindowMs),
-      planId,
-      request.symbol,
-      String(SENT_MARKER_TTL_S),
-    );
+    const claim = (looked: boolean) =>
+      redis.binanceClaimSend(
+        marker,
+        stamp(),
+        String(SEND_WINDOW_MARGIN_MS),
+        String(config.recvWindowMs),
+        planId,
+        request.symbol,
+        String(SENT_MARKER_TTL_S),
+        looked ? 'looked' : '',
+      );
+    let wait = await claim(false);
+    if (wait !== 0) {
+      // A request went out before: Binance may have the order (if its window has passed: has it now, or never will).
+      const existing = await lookup(request.symbol, clientOrderId);
+      if (existing) return settle(existing, planId);
+      if (wait === -1) wait = await claim(true);
+    }
     if (wait > 0) {
       throw new ExchangeUnknownError(
         `binance: an order request of plan ${planId} (client order id ${clientOrderId}) has an unknown result and ` +
@@ -672,9 +686,9 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     },
 
     async placeMarketOrder(request) {
+      // No lookup before the first request (Execute has just looked): the sent marker makes send() look whenever a
+      // request went out before, so an order is looked up only when there may be one (one GET fewer per order).
       const clientOrderId = binanceClientOrderId(request.clientOrderId);
-      const existing = await lookup(request.symbol, clientOrderId);
-      if (existing) return settle(existing, request.clientOrderId);
       return send(request, clientOrderId, await hedgeMode(), true);
     },
   };

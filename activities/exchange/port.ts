@@ -100,7 +100,8 @@ export interface ExchangePort {
   /** The order placed for a plan (`clientOrderId` = plan id), in whatever state it is, or null when there is none. */
   findOrder(symbol: string, clientOrderId: string): Promise<ExchangeOrder | null>;
   /**
-   * Places a market order, or returns the order already placed for the same plan. Resolves only with an order in a
+   * Places a market order, or returns the order already placed for the same plan (Execute looks with findOrder first,
+   * whatever the adapter also does; Binance's looks again only when its sent marker says a request went out). Resolves only with an order in a
    * final state (FINAL_ORDER_STATUSES); an order that stays open, or a result that is unknown, is an
    * ExchangeUnknownError after the adapter has looked the order up.
    */
