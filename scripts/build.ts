@@ -6,6 +6,7 @@ import {
   BUILD_INFO_FILE,
   BUNDLE_FILE,
   WORKFLOWS_PATH,
+  QUIET_BUNDLE_LOGGER,
   WORKFLOW_INTERCEPTOR_MODULES,
   hashSources,
   type BuildInfo,
@@ -33,7 +34,7 @@ async function build(outDir: string): Promise<void> {
   const bundle = await bundleWorkflowCode({
     workflowsPath: WORKFLOWS_PATH,
     workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
-    logger: buildLogger,
+    logger: QUIET_BUNDLE_LOGGER,
   });
   writeFileSync(join(outDir, BUNDLE_FILE), bundle.code);
   writeFileSync(join(outDir, BUILD_INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);
@@ -44,16 +45,6 @@ async function build(outDir: string): Promise<void> {
     `build: ${shown}/ (tsc) and ${shown}/${BUNDLE_FILE} (${size} MB) in ${seconds} s, Node ${process.version}`,
   );
 }
-
-/** webpack's report only when something is wrong. */
-const buildLogger = {
-  log: () => undefined,
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: (message: string) => console.warn(message),
-  error: (message: string) => console.error(message),
-};
 
 function outArg(argv: string[]): string {
   const at = argv.indexOf('--out');

@@ -5,6 +5,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../scripts/servers';
 import { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from '../workers/worker';
+import { QUIET_BUNDLE_LOGGER } from '../workers/workflow-code';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -32,7 +33,7 @@ export default async function setup(project: TestProject) {
     bundleWorkflowCode({
       workflowsPath: WORKFLOWS_PATH,
       workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
-      logger: quietLogger,
+      logger: QUIET_BUNDLE_LOGGER,
     }),
   ]);
   const bundlePath = join(mkdtempSync(join(tmpdir(), 'permit-chain-bundle-')), 'workflow-bundle.js');
@@ -61,12 +62,3 @@ function requireEnginesNode(): void {
     throw new Error(`Node ${process.version} is older than engines ${engines}: run the tests with npm test`);
   }
 }
-
-const quietLogger = {
-  log: () => undefined,
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: (message: string) => console.warn(message),
-  error: (message: string) => console.error(message),
-};

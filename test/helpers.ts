@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
-import { Runtime, DefaultLogger } from '@temporalio/worker';
+import { Runtime, DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
@@ -16,6 +16,8 @@ import type { ApproveRequest, ChainStatus, Plan, PositionSnapshot, RejectRequest
 import { statusQuery } from '../contract/messages';
 import type { ExchangePort } from '../activities/exchange/port';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
+import { QUIET_BUNDLE_LOGGER } from '../workers/workflow-code';
+import { PROJECT_ROOT } from '../scripts/servers';
 
 let runtimeInstalled = false;
 /** The SDK's own logs only for warnings: a test's output is its assertions. */
@@ -244,4 +246,18 @@ export function logLines(output: string): LogLine[] {
 /** The messages of a process's log lines. */
 export function logMessages(output: string): string[] {
   return logLines(output).map((line) => line.msg);
+}
+
+/**
+ * The bundle of test/fixtures/reordered-workflow (a careless change that publishes before asking the Governor), in a
+ * file of its own: what a replay must fail against. Returns the bundle's path.
+ */
+export async function reorderedWorkflowBundle(): Promise<string> {
+  const bundle = await bundleWorkflowCode({
+    workflowsPath: join(PROJECT_ROOT, 'test', 'fixtures', 'reordered-workflow', 'index.ts'),
+    logger: QUIET_BUNDLE_LOGGER,
+  });
+  const codePath = join(mkdtempSync(join(tmpdir(), 'reordered-')), 'bundle.js');
+  writeFileSync(codePath, bundle.code);
+  return codePath;
 }

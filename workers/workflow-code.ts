@@ -15,6 +15,15 @@ export const WORKFLOWS_PATH = join(SOURCE_ROOT, 'workflows', 'index.ts');
  * test/global-setup.ts): they tell the worker when plans start and end (workflows/observe.ts).
  */
 export const WORKFLOW_INTERCEPTOR_MODULES = [join(SOURCE_ROOT, 'workflows', 'observe.ts')];
+/** webpack's report (bundleWorkflowCode's logger) only when something is wrong: for the build and the tests' bundles. */
+export const QUIET_BUNDLE_LOGGER = {
+  log: () => undefined,
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: (message: string) => console.warn(message),
+  error: (message: string) => console.error(message),
+};
 /** What `npm run build` writes beside the compiled code: the workflow bundle and what the build was made from. */
 export const BUNDLE_FILE = 'workflow-bundle.js';
 export const BUILD_INFO_FILE = 'build-info.json';

@@ -2,26 +2,15 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { HOUR, durationUpTo, upTo } from '../cli-args';
 import { UsageError, type CommandContext } from './context';
 import type * as ChaosModule from '../../test/stack/chaos';
+import { FAULT_KINDS } from '../../test/stack/fault-kinds';
 
-/** The fault kinds, as `--faults` takes them (test/stack/chaos.ts FAULT_KINDS, listed here: loading it is lazy). */
-const FAULT_NAMES = [
-  'worker-kill',
-  'intake-kill',
-  'worker-stop',
-  'redis-kill',
-  'temporal-restart',
-  'double-lost-response',
-  'double-5xx',
-  'double-429',
-] as const;
-
-function faultList(value: string): (typeof FAULT_NAMES)[number][] {
+function faultList(value: string): (typeof FAULT_KINDS)[number][] {
   const names = value.split(',').map((name) => name.trim());
-  const unknown = names.filter((name) => !(FAULT_NAMES as readonly string[]).includes(name));
+  const unknown = names.filter((name) => !(FAULT_KINDS as readonly string[]).includes(name));
   if (unknown.length > 0 || names.length === 0) {
-    throw new InvalidArgumentError(`must be fault kinds separated by commas, from ${FAULT_NAMES.join(', ')}`);
+    throw new InvalidArgumentError(`must be fault kinds separated by commas, from ${FAULT_KINDS.join(', ')}`);
   }
-  return names as (typeof FAULT_NAMES)[number][];
+  return names as (typeof FAULT_KINDS)[number][];
 }
 
 function seedArg(value: string): number {
@@ -47,7 +36,7 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
         .choices(['binance-double', 'paper'])
         .default('binance-double'),
     )
-    .option('--faults <kinds>', `which faults, comma-separated (default all: ${FAULT_NAMES.join(', ')})`, faultList)
+    .option('--faults <kinds>', `which faults, comma-separated (default all: ${FAULT_KINDS.join(', ')})`, faultList)
     .option('--rate <n>', 'plans fed per second, bursts aside', upTo(100), 2)
     .option('--drain <time>', 'how long the plans may take to end once feeding stops (default 5m)', durationUpTo(HOUR))
     .action(
@@ -56,7 +45,7 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
         plans?: number;
         seed?: number;
         exchange: 'binance-double' | 'paper';
-        faults?: (typeof FAULT_NAMES)[number][];
+        faults?: (typeof FAULT_KINDS)[number][];
         rate: number;
         drain?: number;
       }) => {

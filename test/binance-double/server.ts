@@ -97,7 +97,8 @@ export interface BinanceDouble {
   stop(): Promise<void>;
 }
 
-const DEFAULT_SYMBOLS: Record<string, SymbolRules & { markPrice: string }> = {
+/** BTCUSDT and ETHUSDT, with Binance's rules for them (as of 2026) and a mark price. */
+export const DEFAULT_SYMBOLS: Record<string, SymbolRules & { markPrice: string }> = {
   BTCUSDT: {
     stepSize: '0.001',
     minQty: '0.001',

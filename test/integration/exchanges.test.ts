@@ -5,7 +5,13 @@ import { retrySignal, statusQuery } from '../../contract/messages';
 import { loadConfig } from '../../lib/config';
 import { Dec, formatDec } from '../../lib/decimal';
 import type { ChainStatus, Plan } from '../../contract/types';
-import { startBinanceDouble, type BinanceDouble, type DoubleOrder, type Fault } from '../binance-double/server';
+import {
+  DEFAULT_SYMBOLS,
+  startBinanceDouble,
+  type BinanceDouble,
+  type DoubleOrder,
+  type Fault,
+} from '../binance-double/server';
 import { runCli } from '../cli-runner';
 import { chainHarness, eventually, makePlan, testEnv, waitForStage, type ChainHarness, type TestEnv } from '../helpers';
 
@@ -19,22 +25,7 @@ import { chainHarness, eventually, makePlan, testEnv, waitForStage, type ChainHa
 /** Ten symbols on the double: mark 100, step 0.001, min notional 5 (an opening order needs qty >= 0.05). */
 const LOAD_SYMBOLS = Array.from({ length: 10 }, (_, i) => `L${String.fromCharCode(65 + i)}USDT`);
 const DOUBLE_SYMBOLS = {
-  BTCUSDT: {
-    stepSize: '0.001',
-    minQty: '0.001',
-    minNotional: '100',
-    maxQty: '1000',
-    marketMaxQty: '120',
-    markPrice: '60000.00',
-  },
-  ETHUSDT: {
-    stepSize: '0.001',
-    minQty: '0.001',
-    minNotional: '20',
-    maxQty: '10000',
-    marketMaxQty: '2000',
-    markPrice: '3000.00',
-  },
+  ...DEFAULT_SYMBOLS,
   ...Object.fromEntries(
     LOAD_SYMBOLS.map((symbol) => [
       symbol,

@@ -1,12 +1,11 @@
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { DeterminismViolationError } from '@temporalio/workflow';
-import { Worker, bundleWorkflowCode, type ReplayResult } from '@temporalio/worker';
+import { Worker, type ReplayResult } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
 import { PROJECT_ROOT } from '../../scripts/servers';
-import { quietRuntime } from '../helpers';
+import { quietRuntime, reorderedWorkflowBundle } from '../helpers';
 
 /**
  * Replay safety: the recorded histories of real plans (scripts/record-histories.ts) must replay against the
@@ -48,19 +47,7 @@ describe('replay of recorded plans', () => {
   });
 
   it('fails them against a workflow that changed the order of the layers', async () => {
-    const bundle = await bundleWorkflowCode({
-      workflowsPath: join(PROJECT_ROOT, 'test', 'fixtures', 'reordered-workflow', 'index.ts'),
-      logger: {
-        log: () => undefined,
-        trace: () => undefined,
-        debug: () => undefined,
-        info: () => undefined,
-        warn: () => undefined,
-        error: () => undefined,
-      },
-    });
-    const codePath = join(mkdtempSync(join(tmpdir(), 'reordered-')), 'bundle.js');
-    writeFileSync(codePath, bundle.code);
+    const codePath = await reorderedWorkflowBundle();
     const results = await replayAll(codePath);
     expect(results).toHaveLength(5);
     for (const result of results) expect(result.error, result.workflowId).toBeInstanceOf(DeterminismViolationError);

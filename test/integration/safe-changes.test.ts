@@ -1,7 +1,6 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TAKE_RATE_SLOT, takeRateSlot, type RateWindow } from '../../activities/governor';
 import { startPlan } from '../../client/plans';
@@ -11,7 +10,16 @@ import type { WhatIfReport } from '../../client/what-if';
 import { loadConfig } from '../../lib/config';
 import { PROJECT_ROOT } from '../../scripts/servers';
 import { runCli } from '../cli-runner';
-import { chainHarness, eventually, makePlan, setPositions, testEnv, waitForStage, type ChainHarness } from '../helpers';
+import {
+  chainHarness,
+  eventually,
+  makePlan,
+  reorderedWorkflowBundle,
+  setPositions,
+  testEnv,
+  waitForStage,
+  type ChainHarness,
+} from '../helpers';
 
 /**
  * Safe changes on a recorded window: a real worker runs five plans (two small BTCUSDT, a big ETHUSDT, a SOLUSDT
@@ -215,19 +223,7 @@ describe('replay-check', () => {
     const running = await runCli(['replay-check', '--running', '--json'], env);
     expect(JSON.parse(running.stdout)).toMatchObject({ replayed: 1, divergences: [] });
 
-    const bundle = await bundleWorkflowCode({
-      workflowsPath: join(PROJECT_ROOT, 'test', 'fixtures', 'reordered-workflow', 'index.ts'),
-      logger: {
-        log: () => undefined,
-        trace: () => undefined,
-        debug: () => undefined,
-        info: () => undefined,
-        warn: () => undefined,
-        error: () => undefined,
-      },
-    });
-    const codePath = join(mkdtempSync(join(tmpdir(), 'reordered-')), 'bundle.js');
-    writeFileSync(codePath, bundle.code);
+    const codePath = await reorderedWorkflowBundle();
     const broken = await runCli(['replay-check', '--running', '--workflow-bundle', codePath], env);
     expect(broken.code).toBe(3);
     expect(broken.stdout).toMatch(

@@ -30,20 +30,11 @@ import {
 import { runCli } from '../cli-runner';
 import { intakeSpec, workerSpec } from './chain';
 import { chaosViolations, involvedPlans, type ExchangeOrderRecord, type FedPlan, type Violation } from './chaos-check';
-import { intakeGroupState, streamPlanIds } from './invariants';
+import { inLanes, intakeGroupState, streamPlanIds } from './invariants';
 import { ProcessGroup, type ManagedProcess } from './processes';
+import { FAULT_KINDS, type FaultKind } from './fault-kinds';
 
-export const FAULT_KINDS = [
-  'worker-kill',
-  'intake-kill',
-  'worker-stop',
-  'redis-kill',
-  'temporal-restart',
-  'double-lost-response',
-  'double-5xx',
-  'double-429',
-] as const;
-export type FaultKind = (typeof FAULT_KINDS)[number];
+export { FAULT_KINDS, type FaultKind };
 const DOUBLE_FAULTS: readonly FaultKind[] = ['double-lost-response', 'double-5xx', 'double-429'];
 
 export interface ChaosOptions {
@@ -577,17 +568,4 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
-}
-
-async function inLanes<T, R>(items: readonly T[], lanes: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i] as T);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(lanes, items.length) }, lane));
-  return results;
 }

@@ -151,7 +151,7 @@ function decimal(raw: string | null | undefined): Dec | undefined {
 }
 
 /** Runs `fn` over `items`, `lanes` at a time. */
-async function inLanes<T, R>(items: readonly T[], lanes: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+export async function inLanes<T, R>(items: readonly T[], lanes: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const results: R[] = new Array<R>(items.length);
   let next = 0;
   const lane = async () => {
