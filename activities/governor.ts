@@ -203,16 +203,29 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
     }
   }
 
+  /** The price now, or null for a symbol the exchange does not list (the rules say so: a denial, not a failure). */
+  async function readPrice(symbol: string): Promise<Dec | null> {
+    try {
+      return await exchange.getPrice(symbol);
+    } catch (err) {
+      if (err instanceof UnknownSymbolError) return null;
+      throw err;
+    }
+  }
+
   /** Reads only what the decision needs: the rules, the price for a notional rule or limit, production's positions. */
   async function readState(plan: Plan, approval: Approval | undefined, limits: GovernorPolicy): Promise<GovernorState> {
     const production = config.tradingMode === 'production';
-    const [killSwitch, rules, positions] = await Promise.all([
+    // A notional limit needs the price whatever the rules say: read alongside them, not after.
+    const [killSwitch, rules, positions, limitPrice] = await Promise.all([
       redis.get(keys.killSwitch),
       readRules(plan.symbol),
       production ? readPositions({ redis, exchange, config, keys }, plan.symbol) : undefined,
+      limits.maxNotional !== undefined ? readPrice(plan.symbol) : undefined,
     ]);
     const price =
-      rules !== 'unknown' && needsPrice(plan, limits, rules ?? undefined) ? await exchange.getPrice(plan.symbol) : null;
+      limitPrice ??
+      (rules !== 'unknown' && rules && needsPrice(plan, limits, rules) ? await exchange.getPrice(plan.symbol) : null);
     return {
       killSwitch: killSwitchOn(killSwitch),
       ...(rules ? { rules } : {}),
