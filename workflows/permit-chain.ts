@@ -148,13 +148,16 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   });
   desk.register(cancelRequested);
 
+  // Asked first, before any activity: a patch marker between local activities' markers failed to replay (a query
+  // of an ended production-mode plan, out of the cache: "patch marker encountered … no corresponding change command").
+  const mayContinue = patched(CONTINUE_AS_NEW_PATCH);
   // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's).
   const admission = await local.admitPlan.executeWithOptions(options('Governor: admit plan'), [{ input, workflowId }]);
   let ending: Ending;
   if (admission.admitted) {
     board.admit(admission.plan, admission.rules.mode);
     const carried = await resume(admission.plan, board);
-    ending = await new Chain(admission.plan, admission.rules, board, desk, carried).run();
+    ending = await new Chain(admission.plan, admission.rules, board, desk, mayContinue, carried).run();
   } else {
     status.mode = admission.rules.mode;
     status.last_error = admission.error;
@@ -197,14 +200,13 @@ class Chain {
   private step = '';
   /** When the plan's first run started: its age counts from there, across runs. */
   private readonly startedAt: number;
-  /** Whether this plan continues as new when its history grows long (the patch's marker is in its history). */
-  private readonly mayContinue: boolean;
-
   constructor(
     private readonly plan: Plan,
     private readonly rules: ChainRules,
     private readonly board: StatusBoard,
     private readonly desk: OperatorDesk,
+    /** Whether this plan continues as new when its history grows long (the patch's marker is in its history). */
+    private readonly mayContinue: boolean,
     /** Where an earlier run of the plan left it, when this run continues it. */
     private readonly carried?: CarriedState,
   ) {
@@ -213,7 +215,6 @@ class Chain {
     this.startedAt = Math.min(carried?.started_at ?? Infinity, workflowInfo().startTime.getTime());
     this.planDeadline = this.startedAt + rules.planMaxAgeS * 1000;
     this.permitLifeMs = (rules.permitTtlS - rules.permitMarginS) * 1000;
-    this.mayContinue = patched(CONTINUE_AS_NEW_PATCH);
   }
 
   async run(): Promise<Ending> {
