@@ -6,6 +6,7 @@ import type { ActivityDeps } from './deps';
 import { ExchangeAuthError, ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
 import { createExecuteActivities } from './execute';
 import { createGovernorActivities } from './governor';
+import { createGovernorTurnActivities } from './governor-turn';
 import { LedgerConflict } from './ledger';
 import { createP33Activities } from './p33';
 import { createSymbolLockActivities } from './symbol-lock';
@@ -71,13 +72,16 @@ function heartbeating<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (
 /** All the chain's activities over one set of clients: what the worker registers. */
 export function createActivities(deps: ActivityDeps) {
   const execute = createExecuteActivities(deps);
+  const governor = createGovernorActivities(deps);
+  const line = createSymbolLockActivities(deps);
   return failOnBadData({
-    ...createGovernorActivities(deps),
+    ...governor,
+    ...createGovernorTurnActivities(deps, governor, line),
     ...createApplyActivities(deps),
     ...createP33Activities(deps),
     ...execute,
     executePlan: heartbeating((plan: Parameters<typeof execute.executePlan>[0]) => execute.executePlan(plan)),
-    ...createSymbolLockActivities(deps),
+    ...line,
     ...createCarryActivities(deps),
   });
 }

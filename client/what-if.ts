@@ -1,6 +1,7 @@
 import type { PayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import { decidePermit, takeRateSlot, type GovernorDecision, type RateWindow } from '../activities/governor';
+import type { GovernorTurn } from '../activities/governor-turn';
 import { decideP33 } from '../activities/p33';
 import type {
   Admission,
@@ -113,9 +114,13 @@ function readRun(history: History, converter: PayloadConverter): RunRecord {
   }
   for (const { type, input, result, eventId, at } of results) {
     if (type === 'admitPlan') admission = result as Admission;
-    else if (type === 'requestPermit') {
+    else if (type === 'requestPermit' || type === 'governorTurn') {
+      // One call per turn (governorTurn) may carry the admission and, once the symbol was held, the answer.
+      const turn: GovernorTurn =
+        type === 'governorTurn' ? (result as GovernorTurn) : { answer: result as GovernorAnswer };
+      if (turn.admission) admission = turn.admission;
       const asked = (input?.[0] as { at?: number } | undefined)?.at;
-      decisions.push({ layer: 'governor', at: asked ?? at, eventId, answer: result as GovernorAnswer });
+      if (turn.answer) decisions.push({ layer: 'governor', at: asked ?? at, eventId, answer: turn.answer });
     } else if (type === 'checkPosition' || type === 'peekPosition') {
       const p33 = result as Pick<P33Permit, 'allow' | 'reason' | 'exchange_amount' | 'ledger_amount' | 'tolerance'>;
       const evaluatedAt = (result as Partial<P33Permit>).evaluated_at;

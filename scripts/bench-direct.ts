@@ -7,14 +7,18 @@ import { planWorkflowId } from '../contract/messages';
  * calls, in its order, called directly in this process. The bench's floor of the Redis work; keep it in step with
  * workflows/permit-chain.ts (the activities' names and order are the workflow's, nothing else is).
  */
-export async function directChain(layers: ChainActivities, plan: Plan, leaseMs: number): Promise<void> {
+export async function directChain(layers: ChainActivities, plan: Plan): Promise<void> {
   const workflowId = planWorkflowId(plan.plan_id);
-  const admission = await layers.admitPlan({ input: { plan }, workflowId });
-  if (!admission.admitted) throw new Error(`direct: not admitted: ${admission.error}`);
-  const hold = await layers.holdSymbol(plan, leaseMs);
-  if (!hold.held) throw new Error(`direct: ${plan.symbol} is held by ${hold.holder || 'a plan ahead in line'}`);
-  const answer = await layers.requestPermit({ plan, at: Date.now() });
-  if (answer.kind !== 'permit' || !answer.permit.granted) throw new Error(`direct: no permit (${answer.kind})`);
+  const turn = await layers.governorTurn({
+    admit: { input: { plan }, workflowId },
+    take: true,
+    permit: true,
+    at: Date.now(),
+  });
+  if (!turn.admission?.admitted) throw new Error(`direct: not admitted: ${turn.admission?.error ?? 'no admission'}`);
+  if (!turn.hold?.held) throw new Error(`direct: ${plan.symbol} is held by a plan ahead in line`);
+  const { answer } = turn;
+  if (answer?.kind !== 'permit' || !answer.permit.granted) throw new Error(`direct: no permit (${answer?.kind})`);
   await layers.publishPlan(plan, workflowId);
   try {
     const p33 = await layers.checkPosition(plan);

@@ -2,14 +2,16 @@
  * Records the event histories of representative plans into test/histories/, for the replay test that keeps
  * workflow changes from breaking plans already running. Starts its own Redis and Temporal dev server.
  *
- *   npm run record-histories
+ *   npm run record-histories [-- --suffix NAME]
  *
- * Run it again only when a change to the workflow is meant to be incompatible (and then version the workflow).
+ * Run it again when a change to the workflow is versioned (a patch): with `--suffix`, the new way's histories are
+ * written beside the old ones (`executed-NAME.json`), which stay, as the plans in flight the patch protects.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
 import { startPlan } from '../client/plans';
@@ -32,6 +34,9 @@ import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 const OUT = join(PROJECT_ROOT, 'test', 'histories');
 
 async function main(): Promise<void> {
+  const { suffix } = parseArgs({ options: { suffix: { type: 'string' } } }).values;
+  if (suffix !== undefined && !/^[a-z0-9-]+$/.test(suffix)) throw new Error(`--suffix: letters, digits and '-' only`);
+  const fileName = (name: string) => `${name}${suffix ? `-${suffix}` : ''}.json`;
   Runtime.install({ logger: new DefaultLogger('WARN') });
   ensureServersInstalled({ forTests: false });
   const executable = temporalCliExecutable();
@@ -55,8 +60,8 @@ async function main(): Promise<void> {
     });
     if (shown.status !== 0) throw new Error(`temporal workflow show failed: ${shown.stderr}`);
     const events = (JSON.parse(shown.stdout) as { events: unknown[] }).events.length;
-    writeFileSync(join(OUT, `${name}.json`), shown.stdout.endsWith('\n') ? shown.stdout : `${shown.stdout}\n`);
-    console.log(`recorded ${name} (${events} events)`);
+    writeFileSync(join(OUT, fileName(name)), shown.stdout.endsWith('\n') ? shown.stdout : `${shown.stdout}\n`);
+    console.log(`recorded ${fileName(name)} (${events} events)`);
   }
 
   function plan(symbol: string, qty: string) {

@@ -3,6 +3,7 @@ import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/wor
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ChainActivities } from '../activities';
+import type { GovernorTurn } from '../activities/governor-turn';
 import { PERMIT_CHAIN_WORKFLOW } from '../contract/messages';
 import type { ExecuteResult, GovernorAnswer, P33Permit } from '../contract/types';
 import type { ChainConfig } from '../lib/config';
@@ -86,6 +87,7 @@ export class ChainMetrics {
 /** Which layer each activity belongs to: the `stage` label of its durations. */
 const STAGE_OF: Record<keyof ChainActivities, string> = {
   admitPlan: 'governor',
+  governorTurn: 'governor',
   requestPermit: 'governor',
   verifyDecision: 'governor',
   recordOperatorDecision: 'operator',
@@ -102,7 +104,11 @@ const STAGE_OF: Record<keyof ChainActivities, string> = {
 
 /** What a layer's result says, counted: a permit's decision, P3.3's, Execute's order. */
 function countResult(metrics: ChainMetrics, activity: string, result: unknown, log: Logger): void {
-  if (activity === 'requestPermit') {
+  // One call per turn: the Governor's answer, when it gave one, counts as requestPermit's.
+  if (activity === 'governorTurn') {
+    const { answer } = result as GovernorTurn;
+    if (answer) countResult(metrics, 'requestPermit', answer, log);
+  } else if (activity === 'requestPermit') {
     const answer = result as GovernorAnswer;
     if (answer.kind === 'permit') {
       const { granted, reason } = answer.permit;

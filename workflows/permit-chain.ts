@@ -14,13 +14,16 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
+import type { GovernorTurn } from '../activities/governor-turn';
 import { WAITER_REFRESH_MS } from '../lib/symbol-line';
 import type {
+  Admission,
   CarriedState,
   ChainInput,
   ChainOutcome,
   ChainRules,
   ChainStatus,
+  GovernorAnswer,
   GovernorPermit,
   Plan,
 } from '../contract/types';
@@ -69,6 +72,13 @@ const CONTINUE_AS_NEW_RESERVE = 50;
  * is PLAN_MAX_AGE_S after every worker runs this code; remove it a PLAN_MAX_AGE_S later.
  */
 const CONTINUE_AS_NEW_PATCH = 'continue-as-new-on-long-waits';
+/**
+ * The patch that made the Governor one call per turn (activities/governor-turn.ts): admission, the turn on the symbol
+ * and the permit in one local activity, where they were three. A plan started by this code has its marker (and may
+ * continue as new: this patch came after that one); a plan without it replays and runs as it started, three calls.
+ * Deprecate and remove it as CONTINUE_AS_NEW_PATCH above, PLAN_MAX_AGE_S after every worker runs this code.
+ */
+const ONE_GOVERNOR_CALL_PATCH = 'one-governor-call-per-turn';
 
 const regular = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
 const local = proxyLocalActivities<ChainActivities>({
@@ -150,14 +160,33 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
 
   // Asked first, before any activity: a patch marker between local activities' markers failed to replay (a query
   // of an ended production-mode plan, out of the cache: "patch marker encountered … no corresponding change command").
-  const mayContinue = patched(CONTINUE_AS_NEW_PATCH);
-  // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's).
-  const admission = await local.admitPlan.executeWithOptions(options('Governor: admit plan'), [{ input, workflowId }]);
+  // A plan with the newer patch's marker has the older one's behaviour too, without its marker.
+  const oneCall = patched(ONE_GOVERNOR_CALL_PATCH);
+  const mayContinue = oneCall || patched(CONTINUE_AS_NEW_PATCH);
+  // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's). With one
+  // call per turn, the same call takes the plan's turn on its symbol and asks for its permit (not for a continued
+  // run, which goes back to where its predecessor waited).
+  let admission: Admission;
+  let firstTurn: FirstTurn | undefined;
+  if (oneCall) {
+    const at = Date.now();
+    const take = workflowInfo().continuedFromExecutionRunId === undefined;
+    const turn = await local.governorTurn.executeWithOptions(
+      options(take ? 'Governor: admit plan, its turn, a permit' : 'Governor: admit plan'),
+      [{ admit: { input, workflowId }, take, permit: true, at }],
+    );
+    if (!turn.admission) throw new Error('governorTurn: no admission for an input to admit');
+    admission = turn.admission;
+    firstTurn = { turn, at };
+  } else {
+    admission = await local.admitPlan.executeWithOptions(options('Governor: admit plan'), [{ input, workflowId }]);
+  }
   let ending: Ending;
   if (admission.admitted) {
     board.admit(admission.plan, admission.rules.mode);
     const carried = await resume(admission.plan, board);
-    ending = await new Chain(admission.plan, admission.rules, board, desk, mayContinue, carried).run();
+    const how = { mayContinue, oneCall, ...(firstTurn ? { firstTurn } : {}) };
+    ending = await new Chain(admission.plan, admission.rules, board, desk, how, carried).run();
   } else {
     status.mode = admission.rules.mode;
     status.last_error = admission.error;
@@ -187,6 +216,22 @@ async function resume(plan: Plan, board: StatusBoard): Promise<CarriedState | un
   return resumption.carried;
 }
 
+/** The Governor's answer to the call that admitted the plan, and the workflow's time when it was asked. */
+interface FirstTurn {
+  turn: GovernorTurn;
+  at: number;
+}
+
+/** How a run goes, by the patches in its history. */
+interface ChainWay {
+  /** Whether this plan continues as new when its history grows long. */
+  mayContinue: boolean;
+  /** Whether the Governor is one call per turn (governorTurn) or three (admitPlan, holdSymbol, requestPermit). */
+  oneCall: boolean;
+  /** With one call: the admitting call's turn, taken already. */
+  firstTurn?: FirstTurn;
+}
+
 /** The chain of one admitted plan, step by step; each step says in the plan's status where it is. */
 class Chain {
   private readonly layers: typeof local | typeof regular;
@@ -200,16 +245,22 @@ class Chain {
   private step = '';
   /** When the plan's first run started: its age counts from there, across runs. */
   private readonly startedAt: number;
+  private readonly mayContinue: boolean;
+  private readonly oneCall: boolean;
+  /** The admitting call's turn, until the plan acts on it. */
+  private firstTurn?: FirstTurn;
   constructor(
     private readonly plan: Plan,
     private readonly rules: ChainRules,
     private readonly board: StatusBoard,
     private readonly desk: OperatorDesk,
-    /** Whether this plan continues as new when its history grows long (the patch's marker is in its history). */
-    private readonly mayContinue: boolean,
+    way: ChainWay,
     /** Where an earlier run of the plan left it, when this run continues it. */
     private readonly carried?: CarriedState,
   ) {
+    this.mayContinue = way.mayContinue;
+    this.oneCall = way.oneCall;
+    this.firstTurn = way.firstTurn;
     this.layers = rules.layerActivities === 'local' ? local : regular;
     // A carried start can only make the plan older, never younger.
     this.startedAt = Math.min(carried?.started_at ?? Infinity, workflowInfo().startTime.getTime());
@@ -248,9 +299,7 @@ class Chain {
     for (;;) {
       const stop = this.cancelled() ?? this.tooOld();
       if (stop) return stop;
-      const turn = await this.takeTurn();
-      if (turn !== 'held') return turn;
-      const permit = await this.obtainPermit();
+      const permit = this.oneCall ? await this.turnAndPermit() : await this.turnThenPermit();
       if (permit === 'again') continue;
       if (permit !== 'held') return permit;
       if ((await this.publish()) === PERMIT_RAN_OUT) continue;
@@ -311,6 +360,68 @@ class Chain {
       typedSearchAttributes: workflowInfo().typedSearchAttributes,
     });
     return next({ plan: this.plan });
+  }
+
+  /** Plans started before one call per turn: the turn on the symbol, then the Governor, each a call of its own. */
+  private async turnThenPermit(): Promise<'held' | 'again' | Ending> {
+    const turn = await this.takeTurn();
+    if (turn !== 'held') return turn;
+    return this.obtainPermit();
+  }
+
+  /**
+   * The plan's turn on its symbol and, once it holds it, the Governor's answer, in one call (governorTurn): waiting
+   * its turn in arrival order, woken by the plan before it, never polling. A permit still in hand is not asked again.
+   */
+  private async turnAndPermit(): Promise<'held' | 'again' | Ending> {
+    const { status } = this.board;
+    let waiting = false;
+    for (;;) {
+      let { turn, at } = this.firstTurn ?? {};
+      this.firstTurn = undefined;
+      if (!turn?.hold || at === undefined) {
+        const stop = this.cancelled() ?? this.tooOld();
+        if (stop) return stop;
+        const needPermit = !(this.permit && Date.now() < this.permit.deadline);
+        // The permit's life is counted on the workflow's clock from before the request (obtainPermit).
+        at = Date.now();
+        this.step = 'governorTurn';
+        turn = await this.layers.governorTurn.executeWithOptions(
+          needPermit
+            ? {
+                ...options(`Governor: turn on ${this.plan.symbol}, permit`, this.planDeadline),
+                startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS,
+              }
+            : options(`symbol: take ${this.plan.symbol}`),
+          [
+            {
+              plan: this.plan,
+              take: true,
+              permit: needPermit,
+              at,
+              ...(status.approval ? { approval: status.approval } : {}),
+            },
+          ],
+        );
+      }
+      this.inLine = true;
+      const hold = turn.hold;
+      if (!hold) throw new Error('governorTurn: no turn taken');
+      if (hold.held) {
+        if (!turn.answer) return 'held';
+        status.attempts += 1;
+        this.board.enter('governor', `asked the Governor for a permit (attempt ${status.attempts})`);
+        return this.onAnswer(turn.answer, at);
+      }
+      const detail =
+        `in line for ${this.plan.symbol}: ` +
+        (hold.holder ? `plan ${hold.holder} holds it, ${hold.ahead} ahead` : `${hold.ahead} plan(s) ahead`);
+      if (waiting) this.board.show(detail);
+      else this.board.enter('governor', detail);
+      waiting = true;
+      const leaseLeft = hold.holder ? Math.max(1, hold.leaseLeftMs) : WAITER_REFRESH_MS;
+      await this.desk.awaitSymbol(Math.min(WAITER_REFRESH_MS, leaseLeft));
+    }
   }
 
   /** Takes the plan's symbol, waiting its turn in arrival order: woken by the plan before it, never polling. */
@@ -385,6 +496,15 @@ class Chain {
       { ...options('Governor: permit', this.planDeadline), startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS },
       [{ plan: this.plan, at: askedAt, ...(status.approval ? { approval: status.approval } : {}) }],
     );
+    return this.onAnswer(answer, askedAt);
+  }
+
+  /**
+   * The Governor's answer, asked at `askedAt` (the workflow's clock) with the symbol held: a permit (granted or an
+   * ending), or the symbol let go to wait for a rate slot or a person's decision.
+   */
+  private async onAnswer(answer: GovernorAnswer, askedAt: number): Promise<'held' | 'again' | Ending> {
+    const { status } = this.board;
     if (answer.kind === 'permit') {
       status.governor = answer.permit;
       if (!answer.permit.granted) {

@@ -192,6 +192,36 @@ describe('LAYER_ACTIVITIES=regular', () => {
     const scheduled = (history.events ?? [])
       .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)
       .filter((name): name is string => Boolean(name));
-    expect(scheduled).toEqual(['holdSymbol', 'requestPermit', 'publishPlan', 'checkPosition', 'executePlan']);
+    expect(scheduled).toEqual(['governorTurn', 'publishPlan', 'checkPosition', 'executePlan']);
+  });
+});
+
+describe('one Governor call per turn', () => {
+  it('admits, takes the turn and asks for the permit in one local activity, and marks the plan with its patch', async () => {
+    await setPositions(h, 'XRPUSDT', '1', '1');
+    const plan = makePlan({ symbol: 'XRPUSDT', qty: '1' });
+    const history = await h.withWorker(async () => {
+      const { handle } = await startPlan(h.client, h.config, plan);
+      expect((await handle.result()).outcome).toBe('executed');
+      return handle.fetchHistory();
+    });
+    const converter = h.client.options.loadedDataConverter.payloadConverter;
+    const steps: string[] = [];
+    const patches: string[] = [];
+    for (const event of history.events ?? []) {
+      const marker = event.markerRecordedEventAttributes;
+      if (marker?.markerName === 'core_local_activity') {
+        const data = marker.details?.data?.payloads?.[0];
+        if (data) steps.push(converter.fromPayload<{ activity_type: string }>(data).activity_type);
+      }
+      const patchId = marker?.markerName === 'core_patch' ? marker.details?.['patch-data']?.payloads?.[0] : undefined;
+      if (patchId) patches.push(converter.fromPayload<{ id: string }>(patchId).id);
+      const scheduled = event.activityTaskScheduledEventAttributes?.activityType?.name;
+      if (scheduled) steps.push(scheduled);
+    }
+    expect(patches).toEqual(['one-governor-call-per-turn']);
+    expect(steps).toEqual(['governorTurn', 'publishPlan', 'checkPosition', 'executePlan']);
+    const governor = (await auditOf(h, plan.plan_id)).filter(([layer]) => layer === 'governor');
+    expect(governor).toEqual([['governor', 'granted', 'testnet_auto_approved']]);
   });
 });

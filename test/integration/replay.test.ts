@@ -36,12 +36,17 @@ async function replayAll(codePath: string): Promise<ReplayResult[]> {
 describe('replay of recorded plans', () => {
   it('replays executed, blocked-then-executed, blocked-long, expired and approved plans against the current workflow', async () => {
     const results = await replayAll(inject('workflowBundlePath'));
-    expect(results.map((r) => r.workflowId)).toEqual([
+    // Each recorded twice: the plans of before one Governor call per turn, and (-one-call) since.
+    expect(results.map((r) => r.workflowId).sort()).toEqual([
       'approved-production',
+      'approved-production-one-call',
       'blocked-long',
       'blocked-then-executed',
+      'blocked-then-executed-one-call',
       'executed',
+      'executed-one-call',
       'expired',
+      'expired-one-call',
     ]);
     for (const result of results) expect(result.error, result.workflowId).toBeUndefined();
   });
@@ -49,7 +54,7 @@ describe('replay of recorded plans', () => {
   it('fails them against a workflow that changed the order of the layers', async () => {
     const codePath = await reorderedWorkflowBundle();
     const results = await replayAll(codePath);
-    expect(results).toHaveLength(5);
+    expect(results).toHaveLength(9);
     for (const result of results) expect(result.error, result.workflowId).toBeInstanceOf(DeterminismViolationError);
   });
 });

@@ -213,7 +213,7 @@ describe('replay-check', () => {
     const run = await runCli(['replay-check', '--histories', join(PROJECT_ROOT, 'test', 'histories')], env);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/^replay-check: 5 history\(ies\) replayed against .*: all replay$/m);
+    expect(run.stdout).toMatch(/^replay-check: 9 history\(ies\) replayed against .*: all replay$/m);
   });
 
   it("replays the server's recent and running plans, and names each plan and event a reordered workflow breaks", async () => {
@@ -228,7 +228,7 @@ describe('replay-check', () => {
     expect(broken.code).toBe(3);
     expect(broken.stdout).toMatch(
       new RegExp(
-        `^  plan-${ids.sol} \\(run [0-9a-f-]+\\): diverges at event \\d+ \\(the first event recording requestPermit, where the code now issues publishPlan\\): \\[TMPRL1100\\] Nondeterminism error`,
+        `^  plan-${ids.sol} \\(run [0-9a-f-]+\\): diverges at event \\d+ \\(the first event recording governorTurn, where the code now issues publishPlan\\): \\[TMPRL1100\\] Nondeterminism error`,
         'm',
       ),
     );
@@ -246,7 +246,7 @@ describe('replay-check', () => {
     expect(files.code).toBe(3);
     expect(JSON.parse(files.stdout)).toMatchObject({
       replayed: 1,
-      divergences: [{ workflow_id: 'executed', event_id: 7, kind: 'nondeterminism' }],
+      divergences: [{ workflow_id: 'executed', event_id: 5, kind: 'nondeterminism' }],
     });
   });
 });
