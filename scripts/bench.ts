@@ -9,7 +9,7 @@ import type { ChainConfig } from '../lib/config';
 import { redisKeys, type RedisKeys } from '../contract/keys';
 import { parsePlan } from '../lib/plan';
 import type { ChainStatus, Plan } from '../contract/types';
-import type { benchFloor } from '../workflows';
+import type { benchFloor, benchShape } from '../workflows';
 import { connectRedis } from '../lib/connections';
 import { PositionWatcher } from '../workers/position-watcher';
 import { exchangeFor } from '../activities/exchange';
@@ -76,6 +76,13 @@ const TARGET = {
 
 /** Runs before each measured series and not counted: the first workflow of a fresh worker pays for its sandbox. */
 const WARM_UP_RUNS = 2;
+/**
+ * The chain's shape, for benchShape: the local activities (governorTurn, publishPlan, checkPosition) and regular
+ * ones (executePlan) of a plan that goes straight through. Keep it in step with workflows/permit-chain.ts.
+ */
+const CHAIN_SHAPE = { locals: 3, regulars: 1 } as const;
+/** `--duration`: how long the empty workflow and the chain's shape run in the same lanes before the chain. */
+const FLOOR_SUSTAINED_MS = 15_000;
 /** `--burst`: the serial chain's p50 its targets are derived from, measured first in the same run. */
 const BURST_SERIAL_PLANS = 10;
 /** How long past its measure the bench waits for a plan's end: one that has not ended by then counts as lost. */
@@ -248,13 +255,20 @@ async function serialChains(b: Bench, symbol: string, tag: string, count: number
   return latencies;
 }
 
-/** The empty workflow, start to result. */
-async function timedFloor(b: Bench, tag: string): Promise<number> {
+/** A floor: the empty workflow, or the chain's shape with no-op activities; start to result. */
+type Floor = 'empty' | 'shape';
+
+/** A floor workflow, start to result. */
+async function timedFloor(b: Bench, tag: string, floor: Floor = 'empty'): Promise<number> {
   const t0 = performance.now();
-  const handle = await b.client.workflow.start<typeof benchFloor>('benchFloor', {
-    taskQueue: b.config.taskQueue,
-    workflowId: `bench-floor-${b.run}-${tag}`,
-  });
+  const options = { taskQueue: b.config.taskQueue, workflowId: `bench-${floor}-${b.run}-${tag}` };
+  const handle =
+    floor === 'empty'
+      ? await b.client.workflow.start<typeof benchFloor>('benchFloor', options)
+      : await b.client.workflow.start<typeof benchShape>('benchShape', {
+          ...options,
+          args: [CHAIN_SHAPE.locals, CHAIN_SHAPE.regulars],
+        });
   b.open.set(handle.workflowId, { handle });
   const done = await byDeadline(handle.result(), Date.now() + DRAIN_BOUND_MS);
   if (done === TIMED_OUT) return Infinity;
@@ -307,16 +321,13 @@ function symbolsOf(count: number, tag = ''): string[] {
 async function sideBySide(b: Bench, options: BenchOptions, symbolCount: number): Promise<Measured> {
   const symbols = symbolsOf(symbolCount);
   await setPositions(b.redis, b.keys, symbols, { exchange: '0', ledger: '0' }, b.baseline);
+  const serial = options.concurrency === 1;
   b.out.line(
-    `bench: ${options.plans} empty workflows, ${options.plans} direct chains (serial), then ${options.plans} plans ` +
-      `${options.concurrency} at a time over ${symbolCount} symbols; ${WARM_UP_RUNS} warm-up runs of each first`,
+    `bench: ${options.plans} direct chains (serial), then ${options.plans} each of the empty workflow, the chain's ` +
+      `shape (${CHAIN_SHAPE.locals} local + ${CHAIN_SHAPE.regulars} regular no-op activities) and plans ` +
+      (serial ? `in turn, one at a time` : `(the floors serial, then the plans ${options.concurrency} at a time)`) +
+      ` over ${symbolCount} symbols; ${WARM_UP_RUNS} warm-up runs of each first`,
   );
-
-  for (let i = 0; i < WARM_UP_RUNS; i++) await timedFloor(b, `warm-${i}`);
-  const floor: number[] = [];
-  while (floor.length < options.plans && floor[floor.length - 1] !== Infinity) {
-    floor.push(await timedFloor(b, String(floor.length)));
-  }
 
   // The same activities with the same deps as the worker, over a key prefix of their own.
   const directConfig: ChainConfig = { ...b.config, keyPrefix: `${b.config.keyPrefix}:direct` };
@@ -329,52 +340,82 @@ async function sideBySide(b: Bench, options: BenchOptions, symbolCount: number):
     clock: Date.now,
     approverKeys: new Map(),
   });
-  const leaseMs = b.config.permitTtlS * 1000;
   const direct: number[] = [];
   for (let i = -WARM_UP_RUNS; i < options.plans; i++) {
     const plan = benchPlan(b, symbols[(i + WARM_UP_RUNS) % symbols.length]!, `direct-${i}`);
     const t0 = performance.now();
-    await directChain(layers, plan, leaseMs);
+    await directChain(layers, plan);
     if (i >= 0) direct.push(performance.now() - t0);
   }
 
+  for (let i = 0; i < WARM_UP_RUNS; i++) {
+    await timedFloor(b, `warm-${i}`);
+    await timedFloor(b, `warm-${i}`, 'shape');
+  }
   await serialChains(b, symbols[0]!, 'warm', WARM_UP_RUNS);
-  const lanes = await chainLanes(
-    b,
-    symbols,
-    options.concurrency,
-    (i) => i < options.plans,
-    () => Date.now() + DRAIN_BOUND_MS,
-  );
-  const { latencies: chain, wallMs } = lanes;
+  const floor: number[] = [];
+  const shape: number[] = [];
+  let chain: number[];
+  let wallMs: number;
+  if (serial) {
+    // In turn, one of each: the machine's noise falls on the three alike.
+    chain = [];
+    for (let i = 0; i < options.plans && !chain.includes(Infinity); i++) {
+      floor.push(await timedFloor(b, String(i)));
+      shape.push(await timedFloor(b, String(i), 'shape'));
+      const plan = benchPlan(b, symbols[i % symbols.length]!, String(i));
+      chain.push((await timedChain(b, plan, Date.now() + DRAIN_BOUND_MS)).ms);
+    }
+    wallMs = chain.reduce((sum, one) => sum + one, 0);
+  } else {
+    for (let i = 0; i < options.plans && !floor.includes(Infinity); i++) floor.push(await timedFloor(b, String(i)));
+    for (let i = 0; i < options.plans && !shape.includes(Infinity); i++) {
+      shape.push(await timedFloor(b, String(i), 'shape'));
+    }
+    const lanes = await chainLanes(
+      b,
+      symbols,
+      options.concurrency,
+      (i) => i < options.plans,
+      () => Date.now() + DRAIN_BOUND_MS,
+    );
+    ({ latencies: chain, wallMs } = lanes);
+  }
   const { integrity, executed } = await settle(b);
   const floorMs = latency(floor);
+  const shapeMs = latency(shape);
   const directMs = latency(direct);
   const chainMs = latency(chain);
   const ratio = (a: number | null, z: number | null) =>
     a === null || z === null || z === 0 ? null : Math.round((a / z) * 100) / 100;
   const ratios = {
     chain_to_empty: { p50: ratio(chainMs.p50, floorMs.p50), p99: ratio(chainMs.p99, floorMs.p99) },
+    shape_to_empty: { p50: ratio(shapeMs.p50, floorMs.p50), p99: ratio(shapeMs.p99, floorMs.p99) },
+    chain_to_shape: { p50: ratio(chainMs.p50, shapeMs.p50), p99: ratio(chainMs.p99, shapeMs.p99) },
     chain_to_direct: { p50: ratio(chainMs.p50, directMs.p50), p99: ratio(chainMs.p99, directMs.p99) },
   };
   // The targets are for a serial chain: plans in flight at once wait for each other's workflow tasks.
-  const serial = options.concurrency === 1;
   const ratioCheck = (figure: string, value: number | null, limit: number) =>
     serial ? atMost(figure, value, limit, '×') : check(figure, value, '×', `≤ ${limit}× at --concurrency 1`, null);
   const checks = [
     ratioCheck('chain / empty workflow, p50', ratios.chain_to_empty.p50, TARGET.chainToEmptyP50),
     ratioCheck('chain / empty workflow, p99', ratios.chain_to_empty.p99, TARGET.chainToEmptyP99),
+    // Not a target: how much of the first ratio is the SDK's and the server's hand-offs, with nothing in them.
+    check(`the chain's no-op shape / empty, p50`, ratios.shape_to_empty.p50, '×', 'for reference', null),
   ];
   const plansPerS = (executed / wallMs) * 1000;
   const x = (r: number | null) => (r === null ? '—' : `${r.toFixed(1)}×`);
   const text = [
-    `empty workflow  ${options.plans} serial                p50 ${ms(floorMs.p50)}  p99 ${ms(floorMs.p99)}`,
+    `empty workflow  ${floor.length} serial                p50 ${ms(floorMs.p50)}  p99 ${ms(floorMs.p99)}`,
+    `chain's shape   ${shape.length} serial, no-op ${CHAIN_SHAPE.locals}L+${CHAIN_SHAPE.regulars}R   p50 ${ms(shapeMs.p50)}  p99 ${ms(shapeMs.p99)}`,
     `direct calls    ${options.plans} serial, one process   p50 ${ms(directMs.p50)}  p99 ${ms(directMs.p99)}`,
     `chain           ${executed}/${options.plans} executed, ${options.concurrency} at a time, ${symbolCount} symbols, ` +
       `${Math.round(wallMs)} ms`,
     `                p50 ${ms(chainMs.p50)}  p95 ${ms(chainMs.p95)}  p99 ${ms(chainMs.p99)}  max ${ms(chainMs.max)}`,
     `                ${plansPerS.toFixed(1)} plans/s`,
     `chain / empty   p50 ${x(ratios.chain_to_empty.p50)}  p99 ${x(ratios.chain_to_empty.p99)}`,
+    `shape / empty   p50 ${x(ratios.shape_to_empty.p50)}  p99 ${x(ratios.shape_to_empty.p99)}`,
+    `chain / shape   p50 ${x(ratios.chain_to_shape.p50)}  p99 ${x(ratios.chain_to_shape.p99)}`,
     `chain / direct  p50 ${x(ratios.chain_to_direct.p50)}  p99 ${x(ratios.chain_to_direct.p99)}`,
     `integrity       ${integrityLine(integrity)}`,
     'targets',
@@ -391,6 +432,7 @@ async function sideBySide(b: Bench, options: BenchOptions, symbolCount: number):
     wall_ms: Math.round(wallMs),
     plans_per_s: round(plansPerS),
     empty_workflow_ms: { runs: floor.length, p50: floorMs.p50, p99: floorMs.p99 },
+    chain_shape_ms: { runs: shape.length, ...CHAIN_SHAPE, p50: shapeMs.p50, p99: shapeMs.p99 },
     direct_calls_ms: { runs: direct.length, p50: directMs.p50, p99: directMs.p99 },
     latency_ms: chainMs,
     ratios,
@@ -429,6 +471,27 @@ async function chainLanes(
   return { latencies, wallMs: lastEnd - started };
 }
 
+/** A floor workflow in `concurrency` lanes for `durationMs`: what the server and the SDK give with nothing in it. */
+async function floorLanes(b: Bench, concurrency: number, floor: Floor, durationMs: number) {
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  const stopAt = started + durationMs;
+  let lastEnd = started;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < stopAt) {
+        const one = await timedFloor(b, `lane-${next++}`, floor);
+        if (one === Infinity) return;
+        latencies.push(one);
+        lastEnd = performance.now();
+      }
+    }),
+  );
+  const wallMs = lastEnd - started;
+  return { perS: (latencies.length / wallMs) * 1000, ms: latency(latencies) };
+}
+
 /** Ends what is still open, checks nothing was lost or duplicated, and counts the measured plans executed. */
 async function settle(b: Bench) {
   await endOpen(b, { cancelFirst: false, waitMs: 0 });
@@ -442,9 +505,14 @@ async function sustained(b: Bench, options: BenchOptions, durationMs: number, sy
   const symbols = symbolsOf(symbolCount);
   await setPositions(b.redis, b.keys, symbols, { exchange: '0', ledger: '0' }, b.baseline);
   b.out.line(
-    `bench: plans ${options.concurrency} at a time over ${symbolCount} symbols for ${durationMs / 1000} s ` +
-      `(then at most ${DRAIN_BOUND_MS / 1000} s for those in flight); ${WARM_UP_RUNS} warm-up plans first`,
+    `bench: the empty workflow, then the chain's shape (no-op activities), ${options.concurrency} at a time for ` +
+      `${FLOOR_SUSTAINED_MS / 1000} s each; then plans ${options.concurrency} at a time over ${symbolCount} symbols ` +
+      `for ${durationMs / 1000} s (then at most ${DRAIN_BOUND_MS / 1000} s for those in flight); ` +
+      `${WARM_UP_RUNS} warm-up plans first`,
   );
+  // What the server and the SDK give at this concurrency with nothing in the workflows: the ceiling the chain is under.
+  const emptyFloor = await floorLanes(b, options.concurrency, 'empty', FLOOR_SUSTAINED_MS);
+  const shapeFloor = await floorLanes(b, options.concurrency, 'shape', FLOOR_SUSTAINED_MS);
   await serialChains(b, symbols[0]!, 'warm', WARM_UP_RUNS);
   const stopAt = performance.now() + durationMs;
   const deadline = Date.now() + durationMs + DRAIN_BOUND_MS;
@@ -472,8 +540,15 @@ async function sustained(b: Bench, options: BenchOptions, durationMs: number, sy
     check('plans/s sustained', plansPerS, '', `≥ ${TARGET.sustainedPlansPerS}`, plansPerS >= TARGET.sustainedPlansPerS),
     atMost('latency p99', chainMs.p99, TARGET.sustainedP99Ms, ' ms'),
     atMost('plans lost or duplicated (any kind)', lostOrDuplicated, 0, ''),
+    // Not targets: the same lanes with nothing in the workflows.
+    check('empty workflows/s, same lanes', round(emptyFloor.perS), '', 'for reference', null),
+    check(`the chain's no-op shape/s, same lanes`, round(shapeFloor.perS), '', 'for reference', null),
   ];
+  const floorLine = (name: string, f: typeof emptyFloor) =>
+    `${name}${f.perS.toFixed(1)}/s  p50 ${ms(f.ms.p50)}  p99 ${ms(f.ms.p99)}  (${FLOOR_SUSTAINED_MS / 1000} s, same lanes)`;
   const text = [
+    floorLine('empty workflow  ', emptyFloor),
+    floorLine(`chain's shape   ${CHAIN_SHAPE.locals}L+${CHAIN_SHAPE.regulars}R no-op  `, shapeFloor),
     `sustained       ${measured.length} plans started in ${durationMs / 1000} s, ${executed} executed, ` +
       `${options.concurrency} at a time, ${symbolCount} symbols, ${Math.round(wallMs)} ms to the last result`,
     `                p50 ${ms(chainMs.p50)}  p95 ${ms(chainMs.p95)}  p99 ${ms(chainMs.p99)}  max ${ms(chainMs.max)}`,
@@ -494,6 +569,8 @@ async function sustained(b: Bench, options: BenchOptions, durationMs: number, sy
     wall_ms: Math.round(wallMs),
     plans_per_s: round(plansPerS),
     latency_ms: chainMs,
+    empty_workflow: { per_s: round(emptyFloor.perS), latency_ms: emptyFloor.ms },
+    chain_shape: { ...CHAIN_SHAPE, per_s: round(shapeFloor.perS), latency_ms: shapeFloor.ms },
     integrity,
     checks,
   };
@@ -825,7 +902,13 @@ async function measure(b: Bench, connection: NativeConnection, options: BenchOpt
       `bench: run ${b.run} on Temporal ${config.temporalAddress} and Redis ${config.redisUrl}; its own worker ` +
         `(testnet) on task queue ${config.taskQueue}, keys ${config.keyPrefix}:* (removed when done)`,
     );
-    const worker = await createChainWorker({ config, redis: b.redis, connection, approverKeys: new Map() });
+    const worker = await createChainWorker({
+      config,
+      redis: b.redis,
+      connection,
+      approverKeys: new Map(),
+      extraActivities: { benchNoop: () => Promise.resolve() },
+    });
     // As in every worker process: blocked plans rest until their positions change.
     const watcher = new PositionWatcher({
       subscriber: await connectRedis(config),

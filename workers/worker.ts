@@ -53,6 +53,8 @@ export interface ChainWorkerOptions {
   logger?: Logger;
   /** OpenTelemetry tracing (workers/tracing.ts); default: none. */
   tracing?: Tracing;
+  /** Activities registered beside the chain's: the bench's no-op (workflows/bench-floor.ts benchShape). */
+  extraActivities?: Record<string, () => Promise<void>>;
 }
 
 /** Builds the worker for the chain's task queue over one Redis connection and one Temporal connection. */
@@ -69,7 +71,7 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
     connection,
     namespace: config.temporalNamespace,
     taskQueue: config.taskQueue,
-    activities: createActivities({ redis, config, exchange, clock, approverKeys }),
+    activities: { ...options.extraActivities, ...createActivities({ redis, config, exchange, clock, approverKeys }) },
     // Bounded so that thousands of parked plans keep memory flat; a workflow out of the cache replays when it wakes.
     maxCachedWorkflows: config.workflowCacheSize,
     // A prebuilt bundle carries the workflow interceptors already (bundled with them); the SDK takes these only when

@@ -1,2 +1,2 @@
 export { permitChain } from './permit-chain';
-export { benchFloor } from './bench-floor';
+export { benchFloor, benchShape } from './bench-floor';
