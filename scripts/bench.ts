@@ -16,8 +16,13 @@ import { exchangeFor } from '../activities/exchange';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 import { directChain } from './bench-direct';
 import { checkIntegrity, integrityLine, type Baseline, type BenchPlan } from './bench-integrity';
-import { listeningPid, processName, sampleProcess, sampleSelf, type ProcessSample } from './bench-proc';
+import { listeningPid, processName, sampleProcess, type ProcessSample } from './bench-proc';
 import type { Output } from './output';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { prebuiltWorkflowCode } from '../workers/workflow-code';
+import { ProcessGroup, type ManagedProcess } from '../test/stack/processes';
 
 export interface BenchOptions {
   /** Side by side (the default mode): how many plans, empty workflows and direct chains. */
@@ -506,13 +511,14 @@ async function sustained(b: Bench, options: BenchOptions, durationMs: number, sy
   await setPositions(b.redis, b.keys, symbols, { exchange: '0', ledger: '0' }, b.baseline);
   b.out.line(
     `bench: the empty workflow, then the chain's shape (no-op activities), ${options.concurrency} at a time for ` +
-      `${FLOOR_SUSTAINED_MS / 1000} s each; then plans ${options.concurrency} at a time over ${symbolCount} symbols ` +
+      `${Math.min(FLOOR_SUSTAINED_MS, durationMs) / 1000} s each; then plans ${options.concurrency} at a time over ${symbolCount} symbols ` +
       `for ${durationMs / 1000} s (then at most ${DRAIN_BOUND_MS / 1000} s for those in flight); ` +
       `${WARM_UP_RUNS} warm-up plans first`,
   );
   // What the server and the SDK give at this concurrency with nothing in the workflows: the ceiling the chain is under.
-  const emptyFloor = await floorLanes(b, options.concurrency, 'empty', FLOOR_SUSTAINED_MS);
-  const shapeFloor = await floorLanes(b, options.concurrency, 'shape', FLOOR_SUSTAINED_MS);
+  const floorMs = Math.min(FLOOR_SUSTAINED_MS, durationMs);
+  const emptyFloor = await floorLanes(b, options.concurrency, 'empty', floorMs);
+  const shapeFloor = await floorLanes(b, options.concurrency, 'shape', floorMs);
   await serialChains(b, symbols[0]!, 'warm', WARM_UP_RUNS);
   const stopAt = performance.now() + durationMs;
   const deadline = Date.now() + durationMs + DRAIN_BOUND_MS;
@@ -545,7 +551,7 @@ async function sustained(b: Bench, options: BenchOptions, durationMs: number, sy
     check(`the chain's no-op shape/s, same lanes`, round(shapeFloor.perS), '', 'for reference', null),
   ];
   const floorLine = (name: string, f: typeof emptyFloor) =>
-    `${name}${f.perS.toFixed(1)}/s  p50 ${ms(f.ms.p50)}  p99 ${ms(f.ms.p99)}  (${FLOOR_SUSTAINED_MS / 1000} s, same lanes)`;
+    `${name}${f.perS.toFixed(1)}/s  p50 ${ms(f.ms.p50)}  p99 ${ms(f.ms.p99)}  (${floorMs / 1000} s, same lanes)`;
   const text = [
     floorLine('empty workflow  ', emptyFloor),
     floorLine(`chain's shape   ${CHAIN_SHAPE.locals}L+${CHAIN_SHAPE.regulars}R no-op  `, shapeFloor),
@@ -675,7 +681,16 @@ const cpuPercent = (first: ProcessSample, last: ProcessSample) =>
  * the server's CPU and memory are sampled; then the seed's fix (a plain HSET of ledger_amount) on one symbol, and
  * the time until its plans are executed. The rest are cancelled.
  */
-async function parked(b: Bench, options: BenchOptions, count: number, symbolCount: number): Promise<Measured> {
+async function parked(
+  b: Bench,
+  options: BenchOptions,
+  count: number,
+  symbolCount: number,
+  worker: ManagedProcess,
+): Promise<Measured> {
+  const workerPid = worker.pid;
+  if (workerPid === undefined) throw new Error('bench: the worker process is not running');
+  const sampleWorker = () => sampleProcess(workerPid);
   const symbols = symbolsOf(symbolCount);
   await setPositions(b.redis, b.keys, symbols, { exchange: PARKED_EXCHANGE, ledger: '0' }, b.baseline);
   const pid = serverPid(b, options.serverPid);
@@ -712,20 +727,24 @@ async function parked(b: Bench, options: BenchOptions, count: number, symbolCoun
       `sampling CPU and memory for ${options.window / 1000} s`,
   );
 
-  const worker: ProcessSample[] = [sampleSelf()];
+  const workerSamples: ProcessSample[] = [];
+  const firstWorker = sampleWorker();
+  if (firstWorker) workerSamples.push(firstWorker);
   const server: ProcessSample[] = [];
   const first = pid ? sampleProcess(pid) : undefined;
   if (first) server.push(first);
   const windowEnd = performance.now() + options.window;
   while (performance.now() < windowEnd) {
     await sleep(Math.min(SAMPLE_EVERY_MS, windowEnd - performance.now()));
-    worker.push(sampleSelf());
+    const one = sampleWorker();
+    if (one) workerSamples.push(one);
     const sample = pid ? sampleProcess(pid) : undefined;
     if (sample) server.push(sample);
   }
-  const workerCpu = cpuPercent(worker[0]!, worker[worker.length - 1]!);
+  if (workerSamples.length < 2) throw new Error(`bench: the worker process (pid ${workerPid}) ended while at rest`);
+  const workerCpu = cpuPercent(workerSamples[0]!, workerSamples[workerSamples.length - 1]!);
   const serverCpu = server.length > 1 ? cpuPercent(server[0]!, server[server.length - 1]!) : null;
-  const rss = worker.map((s) => s.rssBytes);
+  const rss = workerSamples.map((s) => s.rssBytes);
   const [rssFirst, rssLast] = [rss[0]!, rss[rss.length - 1]!];
   const rssMax = Math.max(...rss);
   const rssDrift = Math.max(...rss.map((r) => Math.abs(r - rssFirst))) / rssFirst;
@@ -787,8 +806,8 @@ async function parked(b: Bench, options: BenchOptions, count: number, symbolCoun
   const text = [
     `parked          ${count} plans, ${symbolCount} symbols: ${blocked} blocked ` +
       (allBlockedMs === null ? 'when the wait ran out' : `after ${Math.round(allBlockedMs)} ms`),
-    `at rest         ${Math.round((worker[worker.length - 1]!.at - worker[0]!.at) / 1000)} s, a sample every ${SAMPLE_EVERY_MS / 1000} s: ` +
-      `CPU worker (this process) ${pct(workerCpu)}, server ${pct(serverCpu)}` +
+    `at rest         ${Math.round((workerSamples[workerSamples.length - 1]!.at - workerSamples[0]!.at) / 1000)} s, a sample every ${SAMPLE_EVERY_MS / 1000} s: ` +
+      `CPU worker (pid ${workerPid}) ${pct(workerCpu)}, server ${pct(serverCpu)}` +
       (pid ? ` (pid ${pid} ${processName(pid)})` : ' (server not found: --server-pid)') +
       `, sum ${pct(sum)} of one core` +
       (blocked < count ? ` (not at rest: ${count - blocked} plans were not blocked yet)` : ''),
@@ -819,6 +838,7 @@ async function parked(b: Bench, options: BenchOptions, count: number, symbolCoun
     all_blocked_ms: round(allBlockedMs ?? NaN),
     window_ms: options.window,
     server_pid: pid ?? null,
+    worker_pid: workerPid,
     cpu_percent: { worker: round(workerCpu), server: round(serverCpu ?? NaN), sum: round(sum ?? NaN) },
     worker_rss_mib: {
       first: mib(rssFirst),
@@ -888,6 +908,68 @@ export async function runBench(base: ChainConfig, out: Output, options: BenchOpt
   }
 }
 
+/**
+ * `--parked` measures a worker at rest: `permit-chain worker` in a process of its own, as deployed (with its position
+ * watcher), on the bench's task queue and keys, so that its CPU and memory are the worker's alone, not the bench's
+ * client's, which started the plans. Stopped (SIGTERM, as a supervisor would) when the mode is done.
+ */
+async function withWorkerProcess<T>(b: Bench, mode: (worker: ManagedProcess) => Promise<T>): Promise<T> {
+  const logDir = mkdtempSync(join(tmpdir(), 'permit-chain-bench-'));
+  const group = new ProcessGroup(logDir);
+  const { config } = b;
+  const { cli, how } = workerCli();
+  b.out.line(`bench: the worker process runs ${how}`);
+  try {
+    const env = {
+      REDIS_URL: config.redisUrl,
+      TEMPORAL_ADDRESS: config.temporalAddress,
+      TEMPORAL_NAMESPACE: config.temporalNamespace,
+      TASK_QUEUE: config.taskQueue,
+      KEY_PREFIX: config.keyPrefix,
+      TRADING_MODE: 'testnet',
+      RECHECK_INTERVAL_S: String(config.recheckIntervalS),
+      WORKFLOW_CACHE_SIZE: String(config.workflowCacheSize),
+      METRICS_PORT: '0',
+    };
+    // Ready when it says which task queue it serves, as test/stack/chain.ts has it (which the compiled CLI cannot
+    // import: it reaches for the dev-only test servers).
+    const worker = await group.start({
+      name: 'bench-worker',
+      command: process.execPath,
+      args: [cli, 'worker'],
+      env,
+      ready: /(^|"msg":")worker: .* task queue /,
+      readyTimeoutMs: 120_000,
+      stopTimeoutMs: 15_000,
+    });
+    return await mode(worker);
+  } finally {
+    await group.stopAll();
+    rmSync(logDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The CLI the worker process runs: compiled (the JavaScript and the prebuilt workflow bundle, as deployed) when the
+ * bench is compiled or `npm run build` made a dist/ from these sources; else the sources, whose worker also holds
+ * tsx's and webpack's memory from its start (docs/benchmark.md, worker start).
+ */
+function workerCli(): { cli: string; how: string } {
+  if (__filename.endsWith('.js')) return { cli: join(__dirname, 'cli.js'), how: 'compiled' };
+  const root = resolve(__dirname, '..');
+  const dist = join(root, 'dist');
+  try {
+    prebuiltWorkflowCode(dist, root);
+    return { cli: join(dist, 'scripts', 'cli.js'), how: 'compiled, from dist/ (npm run build)' };
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    return {
+      cli: join(root, 'scripts', 'permit-chain.cjs'),
+      how: `from the sources, with webpack at its start (${why})`,
+    };
+  }
+}
+
 /** Runs the mode with the bench's worker, prints its figures, and leaves nothing behind: plans ended, keys gone. */
 async function measure(b: Bench, connection: NativeConnection, options: BenchOptions): Promise<BenchReport> {
   const { config, out } = b;
@@ -900,8 +982,17 @@ async function measure(b: Bench, connection: NativeConnection, options: BenchOpt
   try {
     out.line(
       `bench: run ${b.run} on Temporal ${config.temporalAddress} and Redis ${config.redisUrl}; its own worker ` +
-        `(testnet) on task queue ${config.taskQueue}, keys ${config.keyPrefix}:* (removed when done)`,
+        `(testnet${options.parked !== undefined ? ', a process of its own' : ''}) on task queue ${config.taskQueue}, ` +
+        `keys ${config.keyPrefix}:* (removed when done)`,
     );
+    if (options.parked !== undefined) {
+      const { parked: count } = options;
+      const { text, report } = await withWorkerProcess(b, (worker) =>
+        parked(b, options, count, options.symbols ?? 20, worker),
+      );
+      out.result(text.join('\n'), report);
+      return report;
+    }
     const worker = await createChainWorker({
       config,
       redis: b.redis,
@@ -923,7 +1014,6 @@ async function measure(b: Bench, connection: NativeConnection, options: BenchOpt
       .runUntil(async (): Promise<Measured> => {
         if (options.duration !== undefined) return sustained(b, options, options.duration, options.symbols ?? 10);
         if (options.burst !== undefined) return bursts(b, options.burst);
-        if (options.parked !== undefined) return parked(b, options, options.parked, options.symbols ?? 20);
         return sideBySide(b, options, options.symbols ?? 10);
       })
       .finally(() => watcher.stop());

@@ -42,22 +42,26 @@ async function leftNothing(report: Report) {
 }
 
 describe('permit-chain bench', () => {
-  it('prints the empty workflow, the direct calls and the chain side by side, with the ratios and their targets', async () => {
+  it("prints the empty workflow, the chain's no-op shape, the direct calls and the chain side by side, with the ratios and their targets", async () => {
     const run = await runCli(['bench', '--plans', '4', '--concurrency', '1', '--symbols', '2'], env, 120_000);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const order = [
       /^empty workflow +4 serial +p50 [\d.]+ ms +p99 [\d.]+ ms$/m,
+      /^chain's shape +4 serial, no-op 3L\+1R +p50 [\d.]+ ms +p99 [\d.]+ ms$/m,
       /^direct calls +4 serial, one process +p50 [\d.]+ ms +p99 [\d.]+ ms$/m,
       /^chain +4\/4 executed, 1 at a time, 2 symbols/m,
       /^ +p50 [\d.]+ ms +p95 [\d.]+ ms +p99 [\d.]+ ms +max [\d.]+ ms$/m,
       /^ +[\d.]+ plans\/s$/m,
       /^chain \/ empty +p50 [\d.]+× +p99 [\d.]+×$/m,
+      /^shape \/ empty +p50 [\d.]+× +p99 [\d.]+×$/m,
+      /^chain \/ shape +p50 [\d.]+× +p99 [\d.]+×$/m,
       /^chain \/ direct +p50 [\d.]+× +p99 [\d.]+×$/m,
       /^integrity +6 plans: 6 executed, 6 Apply entries, 6 orders, 2 symbols exchange = ledger = fills +ok$/m,
       /^targets$/m,
       /^ +chain \/ empty workflow, p50 +[\d.]+× +target ≤ 2× +(PASS|FAIL)$/m,
       /^ +chain \/ empty workflow, p99 +[\d.]+× +target ≤ 4× +(PASS|FAIL)$/m,
+      /^ +the chain's no-op shape \/ empty, p50 +[\d.]+× +target for reference n\/a$/m,
     ];
     const at = order.map((pattern) => run.stdout.search(pattern));
     expect(
@@ -67,13 +71,20 @@ describe('permit-chain bench', () => {
     expect([...at].sort((a, b) => a - b)).toEqual(at);
   });
 
-  it('--json: the ratios are the latencies divided, and the direct calls and empty workflow are measured', async () => {
+  it('--json: the ratios are the latencies divided, and the direct calls, empty workflow and shape are measured', async () => {
     const report = await bench(['--plans', '4', '--concurrency', '1', '--symbols', '2']);
     const floor = report.empty_workflow_ms as { runs: number; p50: number; p99: number };
+    const shape = report.chain_shape_ms as { runs: number; locals: number; regulars: number; p50: number };
     const direct = report.direct_calls_ms as { runs: number; p50: number; p99: number };
     const chain = report.latency_ms as { p50: number; p99: number };
-    const ratios = report.ratios as { chain_to_empty: { p50: number }; chain_to_direct: { p50: number } };
+    const ratios = report.ratios as Record<
+      'chain_to_empty' | 'shape_to_empty' | 'chain_to_shape' | 'chain_to_direct',
+      { p50: number }
+    >;
     expect(floor.runs).toBe(4);
+    expect(shape).toMatchObject({ runs: 4, locals: 3, regulars: 1 });
+    expect(ratios.shape_to_empty.p50).toBeCloseTo(shape.p50 / floor.p50, 1);
+    expect(ratios.chain_to_shape.p50).toBeCloseTo(chain.p50 / shape.p50, 1);
     expect(direct.runs).toBe(4);
     expect(floor.p50).toBeGreaterThan(0);
     expect(direct.p50).toBeGreaterThan(0);
@@ -83,6 +94,7 @@ describe('permit-chain bench', () => {
     expect(report.checks.map((c) => [c.figure, typeof c.pass])).toEqual([
       ['chain / empty workflow, p50', 'boolean'],
       ['chain / empty workflow, p99', 'boolean'],
+      ["the chain's no-op shape / empty, p50", 'object'],
     ]);
     await leftNothing(report);
   });
@@ -98,8 +110,15 @@ describe('permit-chain bench', () => {
       'plans/s sustained',
       'latency p99',
       'plans lost or duplicated (any kind)',
+      'empty workflows/s, same lanes',
+      "the chain's no-op shape/s, same lanes",
     ]);
     expect(report.checks[2]).toMatchObject({ value: 0, pass: true });
+    // The floors ran in the same lanes, for the duration at most: measured, and not targets.
+    for (const floor of [report.empty_workflow, report.chain_shape] as { per_s: number }[]) {
+      expect(floor.per_s).toBeGreaterThan(0);
+    }
+    expect(report.checks.slice(3).map((c) => c.pass)).toEqual([null, null]);
     await leftNothing(report);
   });
 
@@ -137,6 +156,10 @@ describe('permit-chain bench', () => {
     expect(cpu.worker).toBeGreaterThanOrEqual(0);
     expect(cpu.server).toBeGreaterThanOrEqual(0);
     expect(cpu.sum).toBeCloseTo(cpu.worker + cpu.server, 0);
+    // A worker process of its own, not the bench's: its pid is not the bench's, and it is gone afterwards.
+    const workerPid = report.worker_pid as number;
+    expect(workerPid).toEqual(expect.any(Number));
+    expect(() => process.kill(workerPid, 0)).toThrow();
     const rss = report.worker_rss_mib as { first: number; last: number; max: number };
     expect(rss.first).toBeGreaterThan(0);
     expect(rss.max).toBeGreaterThanOrEqual(Math.max(rss.first, rss.last));

@@ -116,7 +116,9 @@ describe('the image, its two stages run without Docker', () => {
         () => Promise.resolve(/state: 'RUNNING'|"state":"RUNNING"/.test(output.text()) ? true : undefined),
         60_000,
         'RUNNING',
-      );
+      ).catch((err: unknown) => {
+        throw new Error(`${String(err)}; the worker said:\n${output.text().slice(-3000)}`);
+      });
       if (asRoot)
         expect(readFileSync(`/proc/${worker.pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${NODE_UID}\\s`, 'm'));
 

@@ -51,7 +51,7 @@ describe('OpenTelemetry tracing', () => {
       const start = named('StartWorkflow:permitChain');
       expect(start).toHaveLength(1);
       const traceId = start[0]?.spanContext().traceId;
-      for (const name of ['RunWorkflow:permitChain', 'RunActivity:executePlan', 'RunActivity:requestPermit']) {
+      for (const name of ['RunWorkflow:permitChain', 'RunActivity:executePlan', 'RunActivity:governorTurn']) {
         expect(named(name).length, name).toBeGreaterThan(0);
         for (const span of named(name)) expect(span.spanContext().traceId, name).toBe(traceId);
       }
