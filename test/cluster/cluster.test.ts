@@ -202,7 +202,9 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
     expect(workerExit.signal).toBe('SIGKILL');
     expect(intakeExit.signal).toBe('SIGKILL');
     expect(inFlight.fed).toBeLessThan(PLANS);
-    expect(inFlight.running).toBeGreaterThan(1);
+    // The incident, blocked, at least; a load plan takes tens of milliseconds, so few or none of them may be running
+    // at the kill: the feed still going (above) is what makes it mid-run.
+    expect(inFlight.running).toBeGreaterThanOrEqual(1);
 
     // While they are dead, the operator fixes the incident's ledger (the seed's one command).
     await redis.hset(keys.position(INCIDENT.symbol), 'ledger_amount', INCIDENT.exchange);
