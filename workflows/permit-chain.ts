@@ -261,6 +261,8 @@ class Chain {
     this.mayContinue = way.mayContinue;
     this.oneCall = way.oneCall;
     this.firstTurn = way.firstTurn;
+    // The admitting call took the plan's turn: held or in line, the plan lets go whatever ends it first (a cancel).
+    this.inLine = way.firstTurn?.turn.hold !== undefined;
     this.layers = rules.layerActivities === 'local' ? local : regular;
     // A carried start can only make the plan older, never younger.
     this.startedAt = Math.min(carried?.started_at ?? Infinity, workflowInfo().startTime.getTime());

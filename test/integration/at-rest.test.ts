@@ -225,3 +225,25 @@ describe('one Governor call per turn', () => {
     expect(governor).toEqual([['governor', 'granted', 'testnet_auto_approved']]);
   });
 });
+
+describe('one Governor call per turn, cancelled at once', () => {
+  it('lets go of the symbol its admitting call took, when a cancel came with its start', async () => {
+    await setPositions(h, 'LTCUSDT', '1', '1');
+    const plan = makePlan({ symbol: 'LTCUSDT', qty: '1' });
+    // No worker yet: the start and the cancellation request reach the plan in its first workflow task together.
+    const { handle } = await startPlan(h.client, h.config, plan);
+    await handle.cancel();
+    const status = await h.withWorker(() => handle.result());
+    expect(status.outcome).toBe('cancelled');
+    expect(await h.redis.exists(h.keys.symbolLock('LTCUSDT'))).toBe(0);
+    const next = makePlan({ symbol: 'LTCUSDT', qty: '1' });
+    const took = await h.withWorker(async () => {
+      const t0 = Date.now();
+      const { handle: second } = await startPlan(h.client, h.config, next);
+      expect((await second.result()).outcome).toBe('executed');
+      return Date.now() - t0;
+    });
+    // Not after the cancelled plan's lease (PERMIT_TTL_S + PERMIT_MARGIN_S = 4 s here).
+    expect(took).toBeLessThan(3_000);
+  });
+});
