@@ -22,6 +22,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { prebuiltWorkflowCode } from '../workers/workflow-code';
+import { CLI } from '../test/cli-runner';
+import { workerSpec } from '../test/stack/chain';
 import { ProcessGroup, type ManagedProcess } from '../test/stack/processes';
 
 export interface BenchOptions {
@@ -931,17 +933,7 @@ async function withWorkerProcess<T>(b: Bench, mode: (worker: ManagedProcess) => 
       WORKFLOW_CACHE_SIZE: String(config.workflowCacheSize),
       METRICS_PORT: '0',
     };
-    // Ready when it says which task queue it serves, as test/stack/chain.ts has it (which the compiled CLI cannot
-    // import: it reaches for the dev-only test servers).
-    const worker = await group.start({
-      name: 'bench-worker',
-      command: process.execPath,
-      args: [cli, 'worker'],
-      env,
-      ready: /(^|"msg":")worker: .* task queue /,
-      readyTimeoutMs: 120_000,
-      stopTimeoutMs: 15_000,
-    });
+    const worker = await group.start(workerSpec('bench-worker', env, cli));
     return await mode(worker);
   } finally {
     await group.stopAll();
@@ -963,10 +955,7 @@ function workerCli(): { cli: string; how: string } {
     return { cli: join(dist, 'scripts', 'cli.js'), how: 'compiled, from dist/ (npm run build)' };
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    return {
-      cli: join(root, 'scripts', 'permit-chain.cjs'),
-      how: `from the sources, with webpack at its start (${why})`,
-    };
+    return { cli: CLI, how: `from the sources, with webpack at its start (${why})` };
   }
 }
 

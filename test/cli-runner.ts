@@ -1,8 +1,11 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { PROJECT_ROOT } from '../scripts/servers';
 
-export const CLI = join(PROJECT_ROOT, 'scripts', 'permit-chain.cjs');
+/**
+ * The checkout's `permit-chain` (the project's root is this folder's parent, as scripts/servers.ts has it; not
+ * imported from there, which loads the dev-only test servers: the compiled CLI's bench uses this module too).
+ */
+export const CLI = join(__dirname, '..', 'scripts', 'permit-chain.cjs');
 
 export interface CliRun {
   code: number | null;

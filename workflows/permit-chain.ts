@@ -15,6 +15,7 @@ import {
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
 import type { GovernorTurn } from '../activities/governor-turn';
+import type { SymbolHold } from '../activities/symbol-lock';
 import { WAITER_REFRESH_MS } from '../lib/symbol-line';
 import type {
   Admission,
@@ -415,14 +416,8 @@ class Chain {
         this.board.enter('governor', `asked the Governor for a permit (attempt ${status.attempts})`);
         return this.onAnswer(turn.answer, at);
       }
-      const detail =
-        `in line for ${this.plan.symbol}: ` +
-        (hold.holder ? `plan ${hold.holder} holds it, ${hold.ahead} ahead` : `${hold.ahead} plan(s) ahead`);
-      if (waiting) this.board.show(detail);
-      else this.board.enter('governor', detail);
+      await this.waitInLine(hold, waiting);
       waiting = true;
-      const leaseLeft = hold.holder ? Math.max(1, hold.leaseLeftMs) : WAITER_REFRESH_MS;
-      await this.desk.awaitSymbol(Math.min(WAITER_REFRESH_MS, leaseLeft));
     }
   }
 
@@ -441,17 +436,24 @@ class Chain {
       ]);
       this.inLine = true;
       if (hold.held) return 'held';
-      const detail =
-        `in line for ${this.plan.symbol}: ` +
-        (hold.holder ? `plan ${hold.holder} holds it, ${hold.ahead} ahead` : `${hold.ahead} plan(s) ahead`);
-      if (waiting) this.board.show(detail);
-      else this.board.enter('governor', detail);
+      await this.waitInLine(hold, waiting);
       waiting = true;
-      // The plan letting go signals the next in line; the timer only takes a symbol whose holder crashed, and
-      // shows the line that this plan is alive.
-      const leaseLeft = hold.holder ? Math.max(1, hold.leaseLeftMs) : WAITER_REFRESH_MS;
-      await this.desk.awaitSymbol(Math.min(WAITER_REFRESH_MS, leaseLeft));
     }
+  }
+
+  /**
+   * Shows where the plan stands in its symbol's line (a timeline line the first time, the details after) and waits
+   * to be woken. The plan letting go signals the next in line; the timer only takes a symbol whose holder crashed,
+   * and shows the line that this plan is alive.
+   */
+  private async waitInLine(hold: Exclude<SymbolHold, { held: true }>, waitedBefore: boolean): Promise<void> {
+    const detail =
+      `in line for ${this.plan.symbol}: ` +
+      (hold.holder ? `plan ${hold.holder} holds it, ${hold.ahead} ahead` : `${hold.ahead} plan(s) ahead`);
+    if (waitedBefore) this.board.show(detail);
+    else this.board.enter('governor', detail);
+    const leaseLeft = hold.holder ? Math.max(1, hold.leaseLeftMs) : WAITER_REFRESH_MS;
+    await this.desk.awaitSymbol(Math.min(WAITER_REFRESH_MS, leaseLeft));
   }
 
   /** Lets go of the symbol (or leaves its line), and wakes the plan next in line, skipping plans that ended. */

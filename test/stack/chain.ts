@@ -9,11 +9,11 @@ import type { ProcessSpec } from './processes';
  * `permit-chain worker`: ready once its workflow bundle is built and it says which task queue it serves (a readable
  * line on a terminal, the `msg` of a JSON line otherwise).
  */
-export function workerSpec(name: string, env: Record<string, string>): ProcessSpec {
+export function workerSpec(name: string, env: Record<string, string>, cli = CLI): ProcessSpec {
   return {
     name,
     command: process.execPath,
-    args: [CLI, 'worker'],
+    args: [cli, 'worker'],
     env,
     ready: /(^|"msg":")worker: .* task queue /,
     // It bundles the workflows at start: seconds, more on a busy machine.
