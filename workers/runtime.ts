@@ -1,19 +1,7 @@
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { Runtime } from '@temporalio/worker';
 import { sdkLogger, type Logger, type SdkLineFilter } from '../lib/log';
-
-/** A port free on the loopback now, for the SDK's exporter to bind. */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? done(address.port) : fail(new Error('no port'))));
-    });
-  });
-}
+import { freePort } from '../lib/ports';
 
 function get(url: string): Promise<string> {
   return new Promise((done, fail) => {
@@ -78,7 +66,7 @@ async function install(
   shutdownSignals?: NodeJS.Signals[],
   quiet?: SdkLineFilter,
 ): Promise<string | undefined> {
-  const port = sdkMetrics ? await freeLoopbackPort() : undefined;
+  const port = sdkMetrics ? await freePort() : undefined;
   Runtime.install({
     logger: sdkLogger(logger, quiet),
     // Unset: the SDK's own SIGINT/SIGTERM handling; `dev` stops its processes in order itself.

@@ -154,13 +154,15 @@ export function involvedPlans(violations: readonly Violation[]): string[] {
   return [...new Set(violations.flatMap((v) => v.planIds))];
 }
 
-function countBy<T>(items: readonly T[], key: (item: T) => string): Map<string, number> {
+/** How many items share each key (invariants.ts counts with it too). */
+export function countBy<T>(items: readonly T[], key: (item: T) => string): Map<string, number> {
   const counts = new Map<string, number>();
   for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
   return counts;
 }
 
-function decimal(raw: string | null | undefined): Dec | undefined {
+/** An exact decimal, or undefined for anything that is not one (absent, empty, corrupt). */
+export function decimal(raw: string | null | undefined): Dec | undefined {
   if (raw === null || raw === undefined || !/^-?\d+(\.\d+)?$/.test(raw.trim())) return undefined;
   return new Dec(raw.trim());
 }

@@ -11,6 +11,7 @@ import { PERMIT_CHAIN_WORKFLOW, planWorkflowId } from '../../contract/messages';
 import type { ChainOutcome, ChainStatus } from '../../contract/types';
 import { Dec, formatDec } from '../../lib/decimal';
 import { INTAKE_GROUP } from '../../workers/intake';
+import { countBy, decimal } from './chaos-check';
 
 /**
  * A plan and how it was designed to end. `executed`: one Apply entry and one filled order. `denied` (by the
@@ -136,18 +137,6 @@ export function findViolations(
   if (lag !== 0) wrong.push(`intake group lag ${lag}: entries never read`);
   if (deadLettered !== 0) wrong.push(`${deadLettered} dead-lettered entries`);
   return wrong;
-}
-
-function countBy<T>(items: readonly T[], key: (item: T) => string): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
-  return counts;
-}
-
-/** An exact decimal, or undefined for anything that is not one (absent, empty, corrupt). */
-function decimal(raw: string | null | undefined): Dec | undefined {
-  if (raw === null || raw === undefined || !/^-?\d+(\.\d+)?$/.test(raw.trim())) return undefined;
-  return new Dec(raw.trim());
 }
 
 /** Runs `fn` over `items`, `lanes` at a time. */
