@@ -448,14 +448,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
     const orders: ExchangeOrderRecord[] = [];
     const positions = new Map<string, { start: string; exchange: string | null; ledger: string | null }>();
     if (double) {
-      const book = (await doubleCall('GET', 'orders')) as {
-        clientOrderId: string;
-        symbol: string;
-        side: string;
-        status: string;
-        executedQty: string;
-        time: number;
-      }[];
+      const book = (await doubleCall('GET', 'orders')) as Omit<ExchangeOrderRecord, 'planId'>[];
       for (const order of book) orders.push({ ...order, planId: clientIds.get(order.clientOrderId) });
       const held = (await doubleCall('GET', 'positions')) as { symbol: string; positionAmt: string }[];
       for (const symbol of allSymbols) {
