@@ -53,10 +53,26 @@ export interface P33View {
   exchange_amount: string;
   ledger_amount: string;
   tolerance: string;
+  /**
+   * Set when the positions disagreed while they may have been moving, and why: another plan (or a reconcile) held the
+   * symbol, between its order and its ledger update perhaps, or the ledger changed while the exchange was read. Such
+   * a disagreement says nothing; the plan looks again holding the symbol itself.
+   */
+  unsettled?: string;
 }
 
 export function createP33Activities({ redis, config, exchange, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
+
+  /** Who holds the symbol and its ledger hash, read at one instant. */
+  async function symbolMoment(symbol: string): Promise<{ holder: string | null; ledger: string }> {
+    const replies = await redis.multi().get(keys.symbolLock(symbol)).hgetall(keys.position(symbol)).exec();
+    const [lock, ledger] = (replies ?? []).map(([err, value]) => {
+      if (err) throw err;
+      return value;
+    });
+    return { holder: typeof lock === 'string' ? lock : null, ledger: JSON.stringify(ledger ?? null) };
+  }
 
   /** P3.3's decision on the positions now, as the permit and a blocked plan's look both show it. */
   async function evaluate(plan: Plan): Promise<P33View & { discrepancy: string }> {
@@ -78,7 +94,16 @@ export function createP33Activities({ redis, config, exchange, clock }: Activity
      * a plan at rest costs nothing until the positions agree, and then it asks for its permits again.
      */
     async peekPosition(plan: Plan): Promise<P33View> {
+      const before = await symbolMoment(plan.symbol);
       const { discrepancy: _discrepancy, ...view } = await evaluate(plan);
+      if (view.allow) return view;
+      // A disagreement counts only if no order can have been in flight while the positions were read: nobody else
+      // held the symbol before or after, and the ledger did not change between (an order placed and recorded wholly
+      // within the look moves it).
+      const after = await symbolMoment(plan.symbol);
+      const holder = [before.holder, after.holder].find((id) => id !== null && id !== plan.plan_id);
+      if (holder !== undefined) return { ...view, unsettled: `${holder} holds ${plan.symbol}` };
+      if (before.ledger !== after.ledger) return { ...view, unsettled: `the ledger of ${plan.symbol} moved meanwhile` };
       return view;
     },
 

@@ -242,14 +242,24 @@ export class OperatorDesk {
   /**
    * A blocked plan at rest: sleeps until someone retries it, the position watcher says its positions changed, it is
    * cancelled, or `until` (the fallback re-check) comes. `'wake'` when only `wake()` came true (it continues as new).
+   * `keepNews`: news not yet taken (takeNews) wakes it at once; without, the rest drops it (plans from before).
    */
-  async rest(until: number, wake: () => boolean = () => false): Promise<'wake' | undefined> {
-    this.retryRequested = false;
-    this.positionsChanged = false;
+  async rest(until: number, wake: () => boolean = () => false, keepNews = false): Promise<'wake' | undefined> {
+    if (!keepNews) this.takeNews();
     this.board.publish();
     const news = () => this.cancel !== undefined || this.retryRequested || this.positionsChanged;
     const woken = await condition(() => news() || wake(), Math.max(1, until - Date.now()));
     return woken && !news() ? 'wake' : undefined;
+  }
+
+  /**
+   * Takes the news a blocked plan acts on (a retry, a position change) as acted on: the plan takes it before it looks,
+   * so that one coming during the look wakes its next rest at once. (Plans from before the settled-looks patch take
+   * it when they start to rest, which drops a wake that came during their look.)
+   */
+  takeNews(): void {
+    this.retryRequested = false;
+    this.positionsChanged = false;
   }
 
   /**

@@ -15,6 +15,7 @@ import {
 } from '@temporalio/workflow';
 import type { ChainActivities } from '../activities';
 import type { GovernorTurn } from '../activities/governor-turn';
+import type { P33View } from '../activities/p33';
 import type { SymbolHold } from '../activities/symbol-lock';
 import { WAITER_REFRESH_MS } from '../lib/symbol-line';
 import type {
@@ -80,6 +81,13 @@ const CONTINUE_AS_NEW_PATCH = 'continue-as-new-on-long-waits';
  * Deprecate and remove it as CONTINUE_AS_NEW_PATCH above, PLAN_MAX_AGE_S after every worker runs this code.
  */
 const ONE_GOVERNOR_CALL_PATCH = 'one-governor-call-per-turn';
+/**
+ * The patch that made a blocked plan's looks miss nothing (restWhileBlocked): a wake that comes while the plan looks
+ * is kept for its next rest, and a look that saw the positions moving (peekPosition's `unsettled`) is made again at
+ * the plan's turn on the symbol. Before, a wake during a look was dropped and such a look kept the plan blocked,
+ * each until the fallback look. It came after the two above and implies them; deprecate and remove it as they are.
+ */
+const SETTLED_LOOKS_PATCH = 'settled-looks-when-blocked';
 
 const regular = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
 const local = proxyLocalActivities<ChainActivities>({
@@ -162,7 +170,8 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   // Asked first, before any activity: a patch marker between local activities' markers failed to replay (a query
   // of an ended production-mode plan, out of the cache: "patch marker encountered … no corresponding change command").
   // A plan with the newer patch's marker has the older one's behaviour too, without its marker.
-  const oneCall = patched(ONE_GOVERNOR_CALL_PATCH);
+  const settledLooks = patched(SETTLED_LOOKS_PATCH);
+  const oneCall = settledLooks || patched(ONE_GOVERNOR_CALL_PATCH);
   const mayContinue = oneCall || patched(CONTINUE_AS_NEW_PATCH);
   // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's). With one
   // call per turn, the same call takes the plan's turn on its symbol and asks for its permit (not for a continued
@@ -186,7 +195,7 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   if (admission.admitted) {
     board.admit(admission.plan, admission.rules.mode);
     const carried = await resume(admission.plan, board);
-    const how = { mayContinue, oneCall, ...(firstTurn ? { firstTurn } : {}) };
+    const how = { mayContinue, oneCall, settledLooks, ...(firstTurn ? { firstTurn } : {}) };
     ending = await new Chain(admission.plan, admission.rules, board, desk, how, carried).run();
   } else {
     status.mode = admission.rules.mode;
@@ -229,6 +238,8 @@ interface ChainWay {
   mayContinue: boolean;
   /** Whether the Governor is one call per turn (governorTurn) or three (admitPlan, holdSymbol, requestPermit). */
   oneCall: boolean;
+  /** Whether a blocked plan's looks keep the wakes that come meanwhile and are made again when the positions moved. */
+  settledLooks: boolean;
   /** With one call: the admitting call's turn, taken already. */
   firstTurn?: FirstTurn;
 }
@@ -248,6 +259,7 @@ class Chain {
   private readonly startedAt: number;
   private readonly mayContinue: boolean;
   private readonly oneCall: boolean;
+  private readonly settledLooks: boolean;
   /** The admitting call's turn, until the plan acts on it. */
   private firstTurn?: FirstTurn;
   constructor(
@@ -261,6 +273,7 @@ class Chain {
   ) {
     this.mayContinue = way.mayContinue;
     this.oneCall = way.oneCall;
+    this.settledLooks = way.settledLooks;
     this.firstTurn = way.firstTurn;
     // The admitting call took the plan's turn: held or in line, the plan lets go whatever ends it first (a cancel).
     this.inLine = way.firstTurn?.turn.hold !== undefined;
@@ -421,8 +434,11 @@ class Chain {
     }
   }
 
-  /** Takes the plan's symbol, waiting its turn in arrival order: woken by the plan before it, never polling. */
-  private async takeTurn(): Promise<'held' | Ending> {
+  /**
+   * Takes the plan's symbol, waiting its turn in arrival order: woken by the plan before it, never polling. `toLook`:
+   * a blocked plan taking it only to look at the positions (it stays blocked while it waits).
+   */
+  private async takeTurn(toLook = false): Promise<'held' | Ending> {
     let waiting = false;
     for (;;) {
       const stop = this.cancelled() ?? this.tooOld();
@@ -436,7 +452,7 @@ class Chain {
       ]);
       this.inLine = true;
       if (hold.held) return 'held';
-      await this.waitInLine(hold, waiting);
+      await this.waitInLine(hold, waiting, toLook);
       waiting = true;
     }
   }
@@ -446,11 +462,16 @@ class Chain {
    * to be woken. The plan letting go signals the next in line; the timer only takes a symbol whose holder crashed,
    * and shows the line that this plan is alive.
    */
-  private async waitInLine(hold: Exclude<SymbolHold, { held: true }>, waitedBefore: boolean): Promise<void> {
+  private async waitInLine(
+    hold: Exclude<SymbolHold, { held: true }>,
+    waitedBefore: boolean,
+    toLook = false,
+  ): Promise<void> {
     const detail =
-      `in line for ${this.plan.symbol}: ` +
+      `in line for ${this.plan.symbol}${toLook ? ' to look at the positions' : ''}: ` +
       (hold.holder ? `plan ${hold.holder} holds it, ${hold.ahead} ahead` : `${hold.ahead} plan(s) ahead`);
     if (waitedBefore) this.board.show(detail);
+    else if (toLook) this.board.note(detail);
     else this.board.enter('governor', detail);
     const leaseLeft = hold.holder ? Math.max(1, hold.leaseLeftMs) : WAITER_REFRESH_MS;
     await this.desk.awaitSymbol(Math.min(WAITER_REFRESH_MS, leaseLeft));
@@ -635,11 +656,14 @@ class Chain {
     for (;;) {
       // A message that came in while the plan was about to continue is acted on now: a look, at once.
       const news = await this.continueIfLong({ stage: 'blocked', denial: latest });
-      if (!news && (await this.desk.rest(nextLookAt, () => this.historyIsLong())) === 'wake') continue;
+      const woken = news || (await this.desk.rest(nextLookAt, () => this.historyIsLong(), this.settledLooks));
+      if (woken === 'wake') continue;
+      // Taken before the look: a wake that comes while the plan looks is news for its next rest, not lost.
+      if (this.settledLooks) this.desk.takeNews();
       const stop = this.cancelled() ?? this.tooOld('still blocked');
       if (stop) return stop;
-      this.step = 'peekPosition';
-      const view = await this.layers.peekPosition.executeWithOptions(options('P3.3: look at positions'), [this.plan]);
+      const view = await this.look();
+      if ('outcome' in view) return view;
       if (view.allow) {
         this.board.note(`positions agree again: exchange ${view.exchange_amount}, ledger ${view.ledger_amount}`);
         return undefined;
@@ -653,6 +677,30 @@ class Chain {
       } else this.board.show(detail);
       seen = now;
     }
+  }
+
+  /**
+   * One look at the positions (P3.3, read only). A disagreement seen while they may have been moving (another plan
+   * held the symbol, its order perhaps placed and not yet in the ledger) is looked at again with the symbol held, the
+   * plan waiting its turn for it: no order is in flight then. An agreement found so keeps the symbol for the chain,
+   * which goes on at once; a disagreement lets it go. An ending when the plan ended while it waited its turn.
+   */
+  private async look(): Promise<P33View | Ending> {
+    this.step = 'peekPosition';
+    const view = await this.layers.peekPosition.executeWithOptions(options('P3.3: look at positions'), [this.plan]);
+    if (view.allow || view.unsettled === undefined || !this.settledLooks) return view;
+    const { symbol } = this.plan;
+    this.board.note(
+      `positions disagree while they may be moving (${view.unsettled}): looking again at this plan's turn on ${symbol}`,
+    );
+    const turn = await this.takeTurn(true);
+    if (turn !== 'held') return turn;
+    this.step = 'peekPosition';
+    const held = await this.layers.peekPosition.executeWithOptions(options(`P3.3: look at positions, ${symbol} held`), [
+      this.plan,
+    ]);
+    if (!held.allow) await this.letGo();
+    return held;
   }
 
   /**

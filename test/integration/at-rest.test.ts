@@ -4,9 +4,19 @@ import type { ExchangePort } from '../../activities/exchange/port';
 import { startPlan } from '../../client/plans';
 import { connectRedis } from '../../lib/connections';
 import type { permitChain } from '../../workflows';
-import { statusQuery } from '../../contract/messages';
+import { positionsChangedSignal, retrySignal, statusQuery } from '../../contract/messages';
+import type { ChainStatus } from '../../contract/types';
 import { PositionWatcher } from '../../workers/position-watcher';
-import { auditOf, chainHarness, makePlan, setPositions, testConfig, type ChainHarness, waitForStage } from '../helpers';
+import {
+  auditOf,
+  chainHarness,
+  eventually,
+  makePlan,
+  setPositions,
+  testConfig,
+  type ChainHarness,
+  waitForStage,
+} from '../helpers';
 
 /**
  * Blocked plans at rest, woken by the position watcher, and the symbol line driven by signals: the seed's
@@ -175,6 +185,141 @@ describe('the symbol line', () => {
   });
 });
 
+/** A promise and the function that resolves it: a point a test's exchange double waits at, or tells of. */
+function gate(): { passed: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const passed = new Promise<void>((resolve) => (open = resolve));
+  return { passed, open };
+}
+
+/** Whether the plan's timeline has a line starting with `start`. */
+async function timelineHas(handle: { query: (q: typeof statusQuery) => Promise<ChainStatus> }, start: string) {
+  return (await handle.query(statusQuery)).timeline.some((t) => t.detail.startsWith(start)) ? true : undefined;
+}
+
+describe('a blocked plan’s looks', () => {
+  it('looks again at its turn when it looked while another plan’s fill was on the exchange and not yet in the ledger', async () => {
+    await setPositions(h, 'LINKUSDT', '3', '2');
+    const blocked = makePlan({ symbol: 'LINKUSDT', qty: '1' });
+    const mover = makePlan({ symbol: 'LINKUSDT', qty: '1' });
+    const filled = gate();
+    const recorded = gate();
+    const paper = createPaperExchange(h.redis, h.keys, Date.now);
+    // The mover's order fills at once; its Execute then waits to write the ledger until the test lets it.
+    const exchange: ExchangePort = {
+      ...paper,
+      async placeMarketOrder(request) {
+        const order = await paper.placeMarketOrder(request);
+        if (request.clientOrderId === mover.plan_id) {
+          filled.open();
+          await recorded.passed;
+        }
+        return order;
+      },
+    };
+    const finals = await h.withWorker(
+      async () => {
+        // The gate opens whatever happens: the worker's shutdown waits for the mover's Execute.
+        try {
+          const a = await startPlan(h.client, h.config, blocked);
+          await waitForStage(h, a.workflowId, 'blocked'); // exchange 3, ledger 2
+          // The ledger is fixed; no position watcher runs here, so only a retry tells the plan.
+          await h.redis.hset(h.keys.position('LINKUSDT'), 'ledger_amount', '3');
+          const b = await startPlan(h.client, h.config, mover);
+          await filled.passed; // exchange 2, ledger 3: the mover holds the symbol, its fill not yet recorded
+          await a.handle.signal(retrySignal, { by: 'ops' });
+          // The look saw 2 against 3 while the mover held the symbol: it does not keep the plan blocked.
+          await eventually(
+            () => timelineHas(a.handle, 'positions disagree while they may be moving'),
+            20_000,
+            'the look to be made again at the plan’s turn',
+          );
+          expect((await a.handle.query(statusQuery)).stage).toBe('blocked');
+          recorded.open();
+          // The mover writes the ledger and lets go; the plan, first in line, looks holding the symbol: 2 and 2.
+          return await Promise.all([a.handle.result(), b.handle.result()]);
+        } finally {
+          recorded.open();
+        }
+      },
+      undefined,
+      { exchange },
+    );
+    expect(finals.map((f) => f.outcome)).toEqual(['executed', 'executed']);
+    const lines = finals[0]?.timeline.map((t) => t.detail) ?? [];
+    expect(lines).toContain(
+      `positions disagree while they may be moving (${mover.plan_id} holds LINKUSDT): looking again at this plan's turn on LINKUSDT`,
+    );
+    expect(lines).toContain(`in line for LINKUSDT to look at the positions: plan ${mover.plan_id} holds it, 0 ahead`);
+    expect(lines).toContain('positions agree again: exchange 2, ledger 2');
+    expect(await amounts('LINKUSDT')).toEqual({ exchange: '1', ledger: '1' });
+    expect(await h.redis.exists(h.keys.symbolLock('LINKUSDT'), h.keys.symbolLine('LINKUSDT'))).toBe(0);
+  });
+
+  it('keeps a wake that comes while it looks: the change it tells of is looked at next, not at the fallback look', async () => {
+    // Regular activities: a signal reaches the plan while its look still runs, in a workflow task of its own.
+    const regular = testConfig({ LAYER_ACTIVITIES: 'regular', KEY_PREFIX: h.config.keyPrefix });
+    await setPositions(h, 'AVAXUSDT', '3', '2');
+    const plan = makePlan({ symbol: 'AVAXUSDT', qty: '1' });
+    const read = gate();
+    const answer = gate();
+    let holdNextRead = false;
+    const paper = createPaperExchange(h.redis, h.keys, Date.now);
+    // The look reads the exchange (3), then waits before it answers.
+    const exchange: ExchangePort = {
+      ...paper,
+      async getPosition(symbol) {
+        const amount = await paper.getPosition(symbol);
+        if (holdNextRead) {
+          holdNextRead = false;
+          read.open();
+          await answer.passed;
+        }
+        return amount;
+      },
+    };
+    const final = await h.withWorker(
+      async () => {
+        try {
+          const { workflowId, handle } = await startPlan(h.client, regular, plan);
+          await waitForStage(h, workflowId, 'blocked'); // exchange 3, ledger 2
+          holdNextRead = true;
+          await handle.signal(retrySignal, { by: 'ops' });
+          await read.passed;
+          // Meanwhile the exchange comes to the ledger's amount (a trade by hand), and the watcher would say so.
+          await h.redis.hset(h.keys.paperPosition('AVAXUSDT'), 'amount', '2');
+          await handle.signal(positionsChangedSignal);
+          await eventually(
+            async () => {
+              const events = (await handle.fetchHistory()).events ?? [];
+              const at = events.findIndex(
+                (e) => e.workflowExecutionSignaledEventAttributes?.signalName === positionsChangedSignal.name,
+              );
+              return at >= 0 && events.slice(at).some((e) => e.workflowTaskCompletedEventAttributes) ? true : undefined;
+            },
+            20_000,
+            'the plan to take in the position change while it looks',
+          );
+          answer.open(); // the look answers 3 against 2: still blocked, by what it read
+          await eventually(
+            async () => ((await handle.query(statusQuery)).stage === 'done' ? true : undefined),
+            20_000,
+            'the plan to look again at once (the fallback look is 300 s away)',
+          );
+          return await handle.result();
+        } finally {
+          answer.open();
+        }
+      },
+      undefined,
+      { config: regular, exchange },
+    );
+    expect(final.outcome).toBe('executed');
+    expect(final.timeline.map((t) => t.detail)).toContain('positions agree again: exchange 2, ledger 2');
+    expect(await amounts('AVAXUSDT')).toEqual({ exchange: '1', ledger: '1' });
+  });
+});
+
 describe('LAYER_ACTIVITIES=regular', () => {
   it('runs the same chain with the Redis layers as regular activities', async () => {
     const regular = testConfig({ LAYER_ACTIVITIES: 'regular', KEY_PREFIX: h.config.keyPrefix });
@@ -219,7 +364,8 @@ describe('one Governor call per turn', () => {
       const scheduled = event.activityTaskScheduledEventAttributes?.activityType?.name;
       if (scheduled) steps.push(scheduled);
     }
-    expect(patches).toEqual(['one-governor-call-per-turn']);
+    // The newest patch only: it implies one call per turn and continue-as-new.
+    expect(patches).toEqual(['settled-looks-when-blocked']);
     expect(steps).toEqual(['governorTurn', 'publishPlan', 'checkPosition', 'executePlan']);
     const governor = (await auditOf(h, plan.plan_id)).filter(([layer]) => layer === 'governor');
     expect(governor).toEqual([['governor', 'granted', 'testnet_auto_approved']]);

@@ -215,8 +215,8 @@ async function runsOf(workflowId: string) {
     runs.push({
       runId,
       events: events.length,
-      // The patch's marker: core's `core_patch`, its details a JSON payload naming the patch (one Governor call per
-      // turn, which came after continue-as-new and implies it: a plan started now has that marker only).
+      // The patch's marker: core's `core_patch`, its details a JSON payload naming the patch (settled looks, the
+      // newest, which implies continue-as-new: a plan started now has that marker only).
       patched: events.some(
         (event) =>
           event.markerRecordedEventAttributes?.markerName === 'core_patch' &&
@@ -224,7 +224,7 @@ async function runsOf(workflowId: string) {
             (payloads.payloads ?? []).some((payload) =>
               Buffer.from(payload.data ?? [])
                 .toString('utf8')
-                .includes('one-governor-call-per-turn'),
+                .includes('settled-looks-when-blocked'),
             ),
           ),
       ),
