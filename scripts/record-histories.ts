@@ -28,8 +28,13 @@ import {
   temporalCliExecutable,
 } from './servers';
 import type { ChainStatus } from '../contract/types';
-import { approveSignal, retrySignal, statusQuery } from '../contract/messages';
+import { approveSignal, positionsChangedSignal, retrySignal, statusQuery } from '../contract/messages';
+import { createPaperExchange } from '../activities/exchange/paper';
+import type { ExchangePort } from '../activities/exchange/port';
+import type { temporal } from '@temporalio/proto';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
+
+type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 
 const OUT = join(PROJECT_ROOT, 'test', 'histories');
 
@@ -50,9 +55,19 @@ async function main(): Promise<void> {
   const connection = await connectWorkerTemporal(servers).catch(closeOnFailure(redis));
   mkdirSync(OUT, { recursive: true });
 
-  async function record(name: string, env: Record<string, string>, play: (config: ChainConfig) => Promise<string>) {
+  async function record(
+    name: string,
+    env: Record<string, string>,
+    play: (config: ChainConfig) => Promise<string>,
+    exchange?: (config: ChainConfig) => ExchangePort,
+  ) {
     const config = loadConfig({ ...base, ...env, TASK_QUEUE: `record-${name}`, KEY_PREFIX: `record-${name}` });
-    const worker = await createChainWorker({ config, redis, connection });
+    const worker = await createChainWorker({
+      config,
+      redis,
+      connection,
+      ...(exchange ? { exchange: exchange(config) } : {}),
+    });
     const workflowId = await worker.runUntil(() => play(config));
     // The official CLI's JSON: the same format `temporal workflow show -o json` gives an operator.
     const shown = spawnSync(cli, ['workflow', 'show', '-w', workflowId, '--address', temporal.address, '-o', 'json'], {
@@ -86,6 +101,17 @@ async function main(): Promise<void> {
     while ((await handle.query(statusQuery)).stage !== stage) await new Promise((r) => setTimeout(r, 50));
   }
 
+  /** Waits until the plan's history, after its `signal`, has `after` (a completed workflow task, a local activity). */
+  async function historyAfter(workflowId: string, signal: string, after: (event: HistoryEvent) => boolean) {
+    const handle = temporal.client.workflow.getHandle(workflowId);
+    for (;;) {
+      const events = (await handle.fetchHistory()).events ?? [];
+      const at = events.findIndex((e) => e.workflowExecutionSignaledEventAttributes?.signalName === signal);
+      if (at >= 0 && events.slice(at).some(after)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   try {
     await record('executed', {}, async (config) => {
       await positions(config, 'BTCUSDT', '0.062', '0.062');
@@ -109,6 +135,81 @@ async function main(): Promise<void> {
       await handle.result();
       return workflowId;
     });
+    // A wake that comes while a blocked plan looks: regular activities, so that it reaches the plan in a workflow
+    // task of its own while the look runs; the exchange double holds the look's answer until then.
+    const woken = { read: gate(), answer: gate(), hold: false };
+    await record(
+      'woken-while-looking',
+      { LAYER_ACTIVITIES: 'regular' },
+      async (config) => {
+        await positions(config, 'AVAXUSDT', '3', '2');
+        const { workflowId, handle } = await startPlan(temporal.client, config, plan('AVAXUSDT', '1'));
+        await until(config, workflowId, 'blocked');
+        woken.hold = true;
+        await handle.signal(retrySignal, { by: 'ops' });
+        await woken.read.passed;
+        await redis.hset(redisKeys(config.keyPrefix).paperPosition('AVAXUSDT'), 'amount', '2');
+        await handle.signal(positionsChangedSignal);
+        await historyAfter(workflowId, positionsChangedSignal.name, (e) =>
+          Boolean(e.workflowTaskCompletedEventAttributes),
+        );
+        woken.answer.open();
+        await handle.result();
+        return workflowId;
+      },
+      (config) => {
+        const paper = createPaperExchange(redis, redisKeys(config.keyPrefix), Date.now);
+        return {
+          ...paper,
+          async getPosition(symbol) {
+            const amount = await paper.getPosition(symbol);
+            if (woken.hold) {
+              woken.hold = false;
+              woken.read.open();
+              await woken.answer.passed;
+            }
+            return amount;
+          },
+        };
+      },
+    );
+    // A blocked plan retried while another plan holds the symbol, its fill on the exchange and not yet in the ledger.
+    const moving = { filled: gate(), recorded: gate(), mover: plan('LINKUSDT', '1') };
+    await record(
+      'looked-while-moving',
+      {},
+      async (config) => {
+        await positions(config, 'LINKUSDT', '3', '2');
+        const { workflowId, handle } = await startPlan(temporal.client, config, plan('LINKUSDT', '1'));
+        await until(config, workflowId, 'blocked');
+        await redis.hset(redisKeys(config.keyPrefix).position('LINKUSDT'), 'ledger_amount', '3');
+        const mover = await startPlan(temporal.client, config, moving.mover);
+        await moving.filled.passed;
+        await handle.signal(retrySignal, { by: 'ops' });
+        await historyAfter(
+          workflowId,
+          retrySignal.name,
+          (e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity',
+        );
+        moving.recorded.open();
+        await Promise.all([handle.result(), mover.handle.result()]);
+        return workflowId;
+      },
+      (config) => {
+        const paper = createPaperExchange(redis, redisKeys(config.keyPrefix), Date.now);
+        return {
+          ...paper,
+          async placeMarketOrder(request) {
+            const order = await paper.placeMarketOrder(request);
+            if (request.clientOrderId === moving.mover.plan_id) {
+              moving.filled.open();
+              await moving.recorded.passed;
+            }
+            return order;
+          },
+        };
+      },
+    );
     const keysDir = mkdtempSync(join(tmpdir(), 'record-approvers-'));
     const alice = readPrivateKey(generateApproverKeys('alice', keysDir).privateFile);
     const production = { TRADING_MODE: 'production', APPROVERS: 'alice', APPROVER_KEYS_DIR: keysDir };
@@ -137,6 +238,13 @@ async function main(): Promise<void> {
     await temporal.teardown();
     await redisServer.stop();
   }
+}
+
+/** A promise and the function that resolves it: where an exchange double waits, or tells that it got to. */
+function gate(): { passed: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const passed = new Promise<void>((resolve) => (open = resolve));
+  return { passed, open };
 }
 
 main().catch((err: unknown) => {

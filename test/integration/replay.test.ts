@@ -34,19 +34,28 @@ async function replayAll(codePath: string): Promise<ReplayResult[]> {
 }
 
 describe('replay of recorded plans', () => {
-  it('replays executed, blocked-then-executed, blocked-long, expired and approved plans against the current workflow', async () => {
+  it('replays executed, blocked-then-executed, blocked-long, expired, approved and woken-while-looking plans against the current workflow', async () => {
     const results = await replayAll(inject('workflowBundlePath'));
-    // Each recorded twice: the plans of before one Governor call per turn, and (-one-call) since.
+    // Recorded once per way: before one Governor call per turn, since (-one-call), and since settled looks
+    // (-settled); the two kinds of plans that reach the settled looks' change also from before it.
     expect(results.map((r) => r.workflowId).sort()).toEqual([
       'approved-production',
       'approved-production-one-call',
+      'approved-production-settled',
       'blocked-long',
       'blocked-then-executed',
       'blocked-then-executed-one-call',
+      'blocked-then-executed-settled',
       'executed',
       'executed-one-call',
+      'executed-settled',
       'expired',
       'expired-one-call',
+      'expired-settled',
+      'looked-while-moving',
+      'looked-while-moving-settled',
+      'woken-while-looking',
+      'woken-while-looking-settled',
     ]);
     for (const result of results) expect(result.error, result.workflowId).toBeUndefined();
   });
@@ -54,7 +63,7 @@ describe('replay of recorded plans', () => {
   it('fails them against a workflow that changed the order of the layers', async () => {
     const codePath = await reorderedWorkflowBundle();
     const results = await replayAll(codePath);
-    expect(results).toHaveLength(9);
+    expect(results).toHaveLength(17);
     for (const result of results) expect(result.error, result.workflowId).toBeInstanceOf(DeterminismViolationError);
   });
 });
