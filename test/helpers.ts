@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { Runtime, DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
-import { inject } from 'vitest';
+import { inject, onTestFinished } from 'vitest';
 import { generateApproverKeys, readPrivateKey, signedRequest } from '../lib/approval';
 import { connectTemporal } from '../client/plans';
 import { loadConfig, type ChainConfig } from '../lib/config';
@@ -122,7 +122,17 @@ export async function chainHarness(config: ChainConfig): Promise<ChainHarness> {
         workflowBundle: { codePath: inject('workflowBundlePath') },
         ...(clock ? { clock } : {}),
       });
-      return worker.runUntil(fn);
+      const run = worker.runUntil(fn);
+      // A test that times out leaves `fn` pending and its worker polling: stopped when the test ends, it does not hold
+      // the task queue against the next test's worker ("overlapping worker task types") and fail that one too.
+      try {
+        onTestFinished(() => {
+          if (worker.getState() === 'RUNNING') worker.shutdown();
+        });
+      } catch {
+        // Called from beforeAll or afterAll: no test to end with, and the hook's own timeout reports a hang.
+      }
+      return run;
     },
     async close() {
       await nativeConnection.close();
