@@ -64,19 +64,32 @@ export interface P33View {
 export function createP33Activities({ redis, config, exchange, clock }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
 
-  /** Who holds the symbol and its ledger hash, read at one instant. */
-  async function symbolMoment(symbol: string): Promise<{ holder: string | null; ledger: string }> {
+  /**
+   * Who holds the symbol and its ledger, read at one instant: the raw `ledger_amount`, and the whole hash as text
+   * (every ledger write changes its `updated_at`).
+   */
+  async function symbolMoment(
+    symbol: string,
+  ): Promise<{ holder: string | null; ledgerAmount: string | null; ledger: string }> {
     const replies = await redis.multi().get(keys.symbolLock(symbol)).hgetall(keys.position(symbol)).exec();
-    const [lock, ledger] = (replies ?? []).map(([err, value]) => {
+    const [lock, hash] = (replies ?? []).map(([err, value]) => {
       if (err) throw err;
       return value;
     });
-    return { holder: typeof lock === 'string' ? lock : null, ledger: JSON.stringify(ledger ?? null) };
+    const ledger = (hash ?? {}) as Record<string, string>;
+    return {
+      holder: typeof lock === 'string' ? lock : null,
+      ledgerAmount: ledger.ledger_amount ?? null,
+      ledger: JSON.stringify(ledger),
+    };
   }
 
-  /** P3.3's decision on the positions now, as the permit and a blocked plan's look both show it. */
-  async function evaluate(plan: Plan): Promise<P33View & { discrepancy: string }> {
-    const positions = await readPositions({ redis, exchange, config, keys }, plan.symbol);
+  /**
+   * P3.3's decision on the positions now, as the permit and a blocked plan's look both show it (`ledger`: the raw
+   * ledger amount, when read already).
+   */
+  async function evaluate(plan: Plan, ledger?: string | null): Promise<P33View & { discrepancy: string }> {
+    const positions = await readPositions({ redis, exchange, config, keys }, plan.symbol, ledger);
     const decision = decideP33(plan, positions);
     return {
       allow: decision.allow,
@@ -94,8 +107,9 @@ export function createP33Activities({ redis, config, exchange, clock }: Activity
      * a plan at rest costs nothing until the positions agree, and then it asks for its permits again.
      */
     async peekPosition(plan: Plan): Promise<P33View> {
+      // The ledger with the holder, then the exchange: one Redis read more than a bare look, the ledger's read once.
       const before = await symbolMoment(plan.symbol);
-      const { discrepancy: _discrepancy, ...view } = await evaluate(plan);
+      const { discrepancy: _discrepancy, ...view } = await evaluate(plan, before.ledgerAmount);
       if (view.allow) return view;
       // A disagreement counts only if no order can have been in flight while the positions were read: nobody else
       // held the symbol before or after, and the ledger did not change between (an order placed and recorded wholly

@@ -5,14 +5,18 @@ import type { PositionSnapshot } from '../contract/types';
 import type { Redis } from 'ioredis';
 import type { ExchangePort } from './exchange/port';
 
-/** The exchange's and the ledger's amounts of a symbol, and the symbol's tolerance: what P3.3 compares. */
+/**
+ * The exchange's and the ledger's amounts of a symbol, and the symbol's tolerance: what P3.3 compares. `ledger`: the
+ * raw `ledger_amount` when the caller has read it already (null: absent), else read here beside the exchange's.
+ */
 export async function readPositions(
   deps: { redis: Redis; exchange: ExchangePort; config: ChainConfig; keys: RedisKeys },
   symbol: string,
+  ledger?: string | null,
 ): Promise<{ exchangeAmount: Dec; ledgerAmount: Dec; tolerance: Dec }> {
   const [exchangeAmount, rawLedger] = await Promise.all([
     deps.exchange.getPosition(symbol),
-    deps.redis.hget(deps.keys.position(symbol), 'ledger_amount'),
+    ledger !== undefined ? ledger : deps.redis.hget(deps.keys.position(symbol), 'ledger_amount'),
   ]);
   return {
     exchangeAmount,
