@@ -147,6 +147,53 @@ describe('P3.3', () => {
   });
 });
 
+describe('P3.3, a blocked plan’s look', () => {
+  it('is unsettled when it disagrees while another plan holds the symbol or the ledger moves; its own hold is not', async () => {
+    await setPositions({ redis, keys }, 'PEEKUSDT', '2', '1');
+    const plan = makePlan({ symbol: 'PEEKUSDT' });
+    const disagree = {
+      allow: false,
+      reason: 'reconcile_required_qty_mismatch',
+      exchange_amount: '2',
+      ledger_amount: '1',
+      tolerance: '0.001',
+    };
+    expect(await layers.peekPosition(plan)).toEqual(disagree);
+    await redis.set(keys.symbolLock('PEEKUSDT'), 'feedfeedfeedfeed', 'PX', 10_000);
+    expect(await layers.peekPosition(plan)).toEqual({ ...disagree, unsettled: 'feedfeedfeedfeed holds PEEKUSDT' });
+    await redis.set(keys.symbolLock('PEEKUSDT'), plan.plan_id, 'PX', 10_000);
+    expect(await layers.peekPosition(plan)).toEqual(disagree);
+    await redis.del(keys.symbolLock('PEEKUSDT'));
+
+    // A fill recorded while the look reads the exchange: the ledger it shows is the one read before, with the holder.
+    const paper = createPaperExchange(redis, keys, Date.now);
+    const recordedMeanwhile = createActivities({
+      redis,
+      config,
+      clock: Date.now,
+      approverKeys: new Map(),
+      exchange: {
+        ...paper,
+        async getPosition(symbol) {
+          const amount = await paper.getPosition(symbol);
+          await redis.hset(keys.position(symbol), 'ledger_amount', '1.5', 'updated_at', String(Date.now()));
+          return amount;
+        },
+      },
+    });
+    expect(await recordedMeanwhile.peekPosition(plan)).toEqual({
+      ...disagree,
+      unsettled: 'the ledger of PEEKUSDT moved meanwhile',
+    });
+    // Agreeing positions are never unsettled, whoever holds the symbol.
+    await setPositions({ redis, keys }, 'PEEKUSDT', '2', '2');
+    await redis.set(keys.symbolLock('PEEKUSDT'), 'feedfeedfeedfeed', 'PX', 10_000);
+    expect(await layers.peekPosition(plan)).toMatchObject({ allow: true, reason: 'positions_reconciled' });
+    expect((await layers.peekPosition(plan)).unsettled).toBeUndefined();
+    await redis.del(keys.symbolLock('PEEKUSDT'));
+  });
+});
+
 describe('Execute', () => {
   it('places one order and moves the ledger once, however often it is called', async () => {
     await setPositions({ redis, keys }, 'TWICEUSDT', '0.062', '0.062');
