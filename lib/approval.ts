@@ -1,7 +1,16 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  verify,
+  type KeyObject,
+} from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, type ChainConfig } from './config';
+import { trustedKeyFile, trustedKeyFolder } from './key-files';
 import { canonicalJson } from './plan';
 import type { ApproveRequest, PositionSnapshot, RejectRequest, SignedDecision } from '../contract/types';
 
@@ -85,35 +94,83 @@ export function decisionRefusal(
 }
 
 /**
+ * A public key's fingerprint: `SHA256:` and the base64 (no `=` padding) of the SHA-256 of its SPKI DER encoding, the
+ * bytes of the `.pub` file's PEM body. By hand: `openssl pkey -pubin -in NAME.pub -outform DER | openssl dgst -sha256
+ * -binary | base64 | tr -d =`.
+ */
+export function keyFingerprint(key: KeyObject): string {
+  const der = key.export({ type: 'spki', format: 'der' });
+  return `SHA256:${createHash('sha256').update(der).digest('base64').replace(/=+$/, '')}`;
+}
+
+/** The worker's start line about its approvers: each name with its key's fingerprint, `(pinned)` when pinned. */
+export function approverKeysLine(
+  keys: ReadonlyMap<string, KeyObject>,
+  config: Pick<ChainConfig, 'approverKeysDir' | 'approverFingerprints'>,
+): string {
+  const each = [...keys].map(([name, key]) => {
+    const pinned = config.approverFingerprints[name] !== undefined ? ' (pinned)' : '';
+    return `${name} ${keyFingerprint(key)}${pinned}`;
+  });
+  return `worker: approver keys from ${config.approverKeysDir}: ${each.join(', ')}`;
+}
+
+type KeySettings = Pick<ChainConfig, 'tradingMode' | 'approvers' | 'approverKeysDir'> &
+  Partial<Pick<ChainConfig, 'approverFingerprints'>>;
+
+/**
  * The approvers' public keys, `APPROVER_KEYS_DIR/NAME.pub` for each name in APPROVERS. In production mode every
  * approver must have one (and there must be approvers), else the worker does not start: a plan that waits for a
- * person nobody can be is a plan lost.
+ * person nobody can be is a plan lost. A key is trusted like a private key (lib/key-files.ts: owner and modes of
+ * every file, link and folder on the way), no two names may share one key (one key would sign as both), and a
+ * fingerprint pinned in APPROVER_FINGERPRINTS must match. Each refusal is a {@link ConfigError} naming the file.
  */
-export function loadApproverKeys(
-  config: Pick<ChainConfig, 'tradingMode' | 'approvers' | 'approverKeysDir'>,
-): Map<string, KeyObject> {
+export function loadApproverKeys(config: KeySettings): Map<string, KeyObject> {
   const keys = new Map<string, KeyObject>();
   if (config.tradingMode === 'production' && config.approvers.length === 0) {
     throw new ConfigError('config: APPROVERS must name at least one approver in production mode');
   }
   if (config.approvers.length === 0) return keys;
-  if (config.approverKeysDir === '') {
-    if (config.tradingMode === 'testnet') return keys;
+  const testnet = config.tradingMode === 'testnet';
+  if (config.approverKeysDir === '' || (testnet && !existsSync(config.approverKeysDir))) {
+    if (testnet) return keys;
     throw new ConfigError("config: APPROVER_KEYS_DIR must name the folder of the approvers' NAME.pub keys");
   }
+  // Folders already found safe: the keys share most of their path.
+  const checked = new Set<string>();
+  trustedKeyFolder(config.approverKeysDir, checked);
+  const holders = new Map<string, { name: string; file: string }>();
   for (const name of config.approvers) {
     if (!APPROVER_NAME.test(name)) throw new ConfigError(`config: APPROVERS has an invalid name '${name}'`);
     const file = join(config.approverKeysDir, `${name}.pub`);
     let key: KeyObject;
     try {
-      key = createPublicKey(readFileSync(file));
+      key = createPublicKey(readFileSync(trustedKeyFile(file, checked)));
     } catch (err) {
-      if (config.tradingMode === 'testnet') continue;
+      if (err instanceof ConfigError) throw err;
+      if (testnet) continue;
       const why = existsSync(file) ? 'is not a PEM public key' : 'is missing';
       throw new ConfigError(`config: APPROVER_KEYS_DIR: ${file} ${why} (${(err as Error).message.split('\n')[0]})`);
     }
     if (key.asymmetricKeyType !== 'ed25519') {
       throw new ConfigError(`config: APPROVER_KEYS_DIR: ${file} is a ${key.asymmetricKeyType ?? '?'} key, not Ed25519`);
+    }
+    const fingerprint = keyFingerprint(key);
+    const bytes = key.export({ type: 'spki', format: 'der' }).toString('base64');
+    const other = holders.get(bytes);
+    if (other) {
+      throw new ConfigError(
+        `config: APPROVER_KEYS_DIR: ${file} holds the same key as ${other.file} (${fingerprint}), which would sign as ` +
+          `both ${other.name} and ${name}: give ${name} a key of their own (permit-chain keygen ${name} --out DIR)`,
+      );
+    }
+    holders.set(bytes, { name, file });
+    const pinned = config.approverFingerprints?.[name];
+    if (pinned !== undefined && pinned !== fingerprint) {
+      throw new ConfigError(
+        `config: APPROVER_FINGERPRINTS: ${name}'s key ${file} is ${fingerprint}, pinned ${pinned}: put ${name}'s ` +
+          'own key there, or pin the new fingerprint if the key was changed on purpose',
+      );
     }
     keys.set(name, key);
   }
@@ -134,9 +191,13 @@ export function readPrivateKey(file: string): KeyObject {
 
 /**
  * Writes a new key pair for an approver: `DIR/NAME.key` (private, mode 0600) and `DIR/NAME.pub` (public, for the
- * worker's APPROVER_KEYS_DIR). Never overwrites an existing key.
+ * worker's APPROVER_KEYS_DIR), and returns the public key's fingerprint (to pin in APPROVER_FINGERPRINTS). Never
+ * overwrites an existing key.
  */
-export function generateApproverKeys(name: string, dir: string): { privateFile: string; publicFile: string } {
+export function generateApproverKeys(
+  name: string,
+  dir: string,
+): { privateFile: string; publicFile: string; fingerprint: string } {
   if (!APPROVER_NAME.test(name)) {
     throw new ConfigError(`keygen: NAME must be letters, digits, _ . - (got '${name}')`);
   }
@@ -148,7 +209,7 @@ export function generateApproverKeys(name: string, dir: string): { privateFile: 
   }
   writeFileSync(privateFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600, flag: 'wx' });
   writeFileSync(publicFile, publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o644, flag: 'wx' });
-  return { privateFile, publicFile };
+  return { privateFile, publicFile, fingerprint: keyFingerprint(publicKey) };
 }
 
 /**

@@ -90,6 +90,9 @@ const pemFile = (kind: 'certificate' | 'private key') =>
       }
     });
 
+/** One pinned key: an approver's name and `SHA256:` with the 43 base64 characters of a SHA-256 (lib/approval.ts). */
+const PINNED_FINGERPRINT = /^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}):(SHA256:[A-Za-z0-9+/]{43})$/;
+
 /** The exchanges the chain can trade on (`EXCHANGE`): the paper exchange in Redis, Binance USD-M futures. */
 export const EXCHANGES = ['paper', 'binance-usdm-testnet', 'binance-usdm'] as const;
 export type ExchangeName = (typeof EXCHANGES)[number];
@@ -167,6 +170,25 @@ const EnvSchema = z.object({
         .filter((name) => name !== ''),
     ),
   APPROVER_KEYS_DIR: z.string().default(''),
+  APPROVER_FINGERPRINTS: z
+    .string()
+    .default('')
+    .transform((raw, ctx) => {
+      const pins: Record<string, string> = {};
+      for (const entry of raw.split(',').map((part) => part.trim())) {
+        if (entry === '') continue;
+        const pin = PINNED_FINGERPRINT.exec(entry);
+        if (!pin?.[1] || !pin[2] || pins[pin[1]] !== undefined) {
+          const message = pin?.[1]
+            ? `pins ${pin[1]} twice`
+            : 'must be NAME:SHA256:FINGERPRINT entries, comma-separated, as `permit-chain keygen` prints them';
+          ctx.addIssue({ code: 'custom', message });
+          return z.NEVER;
+        }
+        pins[pin[1]] = pin[2];
+      }
+      return pins;
+    }),
   LAYER_ACTIVITIES: z.enum(['local', 'regular'], { message: "must be 'local' or 'regular'" }).default('local'),
   CONTINUE_AS_NEW_EVENTS: z
     .string()
@@ -319,6 +341,8 @@ export interface ChainConfig {
   approvers: string[];
   /** Where each approver's Ed25519 public key is (`NAME.pub`); empty: not configured. */
   approverKeysDir: string;
+  /** `APPROVER_FINGERPRINTS`: the key fingerprint expected for an approver, by name; a key that differs stops the worker. */
+  approverFingerprints: Record<string, string>;
   /**
    * How the Redis-only layers (Governor, Apply, P3.3, the symbol line) run: as local activities in the workflow's
    * worker (fast, one step each in the history) or as regular activities (listed while pending, own retries).
@@ -516,6 +540,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
       `config: PERMIT_MARGIN_S must be less than PERMIT_TTL_S (got ${e.PERMIT_MARGIN_S} >= ${e.PERMIT_TTL_S})`,
     );
   }
+  const unknownPin = Object.keys(e.APPROVER_FINGERPRINTS).find((name) => !e.APPROVERS.includes(name));
+  if (unknownPin !== undefined) {
+    throw new ConfigError(
+      `config: APPROVER_FINGERPRINTS pins ${unknownPin}, who is not in APPROVERS: add them there or remove the pin`,
+    );
+  }
   const overrides = symbolOverrides(env);
   return {
     redisUrl: e.REDIS_URL,
@@ -534,6 +564,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     p33ToleranceBySymbol: overrides.P33_TOLERANCE,
     approvers: e.APPROVERS,
     approverKeysDir: e.APPROVER_KEYS_DIR,
+    approverFingerprints: e.APPROVER_FINGERPRINTS,
     layerActivities: e.LAYER_ACTIVITIES,
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     continueAsNewEvents: e.CONTINUE_AS_NEW_EVENTS,

@@ -114,9 +114,13 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
     .argument('<name>', "the approver's name, as in APPROVERS")
     .requiredOption('--out <dir>', 'the folder to write both files to')
     .action((name: string, opts: { out: string }) => {
-      const { privateFile, publicFile } = generateApproverKeys(name, opts.out);
-      const text = `private key ${privateFile} (keep it to yourself)\npublic key ${publicFile} (for the worker)`;
-      ctx.out().result(text, { private_key: privateFile, public_key: publicFile });
+      const { privateFile, publicFile, fingerprint } = generateApproverKeys(name, opts.out);
+      const text = [
+        `private key ${privateFile} (keep it to yourself)`,
+        `public key ${publicFile} (for the worker)`,
+        `fingerprint ${fingerprint} (to pin: APPROVER_FINGERPRINTS=${name}:${fingerprint})`,
+      ].join('\n');
+      ctx.out().result(text, { private_key: privateFile, public_key: publicFile, fingerprint });
     });
   program
     .command('register-search-attributes')

@@ -1,13 +1,27 @@
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  lchownSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   MAX_DECISION_LIFE_MS,
+  approverKeysLine,
   claimedDecision,
   decisionRefusal,
   generateApproverKeys,
+  keyFingerprint,
   loadApproverKeys,
   readPrivateKey,
   signedRequest,
@@ -111,7 +125,8 @@ describe('decisionRefusal: a decision counts only when it proves itself', () => 
 describe('keys', () => {
   it('keygen writes a private key only its owner may read and a public key the worker loads', () => {
     const dir = mkdtempSync(join(tmpdir(), 'approval-test-'));
-    const { privateFile, publicFile } = generateApproverKeys('alice', dir);
+    const { privateFile, publicFile, fingerprint } = generateApproverKeys('alice', dir);
+    expect(fingerprint).toBe(keyFingerprint(createPublicKey(readFileSync(publicFile))));
     expect(statSync(privateFile).mode & 0o777).toBe(0o600);
     expect(readPrivateKey(privateFile).asymmetricKeyType).toBe('ed25519');
     const keys = loadApproverKeys({ tradingMode: 'production', approvers: ['alice'], approverKeysDir: dir });
@@ -152,6 +167,174 @@ describe('keys', () => {
     writeFileSync(join(dir, 'alice.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
     expect(() => loadApproverKeys({ tradingMode: 'production', approvers: ['alice'], approverKeysDir: dir })).toThrow(
       /not Ed25519/,
+    );
+  });
+});
+
+describe('keyFingerprint', () => {
+  it('is SHA256: and the unpadded base64 of the SHA-256 of the SPKI DER, as openssl computes it', () => {
+    // openssl pkey -pubin -in k.pub -outform DER | openssl dgst -sha256 -binary | base64 | tr -d =
+    const pem =
+      '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAFioDavDOQ67U9VqAre3sKjZj9ZbBpPS5zLrVYSPuaQI=\n-----END PUBLIC KEY-----\n';
+    expect(keyFingerprint(createPublicKey(pem))).toBe('SHA256:ayG7VYE9hxyrMQlmxyQga+eG1sLKvoA1GCPItc/wxlQ');
+  });
+});
+
+describe('the keys folder is trusted like a private key', () => {
+  const NOBODY = 65534;
+  const isRoot = process.getuid?.() === 0;
+
+  /** A fresh keys folder (mode 0700) with a key for each name. */
+  function keysFolder(...names: string[]): string {
+    const dir = mkdtempSync(join(tmpdir(), 'approval-keys-'));
+    for (const name of names) generateApproverKeys(name, dir);
+    return dir;
+  }
+  const production = (dir: string, approvers = ['alice', 'bob']) => ({
+    tradingMode: 'production' as const,
+    approvers,
+    approverKeysDir: dir,
+  });
+  /** The one line the worker stops with, or undefined when the keys load. */
+  function refusal(config: Parameters<typeof loadApproverKeys>[0]): string | undefined {
+    try {
+      loadApproverKeys(config);
+      return undefined;
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      const message = (err as Error).message;
+      expect(message.split('\n')).toHaveLength(1);
+      return message;
+    }
+  }
+
+  it('loads keys from a folder of mode 0700 with files of mode 0644', () => {
+    const dir = keysFolder('alice', 'bob');
+    expect([...loadApproverKeys(production(dir)).keys()]).toEqual(['alice', 'bob']);
+  });
+
+  it('refuses a folder writable by others (0777), naming it and the fix', () => {
+    const dir = keysFolder('alice', 'bob');
+    chmodSync(dir, 0o777);
+    expect(refusal(production(dir))).toBe(
+      `config: APPROVER_KEYS_DIR: ${dir} is writable by group and others (mode 0777), who could put a key there: ` +
+        `run chmod go-w ${dir}`,
+    );
+    // And in testnet mode too: a tampered folder is worth stopping for whatever the mode.
+    expect(refusal({ ...production(dir), tradingMode: 'testnet' })).toContain('chmod go-w');
+  });
+
+  it('refuses a folder writable by its group (0770)', () => {
+    const dir = keysFolder('alice', 'bob');
+    chmodSync(dir, 0o770);
+    expect(refusal(production(dir))).toContain(`${dir} is writable by group (mode 0770)`);
+  });
+
+  it('refuses a key file writable by others (0666), naming the file and the fix', () => {
+    const dir = keysFolder('alice', 'bob');
+    chmodSync(join(dir, 'alice.pub'), 0o666);
+    const file = join(dir, 'alice.pub');
+    expect(refusal(production(dir))).toBe(
+      `config: APPROVER_KEYS_DIR: ${file} is writable by group and others (mode 0666), who could change the key: ` +
+        `run chmod go-w ${file}`,
+    );
+  });
+
+  it('refuses a name whose key is a link to another name’s key, and two files that hold one key', () => {
+    const dir = keysFolder('bob');
+    symlinkSync('bob.pub', join(dir, 'carol.pub'));
+    expect(refusal(production(dir, ['bob', 'carol']))).toMatch(
+      new RegExp(
+        `^config: APPROVER_KEYS_DIR: ${join(dir, 'carol.pub')} holds the same key as ${join(dir, 'bob.pub')} ` +
+          `\\(SHA256:[A-Za-z0-9+/]{43}\\), which would sign as both bob and carol: give carol a key of their own`,
+      ),
+    );
+    const copied = keysFolder('bob');
+    copyFileSync(join(copied, 'bob.pub'), join(copied, 'carol.pub'));
+    expect(refusal(production(copied, ['bob', 'carol']))).toContain('holds the same key as');
+  });
+
+  it('accepts a keys folder that is a link to a safe folder', () => {
+    const real = keysFolder('alice', 'bob');
+    const link = join(mkdtempSync(join(tmpdir(), 'approval-link-')), 'keys');
+    symlinkSync(real, link);
+    expect([...loadApproverKeys(production(link)).keys()]).toEqual(['alice', 'bob']);
+  });
+
+  /**
+   * A Kubernetes secret volume: a sticky folder writable by all (1777, root's), each key a link through `..data` to
+   * a folder of the current version. Nobody else can replace an entry of root's there, so it is accepted.
+   */
+  function secretVolume(): string {
+    const root = mkdtempSync(join(tmpdir(), 'approval-secret-'));
+    const version = join(root, '..2026_12_07_15_00_00.123');
+    mkdirSync(version, { mode: 0o755 });
+    const made = keysFolder('alice', 'bob');
+    for (const name of ['alice', 'bob']) renameSync(join(made, `${name}.pub`), join(version, `${name}.pub`));
+    symlinkSync('..2026_12_07_15_00_00.123', join(root, '..data'));
+    for (const name of ['alice', 'bob']) symlinkSync(`..data/${name}.pub`, join(root, `${name}.pub`));
+    chmodSync(root, 0o1777);
+    return root;
+  }
+
+  it('accepts the links of a Kubernetes secret volume, and refuses a version folder writable by others', () => {
+    const volume = secretVolume();
+    expect([...loadApproverKeys(production(volume)).keys()]).toEqual(['alice', 'bob']);
+    const version = join(volume, '..2026_12_07_15_00_00.123');
+    chmodSync(version, 0o777);
+    expect(refusal(production(volume))).toBe(
+      `config: APPROVER_KEYS_DIR: ${version} is writable by group and others (mode 0777), who could put a key ` +
+        `there: run chmod go-w ${version}`,
+    );
+  });
+
+  it('refuses a key linked to a file writable by others, naming that file', () => {
+    const dir = keysFolder('alice');
+    const elsewhere = keysFolder('bob');
+    symlinkSync(join(elsewhere, 'bob.pub'), join(dir, 'bob.pub'));
+    expect(refusal(production(dir))).toBeUndefined();
+    chmodSync(join(elsewhere, 'bob.pub'), 0o646);
+    expect(refusal(production(dir))).toContain(`${join(elsewhere, 'bob.pub')} is writable by others (mode 0646)`);
+  });
+
+  it.skipIf(!isRoot)(
+    'refuses a folder, a key file and a link owned by another user (nobody), naming each and the fix',
+    () => {
+      const folder = keysFolder('alice', 'bob');
+      chownSync(folder, NOBODY, NOBODY);
+      expect(refusal(production(folder))).toBe(
+        `config: APPROVER_KEYS_DIR: ${folder} is owned by uid ${NOBODY}, not by this worker's user (uid 0) or root: ` +
+          `run chown root ${folder}`,
+      );
+      const file = keysFolder('alice', 'bob');
+      chownSync(join(file, 'alice.pub'), NOBODY, NOBODY);
+      expect(refusal(production(file))).toContain(`${join(file, 'alice.pub')} is owned by uid ${NOBODY}`);
+      // In a sticky folder anyone may add an entry: a link of nobody's is refused, though it leads to root's key.
+      const volume = secretVolume();
+      lchownSync(join(volume, 'alice.pub'), NOBODY, NOBODY);
+      expect(refusal(production(volume))).toContain(`${join(volume, 'alice.pub')} is owned by uid ${NOBODY}`);
+    },
+  );
+  // Without root the test cannot give a file to another user: the ownership case runs in CI, which runs as root.
+
+  it('checks pinned fingerprints: a match loads, a mismatch names the approver and both fingerprints', () => {
+    const dir = keysFolder('alice', 'bob');
+    const alice = keyFingerprint(createPublicKey(readFileSync(join(dir, 'alice.pub'))));
+    const bob = keyFingerprint(createPublicKey(readFileSync(join(dir, 'bob.pub'))));
+    expect(refusal({ ...production(dir), approverFingerprints: { alice, bob } })).toBeUndefined();
+    expect(refusal({ ...production(dir), approverFingerprints: { alice: bob } })).toBe(
+      `config: APPROVER_FINGERPRINTS: alice's key ${join(dir, 'alice.pub')} is ${alice}, pinned ${bob}: put ` +
+        "alice's own key there, or pin the new fingerprint if the key was changed on purpose",
+    );
+  });
+
+  it('names each approver with its key’s fingerprint in one line', () => {
+    const dir = keysFolder('alice', 'bob');
+    const keys = loadApproverKeys(production(dir));
+    const alice = keyFingerprint(keys.get('alice') as KeyObject);
+    const bob = keyFingerprint(keys.get('bob') as KeyObject);
+    expect(approverKeysLine(keys, { approverKeysDir: dir, approverFingerprints: { bob } })).toBe(
+      `worker: approver keys from ${dir}: alice ${alice}, bob ${bob} (pinned)`,
     );
   });
 });

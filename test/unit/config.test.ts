@@ -12,6 +12,9 @@ function configError(env: NodeJS.ProcessEnv): ConfigError {
   return expect.fail(`loadConfig accepted ${JSON.stringify(env)}`);
 }
 
+/** A key fingerprint as `permit-chain keygen` prints it. */
+const FINGERPRINT = 'SHA256:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg';
+
 describe('loadConfig', () => {
   it('defaults to the configuration list of docs/configuration.md', () => {
     expect(loadConfig({})).toEqual<ChainConfig>({
@@ -33,6 +36,7 @@ describe('loadConfig', () => {
       p33ToleranceBySymbol: {},
       approvers: [],
       approverKeysDir: '',
+      approverFingerprints: {},
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
@@ -79,6 +83,7 @@ describe('loadConfig', () => {
       P33_TOLERANCE: '0.0020',
       P33_TOLERANCE_ETHUSDT: '0.01',
       APPROVERS: 'alice,bob',
+      APPROVER_FINGERPRINTS: `bob:${FINGERPRINT}`,
       EXCHANGE: 'paper',
       GOVERNOR_RATE_LIMIT: '30/60s',
       GOVERNOR_MAX_QTY: '1.50',
@@ -111,6 +116,7 @@ describe('loadConfig', () => {
       p33ToleranceBySymbol: { ETHUSDT: '0.01' },
       approvers: ['alice', 'bob'],
       approverKeysDir: '',
+      approverFingerprints: { bob: FINGERPRINT },
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
@@ -171,6 +177,27 @@ describe('loadConfig', () => {
     ['a bad per-symbol max qty', { GOVERNOR_MAX_QTY_BTCUSDT: 'abc' }, 'GOVERNOR_MAX_QTY_BTCUSDT'],
     ['a negative per-symbol max qty', { GOVERNOR_MAX_QTY_BTCUSDT: '-0.1' }, 'GOVERNOR_MAX_QTY_BTCUSDT'],
     ['a bad per-symbol max notional', { GOVERNOR_MAX_NOTIONAL_ETHUSDT: 'x' }, 'GOVERNOR_MAX_NOTIONAL_ETHUSDT'],
+    ['a pin without a name', { APPROVERS: 'alice', APPROVER_FINGERPRINTS: FINGERPRINT }, 'APPROVER_FINGERPRINTS'],
+    [
+      'a pin that is not a SHA256 fingerprint',
+      { APPROVERS: 'alice', APPROVER_FINGERPRINTS: 'alice:MD5:00:11' },
+      'APPROVER_FINGERPRINTS',
+    ],
+    [
+      'a pin cut short',
+      { APPROVERS: 'alice', APPROVER_FINGERPRINTS: `alice:${FINGERPRINT.slice(0, -1)}` },
+      'APPROVER_FINGERPRINTS',
+    ],
+    [
+      'a name pinned twice',
+      { APPROVERS: 'alice', APPROVER_FINGERPRINTS: `alice:${FINGERPRINT},alice:${FINGERPRINT}` },
+      'APPROVER_FINGERPRINTS',
+    ],
+    [
+      'a pin for a name outside APPROVERS',
+      { APPROVERS: 'alice', APPROVER_FINGERPRINTS: `mallory:${FINGERPRINT}` },
+      'APPROVER_FINGERPRINTS',
+    ],
   ])('refuses %s, naming the variable', (_name, env, variable) => {
     const error = configError(env);
     expect(error).toBeInstanceOf(ConfigError);
@@ -197,6 +224,14 @@ describe('loadConfig', () => {
     ['empty entries', ',,carol,,', ['carol']],
   ])('reads APPROVERS with %s', (_name, approvers, expected) => {
     expect(loadConfig({ APPROVERS: approvers }).approvers).toEqual(expected);
+  });
+
+  it('reads APPROVER_FINGERPRINTS as name -> fingerprint, spaces and empty entries aside', () => {
+    const other = `SHA256:${'B'.repeat(43)}`;
+    expect(
+      loadConfig({ APPROVERS: 'alice,bob', APPROVER_FINGERPRINTS: ` alice:${FINGERPRINT} ,, bob:${other},` })
+        .approverFingerprints,
+    ).toEqual({ alice: FINGERPRINT, bob: other });
   });
 
   it.each<[string, { count: number; windowMs: number } | null]>([
