@@ -9,9 +9,11 @@ export interface AuditEntry {
   decision: string;
   reason: string;
   at: number;
+  /** A verified approval or rejection: the fingerprint of the approver's key that verified its signature. */
+  key_fingerprint?: string;
 }
 
-/** The stream fields of an audit entry, in the contract's order. */
+/** The stream fields of an audit entry, in the contract's order; `key_fingerprint` last, when there is one. */
 export function auditFields(entry: AuditEntry): string[] {
   return [
     'plan_id',
@@ -24,6 +26,7 @@ export function auditFields(entry: AuditEntry): string[] {
     entry.reason,
     'at',
     new Date(entry.at).toISOString(),
+    ...(entry.key_fingerprint !== undefined ? ['key_fingerprint', entry.key_fingerprint] : []),
   ];
 }
 

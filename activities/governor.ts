@@ -1,5 +1,5 @@
 import type { Result } from 'ioredis';
-import { claimedDecision, decisionRefusal } from '../lib/approval';
+import { claimedDecision, decisionRefusal, keyFingerprint } from '../lib/approval';
 import { chainRules, sizeLimitsFor } from '../lib/config';
 import { Dec } from '../lib/decimal';
 import { redisKeys } from '../contract/keys';
@@ -185,6 +185,7 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
   const keys = redisKeys(config.keyPrefix);
   redis.defineCommand('takeRateSlot', { numberOfKeys: 1, lua: TAKE_RATE_SLOT });
   const approvalRules = { mode: config.tradingMode, approvers: config.approvers, keys: approverKeys };
+  const fingerprints = new Map([...approverKeys].map(([name, key]) => [name, keyFingerprint(key)]));
 
   /** An approval the plan holds counts only while its signature holds (expiry aside: it was answered in time). */
   function verifiedApproval(planId: string, approval: Approval | undefined): Approval | undefined {
@@ -265,7 +266,8 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
     /**
      * A person's approval or rejection, checked by the Governor: an approver of this worker, signing with their
      * key over this plan, this decision, the positions shown and an unexpired expiry. Either way it is audited
-     * (`approved`/`rejected`, or `approval_refused`/`rejection_refused` with the reason).
+     * (`approved`/`rejected` with the `key_fingerprint` that verified it, or `approval_refused`/`rejection_refused`
+     * with the reason).
      */
     async verifyDecision({
       plan_id,
@@ -295,6 +297,7 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
               : 'rejected',
           reason: refusal ? `${by}: ${refusal}` : `${by}${said ? `: ${said}` : ''}`,
           at: clock(),
+          ...(refusal === undefined ? { key_fingerprint: fingerprints.get(decision.by) ?? '' } : {}),
         }),
       );
       return refusal ? { valid: false, why: refusal } : { valid: true };

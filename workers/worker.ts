@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { createActivities } from '../activities';
 import { exchangeFor } from '../activities/exchange';
 import type { ExchangePort } from '../activities/exchange/port';
-import { loadApproverKeys } from '../lib/approval';
+import { approverKeysLine, loadApproverKeys } from '../lib/approval';
 import { connectTemporal } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import {
@@ -158,6 +158,8 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
   const runtime = processRuntime(logger, { sdkMetrics: telemetry.metricsPort !== null, quiet: outages.quietSdk });
   const log = lineLogger(logger);
   log(`worker: workflow code from ${code.description}`);
+  // Which keys decide who may approve, so that a changed key shows in the log at the next start.
+  if (approverKeys.size > 0) log(approverKeysLine(approverKeys, config));
   const redisLog = { log: lineLogger(logger, 'warn'), state: outages.redis };
   const redis = await connectRedis(config, redisLog);
   const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis));

@@ -1,16 +1,26 @@
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createPublicKey } from 'node:crypto';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyFingerprint } from '../../lib/approval';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus } from '../../contract/types';
 import { planWorkflowId } from '../../contract/messages';
 import { CLI, runCli } from '../cli-runner';
 import { PROJECT_ROOT } from '../../scripts/servers';
 import { packageVersion } from '../../scripts/version';
-import { chainHarness, eventually, logMessages, setPositions, testEnv, type ChainHarness } from '../helpers';
+import {
+  chainHarness,
+  eventually,
+  logMessages,
+  setPositions,
+  testApprovers,
+  testEnv,
+  type ChainHarness,
+} from '../helpers';
 
 const env = testEnv();
 let h: ChainHarness;
@@ -167,6 +177,96 @@ describe('permit-chain against a running worker', () => {
     expect(run.stderr).toBe(
       "permit-chain: config: APPROVER_KEYS_DIR must name the folder of the approvers' NAME.pub keys\n",
     );
+  });
+
+  it('refuses to start a worker whose keys folder anyone may write, with one line naming it and the fix', async () => {
+    const approvers = testApprovers('alice');
+    chmodSync(approvers.dir, 0o777);
+    const run = await runCli(['worker'], {
+      ...env,
+      TRADING_MODE: 'production',
+      APPROVERS: 'alice',
+      APPROVER_KEYS_DIR: approvers.dir,
+    });
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toBe(
+      `permit-chain: config: APPROVER_KEYS_DIR: ${approvers.dir} is writable by group and others (mode 0777), who ` +
+        `could put a key there: run chmod go-w ${approvers.dir}\n`,
+    );
+  });
+
+  it("refuses to start a worker where one approver's key is a link to another's", async () => {
+    const approvers = testApprovers('bob');
+    symlinkSync('bob.pub', join(approvers.dir, 'carol.pub'));
+    const run = await runCli(['worker'], {
+      ...env,
+      TRADING_MODE: 'production',
+      APPROVERS: 'bob,carol',
+      APPROVER_KEYS_DIR: approvers.dir,
+    });
+    expect(run.code).toBe(2);
+    const lines = run.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `^permit-chain: config: APPROVER_KEYS_DIR: ${join(approvers.dir, 'carol.pub')} holds the same key as ` +
+          `${join(approvers.dir, 'bob.pub')} \\(SHA256:[A-Za-z0-9+/]{43}\\), which would sign as both bob and carol: ` +
+          'give carol a key of their own \\(permit-chain keygen carol --out DIR\\)$',
+      ),
+    );
+  });
+
+  it('refuses to start a worker whose key differs from the fingerprint pinned for it', async () => {
+    const approvers = testApprovers('alice');
+    const pinned = `SHA256:${'A'.repeat(43)}`;
+    const run = await runCli(['worker'], {
+      ...env,
+      TRADING_MODE: 'production',
+      APPROVERS: 'alice',
+      APPROVER_KEYS_DIR: approvers.dir,
+      APPROVER_FINGERPRINTS: `alice:${pinned}`,
+    });
+    expect(run.code).toBe(2);
+    const actual = keyFingerprint(createPublicKey(readFileSync(join(approvers.dir, 'alice.pub'))));
+    expect(run.stderr).toBe(
+      `permit-chain: config: APPROVER_FINGERPRINTS: alice's key ${join(approvers.dir, 'alice.pub')} is ${actual}, ` +
+        'pinned ' +
+        pinned +
+        ": put alice's own key there, or pin the new fingerprint if the key was changed on purpose\n",
+    );
+  });
+
+  it("prints each approver's key fingerprint when a production worker starts", async () => {
+    const approvers = testApprovers('alice', 'bob');
+    const fingerprint = (name: string) =>
+      keyFingerprint(createPublicKey(readFileSync(join(approvers.dir, `${name}.pub`))));
+    const production = {
+      ...env,
+      TRADING_MODE: 'production',
+      APPROVERS: 'alice,bob',
+      APPROVER_KEYS_DIR: approvers.dir,
+      APPROVER_FINGERPRINTS: `alice:${fingerprint('alice')}`,
+      TASK_QUEUE: `${env.TASK_QUEUE}-production`,
+    };
+    const child = spawn(process.execPath, [CLI, 'worker'], { env: { ...process.env, ...production }, stdio: 'pipe' });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const exited = new Promise<number | null>((done) => child.once('exit', done));
+    await eventually(() => Promise.resolve(out.includes(`task queue ${production.TASK_QUEUE}`) || undefined));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(logMessages(out).filter((line) => line.startsWith('worker: approver keys'))).toEqual([
+      `worker: approver keys from ${approvers.dir}: alice ${fingerprint('alice')} (pinned), bob ${fingerprint('bob')}`,
+    ]);
+  });
+
+  it('keygen prints the fingerprint of the key it made, ready to pin', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'permit-chain-keygen-'));
+    const run = await runCli(['keygen', 'alice', '--out', dir], env);
+    expect(run.code).toBe(0);
+    const fingerprint = keyFingerprint(createPublicKey(readFileSync(join(dir, 'alice.pub'))));
+    expect(run.stdout).toContain(`fingerprint ${fingerprint} (to pin: APPROVER_FINGERPRINTS=alice:${fingerprint})\n`);
   });
 
   it('runs the worker process until SIGTERM, then stops cleanly', async () => {

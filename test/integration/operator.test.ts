@@ -1,8 +1,12 @@
 import { execFile } from 'node:child_process';
+import { createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
+import { keyFingerprint } from '../../lib/approval';
 import { loadConfig } from '../../lib/config';
 import { temporalCliExecutable } from '../../scripts/servers';
 import type { Plan, PositionSnapshot } from '../../contract/types';
@@ -14,6 +18,7 @@ import {
   chainHarness,
   eventually,
   makePlan,
+  pairs,
   setPositions,
   testApprovers,
   testEnv,
@@ -39,6 +44,20 @@ beforeAll(async () => {
   h = await chainHarness(loadConfig(env));
 });
 afterAll(() => h.close());
+
+/** The fingerprint of the key the worker holds for `name` (its APPROVER_KEYS_DIR/NAME.pub). */
+function fingerprintOf(name: string): string {
+  return keyFingerprint(createPublicKey(readFileSync(join(approvers.dir, `${name}.pub`))));
+}
+
+/** The operator layer's audit entries of a plan, every field of each: `decision reason` → key_fingerprint (or -). */
+async function operatorKeysOf(plan: Plan): Promise<string[]> {
+  const entries = await h.redis.xrange(h.keys.auditStream, '-', '+');
+  return entries
+    .map(([, fields]) => Object.fromEntries(pairs(fields)))
+    .filter((e) => e.plan_id === plan.plan_id && e.layer === 'operator')
+    .map((e) => `${e.decision} ${(e.reason ?? '').split(':')[0]} ${e.key_fingerprint ?? '-'}`);
+}
 
 async function ordersOf(plan: Plan): Promise<number> {
   return h.redis.exists(h.keys.paperOrder(plan.plan_id));
@@ -82,6 +101,8 @@ describe('signed approvals (production mode) on the real dev server', () => {
       ['operator', 'approved', 'alice: checked the book'],
       ['governor', 'granted', 'approved by alice'],
     ]);
+    // The approval's entry names the key that verified it: alice's, as the worker printed it at start.
+    expect(await operatorKeysOf(plan)).toEqual([`approved alice ${fingerprintOf('alice')}`]);
     expect(await ordersOf(plan)).toBe(1);
   });
 
@@ -102,6 +123,7 @@ describe('signed approvals (production mode) on the real dev server', () => {
     });
     expect(await ordersOf(plan)).toBe(0);
     expect(await h.redis.exists(h.keys.applyDedupe(plan.plan_id))).toBe(0);
+    expect(await operatorKeysOf(plan)).toEqual([`rejected bob ${fingerprintOf('bob')}`]);
   });
 
   it('ends expired when nobody decides within APPROVAL_TIMEOUT_S', async () => {
@@ -195,6 +217,9 @@ describe('signed approvals (production mode) on the real dev server', () => {
         'operator rejection_refused bob: unsigned: sign it with permit-chain approve --key',
       ].sort(),
     );
+    // Only the decision a key verified carries a fingerprint: bob's approval, not the refusals (eve's key included).
+    const keyed = (await operatorKeysOf(plan)).filter((line) => !line.endsWith(' -'));
+    expect(keyed).toEqual([`approved bob ${fingerprintOf('bob')}`]);
     expect(await ordersOf(plan)).toBe(1);
   });
 
