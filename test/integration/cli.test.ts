@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createPublicKey } from 'node:crypto';
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -179,20 +179,34 @@ describe('permit-chain against a running worker', () => {
     );
   });
 
-  it('refuses to start a worker whose keys folder anyone may write, with one line naming it and the fix', async () => {
-    const approvers = testApprovers('alice');
+  it('refuses to start a worker on a tampered keys folder, with one line naming the file and the fix', async () => {
+    // As found: a folder of mode 0777, and alice.pub (0666, nobody's where the test may give it away) holding
+    // mallory's key.
+    const approvers = testApprovers('alice', 'mallory');
+    const alicePub = join(approvers.dir, 'alice.pub');
+    cpSync(join(approvers.dir, 'mallory.pub'), alicePub);
+    chmodSync(alicePub, 0o666);
+    const root = process.getuid?.() === 0;
+    if (root) chownSync(alicePub, 65534, 65534);
     chmodSync(approvers.dir, 0o777);
-    const run = await runCli(['worker'], {
-      ...env,
-      TRADING_MODE: 'production',
-      APPROVERS: 'alice',
-      APPROVER_KEYS_DIR: approvers.dir,
-    });
+    const production = { ...env, TRADING_MODE: 'production', APPROVERS: 'alice', APPROVER_KEYS_DIR: approvers.dir };
+    const run = await runCli(['worker'], production);
     expect(run.code).toBe(2);
     expect(run.stdout).toBe('');
     expect(run.stderr).toBe(
       `permit-chain: config: APPROVER_KEYS_DIR: ${approvers.dir} is writable by group and others (mode 0777), who ` +
         `could put a key there: run chmod go-w ${approvers.dir}\n`,
+    );
+    // The folder fixed, the file itself is refused.
+    chmodSync(approvers.dir, 0o755);
+    const again = await runCli(['worker'], production);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toBe(
+      root
+        ? `permit-chain: config: APPROVER_KEYS_DIR: ${alicePub} is owned by uid 65534, not by this worker's user ` +
+            `(uid 0) or root: run chown root ${alicePub}\n`
+        : `permit-chain: config: APPROVER_KEYS_DIR: ${alicePub} is writable by group and others (mode 0666), who ` +
+            `could change the key: run chmod go-w ${alicePub}\n`,
     );
   });
 

@@ -297,8 +297,11 @@ describe('the keys folder is trusted like a private key', () => {
     expect(refusal(production(dir))).toContain(`${join(elsewhere, 'bob.pub')} is writable by others (mode 0646)`);
   });
 
+  // Giving a file to another user takes root: CI runs the tests as root; elsewhere the case says why it is skipped.
   it.skipIf(!isRoot)(
-    'refuses a folder, a key file and a link owned by another user (nobody), naming each and the fix',
+    `refuses a folder, a key file and a link owned by another user (nobody), naming each and the fix${
+      isRoot ? '' : ' (skipped: not root, cannot chown to nobody)'
+    }`,
     () => {
       const folder = keysFolder('alice', 'bob');
       chownSync(folder, NOBODY, NOBODY);
@@ -315,7 +318,6 @@ describe('the keys folder is trusted like a private key', () => {
       expect(refusal(production(volume))).toContain(`${join(volume, 'alice.pub')} is owned by uid ${NOBODY}`);
     },
   );
-  // Without root the test cannot give a file to another user: the ownership case runs in CI, which runs as root.
 
   it('checks pinned fingerprints: a match loads, a mismatch names the approver and both fingerprints', () => {
     const dir = keysFolder('alice', 'bob');
