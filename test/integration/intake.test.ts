@@ -35,10 +35,17 @@ interface IntakeProcess {
   exited: Promise<number | null>;
 }
 
-/** `consumer` null: the command's default, as a deployment that scales replicas runs it. */
-function startIntake(env: Record<string, string>, consumer: string | null = 'intake-a'): IntakeProcess {
+/**
+ * `consumer` null: the command's default, as a deployment that scales replicas runs it. `claimIdle`: short, so that
+ * a takeover is quick to test; long where two live intakes must not take each other's entries on a slow machine.
+ */
+function startIntake(
+  env: Record<string, string>,
+  consumer: string | null = 'intake-a',
+  claimIdle = '1s',
+): IntakeProcess {
   const named = consumer === null ? [] : ['--consumer', consumer];
-  const child = spawn(process.execPath, [CLI, 'intake', ...named, '--claim-idle', '1s'], {
+  const child = spawn(process.execPath, [CLI, 'intake', ...named, '--claim-idle', claimIdle], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -182,8 +189,9 @@ describe('permit-chain intake', () => {
     const env = testEnv();
     const keys = redisKeys(env.KEY_PREFIX);
     const run = randomBytes(4).toString('hex');
-    const a = startIntake(env, 'intake-a');
-    const b = startIntake(env, 'intake-b');
+    // Neither is dead: an entry the other holds is its own, however slowly it starts the plan.
+    const a = startIntake(env, 'intake-a', '60s');
+    const b = startIntake(env, 'intake-b', '60s');
     for (let i = 0; i < 100; i++) await redis.xadd(keys.exitPlanStream, '*', ...planFields(i, run));
     for (let i = 0; i < 100; i += 4) await redis.xadd(keys.exitPlanStream, '*', ...planFields(i, run));
     await eventually(async () => {
