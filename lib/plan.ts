@@ -19,9 +19,16 @@ export class PlanError extends Error {
   }
 }
 
-/** A value as an error message quotes it: JSON, bounded. */
+/** Characters that show as nothing or as a plain space: escaped where a message quotes a value, so a reader sees them. */
+const INVISIBLE = /(?! )[\p{Zs}\p{Cf}\u2028\u2029]/gu;
+
+/** A value as an error message quotes it: JSON, invisible characters escaped (`\u00a0`), bounded. */
 function quoted(value: unknown): string {
-  return boundText(JSON.stringify(value) ?? String(value));
+  const json = JSON.stringify(value) ?? String(value);
+  // As JSON escapes: one \uXXXX per UTF-16 unit (a pair for a character beyond U+FFFF).
+  const escape = (c: string) =>
+    Array.from({ length: c.length }, (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join('');
+  return boundText(json.replace(INVISIBLE, escape));
 }
 
 /** The fields of the plan table, in its order: a plan has these and nothing else. */

@@ -323,7 +323,7 @@ describe('the intake takes the stream as given, as strict as submit', () => {
       [{ ...plain, qty: ' 1' }, /^plan: qty must not begin or end with white space .*\(got " 1"\)$/],
       [{ ...plain, qty: '0.01\n' }, /^plan: qty must not begin or end with white space .*\(got "0\.01\\n"\)$/],
       [{ ...plain, qty: '\t1' }, /^plan: qty must not begin or end with white space .*\(got "\\t1"\)$/],
-      [{ ...plain, qty: '1\u00a0' }, /^plan: qty must not begin or end with white space .*\(got "1\u00a0"\)$/],
+      [{ ...plain, qty: '1\u00a0' }, /^plan: qty must not begin or end with white space .*\(got "1\\u00a0"\)$/],
       [{ ...plain, symbol: 'PADUSDT ' }, /^plan: symbol must not begin or end with white space/],
       [{ ...plain, side: ' SELL' }, /^plan: side must not begin or end with white space/],
       [{ ...plain, reduce_only: 'true\n' }, /^plan: reduce_only must not begin or end with white space/],

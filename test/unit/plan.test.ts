@@ -227,11 +227,14 @@ describe('parsePlan: refused plans', () => {
     ['source', 'a trailing no-break space', 'exit-monitor\u00a0'],
     ['source', 'only spaces', '   '],
   ])('refuses %s with %s, naming the field', (field, _case, value) => {
+    // What the message shows: the value as JSON, with a space that is not U+0020 escaped so that it is seen.
+    const shown = JSON.stringify(value)
+      .replace(/\u00a0/g, '\\u00a0')
+      .replace(/\ufeff/g, '\\ufeff')
+      .replace(/\u3000/g, '\\u3000');
     const error = refusal({ ...jsonPlan, [field]: value });
     expect(error.field).toBe(field);
-    expect(error.message).toBe(
-      `plan: ${field} ${PADDED} (spaces, tabs, newlines, no-break spaces) (got ${JSON.stringify(value)})`,
-    );
+    expect(error.message).toBe(`plan: ${field} ${PADDED} (spaces, tabs, newlines, no-break spaces) (got ${shown})`);
   });
 
   it.each<[string, Record<string, unknown>, string]>([
@@ -248,6 +251,16 @@ describe('parsePlan: refused plans', () => {
       `plan: unknown field(s) ${named} (a plan has only plan_id, action, symbol, side, qty, reduce_only, source, ` +
         'reason, created_at)',
     );
+  });
+
+  it.each<[string, string, string]>([
+    ['a no-break space', '1\u00a0', '"1\\u00a0"'],
+    ['a zero-width space', '1\u200b0', '"1\\u200b0"'],
+    ['a right-to-left override', '\u202e1', '"\\u202e1"'],
+    ['an ordinary space', '1 0', '"1 0"'],
+    ['a tag character beyond U+FFFF', '1\u{e0001}', '"1\\udb40\\udc01"'],
+  ])('shows %s in a quoted value, escaped', (_case, qty, shown) => {
+    expect(refusal({ ...jsonPlan, qty }).message).toMatch(` (got ${shown})`);
   });
 
   it('names at most ten unknown fields and counts the rest', () => {
