@@ -39,6 +39,8 @@ export const CONTINUE_AS_NEW_EVENTS_DEFAULT = 2000;
 /** A run needs some 20 events to reach its first wait; below this a plan would do little but continue. */
 const CONTINUE_AS_NEW_EVENTS_MIN = 200;
 const CONTINUE_AS_NEW_EVENTS_MAX = 10_000;
+/** A dead letter is at most 4 KiB: ten million of them are 40 GB, more than a Redis beside a trading system holds. */
+const DEAD_LETTER_MAXLEN_MAX = 10_000_000;
 
 const decimalString = (fallback: string) =>
   z
@@ -206,6 +208,13 @@ const EnvSchema = z.object({
     .default('250')
     .refine((raw) => /^\d+$/.test(raw.trim()) && Number(raw) >= 1, { message: 'must be a whole number >= 1' })
     .transform(Number),
+  DEAD_LETTER_MAXLEN: z
+    .string()
+    .default('10000')
+    .refine((raw) => /^\d+$/.test(raw) && Number(raw) >= 1 && Number(raw) <= DEAD_LETTER_MAXLEN_MAX, {
+      message: `must be a whole number of entries from 1 to ${DEAD_LETTER_MAXLEN_MAX}`,
+    })
+    .transform(Number),
   EXCHANGE: z.enum(EXCHANGES, { message: `must be one of ${EXCHANGES.join(', ')}` }).default('paper'),
   BINANCE_API_KEY: z.string().regex(ONE_LINE, { message: ONE_LINE_MESSAGE }).optional(),
   BINANCE_API_SECRET: z.string().regex(ONE_LINE, { message: ONE_LINE_MESSAGE }).optional(),
@@ -352,6 +361,8 @@ export interface ChainConfig {
   workflowCacheSize: number;
   /** A waiting plan continues as a new run before its history reaches this many events. */
   continueAsNewEvents: number;
+  /** `DEAD_LETTER_MAXLEN`: the exit.plan.dead stream is capped near this many entries (`XADD … MAXLEN ~`). */
+  deadLetterMaxLen: number;
   exchange: ExchangeName;
   /** The Binance adapter's settings; null for the paper exchange. */
   binance: BinanceConfig | null;
@@ -568,6 +579,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     layerActivities: e.LAYER_ACTIVITIES,
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     continueAsNewEvents: e.CONTINUE_AS_NEW_EVENTS,
+    deadLetterMaxLen: e.DEAD_LETTER_MAXLEN,
     exchange: e.EXCHANGE,
     binance: binance(e),
     rateLimit: e.GOVERNOR_RATE_LIMIT,

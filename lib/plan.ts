@@ -1,9 +1,13 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { boundText } from './bound';
 import { Dec } from './decimal';
 import type { Plan } from '../contract/types';
 
-/** A plan that breaks a rule of the plan table in docs/contract.md. The message names the field and the rule. */
+/**
+ * A plan that breaks a rule of the plan table in docs/contract.md. The message names the field and the rule, and
+ * quotes the value received cut to a bounded length (lib/bound.ts): a value from outside may be of any size.
+ */
 export class PlanError extends Error {
   override name = 'PlanError';
   constructor(
@@ -11,9 +15,54 @@ export class PlanError extends Error {
     readonly rule: string,
     readonly received?: unknown,
   ) {
-    super(`plan: ${field} ${rule}${received === undefined ? '' : ` (got ${JSON.stringify(received)})`}`);
+    super(`plan: ${field} ${rule}${received === undefined ? '' : ` (got ${quoted(received)})`}`);
   }
 }
+
+/** Characters that show as nothing or as a plain space: escaped where a message quotes a value, so a reader sees them. */
+const INVISIBLE = /(?! )[\p{Zs}\p{Cf}\u2028\u2029]/gu;
+
+/** A value as an error message quotes it: JSON, invisible characters escaped (`\u00a0`), bounded. */
+function quoted(value: unknown): string {
+  const json = JSON.stringify(value) ?? String(value);
+  // As JSON escapes: one \uXXXX per UTF-16 unit (a pair for a character beyond U+FFFF).
+  const escape = (c: string) =>
+    Array.from({ length: c.length }, (_, i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join('');
+  return boundText(json.replace(INVISIBLE, escape));
+}
+
+/** The fields of the plan table, in its order: a plan has these and nothing else. */
+export const PLAN_FIELDS = [
+  'plan_id',
+  'action',
+  'symbol',
+  'side',
+  'qty',
+  'reduce_only',
+  'source',
+  'reason',
+  'created_at',
+] as const;
+
+/** Unknown field names named in one message at most; the rest are counted. */
+const MAX_NAMED_FIELDS = 10;
+
+/** A plan with fields the plan table does not have: `plan: unknown field(s) foo, bar`. */
+export class UnknownFieldsError extends PlanError {
+  override name = 'UnknownFieldsError';
+  constructor(readonly unknown: string[]) {
+    super('plan', 'has unknown fields');
+    const named = unknown.slice(0, MAX_NAMED_FIELDS).map((name) =>
+      // A plain name as it is; anything else quoted, so that a space or a control character shows.
+      /^[A-Za-z0-9_.-]{1,64}$/.test(name) ? name : boundText(JSON.stringify(name), 64),
+    );
+    const more = unknown.length > MAX_NAMED_FIELDS ? ` and ${unknown.length - MAX_NAMED_FIELDS} more` : '';
+    this.message = `plan: unknown field(s) ${named.join(', ')}${more} (a plan has only ${PLAN_FIELDS.join(', ')})`;
+  }
+}
+
+/** How a value padded with white space is refused: the stream's strings are taken as they are, never trimmed. */
+const PADDED = 'must not begin or end with white space (spaces, tabs, newlines, no-break spaces)';
 
 export const MAX_QTY_DECIMALS = 8;
 /** No exchange trades a trillion of anything in one order: a longer qty is a producer's bug, not a plan. */
@@ -24,7 +73,7 @@ export const SYMBOL_PATTERN = /^(?=[0-9]*[A-Z])[A-Z0-9]{2,20}$/;
 const DECIMAL_TEXT = /^-?(\d+(\.\d*)?|\.\d+)$/;
 
 const qty = z.union([z.string(), z.number()], { message: 'must be a decimal number' }).transform((raw, ctx) => {
-  const text = typeof raw === 'number' ? (Number.isFinite(raw) ? new Dec(raw).toFixed() : '') : raw.trim();
+  const text = typeof raw === 'number' ? (Number.isFinite(raw) ? new Dec(raw).toFixed() : '') : raw;
   if (!DECIMAL_TEXT.test(text)) {
     ctx.addIssue({ code: 'custom', message: 'must be a decimal number' });
     return z.NEVER;
@@ -84,7 +133,7 @@ const bool = z.unknown().transform((raw, ctx) => {
 const createdAt = z
   .union([z.number(), z.string()], { message: 'must be ms since epoch or an ISO-8601 time' })
   .transform((raw, ctx) => {
-    const text = String(raw).trim();
+    const text = String(raw);
     const ms = /^\d+$/.test(text) ? Number(text) : strictIsoTime(text);
     if (!Number.isSafeInteger(ms) || ms <= 0) {
       ctx.addIssue({ code: 'custom', message: 'must be ms since epoch or an ISO-8601 time' });
@@ -100,9 +149,7 @@ const PlanFields = z.object({
   side: z.enum(['BUY', 'SELL'], { message: "must be 'BUY' or 'SELL'" }),
   qty,
   reduce_only: bool.optional(),
-  source: freeText(200)
-    .transform((value) => value.trim())
-    .pipe(z.string().min(1, 'must name who produced the plan')),
+  source: freeText(200).pipe(z.string().min(1, 'must name who produced the plan')),
   reason: freeText(2000).optional(),
   created_at: createdAt.optional(),
 });
@@ -120,10 +167,14 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** The plan id of a plan without one: the first 16 hex of the SHA-256 of the canonical JSON of its fields. */
+/**
+ * The plan id of a plan without one: the first 16 hex of the SHA-256 of the canonical JSON of its fields as received,
+ * the plan table's fields only (other than `plan_id`): nothing else sent beside a plan can make it another plan.
+ */
 export function derivePlanId(fields: Record<string, unknown>): string {
-  const { plan_id: _ignored, ...rest } = fields;
-  return createHash('sha256').update(canonicalJson(rest)).digest('hex').slice(0, 16);
+  const own: Record<string, unknown> = {};
+  for (const field of PLAN_FIELDS) if (field !== 'plan_id') own[field] = fields[field];
+  return createHash('sha256').update(canonicalJson(own)).digest('hex').slice(0, 16);
 }
 
 /**
@@ -135,6 +186,18 @@ export function parsePlan(input: unknown, now: () => number = Date.now): Plan {
     throw new PlanError('plan', 'must be a JSON object');
   }
   const fields = input as Record<string, unknown>;
+  const known: ReadonlySet<string> = new Set(PLAN_FIELDS);
+  const unknown = Object.keys(fields)
+    .filter((name) => !known.has(name) && fields[name] !== undefined)
+    .sort();
+  if (unknown.length > 0) throw new UnknownFieldsError(unknown);
+  // Free text (`reason`) keeps its spaces; every other value is exact, and padding is named as such.
+  for (const field of PLAN_FIELDS) {
+    const value = fields[field];
+    if (field !== 'reason' && typeof value === 'string' && value !== value.trim()) {
+      throw new PlanError(field, PADDED, value);
+    }
+  }
   const parsed = PlanFields.safeParse(fields);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -174,7 +237,8 @@ export function admitInput(input: unknown, workflowId: string): Plan {
   }
   const extra = Object.keys(input).filter((key) => key !== 'plan');
   if (extra.length > 0) {
-    throw new PlanError('input', `must carry the plan only; a plan's rules are the worker's (got ${extra.join(', ')})`);
+    const got = boundText(extra.join(', '), 256);
+    throw new PlanError('input', `must carry the plan only; a plan's rules are the worker's (got ${got})`);
   }
   const raw = (input as { plan?: unknown }).plan;
   if (raw === undefined) throw new PlanError('plan', 'is required');
@@ -184,7 +248,7 @@ export function admitInput(input: unknown, workflowId: string): Plan {
     if ((raw as Record<string, unknown>)[required] === undefined) throw new PlanError(required, 'is required');
   }
   if (workflowId !== `plan-${plan.plan_id}`) {
-    throw new PlanError('plan_id', `must be the workflow's own (workflow id ${JSON.stringify(workflowId)})`);
+    throw new PlanError('plan_id', `must be the workflow's own (workflow id ${quoted(workflowId)})`);
   }
   return plan;
 }

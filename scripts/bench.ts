@@ -200,7 +200,8 @@ function benchPlan(b: Bench, symbol: string, tag: string): Plan {
     reduce_only: false,
     source: 'bench',
     created_at: Date.now(),
-    bench: `${b.run}-${tag}`,
+    // The run and the tag make each plan of the benchmark a plan of its own.
+    reason: `bench ${b.run}-${tag}`,
   });
 }
 

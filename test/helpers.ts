@@ -142,9 +142,10 @@ export async function chainHarness(config: ChainConfig): Promise<ChainHarness> {
   };
 }
 
-/** A valid plan; each call is a new plan unless `plan_id` is given. */
+/** A valid plan; each call is a new plan (a random plan id) unless `plan_id` is given. */
 export function makePlan(fields: Record<string, unknown> = {}): Plan {
   return parsePlan({
+    plan_id: randomBytes(8).toString('hex'),
     action: 'EXECUTE',
     symbol: 'BTCUSDT',
     side: 'SELL',
@@ -152,7 +153,6 @@ export function makePlan(fields: Record<string, unknown> = {}): Plan {
     reduce_only: true,
     source: 'test',
     created_at: Date.now(),
-    nonce: randomBytes(8).toString('hex'),
     ...fields,
   });
 }

@@ -5,8 +5,10 @@ import { startPlan } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import { checkTemporalHandshake, closeOnFailure, connectRedis, temporalConnectionOptions } from '../lib/connections';
 import { redisKeys } from '../contract/keys';
+import { boundText } from '../lib/bound';
 import { lineLogger, type Logger } from '../lib/log';
 import { PlanError, parsePlan } from '../lib/plan';
+import { deadLetterFields, defineDeadLetterScript } from './dead-letter';
 import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from './health';
 import { ChainMetrics, watchIntake } from './metrics';
 import { outagesOf } from './outages';
@@ -52,9 +54,19 @@ function entryTime(id: string): number | undefined {
 /** The intake reads at least every blockMs; a loop silent for this long (and a few reads) is stuck. */
 const STALL_MS = 30_000;
 
+/**
+ * A stream entry's fields by name, as given (no prototype: a field named `__proto__` is a field like any other), or
+ * a {@link PlanError} when a field is given twice: which value was meant is not for the intake to guess.
+ */
 function fieldsOf(list: string[]): Record<string, string> {
-  const fields: Record<string, string> = {};
-  for (let i = 0; i + 1 < list.length; i += 2) fields[list[i] ?? ''] = list[i + 1] ?? '';
+  const fields = Object.create(null) as Record<string, string>;
+  for (let i = 0; i + 1 < list.length; i += 2) {
+    const name = list[i] ?? '';
+    if (Object.hasOwn(fields, name)) {
+      throw new PlanError(boundText(name, 64), 'is given more than once (a stream entry holds each field once)');
+    }
+    fields[name] = list[i + 1] ?? '';
+  }
   return fields;
 }
 
@@ -91,6 +103,7 @@ export class PlanIntake {
     private readonly options: IntakeOptions = DEFAULT_INTAKE_OPTIONS,
   ) {
     this.keys = redisKeys(deps.config.keyPrefix);
+    defineDeadLetterScript(deps.writer);
   }
 
   /** Asks the loop to stop after the batch in hand: what was read is finished and acknowledged first. */
@@ -208,35 +221,29 @@ export class PlanIntake {
       await writer.xack(stream, INTAKE_GROUP, id);
       return;
     }
-    const fields = fieldsOf(list);
+    let explicitId = false;
     try {
+      const fields = fieldsOf(list);
+      explicitId = fields.plan_id !== undefined;
       const plan = parsePlan(fields);
       // A bounded wait: while Temporal is away the SDK would retry for a long time, and the intake should say so.
-      await client.withDeadline(Date.now() + START_DEADLINE_MS, () =>
-        startPlan(client, config, plan, { explicitId: fields.plan_id !== undefined }),
-      );
+      await client.withDeadline(Date.now() + START_DEADLINE_MS, () => startPlan(client, config, plan, { explicitId }));
     } catch (err) {
       // A bad entry, or a plan id that already names another trade: neither gets better by trying again.
       if (!(err instanceof PlanError)) throw err;
-      await writer
-        .multi()
-        .xadd(
-          this.keys.exitPlanDeadStream,
-          '*',
-          'original_id',
-          id,
-          'error',
-          err.message,
-          'entry',
-          JSON.stringify(fields),
-          'dead_at',
-          new Date().toISOString(),
-        )
-        .xack(stream, INTAKE_GROUP, id)
-        .exec();
+      const dead = deadLetterFields({ originalId: id, error: err.message, list, deadAt: new Date() });
+      const trimmed = await writer.deadLetterEntry(
+        this.keys.exitPlanDeadStream,
+        stream,
+        String(config.deadLetterMaxLen),
+        INTAKE_GROUP,
+        id,
+        ...dead,
+      );
       this.counts.deadLettered += 1;
       this.deps.metrics?.intakeEntries.inc({ result: 'dead_lettered' });
-      this.deps.log(`intake: ${id} dead-lettered: ${err.message}`, 'warn');
+      if (trimmed > 0) this.deps.metrics?.deadLettersTrimmed.inc(trimmed);
+      this.deps.log(`intake: ${id} dead-lettered: ${boundText(err.message, 1024)}`, 'warn');
       return;
     }
     await writer.xack(stream, INTAKE_GROUP, id);
@@ -278,7 +285,8 @@ export class PlanIntake {
 function describe(err: unknown): string {
   const messages: string[] = [];
   for (let e: unknown = err; e instanceof Error && messages.length < 4; e = e.cause) messages.push(e.message);
-  const text = messages.join(': ') || String(err);
+  // An error may quote what it was given: bounded like any value from outside.
+  const text = boundText(messages.join(': ') || String(err), 1024);
   if (/ECONNREFUSED|Connection is closed|max retries|Stream isn't writeable/i.test(text))
     return `Redis unavailable: ${text}`;
   if (/UNAVAILABLE|DEADLINE_EXCEEDED|Deadline exceeded|failed to connect|TransportError/i.test(text)) {

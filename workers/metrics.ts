@@ -64,6 +64,11 @@ export class ChainMetrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly deadLettersTrimmed = new Counter({
+    name: 'permit_chain_dead_letter_trimmed_total',
+    help: 'Old entries of the exit.plan.dead stream dropped by its cap (DEAD_LETTER_MAXLEN) as new ones were added.',
+    registers: [this.registry],
+  });
   readonly intakeLag = new Histogram({
     name: 'permit_chain_intake_lag_seconds',
     help: "Intake lag: from an entry's arrival on the exit.plan stream (its id's time) to its plan's workflow start.",

@@ -40,6 +40,7 @@ describe('loadConfig', () => {
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
+      deadLetterMaxLen: 10000,
       exchange: 'paper',
       binance: null,
       rateLimit: null,
@@ -120,6 +121,7 @@ describe('loadConfig', () => {
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
+      deadLetterMaxLen: 10000,
       exchange: 'paper',
       binance: null,
       rateLimit: { count: 30, windowMs: 60_000 },
@@ -145,6 +147,10 @@ describe('loadConfig', () => {
     ['a plan max age in milliseconds by mistake', { PLAN_MAX_AGE_S: '3600000' }, 'PLAN_MAX_AGE_S'],
     ['a continue-as-new threshold below 200', { CONTINUE_AS_NEW_EVENTS: '199' }, 'CONTINUE_AS_NEW_EVENTS'],
     ['a continue-as-new threshold above 10000', { CONTINUE_AS_NEW_EVENTS: '10001' }, 'CONTINUE_AS_NEW_EVENTS'],
+    ['a dead-letter cap of 0', { DEAD_LETTER_MAXLEN: '0' }, 'DEAD_LETTER_MAXLEN'],
+    ['a dead-letter cap above ten million', { DEAD_LETTER_MAXLEN: '10000001' }, 'DEAD_LETTER_MAXLEN'],
+    ['a dead-letter cap with spaces', { DEAD_LETTER_MAXLEN: ' 100' }, 'DEAD_LETTER_MAXLEN'],
+    ['a dead-letter cap that is not a whole number', { DEAD_LETTER_MAXLEN: '1e4' }, 'DEAD_LETTER_MAXLEN'],
     ['an unknown trading mode', { TRADING_MODE: 'live' }, 'TRADING_MODE'],
     ['a Redis URL that is not redis://', { REDIS_URL: 'http://x' }, 'REDIS_URL'],
     ['a Temporal address without a port', { TEMPORAL_ADDRESS: 'temporal.internal' }, 'TEMPORAL_ADDRESS'],
@@ -208,6 +214,11 @@ describe('loadConfig', () => {
     expect(loadConfig({ PLAN_MAX_AGE_S: '2592000' }).planMaxAgeS).toBe(2_592_000);
     expect(loadConfig({ CONTINUE_AS_NEW_EVENTS: '200' }).continueAsNewEvents).toBe(200);
     expect(loadConfig({ CONTINUE_AS_NEW_EVENTS: '10000' }).continueAsNewEvents).toBe(10_000);
+  });
+
+  it('accepts dead-letter caps at their bounds', () => {
+    expect(loadConfig({ DEAD_LETTER_MAXLEN: '1' }).deadLetterMaxLen).toBe(1);
+    expect(loadConfig({ DEAD_LETTER_MAXLEN: '10000000' }).deadLetterMaxLen).toBe(10_000_000);
   });
 
   it('accepts a margin one second below the TTL', () => {

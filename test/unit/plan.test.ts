@@ -8,6 +8,7 @@ import {
   parsePlan,
   PlanError,
   planSummary,
+  UnknownFieldsError,
 } from '../../lib/plan';
 import type { Plan } from '../../contract/types';
 
@@ -122,7 +123,6 @@ describe('parsePlan: accepted plans', () => {
     ['0.0620', '0.062'],
     ['1.50000000', '1.5'],
     ['12', '12'],
-    [' 0.5 ', '0.5'],
   ])('accepts qty %j as %j', (qty, canonical) => {
     expect(parsePlan({ ...jsonPlan, qty }, now).qty).toBe(canonical);
   });
@@ -142,6 +142,16 @@ describe('parsePlan: accepted plans', () => {
 
   it('keeps a plan_id that is given', () => {
     expect(parsePlan({ ...jsonPlan, plan_id: '0123456789abcdef' }, now).plan_id).toBe('0123456789abcdef');
+  });
+
+  it('keeps the spaces of a reason, which is free text', () => {
+    expect(parsePlan({ ...jsonPlan, reason: '  stop hit\u00a0' }, now).reason).toBe('  stop hit\u00a0');
+  });
+
+  it('treats a field given as undefined as absent', () => {
+    expect(parsePlan({ ...jsonPlan, reason: undefined, extra: undefined }, now)).toEqual(
+      parsePlan(without(jsonPlan, 'reason'), now),
+    );
   });
 
   it('drops an empty reason', () => {
@@ -195,6 +205,92 @@ describe('parsePlan: refused plans', () => {
     expect(error.message).toContain(rule);
   });
 
+  const PADDED = 'must not begin or end with white space';
+  // Each value as an upstream producer might pad it: the stream's strings are taken as given, and JSON alike.
+  it.each<[string, string, unknown]>([
+    ['qty', 'a leading space', ' 1'],
+    ['qty', 'a trailing newline', '0.01\n'],
+    ['qty', 'a leading tab', '\t1'],
+    ['qty', 'a trailing no-break space (U+00A0)', '1\u00a0'],
+    ['qty', 'a leading no-break space (U+00A0)', '\u00a00.5'],
+    ['qty', 'a byte-order mark (U+FEFF)', '\ufeff1'],
+    ['qty', 'an ideographic space (U+3000)', '1\u3000'],
+    ['qty', 'a carriage return', '1\r'],
+    ['symbol', 'a trailing space', 'BTCUSDT '],
+    ['side', 'a leading space', ' SELL'],
+    ['action', 'a trailing newline', 'EXECUTE\n'],
+    ['reduce_only', 'a trailing space', 'true '],
+    ['created_at', 'a leading space (ms)', ' 1700000000123'],
+    ['created_at', 'a trailing newline (ISO-8601)', '2023-11-14T22:13:20.123Z\n'],
+    ['plan_id', 'a trailing space', '0123456789abcdef '],
+    ['source', 'a leading space', ' exit-monitor'],
+    ['source', 'a trailing no-break space', 'exit-monitor\u00a0'],
+    ['source', 'only spaces', '   '],
+  ])('refuses %s with %s, naming the field', (field, _case, value) => {
+    // What the message shows: the value as JSON, with a space that is not U+0020 escaped so that it is seen.
+    const shown = JSON.stringify(value)
+      .replace(/\u00a0/g, '\\u00a0')
+      .replace(/\ufeff/g, '\\ufeff')
+      .replace(/\u3000/g, '\\u3000');
+    const error = refusal({ ...jsonPlan, [field]: value });
+    expect(error.field).toBe(field);
+    expect(error.message).toBe(`plan: ${field} ${PADDED} (spaces, tabs, newlines, no-break spaces) (got ${shown})`);
+  });
+
+  it.each<[string, Record<string, unknown>, string]>([
+    ['one unknown field', { ...streamPlan, trace: 'abc' }, 'trace'],
+    ['two, named in order', { ...streamPlan, foo: '1', bar: '2' }, 'bar, foo'],
+    ['a JSON plan with one', { ...jsonPlan, nonce: 'x' }, 'nonce'],
+    ['a name with a space, quoted', { ...streamPlan, 'q ty': '1' }, '"q ty"'],
+    ['an upper-case twin of a known field', { ...streamPlan, QTY: '2' }, 'QTY'],
+  ])('refuses %s: plan: unknown field(s) …', (_case, input, named) => {
+    const error = refusal(input);
+    expect(error).toBeInstanceOf(UnknownFieldsError);
+    expect(error.field).toBe('plan');
+    expect(error.message).toBe(
+      `plan: unknown field(s) ${named} (a plan has only plan_id, action, symbol, side, qty, reduce_only, source, ` +
+        'reason, created_at)',
+    );
+  });
+
+  it.each<[string, string, string]>([
+    ['a no-break space', '1\u00a0', '"1\\u00a0"'],
+    ['a zero-width space', '1\u200b0', '"1\\u200b0"'],
+    ['a right-to-left override', '\u202e1', '"\\u202e1"'],
+    ['an ordinary space', '1 0', '"1 0"'],
+    ['a tag character beyond U+FFFF', '1\u{e0001}', '"1\\udb40\\udc01"'],
+  ])('shows %s in a quoted value, escaped', (_case, qty, shown) => {
+    expect(refusal({ ...jsonPlan, qty }).message).toMatch(` (got ${shown})`);
+  });
+
+  it('names at most ten unknown fields and counts the rest', () => {
+    const extra = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`f${String(i).padStart(2, '0')}`, 'x']));
+    const error = refusal({ ...streamPlan, ...extra });
+    expect(error.message).toMatch(/^plan: unknown field\(s\) f00, f01, .*, f09 and 2 more \(a plan has only /);
+  });
+
+  it('refuses unknown fields before anything else, even when the rest is valid or not', () => {
+    expect(refusal({ ...streamPlan, qty: '-1', extra: 'x' })).toBeInstanceOf(UnknownFieldsError);
+  });
+
+  it('quotes a 1 MB value cut to 512 bytes, with its full length and sha256', () => {
+    const huge = 'x'.repeat(1024 * 1024);
+    const quoted = JSON.stringify(huge);
+    const error = refusal({ ...streamPlan, qty: huge });
+    const sha = createHash('sha256').update(quoted).digest('hex');
+    expect(error.message).toBe(
+      `plan: qty must be a decimal number (got ${quoted.slice(0, 512)} …[cut: ${quoted.length} bytes, sha256 ${sha}])`,
+    );
+    expect(Buffer.byteLength(error.message)).toBeLessThan(1024);
+  });
+
+  it('cuts a 1 MB unknown field name to a bounded length', () => {
+    const name = 'n'.repeat(1024 * 1024);
+    const error = refusal({ ...streamPlan, [name]: '1' });
+    expect(error.message).toMatch(/^plan: unknown field\(s\) "n+ …\[cut: 1048578 bytes, sha256 [0-9a-f]{64}\]/);
+    expect(Buffer.byteLength(error.message)).toBeLessThan(512);
+  });
+
   it("says 'is required' for a missing source", () => {
     expect(refusal(without(jsonPlan, 'source')).message).toBe('plan: source is required');
   });
@@ -244,6 +340,10 @@ describe('plan id derivation', () => {
     const first = parsePlan({ ...fields }, now).plan_id;
     expect(parsePlan({ ...fields }, () => NOW + 5_000).plan_id).toBe(first);
     expect(parsePlan({ ...fields, created_at: 1_700_000_000_124 }, now).plan_id).not.toBe(first);
+  });
+
+  it('hashes the plan table fields only: nothing sent beside a plan changes its id', () => {
+    expect(derivePlanId({ ...fields, trace: 'abc', run: '1' })).toBe(sha256Prefix(canonical));
   });
 
   it('hashes the fields as received, so a number and a string qty are different plans', () => {
