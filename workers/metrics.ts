@@ -354,7 +354,8 @@ export function watchIntake(
 
 /**
  * Redis's memory, from `INFO memory` at scrape time: under `noeviction` a full Redis refuses every write, the ledger's
- * included, so the alert (deploy/prometheus/alerts.yml) fires well before. The same value from every process.
+ * included, so the alert (deploy/prometheus/alerts.yml) fires well before; and whether its policy may evict keys,
+ * should it be changed after the worker's check at start. The same values from every process.
  */
 export function watchRedisMemory(metrics: ChainMetrics, redis: Redis, logger: Logger): void {
   sharedGauge(
@@ -370,6 +371,15 @@ export function watchRedisMemory(metrics: ChainMetrics, redis: Redis, logger: Lo
       help: "Redis's maxmemory (INFO memory), bytes; 0: no limit set (the machine's memory is the limit).",
     },
     async () => (await readRedisMemory(redis)).maxBytes,
+    logger,
+  );
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_redis_may_evict',
+      help: "1 when Redis's maxmemory-policy is not noeviction (it may evict the chain's records), else 0.",
+    },
+    async () => ((await readRedisMemory(redis)).policy === 'noeviction' ? 0 : 1),
     logger,
   );
 }

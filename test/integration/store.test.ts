@@ -250,6 +250,7 @@ describe("the worker and Redis's maxmemory-policy", () => {
       const text = await (await fetch(`${url}/metrics`)).text();
       expect(text).toContain(`permit_chain_stream_trimmed_entries_total{stream="audit"} ${5000 - length}\n`);
       expect(text).toContain(`permit_chain_redis_max_memory_bytes ${256 * 1024 * 1024}\n`);
+      expect(text).toContain('permit_chain_redis_may_evict 1\n');
       const used = Number(/^permit_chain_redis_used_memory_bytes (\d+)$/m.exec(text)?.[1]);
       expect(used).toBeGreaterThan(100_000);
     } finally {
