@@ -48,19 +48,20 @@ export async function evictionRisk(
   config: Pick<ChainConfig, 'redisAllowEviction'>,
 ): Promise<string | undefined> {
   let what: string;
+  let fix: string;
   try {
     const { policy } = await readRedisMemory(redis);
     if (policy === 'noeviction') return undefined;
     what = `maxmemory-policy is ${policy}`;
+    fix = 'set maxmemory-policy noeviction on the Redis server';
   } catch (err) {
     const message = (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
     what = `maxmemory-policy cannot be read from INFO memory (${bounded(message, 200)})`;
+    fix = "allow the INFO command to the worker's Redis user (ACL +info) on a noeviction Redis";
   }
   const risk = 'Redis may evict the keys that keep each plan once-only and the ledger';
   if (!config.redisAllowEviction) {
-    throw new ConfigError(
-      `redis: ${what}: ${risk}; set maxmemory-policy noeviction on the Redis server, or REDIS_ALLOW_EVICTION=true to run with that risk`,
-    );
+    throw new ConfigError(`redis: ${what}: ${risk}; ${fix}, or REDIS_ALLOW_EVICTION=true to run with that risk`);
   }
   return `${what}, allowed by REDIS_ALLOW_EVICTION: ${risk}`;
 }

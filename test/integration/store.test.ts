@@ -7,7 +7,7 @@ import { APPLY_RECORD_MARGIN_S, applyRecordTtlS } from '../../activities/apply';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { startPlan } from '../../client/plans';
 import { redisKeys } from '../../contract/keys';
-import { loadConfig } from '../../lib/config';
+import { ConfigError, loadConfig } from '../../lib/config';
 import { freePort, startRedis, temporalCliExecutable, type RunningRedis } from '../../scripts/servers';
 import { ChainMetrics } from '../../workers/metrics';
 import { StreamTrimmer, evictionRisk } from '../../workers/redis-store';
@@ -257,6 +257,31 @@ describe("the worker and Redis's maxmemory-policy", () => {
       expect(await worker.stop('SIGTERM')).toBe(0);
     }
   }, 90_000);
+
+  it('refuses a Redis user that may not run INFO, naming the ACL to grant; runs with the risk when allowed', async () => {
+    const config = testConfig();
+    const password = randomBytes(8).toString('hex');
+    const user = `noinfo-${randomBytes(3).toString('hex')}`;
+    await h.redis.call('ACL', 'SETUSER', user, 'on', `>${password}`, '~*', '&*', '+@all', '-info');
+    const url = new URL(config.redisUrl);
+    const redis = new Redis({ host: url.hostname, port: Number(url.port), username: user, password });
+    try {
+      const refused = await evictionRisk(redis, config).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(refused).toBeInstanceOf(ConfigError);
+      expect((refused as Error).message).toMatch(
+        /^redis: maxmemory-policy cannot be read from INFO memory \(NOPERM .*info.*\): Redis may evict the keys that keep each plan once-only and the ledger; allow the INFO command to the worker's Redis user \(ACL \+info\) on a noeviction Redis, or REDIS_ALLOW_EVICTION=true to run with that risk$/,
+      );
+      expect(await evictionRisk(redis, { redisAllowEviction: true })).toMatch(
+        /^maxmemory-policy cannot be read from INFO memory \(NOPERM .*\), allowed by REDIS_ALLOW_EVICTION: Redis may evict/,
+      );
+    } finally {
+      redis.disconnect();
+      await h.redis.call('ACL', 'DELUSER', user);
+    }
+  });
 
   it('starts on noeviction without a word about eviction', async () => {
     const config = loadConfig(testEnv());
