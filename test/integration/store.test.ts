@@ -23,6 +23,7 @@ import {
   setPositions,
   testConfig,
   testEnv,
+  waitForStage,
   type ChainHarness,
 } from '../helpers';
 
@@ -154,6 +155,45 @@ describe("Apply's once-only record", () => {
     // One order, one ledger move.
     expect(await h.redis.hget(h.keys.paperPosition('RESETUSDT'), 'amount')).toBe('0.99');
     expect(await h.redis.hget(h.keys.position('RESETUSDT'), 'ledger_amount')).toBe('0.99');
+  }, 60_000);
+
+  it('keeps a plan terminated after Apply from publishing again when reset', async () => {
+    // P3.3 blocks the plan after Apply published it: the exchange and the ledger disagree.
+    await setPositions(h, 'TERMUSDT', '1', '2');
+    const plan = makePlan({ symbol: 'TERMUSDT', qty: '0.01' });
+    await h.withWorker(async () => {
+      const { handle } = await startPlan(h.client, h.config, plan);
+      await waitForStage(h, handle.workflowId, 'blocked');
+      await handle.terminate('store test: terminated while blocked');
+      const reset = temporalCli(
+        'workflow',
+        'reset',
+        '--namespace',
+        h.config.temporalNamespace,
+        '--workflow-id',
+        handle.workflowId,
+        '--type',
+        'FirstWorkflowTask',
+        '--reason',
+        'store test: reset of a terminated plan',
+      );
+      expect(reset.code, reset.output).toBe(0);
+      // The reset run goes through the Governor and Apply again, and rests blocked as the first did.
+      await eventually(
+        async () => {
+          const granted = (await auditOf(h, plan.plan_id)).filter(([, decision]) => decision === 'granted');
+          return granted.length === 2 ? true : undefined;
+        },
+        20_000,
+        "the reset run's permit",
+      );
+      await waitForStage(h, handle.workflowId, 'blocked');
+      await h.client.workflow.getHandle(handle.workflowId).terminate('store test: done');
+    });
+    expect(await applyEntriesOf(plan.plan_id)).toHaveLength(1);
+    expect((await auditOf(h, plan.plan_id)).filter(([layer]) => layer === 'apply')).toEqual([
+      ['apply', 'published', 'ok'],
+    ]);
   }, 60_000);
 });
 
