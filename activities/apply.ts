@@ -4,23 +4,52 @@ import type { ApplyResult, Plan } from '../contract/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
 
-/** How long the Apply layer remembers a plan's stream id; longer than any plan may live (PLAN_MAX_AGE_S). */
-export const APPLY_DEDUPE_TTL_S = 24 * 60 * 60;
+/**
+ * Life beyond the namespace's retention and PLAN_MAX_AGE_S: a run that ends a little past its deadline, workers' and
+ * servers' clocks apart, the time a reset itself takes.
+ */
+export const APPLY_RECORD_MARGIN_S = 24 * 60 * 60;
+
+/**
+ * How long the Apply layer remembers a plan's stream id (`quantum:apply:dedupe:{plan_id}`), in seconds; null: for
+ * ever. Temporal can reset or replay a plan's run as long as it keeps it: while it runs (PLAN_MAX_AGE_S at most) and
+ * for the namespace's retention after it closes. The record outlives both, so that a reset of any run finds it; with
+ * the retention unknown or unbounded, it never expires.
+ */
+export function applyRecordTtlS(retentionS: number | null, planMaxAgeS: number): number | null {
+  if (retentionS === null || !Number.isFinite(retentionS) || retentionS <= 0) return null;
+  return Math.ceil(retentionS) + planMaxAgeS + APPLY_RECORD_MARGIN_S;
+}
 
 /**
  * Publishes a plan to the Apply stream once: the first call XADDs and remembers the entry id under the dedupe key,
- * with its audit entry; every later call, concurrent or after a crash, gets the same id back and adds nothing.
+ * with its audit entry; every later call, concurrent, after a crash or in a reset run, gets the same id back, adds
+ * nothing, and makes the record live at least the full TTL from now (never shorter than it was): a reset run may
+ * itself be reset until the retention after its own close.
  *
  * KEYS: dedupe key, apply stream, audit stream
- * ARGV: dedupe ttl seconds, n entry args, entry args..., audit args...
+ * ARGV: dedupe ttl seconds (0: never expires), n entry args, entry args..., audit args...
  * Returns [stream id, 1 if published now else 0].
  */
 const PUBLISH_PLAN_ONCE = `
+local ttl = tonumber(ARGV[1])
 local existing = redis.call('GET', KEYS[1])
-if existing then return {existing, 0} end
+if existing then
+  local left = redis.call('TTL', KEYS[1])
+  if ttl == 0 then
+    redis.call('PERSIST', KEYS[1])
+  elseif left >= 0 and left < ttl then
+    redis.call('EXPIRE', KEYS[1], ttl)
+  end
+  return {existing, 0}
+end
 local n = tonumber(ARGV[2])
 local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3, 2 + n))
-redis.call('SET', KEYS[1], id, 'EX', tonumber(ARGV[1]))
+if ttl == 0 then
+  redis.call('SET', KEYS[1], id)
+else
+  redis.call('SET', KEYS[1], id, 'EX', ttl)
+end
 redis.call('XADD', KEYS[3], '*', unpack(ARGV, 3 + n, #ARGV))
 return {id, 1}
 `;
@@ -64,7 +93,7 @@ function defineApplyScript(redis: Redis): void {
   redis.defineCommand('publishPlanOnce', { numberOfKeys: 3, lua: PUBLISH_PLAN_ONCE });
 }
 
-export function createApplyActivities({ redis, config, clock }: ActivityDeps) {
+export function createApplyActivities({ redis, config, clock, applyRecordTtlS: recordTtlS = null }: ActivityDeps) {
   const keys = redisKeys(config.keyPrefix);
   defineApplyScript(redis);
   return {
@@ -83,7 +112,7 @@ export function createApplyActivities({ redis, config, clock }: ActivityDeps) {
         keys.applyDedupe(plan.plan_id),
         keys.applyStream,
         keys.auditStream,
-        String(APPLY_DEDUPE_TTL_S),
+        String(recordTtlS ?? 0),
         String(entry.length),
         ...entry,
         ...audit,

@@ -42,6 +42,19 @@ const CONTINUE_AS_NEW_EVENTS_MAX = 10_000;
 /** A dead letter is at most 4 KiB: ten million of them are 40 GB, more than a Redis beside a trading system holds. */
 const DEAD_LETTER_MAXLEN_MAX = 10_000_000;
 
+/** The fewest entries a stream's cap may keep: a smaller cap would drop what a plan still being looked at wrote. */
+export const STREAM_CAP_MIN = 1000;
+
+/** A stream's length cap (`XTRIM … MAXLEN ~`): a whole number of entries, at least {@link STREAM_CAP_MIN}. */
+const streamCap = (fallback: number) =>
+  z
+    .string()
+    .default(String(fallback))
+    .refine((raw) => /^\d+$/.test(raw.trim()) && Number(raw) >= STREAM_CAP_MIN && Number.isSafeInteger(Number(raw)), {
+      message: `must be a whole number of entries >= ${STREAM_CAP_MIN}`,
+    })
+    .transform(Number);
+
 const decimalString = (fallback: string) =>
   z
     .string()
@@ -130,6 +143,12 @@ const EnvSchema = z.object({
   REDIS_TLS_CA_FILE: pemFile('certificate'),
   REDIS_TLS_CERT_FILE: pemFile('certificate'),
   REDIS_TLS_KEY_FILE: pemFile('private key'),
+  REDIS_ALLOW_EVICTION: z
+    .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
+    .default('false')
+    .transform((raw) => raw === 'true'),
+  AUDIT_STREAM_MAXLEN: streamCap(1_000_000),
+  APPLY_STREAM_MAXLEN: streamCap(100_000),
   TEMPORAL_ADDRESS: z
     .string()
     .default('127.0.0.1:7233')
@@ -328,6 +347,13 @@ export interface ChainConfig {
   redisUrl: string;
   /** TLS to Redis: set for a `rediss://` URL (`REDIS_TLS_*`), null for `redis://`. */
   redisTls: TlsFiles | null;
+  /**
+   * `REDIS_ALLOW_EVICTION`: run on a Redis whose maxmemory-policy is not `noeviction` (it may evict the keys that keep
+   * plans once-only), the risk named in the log and `/readyz`. Default false: such a worker does not start.
+   */
+  redisAllowEviction: boolean;
+  /** The length caps the worker trims the chain's streams to (`AUDIT_STREAM_MAXLEN`, `APPLY_STREAM_MAXLEN`). */
+  streamCaps: { audit: number; apply: number };
   temporalAddress: string;
   temporalNamespace: string;
   /** TLS to Temporal (`TEMPORAL_TLS_*`); null: plain text. On whenever any TLS variable or an API key is set. */
@@ -560,6 +586,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
   const overrides = symbolOverrides(env);
   return {
     redisUrl: e.REDIS_URL,
+    redisAllowEviction: e.REDIS_ALLOW_EVICTION,
+    streamCaps: { audit: e.AUDIT_STREAM_MAXLEN, apply: e.APPLY_STREAM_MAXLEN },
     temporalAddress: e.TEMPORAL_ADDRESS,
     temporalNamespace: e.TEMPORAL_NAMESPACE,
     ...transport(e),

@@ -9,7 +9,8 @@ import { closeOnFailure, connectRedis } from '../lib/connections';
 import { createLogger, lineLogger } from '../lib/log';
 import { redactUrl } from '../lib/redact';
 import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from '../workers/health';
-import { ChainMetrics, watchIntake, watchPlans } from '../workers/metrics';
+import { ChainMetrics, watchIntake, watchPlans, watchRedisMemory } from '../workers/metrics';
+import { StreamTrimmer, evictionRisk } from '../workers/redis-store';
 import { processRuntime } from '../workers/runtime';
 import { tracingFor } from '../workers/tracing';
 import {
@@ -150,10 +151,14 @@ export async function runDev(
     const code = workflowCode();
     out.line(`dev: workflow code from ${code.description}`);
     const redis = await connectRedis(config);
+    // As the worker: no plan runs on a Redis that may evict the chain's records, unless REDIS_ALLOW_EVICTION.
+    const risk = await evictionRisk(redis, config).catch(closeOnFailure(redis));
+    if (risk !== undefined) logger.warn(`dev: ${risk}`);
     const intakeReader = await connectRedis(config).catch(closeOnFailure(redis));
     const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis, intakeReader));
     const client = await connectTemporal(config).catch(closeOnFailure(redis, intakeReader, connection));
     let server: TelemetryServer | undefined;
+    let trimmer: StreamTrimmer | undefined;
     try {
       const metrics = new ChainMetrics();
       const worker = await createChainWorker({
@@ -187,8 +192,16 @@ export async function runDev(
       );
       watchPlans(metrics, client, config, logger);
       watchIntake(metrics, redis, config, INTAKE_GROUP, logger);
+      watchRedisMemory(metrics, redis, logger);
+      trimmer = new StreamTrimmer({
+        redis,
+        config,
+        trimmed: (stream, entries) => metrics.streamTrimmed.inc({ stream }, entries),
+        log: lineLogger(logger, 'warn'),
+      });
+      trimmer.start();
       const checks = [
-        redisReadiness(redis),
+        redisReadiness(redis, 'redis', risk),
         temporalReadiness(() => connection.workflowService.getSystemInfo({})),
         {
           name: 'worker',
@@ -228,6 +241,7 @@ export async function runDev(
       }
       watcher.stop();
     } finally {
+      trimmer?.stop();
       await server?.close();
       await tracing?.shutdown();
       await client.connection.close();

@@ -104,6 +104,8 @@ export async function startRedis(options: {
   keyspaceEvents?: string;
   /** In a process group of its own, out of reach of a terminal's Ctrl-C: its starter stops it when it is done. */
   ownProcessGroup?: boolean;
+  /** More of redis-server's options, e.g. `['--maxmemory-policy', 'allkeys-lru']`. */
+  extraArgs?: string[];
 }): Promise<RunningRedis> {
   const events = options.keyspaceEvents ?? 'Kgh';
   const args = [
@@ -122,6 +124,7 @@ export async function startRedis(options: {
   } else {
     args.push('--appendonly', 'no');
   }
+  args.push(...(options.extraArgs ?? []));
   const child = spawn(redisServerPath(), args, {
     stdio: ['ignore', 'ignore', 'inherit'],
     detached: options.ownProcessGroup === true,

@@ -10,6 +10,8 @@ import type { ChainMetrics } from './metrics';
 export interface ReadinessCheck {
   name: string;
   check(): Promise<string | undefined>;
+  /** A risk the process runs with by an explicit setting: ready, and said beside `ok`. */
+  risk?: string;
 }
 
 /** A check that does not answer in this long counts as failed: a probe must not hang. */
@@ -19,12 +21,13 @@ const CHECK_TIMEOUT_MS = 2_000;
  * Redis answers a PING over the process's own connection, with its configured user and password. A refusal names
  * what was refused (the credentials, a certificate) and the variable to fix, never the password.
  */
-export function redisReadiness(redis: Redis, name = 'redis'): ReadinessCheck {
+export function redisReadiness(redis: Redis, name = 'redis', risk?: string): ReadinessCheck {
   let lastError: unknown;
   redis.on('error', (err: unknown) => (lastError = err));
   redis.on('ready', () => (lastError = undefined));
   return {
     name,
+    ...(risk !== undefined ? { risk } : {}),
     async check() {
       try {
         await withTimeout(redis.ping(), 'no answer to PING');
@@ -73,10 +76,14 @@ async function withTimeout<T>(work: Promise<T>, what: string): Promise<T> {
 /** The outcome of every check: ready only if all pass. */
 export async function readiness(checks: ReadinessCheck[]): Promise<{ ready: boolean; body: string }> {
   const results = await Promise.all(
-    checks.map(async (c) => ({ name: c.name, why: await c.check().catch((err: unknown) => String(err)) })),
+    checks.map(async (c) => ({
+      name: c.name,
+      risk: c.risk,
+      why: await c.check().catch((err: unknown) => String(err)),
+    })),
   );
   const failed = results.filter((r) => r.why !== undefined);
-  const lines = results.map((r) => `${r.name}: ${r.why ?? 'ok'}`);
+  const lines = results.map((r) => `${r.name}: ${r.why ?? (r.risk !== undefined ? `ok, at risk: ${r.risk}` : 'ok')}`);
   const head = failed.length === 0 ? 'ready' : `not ready: ${failed.map((r) => `${r.name}: ${r.why}`).join('; ')}`;
   // The last guard, as for every line the chain prints: no connection URL's password.
   return { ready: failed.length === 0, body: redactUrl([head, ...lines].join('\n') + '\n') };

@@ -10,6 +10,7 @@ import type { ChainConfig } from '../lib/config';
 import { planFields, planIdOf, type Logger } from '../lib/log';
 import { redisKeys } from '../contract/keys';
 import type { ChainObserverSinks } from '../workflows/observe';
+import { readRedisMemory } from './redis-store';
 
 /**
  * The chain's Prometheus series, all `permit_chain_*`. Each is measured where it is true summed over any number of
@@ -73,6 +74,13 @@ export class ChainMetrics {
     name: 'permit_chain_intake_lag_seconds',
     help: "Intake lag: from an entry's arrival on the exit.plan stream (its id's time) to its plan's workflow start.",
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
+
+  readonly streamTrimmed = new Counter({
+    name: 'permit_chain_stream_trimmed_entries_total',
+    help: "Entries the worker trimmed from the chain's streams (audit, apply) to keep them near their caps.",
+    labelNames: ['stream'] as const,
     registers: [this.registry],
   });
 
@@ -345,6 +353,38 @@ export function watchIntake(
       help: 'Entries on the exit.plan.dead stream (plans refused at intake).',
     },
     () => redis.xlen(keys.exitPlanDeadStream),
+    logger,
+  );
+}
+
+/**
+ * Redis's memory, from `INFO memory` at scrape time: under `noeviction` a full Redis refuses every write, the ledger's
+ * included, so the alert (deploy/prometheus/alerts.yml) fires well before; and whether its policy may evict keys,
+ * should it be changed after the worker's check at start. The same values from every process.
+ */
+export function watchRedisMemory(metrics: ChainMetrics, redis: Redis, logger: Logger): void {
+  sharedGauge(
+    metrics.registry,
+    { name: 'permit_chain_redis_used_memory_bytes', help: "Redis's used_memory (INFO memory), bytes." },
+    async () => (await readRedisMemory(redis)).usedBytes,
+    logger,
+  );
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_redis_max_memory_bytes',
+      help: "Redis's maxmemory (INFO memory), bytes; 0: no limit set (the machine's memory is the limit).",
+    },
+    async () => (await readRedisMemory(redis)).maxBytes,
+    logger,
+  );
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_redis_may_evict',
+      help: "1 when Redis's maxmemory-policy is not noeviction (it may evict the chain's records), else 0.",
+    },
+    async () => ((await readRedisMemory(redis)).policy === 'noeviction' ? 0 : 1),
     logger,
   );
 }

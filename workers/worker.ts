@@ -24,9 +24,11 @@ import {
   type ReadinessCheck,
   type TelemetryServer,
 } from './health';
-import { ChainMetrics, chainObserverSinks, observeActivities, watchPlans } from './metrics';
+import { ChainMetrics, chainObserverSinks, observeActivities, watchPlans, watchRedisMemory } from './metrics';
 import { outagesOf } from './outages';
+import { StreamTrimmer, evictionRisk } from './redis-store';
 import { PositionWatcher } from './position-watcher';
+import { applyRecordLife } from './retention';
 import { processRuntime, type ProcessRuntime } from './runtime';
 import { tracingFor, type Tracing } from './tracing';
 import { WORKFLOW_INTERCEPTOR_MODULES, workflowCode } from './workflow-code';
@@ -67,11 +69,16 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   const metrics = options.metrics ?? new ChainMetrics({ processMetrics: false });
   const logger = options.logger ?? createLogger({ level: 'warn', format: 'json' });
   const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : workflowCode().option;
+  // Learnt at start: Apply's once-only record outlives every run Temporal could still reset.
+  const recordLife = await applyRecordLife(connection.workflowService, config);
+  if (recordLife.ttlS === null) logger.warn(recordLife.line);
+  else logger.info(recordLife.line);
+  const deps = { redis, config, exchange, clock, approverKeys, applyRecordTtlS: recordLife.ttlS };
   return Worker.create({
     connection,
     namespace: config.temporalNamespace,
     taskQueue: config.taskQueue,
-    activities: { ...options.extraActivities, ...createActivities({ redis, config, exchange, clock, approverKeys }) },
+    activities: { ...options.extraActivities, ...createActivities(deps) },
     // Bounded so that thousands of parked plans keep memory flat; a workflow out of the cache replays when it wakes.
     maxCachedWorkflows: config.workflowCacheSize,
     // A prebuilt bundle carries the workflow interceptors already (bundled with them); the SDK takes these only when
@@ -162,6 +169,9 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
   if (approverKeys.size > 0) log(approverKeysLine(approverKeys, config));
   const redisLog = { log: lineLogger(logger, 'warn'), state: outages.redis };
   const redis = await connectRedis(config, redisLog);
+  // Before anything runs: a Redis that may evict the chain's records does not get a worker, unless allowed.
+  const risk = await evictionRisk(redis, config).catch(closeOnFailure(redis));
+  if (risk !== undefined) logger.warn(`worker: ${risk}`);
   const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis));
   const client = await connectTemporal(config).catch(closeOnFailure(redis, connection));
   const subscriber = await connectRedis(config, redisLog).catch(closeOnFailure(redis, connection, client.connection));
@@ -179,6 +189,14 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     },
   });
   const metrics = new ChainMetrics();
+  const trimmer = new StreamTrimmer({
+    redis,
+    config,
+    trimmed: (stream, entries) => metrics.streamTrimmed.inc({ stream }, entries),
+    log: (line) => {
+      if (!outages.quietLine(line)) logger.warn(line);
+    },
+  });
   const tracing = tracingFor(telemetry, 'permit-chain-worker');
   let server: TelemetryServer | undefined;
   try {
@@ -194,10 +212,12 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     });
     const refused = stopOnRedisRefusal([redis, subscriber], worker, logger);
     await watcher.start();
+    trimmer.start();
     if (telemetry.metricsPort !== null) {
       watchPlans(metrics, client, config, logger);
+      watchRedisMemory(metrics, redis, logger);
       const checks: ReadinessCheck[] = [
-        redisReadiness(redis),
+        redisReadiness(redis, 'redis', risk),
         temporalReadiness(() => connection.workflowService.getSystemInfo({})),
         {
           name: 'worker',
@@ -229,6 +249,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     log('worker: stopped');
   } finally {
     outages.close();
+    trimmer.stop();
     await server?.close();
     await tracing?.shutdown();
     watcher.stop();

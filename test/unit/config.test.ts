@@ -19,6 +19,8 @@ describe('loadConfig', () => {
   it('defaults to the configuration list of docs/configuration.md', () => {
     expect(loadConfig({})).toEqual<ChainConfig>({
       redisUrl: 'redis://127.0.0.1:6379/0',
+      redisAllowEviction: false,
+      streamCaps: { audit: 1_000_000, apply: 100_000 },
       redisTls: null,
       temporalAddress: '127.0.0.1:7233',
       temporalNamespace: 'default',
@@ -96,9 +98,14 @@ describe('loadConfig', () => {
       LOG_LEVEL: 'debug',
       OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318',
       OTEL_SERVICE_NAME: 'permit-chain-eu',
+      REDIS_ALLOW_EVICTION: 'true',
+      AUDIT_STREAM_MAXLEN: '5000',
+      APPLY_STREAM_MAXLEN: '1000',
     });
     expect(config).toEqual<ChainConfig>({
       redisUrl: 'rediss://redis.internal:6380/2',
+      redisAllowEviction: true,
+      streamCaps: { audit: 5000, apply: 1000 },
       // rediss:// without REDIS_TLS_*: TLS with the system's CAs.
       redisTls: {},
       temporalAddress: 'temporal.internal:7234',
@@ -204,6 +211,9 @@ describe('loadConfig', () => {
       { APPROVERS: 'alice', APPROVER_FINGERPRINTS: `mallory:${FINGERPRINT}` },
       'APPROVER_FINGERPRINTS',
     ],
+    ['an eviction allowance that is not true or false', { REDIS_ALLOW_EVICTION: 'yes' }, 'REDIS_ALLOW_EVICTION'],
+    ['an audit stream cap below 1000', { AUDIT_STREAM_MAXLEN: '999' }, 'AUDIT_STREAM_MAXLEN'],
+    ['an apply stream cap that is not a number', { APPLY_STREAM_MAXLEN: '1e5' }, 'APPLY_STREAM_MAXLEN'],
   ])('refuses %s, naming the variable', (_name, env, variable) => {
     const error = configError(env);
     expect(error).toBeInstanceOf(ConfigError);
@@ -219,6 +229,13 @@ describe('loadConfig', () => {
   it('accepts dead-letter caps at their bounds', () => {
     expect(loadConfig({ DEAD_LETTER_MAXLEN: '1' }).deadLetterMaxLen).toBe(1);
     expect(loadConfig({ DEAD_LETTER_MAXLEN: '10000000' }).deadLetterMaxLen).toBe(10_000_000);
+  });
+
+  it('accepts stream caps of exactly 1000 entries', () => {
+    expect(loadConfig({ AUDIT_STREAM_MAXLEN: '1000', APPLY_STREAM_MAXLEN: '1000' }).streamCaps).toEqual({
+      audit: 1000,
+      apply: 1000,
+    });
   });
 
   it('accepts a margin one second below the TTL', () => {
