@@ -10,9 +10,12 @@ import type { ActivityDeps } from './deps';
  */
 export const APPLY_RECORD_MARGIN_S = 24 * 60 * 60;
 
+/** How long the existing system's dedupe key lives (`quantum:apply:dedupe:{plan_id}`, EX 1 day): other services read it. */
+export const APPLY_DEDUPE_TTL_S = 24 * 60 * 60;
+
 /**
- * How long the Apply layer remembers a plan's stream id (`quantum:apply:dedupe:{plan_id}`), in seconds; null: for
- * ever. Temporal can reset or replay a plan's run as long as it keeps it: while it runs (PLAN_MAX_AGE_S at most) and
+ * How long the Apply layer remembers a plan's stream id in its once-only record (`quantum:apply:published:{plan_id}`),
+ * in seconds; null: for ever. Temporal can reset or replay a plan's run as long as it keeps it: while it runs (PLAN_MAX_AGE_S at most) and
  * for the namespace's retention after it closes. The record outlives both, so that a reset of any run finds it; with
  * the retention unknown or unbounded, it never expires.
  */
@@ -22,13 +25,14 @@ export function applyRecordTtlS(retentionS: number | null, planMaxAgeS: number):
 }
 
 /**
- * Publishes a plan to the Apply stream once: the first call XADDs and remembers the entry id under the dedupe key,
- * with its audit entry; every later call, concurrent, after a crash or in a reset run, gets the same id back, adds
- * nothing, and makes the record live at least the full TTL from now (never shorter than it was): a reset run may
- * itself be reset until the retention after its own close.
+ * Publishes a plan to the Apply stream once: the first call XADDs and remembers the entry id in the once-only record
+ * (and, for the services that read it, the one-day dedupe key), with its audit entry; every later call, concurrent,
+ * after a crash or in a reset run, gets the same id back, adds nothing, and makes the record live at least the full
+ * TTL from now (never shorter than it was): a reset run may itself be reset until the retention after its own close.
+ * Only the once-only record decides: the dedupe key may be long gone.
  *
- * KEYS: dedupe key, apply stream, audit stream
- * ARGV: dedupe ttl seconds (0: never expires), n entry args, entry args..., audit args...
+ * KEYS: once-only record, dedupe key, apply stream, audit stream
+ * ARGV: record ttl seconds (0: never expires), dedupe ttl seconds, n entry args, entry args..., audit args...
  * Returns [stream id, 1 if published now else 0].
  */
 const PUBLISH_PLAN_ONCE = `
@@ -43,20 +47,22 @@ if existing then
   end
   return {existing, 0}
 end
-local n = tonumber(ARGV[2])
-local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3, 2 + n))
+local n = tonumber(ARGV[3])
+local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4, 3 + n))
 if ttl == 0 then
   redis.call('SET', KEYS[1], id)
 else
   redis.call('SET', KEYS[1], id, 'EX', ttl)
 end
-redis.call('XADD', KEYS[3], '*', unpack(ARGV, 3 + n, #ARGV))
+redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[2]))
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4 + n, #ARGV))
 return {id, 1}
 `;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     publishPlanOnce(
+      record: string,
       dedupeKey: string,
       applyStream: string,
       auditStream: string,
@@ -90,7 +96,7 @@ export function applyEntry(plan: Plan, workflowId: string, publishedAt: number):
 }
 
 function defineApplyScript(redis: Redis): void {
-  redis.defineCommand('publishPlanOnce', { numberOfKeys: 3, lua: PUBLISH_PLAN_ONCE });
+  redis.defineCommand('publishPlanOnce', { numberOfKeys: 4, lua: PUBLISH_PLAN_ONCE });
 }
 
 export function createApplyActivities({ redis, config, clock, applyRecordTtlS: recordTtlS = null }: ActivityDeps) {
@@ -109,10 +115,12 @@ export function createApplyActivities({ redis, config, clock, applyRecordTtlS: r
         at: now,
       });
       const [streamId, published] = await redis.publishPlanOnce(
+        keys.applyPublished(plan.plan_id),
         keys.applyDedupe(plan.plan_id),
         keys.applyStream,
         keys.auditStream,
         String(recordTtlS ?? 0),
+        String(APPLY_DEDUPE_TTL_S),
         String(entry.length),
         ...entry,
         ...audit,

@@ -8,6 +8,11 @@ export function redisKeys(prefix: string) {
     p33Permit: (planId: string) => `${prefix}:permit:p33:${planId}`,
     applyStream: `${prefix}:stream:apply.plan`,
     applyDedupe: (planId: string) => `${prefix}:apply:dedupe:${planId}`,
+    /**
+     * Apply's once-only record (the stream entry id): it lives as long as Temporal can reset or replay the plan, where
+     * the dedupe key above keeps the existing system's one day.
+     */
+    applyPublished: (planId: string) => `${prefix}:apply:published:${planId}`,
     position: (symbol: string) => `${prefix}:position:${symbol}`,
     execution: (planId: string) => `${prefix}:execution:${planId}`,
     /**

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
+import { APPLY_DEDUPE_TTL_S } from '../../activities/apply';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { WAITER_STALE_MS } from '../../activities/symbol-lock';
 import { redisKeys } from '../../contract/keys';
@@ -100,9 +101,12 @@ describe('Apply', () => {
     const mine = entries.filter(([, fields]) => fields[1] === plan.plan_id);
     expect(mine).toHaveLength(1);
     expect(mine[0]?.[0]).toBe([...ids][0]);
-    expect(await redis.get(keys.applyDedupe(plan.plan_id))).toBe([...ids][0]);
+    expect(await redis.get(keys.applyPublished(plan.plan_id))).toBe([...ids][0]);
     // No retention given to these activities: the record never expires (test/integration/store.test.ts: with one).
-    expect(await redis.ttl(keys.applyDedupe(plan.plan_id))).toBe(-1);
+    expect(await redis.ttl(keys.applyPublished(plan.plan_id))).toBe(-1);
+    // The existing system's dedupe key keeps its one day.
+    expect(await redis.get(keys.applyDedupe(plan.plan_id))).toBe([...ids][0]);
+    expect(await redis.ttl(keys.applyDedupe(plan.plan_id))).toBeGreaterThan(APPLY_DEDUPE_TTL_S - 60);
     expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([['apply', 'published', 'ok']]);
   });
 

@@ -79,6 +79,7 @@ async function writtenFor(planId: string): Promise<number> {
     h.keys.permit(planId),
     h.keys.p33Permit(planId),
     h.keys.applyDedupe(planId),
+    h.keys.applyPublished(planId),
     h.keys.execution(planId),
     h.keys.paperOrder(planId),
   );

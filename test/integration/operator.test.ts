@@ -122,7 +122,7 @@ describe('signed approvals (production mode) on the real dev server', () => {
       expect(final.timeline.at(-1)?.detail).toBe('rejected: rejected by bob: not today');
     });
     expect(await ordersOf(plan)).toBe(0);
-    expect(await h.redis.exists(h.keys.applyDedupe(plan.plan_id))).toBe(0);
+    expect(await h.redis.exists(h.keys.applyDedupe(plan.plan_id), h.keys.applyPublished(plan.plan_id))).toBe(0);
     expect(await operatorKeysOf(plan)).toEqual([`rejected bob ${fingerprintOf('bob')}`]);
   });
 

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
-import { APPLY_RECORD_MARGIN_S, applyRecordTtlS } from '../../activities/apply';
+import { APPLY_DEDUPE_TTL_S, APPLY_RECORD_MARGIN_S, applyRecordTtlS } from '../../activities/apply';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { startPlan } from '../../client/plans';
 import { redisKeys } from '../../contract/keys';
@@ -96,7 +96,7 @@ describe("Apply's once-only record", () => {
     const deps = { redis: h.redis, config: h.config, exchange, clock: Date.now, approverKeys: new Map() };
     const apply = createActivities({ ...deps, applyRecordTtlS: 100_000 });
     const plan = makePlan({ symbol: 'TTLUSDT' });
-    const record = keys.applyDedupe(plan.plan_id);
+    const record = keys.applyPublished(plan.plan_id);
     const first = await apply.publishPlan(plan, 'plan-x');
     expect(first.published).toBe(true);
     expect(await h.redis.ttl(record)).toBeGreaterThan(99_990);
@@ -115,7 +115,7 @@ describe("Apply's once-only record", () => {
   it('keeps a reset executed plan from publishing twice, long after the day the old record lived', async () => {
     await setPositions(h, 'RESETUSDT', '1', '1');
     const plan = makePlan({ symbol: 'RESETUSDT', qty: '0.01' });
-    const record = h.keys.applyDedupe(plan.plan_id);
+    const record = h.keys.applyPublished(plan.plan_id);
     const retention = await retentionS(h.config.temporalNamespace);
     expect(retention).toBeGreaterThan(0);
     const { reset, again } = await h.withWorker(async () => {
@@ -124,7 +124,13 @@ describe("Apply's once-only record", () => {
       expect(first.outcome).toBe('executed');
       const { runId: firstRun } = await handle.describe();
       expect(await h.redis.ttl(record)).toBeGreaterThanOrEqual(retention + h.config.planMaxAgeS);
-      // Days later, a moment before the record would expire: `temporal workflow reset` to the first workflow task.
+      // The existing system's one-day dedupe key is written too, and is not what guards the stream.
+      const dedupeTtl = await h.redis.ttl(h.keys.applyDedupe(plan.plan_id));
+      expect(dedupeTtl).toBeGreaterThan(APPLY_DEDUPE_TTL_S - 60);
+      expect(dedupeTtl).toBeLessThanOrEqual(APPLY_DEDUPE_TTL_S);
+      // Days later, the dedupe key gone and the record a moment from its end: `temporal workflow reset` to the first
+      // workflow task.
+      await h.redis.del(h.keys.applyDedupe(plan.plan_id));
       await h.redis.expire(record, 120);
       const reset = temporalCli(
         'workflow',
