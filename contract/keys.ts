@@ -15,6 +15,19 @@ export function redisKeys(prefix: string) {
      * their execution record): a reconcile accounts for them, since the exchange's amount already includes them.
      */
     unappliedFills: (symbol: string) => `${prefix}:ledger:unapplied:${symbol}`,
+    /**
+     * The symbol's fills record (hash, never expires): field = the exchange's order id, value = JSON of the order's
+     * fill and how it stands with the ledger (`applied`: 1, 0, hand_set, reconcile, refused). The ledger moves at
+     * most once per field; trimmed only by `trimFills` (activities/ledger.ts).
+     */
+    fills: (symbol: string) => `${prefix}:ledger:fills:${symbol}`,
+    /** Where `trimFills` last cut the symbol's fills record (hash: `trimmed_before`, `trimmed`, `at`). */
+    fillsCheckpoint: (symbol: string) => `${prefix}:ledger:fills:${symbol}:checkpoint`,
+    /**
+     * Execute's claim to send a plan's order (hash: `claimed_at`, `symbol`), written in the step that checked the
+     * kill switch and both permits: an order goes out only after its claim.
+     */
+    executeClaim: (planId: string) => `${prefix}:execute:claim:${planId}`,
     killSwitch: `${prefix}:governor:kill_switch`,
     /** The Governor's rate window per symbol: a sorted set of plan ids by permit time. */
     governorRate: (symbol: string) => `${prefix}:governor:rate:${symbol}`,
