@@ -3,6 +3,7 @@ import { USDMClient } from 'binance';
 import type { Redis, Result } from 'ioredis';
 import { z } from 'zod';
 import type { RedisKeys } from '../../contract/keys';
+import { boundText } from '../../lib/bound';
 import type { BinanceConfig, ExchangeName } from '../../lib/config';
 import { Dec, formatDec } from '../../lib/decimal';
 import {
@@ -27,6 +28,15 @@ import {
 
 /** The library waits 5 minutes by default; an Execute attempt lives within a permit of seconds. */
 const REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * The most of an answer read, per endpoint: an order, a position, a price or the time is a few hundred bytes (64 KiB
+ * leaves room); exchangeInfo lists every symbol (some 2 MB on Binance: 8 MiB). A longer answer is not read further:
+ * on a read it is an error, on an order an unknown result, looked up by client order id like a timeout.
+ */
+export const ANSWER_MAX_BYTES = 64 * 1024;
+export const EXCHANGE_INFO_MAX_BYTES = 8 * 1024 * 1024;
+/** How much of an order answer an ExchangeOrder keeps as `raw` (what a refused answer shows). */
+const RAW_ANSWER_BYTES = 1024;
 /**
  * Added to recvWindow before an order request whose result is unknown may be followed by another: our estimate of
  * Binance's clock is off by up to half a round trip, and the marker's timestamp is taken a moment before the
@@ -355,20 +365,23 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
 
   const apiKey = config.apiKey.reveal();
   const apiSecret = config.apiSecret.reveal();
-  const client = new USDMClient(
-    {
-      api_key: apiKey,
-      api_secret: apiSecret,
-      baseUrl: config.baseUrl,
-      recvWindow: config.recvWindowMs,
-      // Our own sync: the library's logs the axios error (with the key's header) when it fails.
-      disableTimeSync: true,
-      keepAlive: true,
-      // The raw axios error keeps the HTTP status, which the library's parsed error drops.
-      parseExceptions: false,
-    },
-    { timeout: REQUEST_TIMEOUT_MS },
-  );
+  const clientOptions = {
+    api_key: apiKey,
+    api_secret: apiSecret,
+    baseUrl: config.baseUrl,
+    recvWindow: config.recvWindowMs,
+    // Our own sync: the library's logs the axios error (with the key's header) when it fails.
+    disableTimeSync: true,
+    keepAlive: true,
+    // The raw axios error keeps the HTTP status, which the library's parsed error drops.
+    parseExceptions: false,
+  };
+  // axios stops reading an answer past maxContentLength (ERR_BAD_RESPONSE): one client per bound.
+  const client = new USDMClient(clientOptions, { timeout: REQUEST_TIMEOUT_MS, maxContentLength: ANSWER_MAX_BYTES });
+  const infoClient = new USDMClient(clientOptions, {
+    timeout: REQUEST_TIMEOUT_MS,
+    maxContentLength: EXCHANGE_INFO_MAX_BYTES,
+  });
 
   /** Binance's text, with anything that could be a credential or a signature taken out. */
   const scrub = (text: string) =>
@@ -386,6 +399,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
         return `no answer within ${REQUEST_TIMEOUT_MS / 1000} s`;
       }
       if (failure.code === 'ECONNRESET') return 'the connection was reset before an answer';
+      if (failure.code === 'ERR_BAD_RESPONSE') return 'the answer was over its size bound or cut short: not read';
       return `network error ${failure.code}`;
     }
     if (failure.kind === 'other') return scrub(failure.message);
@@ -479,6 +493,12 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     }
   }
 
+  /** The order with the answer it came from, bounded: what Execute shows when it does not believe the answer. */
+  const withRaw = (order: ExchangeOrder, json: unknown): ExchangeOrder => ({
+    ...order,
+    raw: boundText(scrub(JSON.stringify(json) ?? ''), RAW_ANSWER_BYTES),
+  });
+
   /** The order under a client order id, or null when Binance has none (-2013). */
   async function lookup(symbol: string, clientOrderId: string): Promise<ExchangeOrder | null> {
     let json: unknown;
@@ -491,7 +511,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
       throw readError(`GET ${ORDER_ENDPOINT} ${symbol} ${clientOrderId}`, err);
     }
     try {
-      return orderFromBinance(json, clock());
+      return withRaw(orderFromBinance(json, clock()), json);
     } catch {
       throw new Error(`binance: GET ${ORDER_ENDPOINT} ${symbol} ${clientOrderId}: the answer is not an order`);
     }
@@ -502,7 +522,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
 
   function loadRules() {
     loadingRules ??= (async () => {
-      const info = await read('GET fapi/v1/exchangeInfo', () => client.getExchangeInfo(), false);
+      const info = await read('GET fapi/v1/exchangeInfo', () => infoClient.getExchangeInfo(), false);
       rules = { bySymbol: rulesFromExchangeInfo(info), at: clock() };
       return rules;
     })().finally(() => {
@@ -647,7 +667,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     }
     let order: ExchangeOrder;
     try {
-      order = orderFromBinance(json, clock());
+      order = withRaw(orderFromBinance(json, clock()), json);
     } catch {
       return unknownOutcome(request, clientOrderId, 'the answer was not an order');
     }
@@ -680,6 +700,8 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
       if (!found) throw new UnknownSymbolError(`binance: ${symbol} is not listed on ${name}`);
       return found;
     },
+
+    clientOrderIdOf: binanceClientOrderId,
 
     findOrder(symbol, planId) {
       return lookup(symbol, binanceClientOrderId(planId));

@@ -29,6 +29,8 @@ export interface ExchangeOrder {
   placed_at: number;
   /** Why the exchange refused or ended the order, when it did. */
   reject_reason?: string;
+  /** The exchange's answer as received, bounded (lib/bound.ts): what a refused answer shows. */
+  raw?: string;
 }
 
 export interface MarketOrderRequest {
@@ -91,6 +93,8 @@ export class ExchangeAuthError extends Error {
 /** The exchange as the chain sees it. Implementations must be idempotent per client order id. */
 export interface ExchangePort {
   readonly name: string;
+  /** The client order id the exchange knows a plan's order by; the plan id itself when absent. */
+  clientOrderIdOf?(planId: string): string;
   /** Signed position: long > 0, short < 0 (hedge mode: LONG + SHORT). */
   getPosition(symbol: string): Promise<Dec>;
   /** The price a market order would fill at now (the mark price on Binance). */

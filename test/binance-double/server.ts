@@ -30,7 +30,13 @@ export type FaultKind =
   /** The market order fills `fraction` of its quantity (down to the step): PARTIALLY_FILLED, then EXPIRED. */
   | { kind: 'partial-fill'; fraction: number; path?: string }
   /** The market order expires unfilled: EXPIRED, executedQty 0. */
-  | { kind: 'expire'; path?: string };
+  | { kind: 'expire'; path?: string }
+  /**
+   * A hostile answer: the next successful order answer (POST or GET /fapi/v1/order; name `method` to pick one) has
+   * `set`'s fields written over it, and with `padTo` is padded to that many bytes (a `padding` field). The order
+   * itself, as stored and as later lookups see it, is unchanged.
+   */
+  | { kind: 'rewrite-answer'; set?: Record<string, unknown>; padTo?: number; path?: string };
 
 export interface SymbolRules {
   stepSize: string;
@@ -651,7 +657,7 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       if (symbol) symbolState(symbol);
       return send(res, 200, (symbol ? [symbol] : [...symbols.keys()]).flatMap(positionRiskV3));
     }
-    if (method === 'GET') return send(res, 200, findOrder(params));
+    if (method === 'GET') return sendOrder(res, path, method, findOrder(params));
 
     const { stored, shown } = placeOrder(params, path);
     const after = takeFault(
@@ -679,7 +685,19 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
           }
         : shown,
     );
-    return send(res, 200, view);
+    return sendOrder(res, path, method, view);
+  };
+
+  /** An order answer, rewritten by a queued `rewrite-answer` fault when one applies. */
+  const sendOrder = (res: ServerResponse, path: string, method: string, view: unknown) => {
+    const fault = takeFault(path, method, (f) => f.kind === 'rewrite-answer');
+    if (fault?.kind !== 'rewrite-answer') return send(res, 200, view);
+    const body: Record<string, unknown> = { ...(view as Record<string, unknown>), ...fault.set };
+    const text = JSON.stringify(body);
+    if (fault.padTo !== undefined && fault.padTo > text.length) {
+      body.padding = 'x'.repeat(fault.padTo - text.length - ',"padding":""'.length);
+    }
+    return send(res, 200, body);
   };
 
   const server = createServer((req, res) => {
