@@ -162,7 +162,7 @@ export function createFillsRecord(redis: Redis, keys: RedisKeys, clock: () => nu
      * reconciled) and older than `keepMs`, which must be at least the Temporal namespace's retention plus
      * PLAN_MAX_AGE_S: no plan can then be running, replayed or reset that could meet its order again. Unapplied and
      * refused entries stay until a reconcile accounts for them. Writes the checkpoint
-     * `quantum:ledger:fills:{symbol}:checkpoint` (`trimmed_before`, `trimmed` in all, `at`): entries older than
+     * `quantum:ledger:checkpoint:{symbol}` (`trimmed_before`, `trimmed` in all, `at`): entries older than
      * `trimmed_before` may be missing. Returns how many entries it removed.
      */
     async trim(symbol: string, keepMs: number): Promise<number> {

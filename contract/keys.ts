@@ -22,7 +22,7 @@ export function redisKeys(prefix: string) {
      */
     fills: (symbol: string) => `${prefix}:ledger:fills:${symbol}`,
     /** Where `trimFills` last cut the symbol's fills record (hash: `trimmed_before`, `trimmed`, `at`). */
-    fillsCheckpoint: (symbol: string) => `${prefix}:ledger:fills:${symbol}:checkpoint`,
+    fillsCheckpoint: (symbol: string) => `${prefix}:ledger:checkpoint:${symbol}`,
     /**
      * Execute's claim to send a plan's order (hash: `claimed_at`, `symbol`), written in the step that checked the
      * kill switch and both permits: an order goes out only after its claim.
