@@ -10,7 +10,8 @@ import { createFillsRecord } from './fills';
 import { killSwitchOn } from './kill-switch';
 import { createLedger, executedAny, showAmount, type RecordedFill } from './ledger';
 import { checkOrderAnswer, ExchangeAnswerRefused, type SentOrder } from './exchange/answer';
-import { ExchangeUnknownError, isFinalStatus, type ExchangeOrder } from './exchange/port';
+import { ExchangeUnknownError, OrderNotSentError, isFinalStatus, type ExchangeOrder } from './exchange/port';
+import { SEND_GUARD_LUA } from './exchange/send-guard';
 import { readPositions } from './positions';
 import { createSymbolLockActivities } from './symbol-lock';
 
@@ -23,25 +24,15 @@ const ANSWER_SHOWN_BYTES = 1024;
 const SEND_CLAIM_TTL_S = 86_400;
 
 /**
- * The send claim: the kill switch off and both permits present, for this plan, granted, with more than the margin
- * left (the rules of `checkPermits`), checked and the claim written in one step, right before the order goes out.
- * A switch set or a permit gone after Execute's first look stops the order here.
+ * The send claim: the kill switch and both permits checked (SEND_GUARD_LUA) and the claim written in one step, right
+ * before the order goes out. A switch set or a permit gone after Execute's first look stops the order here.
  *
  * KEYS: kill switch, Governor permit, P3.3 permit, the plan's claim. ARGV: plan id, margin ms, now, symbol, ttl s.
  * Returns 'ok', or the refusal (an ExecuteRefusal).
  */
-const CLAIM_SEND = `
-local switch = redis.call('GET', KEYS[1])
-if switch and switch ~= '0' then return 'kill_switch_active' end
-for i = 2, 3 do
-  local raw = redis.call('GET', KEYS[i])
-  local ttl = redis.call('PTTL', KEYS[i])
-  if not raw or ttl < 0 then return 'permit_missing' end
-  local ok, permit = pcall(cjson.decode, raw)
-  if not ok or type(permit) ~= 'table' or permit.plan_id ~= ARGV[1] then return 'permit_missing' end
-  if (i == 2 and permit.granted ~= true) or (i == 3 and permit.allow ~= true) then return 'permit_denied' end
-  if ttl <= tonumber(ARGV[2]) then return 'permit_expiring' end
-end
+const CLAIM_SEND = `${SEND_GUARD_LUA}
+local refusal = sendRefusal(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if refusal then return refusal end
 redis.call('HSET', KEYS[4], 'claimed_at', ARGV[3], 'symbol', ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 return 'ok'
@@ -338,13 +329,25 @@ export function createExecuteActivities(deps: ActivityDeps) {
           await refusedAudit(plan, refused);
           return { placed: false, reason: refused, detail: CLAIM_REFUSALS[refused] };
         }
-        order = await exchange.placeMarketOrder({
-          symbol: plan.symbol,
-          side: plan.side,
-          qty: plan.qty,
-          reduceOnly: plan.reduce_only,
-          clientOrderId: plan.plan_id,
-        });
+        try {
+          order = await exchange.placeMarketOrder({
+            symbol: plan.symbol,
+            side: plan.side,
+            qty: plan.qty,
+            reduceOnly: plan.reduce_only,
+            clientOrderId: plan.plan_id,
+            guard: {
+              killSwitchKey: keys.killSwitch,
+              governorPermitKey: keys.permit(plan.plan_id),
+              p33PermitKey: keys.p33Permit(plan.plan_id),
+              marginMs,
+            },
+          });
+        } catch (err) {
+          if (!(err instanceof OrderNotSentError)) throw err;
+          await refusedAudit(plan, err.reason);
+          return { placed: false, reason: err.reason, detail: `${CLAIM_REFUSALS[err.reason]}: ${err.message}` };
+        }
       }
       order = await believed(plan, order);
       // Only an order whose executed quantity can no longer change reaches the ledger.

@@ -6,11 +6,13 @@ import type { RedisKeys } from '../../contract/keys';
 import { boundText } from '../../lib/bound';
 import type { BinanceConfig, ExchangeName } from '../../lib/config';
 import { Dec, formatDec } from '../../lib/decimal';
+import { SEND_GUARD_LUA } from './send-guard';
 import {
   ExchangeAuthError,
   ExchangeBusyError,
   ExchangeUnknownError,
   ORDER_STATUSES,
+  OrderNotSentError,
   UnknownSymbolError,
   isFinalStatus,
   type ExchangeOrder,
@@ -311,16 +313,25 @@ export function orderFailureKind(failure: BinanceFailure): OrderFailureKind {
  * has just looked the order up (ARGV[7] = 'looked'), the claim is refused with -1 so that it looks first. With no
  * marker (no request in the marker's life, or the last one refused outright), nothing needs looking up.
  *
- * KEYS: the marker. ARGV: now (Binance time), margin ms, recv window ms, plan id, symbol, ttl s, 'looked' or ''.
- * Returns 0 when claimed, -1 when the order must be looked up first, else the ms still to wait (> 0).
+ * With a guard (the request's: Execute's kill switch and permits), a new request is claimed only while the guard
+ * holds (SEND_GUARD_LUA), in the same step: the switch set while the adapter read the mode or the time stops it.
+ *
+ * KEYS: the marker, and with a guard the kill switch, the Governor's permit, P3.3's permit. ARGV: now (Binance time),
+ * margin ms, recv window ms, plan id, symbol, ttl s, 'looked' or '', the guard's permit margin ms ('' = no guard).
+ * Returns 0 when claimed, -1 when the order must be looked up first, the guard's refusal (a string), else the ms still
+ * to wait (> 0).
  */
-const CLAIM_SEND = `
+const CLAIM_SEND = `${SEND_GUARD_LUA}
 local ts = tonumber(redis.call('HGET', KEYS[1], 'timestamp'))
 local window = tonumber(redis.call('HGET', KEYS[1], 'recv_window_ms'))
 if ts and window then
   local wait = ts + window + tonumber(ARGV[2]) - tonumber(ARGV[1])
   if wait >= 0 then return wait + 1 end
   if ARGV[7] ~= 'looked' then return -1 end
+end
+if ARGV[8] ~= '' then
+  local refusal = sendRefusal(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[8])
+  if refusal then return refusal end
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'timestamp', ARGV[1], 'recv_window_ms', ARGV[3], 'plan_id', ARGV[4], 'symbol', ARGV[5])
@@ -330,7 +341,7 @@ return 0
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    binanceClaimSend(markerKey: string, ...args: string[]): Result<number, Context>;
+    binanceClaimSend(numberOfKeys: string, markerKey: string, ...args: string[]): Result<number | string, Context>;
   }
 }
 
@@ -361,7 +372,8 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
   const refreshMs = config.rulesRefreshS * 1000;
   const sendWindowMs = config.recvWindowMs + SEND_WINDOW_MARGIN_MS;
-  redis.defineCommand('binanceClaimSend', { numberOfKeys: 1, lua: CLAIM_SEND });
+  // One key, or four with a guard: their number is the call's first argument.
+  redis.defineCommand('binanceClaimSend', { lua: CLAIM_SEND });
 
   const apiKey = config.apiKey.reveal();
   const apiSecret = config.apiSecret.reveal();
@@ -609,9 +621,13 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     const stamp = () => String(Math.round(serverNow()));
     // Before the claim: the marker's timestamp is in Binance's time.
     await ensureSynced();
-    const claim = (looked: boolean) =>
-      redis.binanceClaimSend(
+    const { guard } = request;
+    const guardKeys = guard ? [guard.killSwitchKey, guard.governorPermitKey, guard.p33PermitKey] : [];
+    const claim = async (looked: boolean): Promise<number> => {
+      const answer = await redis.binanceClaimSend(
+        String(1 + guardKeys.length),
         marker,
+        ...guardKeys,
         stamp(),
         String(SEND_WINDOW_MARGIN_MS),
         String(config.recvWindowMs),
@@ -619,7 +635,14 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
         request.symbol,
         String(SENT_MARKER_TTL_S),
         looked ? 'looked' : '',
+        guard ? String(guard.marginMs) : '',
       );
+      if (typeof answer === 'number') return answer;
+      throw new OrderNotSentError(
+        `binance: order of plan ${planId} not sent: ${answer} at the send claim`,
+        answer as OrderNotSentError['reason'],
+      );
+    };
     let wait = await claim(false);
     if (wait !== 0) {
       // A request went out before: Binance may have the order (if its window has passed: has it now, or never will).

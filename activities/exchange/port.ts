@@ -40,6 +40,30 @@ export interface MarketOrderRequest {
   reduceOnly: boolean;
   /** The plan id: the exchange places at most one order per plan (the adapter derives its client order id). */
   clientOrderId: string;
+  /**
+   * What the adapter's own send claim checks again, in the Redis step that claims the send (activities/exchange/
+   * send-guard.ts): Execute passes the kill switch and the plan's permits. An adapter whose send goes out later than
+   * Execute's claim (Binance: after reads of its own) refuses with OrderNotSentError.
+   */
+  guard?: SendGuard;
+}
+
+export interface SendGuard {
+  killSwitchKey: string;
+  governorPermitKey: string;
+  p33PermitKey: string;
+  marginMs: number;
+}
+
+/** The adapter's send claim found the kill switch on or a permit no longer valid: nothing was sent. */
+export class OrderNotSentError extends Error {
+  override name = 'OrderNotSentError';
+  constructor(
+    message: string,
+    readonly reason: 'kill_switch_active' | 'permit_missing' | 'permit_denied' | 'permit_expiring',
+  ) {
+    super(message);
+  }
 }
 
 /** A symbol's trading rules, as the exchange publishes them; decimals as strings. */

@@ -36,7 +36,9 @@ export type FaultKind =
    * `set`'s fields written over it, and with `padTo` is padded to that many bytes (a `padding` field). The order
    * itself, as stored and as later lookups see it, is unchanged.
    */
-  | { kind: 'rewrite-answer'; set?: Record<string, unknown>; padTo?: number; path?: string };
+  | { kind: 'rewrite-answer'; set?: Record<string, unknown>; padTo?: number; path?: string }
+  /** The request is held `ms` before the double handles it (a slow network or exchange). */
+  | { kind: 'delay'; ms: number; path?: string };
 
 export interface SymbolRules {
   stepSize: string;
@@ -704,20 +706,33 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      try {
-        route(req, res, Buffer.concat(chunks).toString('utf8'));
-      } catch (error) {
-        if (error instanceof BinanceError) {
-          send(res, error.status, { code: error.code, msg: error.message }, error.headers);
-        } else {
-          send(res, 500, {
-            code: -1000,
-            msg: `An unknown error occurred while processing the request: ${String(error)}`,
-          });
-        }
+      const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
+      const delay = path.startsWith(CONTROL_PREFIX)
+        ? undefined
+        : takeFault(path, req.method ?? 'GET', (f) => f.kind === 'delay');
+      if (delay?.kind === 'delay') {
+        setTimeout(() => handle(req, res, chunks), delay.ms);
+        return;
       }
+      handle(req, res, chunks);
     });
   });
+
+  /** A request, read whole, answered (Binance's errors as Binance sends them). */
+  function handle(req: IncomingMessage, res: ServerResponse, chunks: Buffer[]) {
+    try {
+      route(req, res, Buffer.concat(chunks).toString('utf8'));
+    } catch (error) {
+      if (error instanceof BinanceError) {
+        send(res, error.status, { code: error.code, msg: error.message }, error.headers);
+      } else {
+        send(res, 500, {
+          code: -1000,
+          msg: `An unknown error occurred while processing the request: ${String(error)}`,
+        });
+      }
+    }
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, '127.0.0.1', () => resolve());

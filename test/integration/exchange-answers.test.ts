@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities } from '../../activities';
 import { binanceClientOrderId } from '../../activities/exchange';
 import { ANSWER_MAX_BYTES, createBinanceExchange } from '../../activities/exchange/binance';
 import type { ExchangePort } from '../../activities/exchange/port';
@@ -7,7 +8,7 @@ import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus, Plan } from '../../contract/types';
 import { startBinanceDouble, type BinanceDouble, type Fault } from '../binance-double/server';
-import { auditOf, chainHarness, makePlan, testEnv, type ChainHarness } from '../helpers';
+import { auditOf, chainHarness, eventually, makePlan, testEnv, type ChainHarness } from '../helpers';
 
 /**
  * Execute believes the exchange's answer about an order only when it matches the order sent (issue 18, item 1): the
@@ -161,5 +162,43 @@ describe('the post-trade check', () => {
     expect(final.outcome).toBe('executed');
     expect(final.timeline.at(-1)?.detail).not.toContain('post-trade');
     expect((await auditOf(h, plan.plan_id)).map(([, decision]) => decision)).not.toContain('post_trade_mismatch');
+  });
+});
+
+describe("the kill switch at the Binance adapter's send claim", () => {
+  it('set after Execute claimed the send but while the adapter still reads the account, it stops the order', async () => {
+    await positions('ETHUSDT', '2');
+    const binance = h.config.binance;
+    if (!binance) throw new Error('the harness trades on the double');
+    // A fresh adapter reads the position mode before its first order: the double holds that read for a second.
+    const fresh = createBinanceExchange({
+      name: 'binance-usdm-testnet',
+      config: binance,
+      redis: h.redis,
+      keys: h.keys,
+    });
+    const layers = createActivities({
+      redis: h.redis,
+      config: h.config,
+      exchange: fresh,
+      clock: Date.now,
+      approverKeys: new Map(),
+    });
+    const plan = makePlan({ symbol: 'ETHUSDT', qty: '0.5' });
+    expect(await layers.requestPermit({ plan, at: Date.now() })).toMatchObject({ kind: 'permit' });
+    expect(await layers.checkPosition(plan)).toMatchObject({ allow: true });
+    double.injectFault({ kind: 'delay', ms: 1000, path: '/fapi/v1/positionSide/dual' });
+    const result = layers.executePlan(plan);
+    await eventually(async () => ((await h.redis.exists(h.keys.executeClaim(plan.plan_id))) === 1 ? true : undefined));
+    await h.redis.set(h.keys.killSwitch, '1');
+    try {
+      expect(await result).toMatchObject({ placed: false, reason: 'kill_switch_active' });
+    } finally {
+      await h.redis.del(h.keys.killSwitch);
+    }
+    expect(ordersOf(plan)).toEqual([]);
+    expect(await h.redis.exists(h.keys.binanceSent(plan.plan_id))).toBe(0);
+    expect(await h.redis.hget(h.keys.position('ETHUSDT'), 'ledger_amount')).toBe('2');
+    expect(await auditOf(h, plan.plan_id)).toContainEqual(['execute', 'refused', 'kill_switch_active']);
   });
 });
