@@ -6,7 +6,7 @@ import { redisKeys } from '../contract/keys';
 import type { ExecuteRefusal, ExecuteResult, GovernorPermit, P33Permit, Plan, PostTradeCheck } from '../contract/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
-import { createFillsRecord } from './fills';
+import { createFillsRecord, type SendClaim } from './fills';
 import { killSwitchOn } from './kill-switch';
 import { createLedger, executedAny, showAmount, type RecordedFill } from './ledger';
 import { checkOrderAnswer, ExchangeAnswerRefused, type SentOrder } from './exchange/answer';
@@ -27,7 +27,8 @@ const SEND_CLAIM_TTL_S = 86_400;
  * The send claim: the kill switch and both permits checked (SEND_GUARD_LUA) and the claim written in one step, right
  * before the order goes out. A switch set or a permit gone after Execute's first look stops the order here.
  *
- * KEYS: kill switch, Governor permit, P3.3 permit, the plan's claim. ARGV: plan id, margin ms, now, symbol, ttl s.
+ * KEYS: kill switch, Governor permit, P3.3 permit, the plan's claim, the symbol's claims. ARGV: plan id, margin ms,
+ * now, symbol, ttl s, the claims entry (JSON).
  * Returns 'ok', or the refusal (an ExecuteRefusal).
  */
 const CLAIM_SEND = `${SEND_GUARD_LUA}
@@ -35,6 +36,7 @@ local refusal = sendRefusal(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
 if refusal then return refusal end
 redis.call('HSET', KEYS[4], 'claimed_at', ARGV[3], 'symbol', ARGV[4])
 redis.call('EXPIRE', KEYS[4], ARGV[5])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[6])
 return 'ok'
 `;
 
@@ -119,20 +121,30 @@ export function createExecuteActivities(deps: ActivityDeps) {
   const fills = createFillsRecord(redis, keys, clock);
   const symbolLine = createSymbolLockActivities(deps);
   const marginMs = config.permitMarginS * 1000;
-  redis.defineCommand('executeClaimSend', { numberOfKeys: 4, lua: CLAIM_SEND });
+  redis.defineCommand('executeClaimSend', { numberOfKeys: 5, lua: CLAIM_SEND });
 
   /** Claims the send (CLAIM_SEND): null when claimed, else why not. */
   async function claimSend(plan: Plan): Promise<ExecuteRefusal | null> {
+    const now = clock();
+    const claim: SendClaim = {
+      plan_id: plan.plan_id,
+      side: plan.side,
+      qty: plan.qty,
+      client_order_id: exchange.clientOrderIdOf?.(plan.plan_id) ?? plan.plan_id,
+      claimed_at: now,
+    };
     const answer = await redis.executeClaimSend(
       keys.killSwitch,
       keys.permit(plan.plan_id),
       keys.p33Permit(plan.plan_id),
       keys.executeClaim(plan.plan_id),
+      keys.executeClaims(plan.symbol),
       plan.plan_id,
       String(marginMs),
-      String(clock()),
+      String(now),
       plan.symbol,
       String(SEND_CLAIM_TTL_S),
+      JSON.stringify(claim),
     );
     return answer === 'ok' ? null : (answer as ExecuteRefusal);
   }

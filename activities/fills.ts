@@ -37,6 +37,15 @@ export interface FillsEntry {
   problems?: string;
 }
 
+/** A send Execute claimed, in the symbol's claims (`quantum:execute:claims:{symbol}`) until its fill is recorded. */
+export interface SendClaim {
+  plan_id: string;
+  side: string;
+  qty: string;
+  client_order_id: string;
+  claimed_at: number;
+}
+
 /** A believed fill's entry (the Lua script adds `applied`, `ledger_before` and `ledger_after`). Values are strings. */
 export function fillsEntry(plan: Plan, execution: ExecutionRecord, now: number): FillsEntry {
   return {

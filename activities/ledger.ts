@@ -4,7 +4,7 @@ import type { RedisKeys } from '../contract/keys';
 import type { ExecutionRecord, Plan, Side } from '../contract/types';
 import { auditFields } from './audit';
 import type { ExchangeOrder } from './exchange/port';
-import { fillsEntry } from './fills';
+import { fillsEntry, type FillsEntry } from './fills';
 
 /**
  * How a recorded fill stands with the ledger: field `ledger_applied` of `quantum:execution:{plan_id}`. `1`: the
@@ -98,7 +98,8 @@ export function showAmount(raw: string | null): string {
  * (an answer Execute did not believe) is replaced by the proven fill; an entry accounted otherwise (a reconcile counted
  * a refused answer's order) records the fill without moving the ledger.
  *
- * KEYS: execution hash, position hash, audit stream, the symbol's set of unapplied fills, the symbol's fills record.
+ * KEYS: execution hash, position hash, audit stream, the symbol's set of unapplied fills, the symbol's fills record,
+ * the symbol's claimed sends (the plan's claim leaves them: its fill is recorded).
  * ARGV: mode ('move': compare and move; 'none': an order that filled nothing; 'unapplied': the value before is not a
  * decimal), ledger before ('' = absent), ledger after, updated_at, plan id, order id ('' = none), the fills-record
  * entry (JSON, without `applied`, `ledger_before`, `ledger_after`), n record fields, record fields..., n
@@ -114,9 +115,10 @@ export function showAmount(raw: string | null): string {
  * person's hand-set value that already counts this one.
  */
 const RECORD_FILL = `
-local exec, pos, audit, unapplied, fills = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local exec, pos, audit, unapplied, fills, claims = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local mode, before, after, now, plan, oid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('EXISTS', exec) == 1 then return 0 end
+redis.call('HDEL', claims, plan)
 local n = tonumber(ARGV[8])
 local na = tonumber(ARGV[9 + n])
 local nu = tonumber(ARGV[10 + n + na])
@@ -129,9 +131,11 @@ if known then
   if e.applied ~= 'refused' then
     if e.plan_id ~= plan then return -3 end
     if e.filled_qty then
-      redis.call('HSET', exec, 'order_id', e.order_id, 'client_order_id', e.client_order_id, 'status', e.status,
-        'side', e.side, 'filled_qty', e.filled_qty, 'avg_price', e.avg_price, 'executed_at', e.executed_at,
-        'requested_qty', e.requested_qty, 'ledger_applied', e.applied, 'ledger_before', e.ledger_before)
+      local function text(v) if v == nil or v == cjson.null then return '' end return tostring(v) end
+      redis.call('HSET', exec, 'order_id', text(e.order_id), 'client_order_id', text(e.client_order_id),
+        'status', text(e.status), 'side', text(e.side), 'filled_qty', text(e.filled_qty),
+        'avg_price', text(e.avg_price), 'executed_at', text(e.executed_at), 'requested_qty', text(e.requested_qty),
+        'ledger_applied', text(e.applied), 'ledger_before', text(e.ledger_before))
       if e.reject_reason then redis.call('HSET', exec, 'reject_reason', e.reject_reason) end
       if e.applied == '0' then redis.call('SADD', unapplied, plan) end
       redis.call('XADD', audit, '*', unpack(ARGV, 11 + n + na + nu, #ARGV))
@@ -224,30 +228,37 @@ return 1
  * includes every entry of the fills record still unapplied or refused (an answer Execute did not believe: whatever
  * the order did is in the exchange's amount), each audited under its plan.
  *
- * KEYS: position hash, audit stream, the symbol's set of unapplied fills, the symbol's fills record, the execution
- * hash of each plan id below.
- * ARGV: ledger as read ('' = absent), new ledger, updated_at, n plan ids, plan ids..., n audit fields, the
- * reconcile's audit fields..., the per-plan audit fields after `plan_id`...
+ * It also accounts for the orders found on the exchange under a claimed send with no execution record (a worker
+ * killed mid-Execute, a plan terminated): each gets a fills-record entry `reconcile` unless its order id has one, so
+ * that a later Execute of the plan records its fill without moving the ledger; its claim is dropped.
+ *
+ * KEYS: position hash, audit stream, the symbol's set of unapplied fills, the symbol's fills record, the symbol's
+ * claimed sends, the execution hash of each plan id below.
+ * ARGV: ledger as read ('' = absent), new ledger, updated_at, n plan ids, plan ids..., n orders found, (plan id, order
+ * id, entry JSON) of each..., n audit fields, the reconcile's audit fields..., the per-plan audit fields after
+ * `plan_id`...
  * Returns how many fills it accounted for, or -1 when the ledger or the set changed since they were read.
  */
 const RECONCILE_LEDGER = `${MARK_FILLS_ENTRY}
-local pos, audit, unapplied, fills = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pos, audit, unapplied, fills, claims = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if (redis.call('HGET', pos, 'ledger_amount') or '') ~= ARGV[1] then return -1 end
 local n = tonumber(ARGV[4])
 if redis.call('SCARD', unapplied) ~= n then return -1 end
 for i = 1, n do
   if redis.call('SISMEMBER', unapplied, ARGV[4 + i]) == 0 then return -1 end
 end
-local na = tonumber(ARGV[5 + n])
+local no = tonumber(ARGV[5 + n])
+local na = tonumber(ARGV[6 + n + 3 * no])
+local perFill = 7 + n + 3 * no + na
 redis.call('HSET', pos, 'ledger_amount', ARGV[2], 'updated_at', ARGV[3])
 redis.call('HDEL', pos, 'ledger_after_fill')
 redis.call('DEL', unapplied)
-redis.call('XADD', audit, '*', unpack(ARGV, 6 + n, 5 + n + na))
+redis.call('XADD', audit, '*', unpack(ARGV, 7 + n + 3 * no, 6 + n + 3 * no + na))
 for i = 1, n do
-  if redis.call('HGET', KEYS[4 + i], 'ledger_applied') == '0' then
-    redis.call('HSET', KEYS[4 + i], 'ledger_applied', 'reconcile')
-    markEntry(fills, KEYS[4 + i], 'reconcile', '')
-    redis.call('XADD', audit, '*', 'plan_id', ARGV[4 + i], unpack(ARGV, 6 + n + na, #ARGV))
+  if redis.call('HGET', KEYS[5 + i], 'ledger_applied') == '0' then
+    redis.call('HSET', KEYS[5 + i], 'ledger_applied', 'reconcile')
+    markEntry(fills, KEYS[5 + i], 'reconcile', '')
+    redis.call('XADD', audit, '*', 'plan_id', ARGV[4 + i], unpack(ARGV, perFill, #ARGV))
   end
 end
 local all = redis.call('HGETALL', fills)
@@ -256,8 +267,16 @@ for i = 1, #all, 2 do
   if e.applied == '0' or e.applied == 'refused' then
     e.applied = 'reconcile'
     redis.call('HSET', fills, all[i], cjson.encode(e))
-    redis.call('XADD', audit, '*', 'plan_id', e.plan_id or '-', unpack(ARGV, 6 + n + na, #ARGV))
+    redis.call('XADD', audit, '*', 'plan_id', e.plan_id or '-', unpack(ARGV, perFill, #ARGV))
   end
+end
+for i = 0, no - 1 do
+  local plan, oid, entry = ARGV[6 + n + 3 * i], ARGV[7 + n + 3 * i], ARGV[8 + n + 3 * i]
+  if redis.call('HEXISTS', fills, oid) == 0 then
+    redis.call('HSET', fills, oid, entry)
+    redis.call('XADD', audit, '*', 'plan_id', plan, unpack(ARGV, perFill, #ARGV))
+  end
+  redis.call('HDEL', claims, plan)
 end
 return n
 `;
@@ -270,6 +289,7 @@ declare module 'ioredis' {
       audit: string,
       unapplied: string,
       fills: string,
+      claims: string,
       ...args: string[]
     ): Result<number, Context>;
     settleFill(
@@ -370,7 +390,7 @@ function unappliedAdvice(plan: Plan, fill: RecordedFill): string {
  * once, whatever crashes, corrupt values, hand-set values, reconciles and retries come in between.
  */
 export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number) {
-  redis.defineCommand('recordFill', { numberOfKeys: 5, lua: RECORD_FILL });
+  redis.defineCommand('recordFill', { numberOfKeys: 6, lua: RECORD_FILL });
   redis.defineCommand('settleFill', { numberOfKeys: 5, lua: SETTLE_FILL });
   // Its keys include one execution record per unapplied fill: their number is the call's first argument.
   redis.defineCommand('reconcileLedger', { lua: RECONCILE_LEDGER });
@@ -458,6 +478,7 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
         );
         const written = await redis.recordFill(
           ...fillKeys(plan),
+          keys.executeClaims(plan.symbol),
           mode,
           before ?? '',
           after,
@@ -567,6 +588,7 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
       exchangeAmount: Dec,
       by: string,
       expected?: ReconcileState,
+      found: readonly FillsEntry[] = [],
     ): Promise<{ before: string; after: string; fills: string[] }> {
       const after = formatDec(exchangeAmount);
       for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
@@ -578,7 +600,12 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
           );
         }
         const now = clock();
-        const counted = fills.length > 0 ? `; accounts for ${fills.length} unapplied fill(s): ${fills.join(', ')}` : '';
+        const counted =
+          (fills.length > 0 ? `; accounts for ${fills.length} unapplied fill(s): ${fills.join(', ')}` : '') +
+          (found.length > 0
+            ? `; accounts for ${found.length} order(s) with no execution record: ` +
+              found.map((entry) => `${entry.order_id} of plan ${entry.plan_id}`).join(', ')
+            : '');
         const reconcile = auditFields({
           plan_id: '-',
           layer: 'operator',
@@ -595,18 +622,26 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
           at: now,
         }).slice(2);
         const execKeys = fills.map((planId) => keys.execution(planId));
+        const orders = found.flatMap((entry) => [
+          entry.plan_id,
+          entry.order_id,
+          JSON.stringify({ ...entry, applied: 'reconcile' }),
+        ]);
         const written = await redis.reconcileLedger(
-          String(4 + execKeys.length),
+          String(5 + execKeys.length),
           keys.position(symbol),
           keys.auditStream,
           keys.unappliedFills(symbol),
           keys.fills(symbol),
+          keys.executeClaims(symbol),
           ...execKeys,
           raw ?? '',
           after,
           String(now),
           String(fills.length),
           ...fills,
+          String(found.length),
+          ...orders,
           String(reconcile.length),
           ...reconcile,
           ...perFill,

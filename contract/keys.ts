@@ -28,6 +28,12 @@ export function redisKeys(prefix: string) {
      * kill switch and both permits: an order goes out only after its claim.
      */
     executeClaim: (planId: string) => `${prefix}:execute:claim:${planId}`,
+    /**
+     * The symbol's claimed sends whose fill is not yet recorded (hash: plan id → JSON `{plan_id, side, qty,
+     * client_order_id, claimed_at}`): where `position` and `reconcile` look for orders on the exchange that no
+     * execution record names (a worker killed mid-Execute, a plan terminated). Removed when the fill is recorded.
+     */
+    executeClaims: (symbol: string) => `${prefix}:execute:claims:${symbol}`,
     killSwitch: `${prefix}:governor:kill_switch`,
     /** The Governor's rate window per symbol: a sorted set of plan ids by permit time. */
     governorRate: (symbol: string) => `${prefix}:governor:rate:${symbol}`,

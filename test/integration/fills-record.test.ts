@@ -11,6 +11,7 @@ import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import { Dec } from '../../lib/decimal';
 import type { ChainStatus, Plan } from '../../contract/types';
+import { runCli } from '../cli-runner';
 import { auditOf, chainHarness, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 /**
@@ -19,12 +20,13 @@ import { auditOf, chainHarness, makePlan, setPositions, testEnv, type ChainHarne
  * before it is sent. Real Redis, the real dev server, the paper exchange.
  */
 
+const env = testEnv();
 let h: ChainHarness;
 let exchange: ExchangePort;
 let layers: ReturnType<typeof createActivities>;
 
 beforeAll(async () => {
-  h = await chainHarness(loadConfig(testEnv()));
+  h = await chainHarness(loadConfig(env));
   exchange = createPaperExchange(h.redis, h.keys, Date.now);
   layers = over(exchange);
 });
@@ -251,5 +253,49 @@ describe('the send claim', () => {
     expect(err).toBeInstanceOf(CancelledFailure);
     expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id), h.keys.executeClaim(plan.plan_id))).toBe(0);
     expect(await ledgerOf('CLAIMCUSDT')).toBe('5');
+  });
+});
+
+describe('an order on the exchange with no execution record (a worker killed mid-Execute)', () => {
+  it('position and reconcile name it, reconcile accounts for it, and its fill is counted once when the plan runs again', async () => {
+    await setPositions(h, 'ORPHANUSDT', '5', '5');
+    const plan = await permitted('ORPHANUSDT');
+    // The order goes out; the worker dies before it records the fill.
+    const dying: ExchangePort = {
+      ...exchange,
+      async placeMarketOrder(request) {
+        await exchange.placeMarketOrder(request);
+        throw new Error('worker killed');
+      },
+    };
+    await expect(over(dying).executePlan(plan)).rejects.toThrow('worker killed');
+    expect(await h.redis.exists(h.keys.execution(plan.plan_id))).toBe(0);
+    expect(await h.redis.hget(h.keys.paperPosition('ORPHANUSDT'), 'amount')).toBe('4');
+
+    const shown = await runCli(['position', 'ORPHANUSDT'], env);
+    expect(shown.stdout).toContain(
+      `on the exchange, order paper-${plan.plan_id} of plan ${plan.plan_id}: FILLED 1 of 1 SELL, no execution record`,
+    );
+    const dry = await runCli(['reconcile', 'ORPHANUSDT', '--by', 'alice', '--dry-run'], env);
+    expect(dry.stdout).toContain(
+      `  order      order paper-${plan.plan_id} of plan ${plan.plan_id}: FILLED 1 of 1 SELL`,
+    );
+
+    const done = await runCli(['reconcile', 'ORPHANUSDT', '--by', 'alice', '--yes'], env);
+    expect(done.code).toBe(0);
+    expect(done.stdout).toContain(`accounted for order paper-${plan.plan_id} of plan ${plan.plan_id}`);
+    expect(await ledgerOf('ORPHANUSDT')).toBe('4');
+    expect(await entryOf('ORPHANUSDT', `paper-${plan.plan_id}`)).toMatchObject({
+      plan_id: plan.plan_id,
+      applied: 'reconcile',
+      filled_qty: '1',
+    });
+    expect(await h.redis.hlen(h.keys.executeClaims('ORPHANUSDT'))).toBe(0);
+    expect((await runCli(['position', 'ORPHANUSDT'], env)).stdout).not.toContain('on the exchange, order');
+
+    // The plan runs again (a retry or reset): it finds its order, and the ledger, which counts it, does not move.
+    expect(await layers.executePlan(plan)).toMatchObject({ placed: true, ledger_amount: '4' });
+    expect(await ledgerOf('ORPHANUSDT')).toBe('4');
+    expect(await h.redis.hget(h.keys.execution(plan.plan_id), 'ledger_applied')).toBe('reconcile');
   });
 });
