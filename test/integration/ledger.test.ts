@@ -171,12 +171,13 @@ describe('a fill recorded while the ledger turned bad is counted exactly once', 
     try {
       const deps = { redis: h.redis, config: h.config, exchange, clock: Date.now, approverKeys: new Map() };
       const result = await reconcileLedger(deps, client, 'RECFLIPUSDT', 'alice');
-      expect(result).toEqual({ before: "'abc'", after: '4', fills: [plan.plan_id] });
+      expect(result).toEqual({ before: "'abc'", after: '4', fills: [plan.plan_id], orders: [] });
       // Nothing left to account for: a second reconcile only writes the same amount.
       expect(await reconcileLedger(deps, client, 'RECFLIPUSDT', 'alice')).toEqual({
         before: '4',
         after: '4',
         fills: [],
+        orders: [],
       });
     } finally {
       await client.connection.close();
