@@ -202,3 +202,26 @@ describe("the kill switch at the Binance adapter's send claim", () => {
     expect(await auditOf(h, plan.plan_id)).toContainEqual(['execute', 'refused', 'kill_switch_active']);
   });
 });
+
+describe('answers read with a size bound', () => {
+  it('a lookup answer over 64 KiB is not read: an error saying so, not an order', async () => {
+    const binance = h.config.binance;
+    if (!binance) throw new Error('the harness trades on the double');
+    const adapter = createBinanceExchange({
+      name: 'binance-usdm-testnet',
+      config: binance,
+      redis: h.redis,
+      keys: h.keys,
+    });
+    await positions('ETHUSDT', '2');
+    const plan = makePlan({ symbol: 'ETHUSDT', qty: '0.5' });
+    expect((await run(plan)).outcome).toBe('executed');
+    double.injectFault({ kind: 'rewrite-answer', padTo: ANSWER_MAX_BYTES + 1024, method: 'GET' });
+    await expect(adapter.findOrder('ETHUSDT', plan.plan_id)).rejects.toThrow(
+      /over its size bound or cut short: not read/,
+    );
+    // Within the bound, the same lookup is read.
+    double.injectFault({ kind: 'rewrite-answer', padTo: ANSWER_MAX_BYTES - 1024, method: 'GET' });
+    expect(await adapter.findOrder('ETHUSDT', plan.plan_id)).toMatchObject({ filled_qty: '0.5', status: 'FILLED' });
+  });
+});
