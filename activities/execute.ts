@@ -357,6 +357,8 @@ export function createExecuteActivities(deps: ActivityDeps) {
           });
         } catch (err) {
           if (!(err instanceof OrderNotSentError)) throw err;
+          // Nothing went out under this claim: no order for position or reconcile to look for.
+          await redis.hdel(keys.executeClaims(plan.symbol), plan.plan_id);
           await refusedAudit(plan, err.reason);
           return { placed: false, reason: err.reason, detail: `${CLAIM_REFUSALS[err.reason]}: ${err.message}` };
         }

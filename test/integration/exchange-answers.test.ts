@@ -198,6 +198,7 @@ describe("the kill switch at the Binance adapter's send claim", () => {
     }
     expect(ordersOf(plan)).toEqual([]);
     expect(await h.redis.exists(h.keys.binanceSent(plan.plan_id))).toBe(0);
+    expect(await h.redis.hexists(h.keys.executeClaims('ETHUSDT'), plan.plan_id)).toBe(0);
     expect(await h.redis.hget(h.keys.position('ETHUSDT'), 'ledger_amount')).toBe('2');
     expect(await auditOf(h, plan.plan_id)).toContainEqual(['execute', 'refused', 'kill_switch_active']);
   });
