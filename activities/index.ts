@@ -3,6 +3,7 @@ import { AmountError } from '../lib/decimal';
 import { createApplyActivities } from './apply';
 import { createCarryActivities } from './carry';
 import type { ActivityDeps } from './deps';
+import { ExchangeAnswerRefused } from './exchange/answer';
 import { ExchangeAuthError, ExchangeBusyError, ExchangeUnknownError } from './exchange/port';
 import { createExecuteActivities } from './execute';
 import { createGovernorActivities } from './governor';
@@ -18,7 +19,8 @@ export type { ActivityDeps } from './deps';
  * matched with a recorded fill, does not heal by retrying, so the plan ends `failed` with the reason and what to do,
  * and `permit-chain retry` runs it again once a person has fixed it. An exchange that is busy (429/418, 5xx) or whose
  * answer is unknown is retried no sooner than it asks (`Retry-After`), the message saying why, in the activity's
- * attempts as the Web UI shows them. An exchange that refuses the keys (ExchangeAuthError) fails the plan at once.
+ * attempts as the Web UI shows them. An exchange that refuses the keys (ExchangeAuthError), or whose answer about an
+ * order failed its check twice (`exchange_answer_refused`), fails the plan at once.
  */
 function failOnBadData<T extends Record<string, (...args: never[]) => Promise<unknown>>>(activities: T): T {
   const wrapped: Record<string, unknown> = {};
@@ -31,6 +33,8 @@ function failOnBadData<T extends Record<string, (...args: never[]) => Promise<un
         if (err instanceof LedgerConflict) throw ApplicationFailure.nonRetryable(err.message, 'LedgerConflict');
         // Refused credentials do not heal by retrying, and retrying them could get the IP banned.
         if (err instanceof ExchangeAuthError) throw ApplicationFailure.nonRetryable(err.message, err.name);
+        // An answer that failed its check twice: looking a third time does not make it true; a person decides.
+        if (err instanceof ExchangeAnswerRefused) throw ApplicationFailure.nonRetryable(err.message, err.name);
         if (err instanceof ExchangeBusyError || err instanceof ExchangeUnknownError) {
           throw ApplicationFailure.create({
             message: err.message,

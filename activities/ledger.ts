@@ -1,9 +1,11 @@
-import type { Redis, Result } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { AmountError, Dec, formatDec, parseAmount } from '../lib/decimal';
 import type { RedisKeys } from '../contract/keys';
 import type { ExecutionRecord, Plan, Side } from '../contract/types';
 import { auditFields } from './audit';
 import type { ExchangeOrder } from './exchange/port';
+import { fillsEntry, type FillsEntry } from './fills';
+import { RECONCILE_LEDGER, RECORD_FILL, SETTLE_FILL } from './ledger-scripts';
 
 /**
  * How a recorded fill stands with the ledger: field `ledger_applied` of `quantum:execution:{plan_id}`. `1`: the
@@ -85,110 +87,6 @@ export function settleUnappliedFill(ledgerBefore: string, fill: Fill, current: s
 export function showAmount(raw: string | null): string {
   const amount = decimalOrNull(raw);
   return amount === null ? `'${raw}'` : formatDec(amount);
-}
-
-/**
- * Records a fill once (the execution record is the guard) and moves the ledger by it only if the ledger still holds
- * the value Execute read before placing the order. Decimal arithmetic stays in TypeScript; Lua compares strings.
- *
- * KEYS: execution hash, position hash, audit stream, the symbol's set of unapplied fills.
- * ARGV: mode ('move': compare and move; 'none': an order that filled nothing; 'unapplied': the value before is not a
- * decimal), ledger before ('' = absent), ledger after, updated_at, plan id, n record fields, record fields...,
- * n applied-audit fields, applied-audit fields..., unapplied-audit fields...
- * Returns 1 when applied, 0 when the record already existed, -1 when another fill moved the ledger meanwhile (read it
- * again and retry: fills add up), -2 when recorded unapplied (the ledger changed otherwise: a person, or corruption).
- *
- * `ledger_after_fill` in the position hash is what the chain's last fill left there: a ledger equal to it was moved
- * by a fill, one that differs was set by someone else. Without it, another plan's equal fill would look like a
- * person's hand-set value that already counts this one.
- */
-const RECORD_FILL = `
-local exec, pos, audit, unapplied = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local mode, before, after, now, plan = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if redis.call('EXISTS', exec) == 1 then return 0 end
-local n = tonumber(ARGV[6])
-local na = tonumber(ARGV[7 + n])
-if mode == 'move' then
-  local current = redis.call('HGET', pos, 'ledger_amount') or ''
-  if current == before then
-    redis.call('HSET', pos, 'ledger_amount', after, 'ledger_after_fill', after, 'updated_at', now)
-  else
-    local lastFill = redis.call('HGET', pos, 'ledger_after_fill')
-    if lastFill and current == lastFill then return -1 end
-    mode = 'unapplied'
-  end
-end
-redis.call('HSET', exec, unpack(ARGV, 7, 6 + n))
-if mode == 'unapplied' then
-  redis.call('HSET', exec, 'ledger_applied', '0', 'ledger_before', before)
-  redis.call('SADD', unapplied, plan)
-  redis.call('XADD', audit, '*', unpack(ARGV, 8 + n + na, #ARGV))
-  return -2
-end
-redis.call('HSET', exec, 'ledger_applied', '1', 'ledger_before', before)
-redis.call('XADD', audit, '*', unpack(ARGV, 8 + n, 7 + n + na))
-return 1
-`;
-
-/**
- * Settles a recorded, unapplied fill: only while it is still unapplied and the ledger still holds the value the rule
- * was decided on.
- *
- * KEYS: execution hash, position hash, audit stream, the symbol's set of unapplied fills.
- * ARGV: plan id, ledger now ('' = absent), new ledger ('' = do not move it), ledger_applied value, updated_at,
- * audit fields...
- * Returns 1 when settled, 0 when it was no longer unapplied, -1 when the ledger changed meanwhile.
- */
-const SETTLE_FILL = `
-local exec, pos, audit, unapplied = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('HGET', exec, 'ledger_applied') ~= '0' then return 0 end
-if (redis.call('HGET', pos, 'ledger_amount') or '') ~= ARGV[2] then return -1 end
-if ARGV[3] ~= '' then
-  redis.call('HSET', pos, 'ledger_amount', ARGV[3], 'ledger_after_fill', ARGV[3], 'updated_at', ARGV[5])
-end
-redis.call('HSET', exec, 'ledger_applied', ARGV[4])
-redis.call('SREM', unapplied, ARGV[1])
-redis.call('XADD', audit, '*', unpack(ARGV, 6, #ARGV))
-return 1
-`;
-
-/**
- * Sets the ledger to the exchange's amount and marks every unapplied fill of the symbol as accounted for, in one
- * step: the exchange's amount already includes those fills, so none of them may move the ledger afterwards.
- *
- * KEYS: position hash, audit stream, the symbol's set of unapplied fills, the execution hash of each plan id below.
- * ARGV: ledger as read ('' = absent), new ledger, updated_at, n plan ids, plan ids..., n audit fields, the
- * reconcile's audit fields..., the per-plan audit fields after `plan_id`...
- * Returns how many fills it accounted for, or -1 when the ledger or the set changed since they were read.
- */
-const RECONCILE_LEDGER = `
-local pos, audit, unapplied = KEYS[1], KEYS[2], KEYS[3]
-if (redis.call('HGET', pos, 'ledger_amount') or '') ~= ARGV[1] then return -1 end
-local n = tonumber(ARGV[4])
-if redis.call('SCARD', unapplied) ~= n then return -1 end
-for i = 1, n do
-  if redis.call('SISMEMBER', unapplied, ARGV[4 + i]) == 0 then return -1 end
-end
-local na = tonumber(ARGV[5 + n])
-redis.call('HSET', pos, 'ledger_amount', ARGV[2], 'updated_at', ARGV[3])
-redis.call('HDEL', pos, 'ledger_after_fill')
-redis.call('DEL', unapplied)
-redis.call('XADD', audit, '*', unpack(ARGV, 6 + n, 5 + n + na))
-for i = 1, n do
-  if redis.call('HGET', KEYS[3 + i], 'ledger_applied') == '0' then
-    redis.call('HSET', KEYS[3 + i], 'ledger_applied', 'reconcile')
-    redis.call('XADD', audit, '*', 'plan_id', ARGV[4 + i], unpack(ARGV, 6 + n + na, #ARGV))
-  end
-end
-return n
-`;
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    recordFill(exec: string, pos: string, audit: string, unapplied: string, ...args: string[]): Result<number, Context>;
-    settleFill(exec: string, pos: string, audit: string, unapplied: string, ...args: string[]): Result<number, Context>;
-    reconcileLedger(...keysThenArgs: string[]): Result<number, Context>;
-  }
 }
 
 /** Conflicts only arise under contention on one symbol or a person editing the ledger meanwhile: far beyond this. */
@@ -277,17 +175,18 @@ function unappliedAdvice(plan: Plan, fill: RecordedFill): string {
  * once, whatever crashes, corrupt values, hand-set values, reconciles and retries come in between.
  */
 export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number) {
-  redis.defineCommand('recordFill', { numberOfKeys: 4, lua: RECORD_FILL });
-  redis.defineCommand('settleFill', { numberOfKeys: 4, lua: SETTLE_FILL });
+  redis.defineCommand('recordFill', { numberOfKeys: 6, lua: RECORD_FILL });
+  redis.defineCommand('settleFill', { numberOfKeys: 5, lua: SETTLE_FILL });
   // Its keys include one execution record per unapplied fill: their number is the call's first argument.
   redis.defineCommand('reconcileLedger', { lua: RECONCILE_LEDGER });
 
-  function fillKeys(plan: Plan): [string, string, string, string] {
+  function fillKeys(plan: Plan): [string, string, string, string, string] {
     return [
       keys.execution(plan.plan_id),
       keys.position(plan.symbol),
       keys.auditStream,
       keys.unappliedFills(plan.symbol),
+      keys.fills(plan.symbol),
     ];
   }
 
@@ -355,19 +254,38 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
                 `before the fill was recorded`,
           now,
         );
+        const rebuilt = executeAudit(
+          plan,
+          'execution_rebuilt',
+          `order ${order.order_id} is in the fills record of ${plan.symbol}: the execution record is rebuilt from ` +
+            'it, the ledger not moved again',
+          now,
+        );
         const written = await redis.recordFill(
           ...fillKeys(plan),
+          keys.executeClaims(plan.symbol),
           mode,
           before ?? '',
           after,
           String(now),
           plan.plan_id,
+          order.order_id,
+          JSON.stringify(fillsEntry(plan, execution, now)),
           String(fields.length),
           ...fields,
           String(applied.length),
           ...applied,
+          String(unapplied.length),
           ...unapplied,
+          ...rebuilt,
         );
+        if (written === -3) {
+          throw new LedgerConflict(
+            `order ${order.order_id} of ${plan.symbol} is another plan's in the fills record ` +
+              `(${keys.fills(plan.symbol)}): not recording it for plan ${plan.plan_id}; check the order on the ` +
+              `exchange, then \`permit-chain reconcile ${plan.symbol} --by NAME\``,
+          );
+        }
         if (written === 1) {
           return { execution, applied: '1', ledgerBefore: before ?? '', ledger: mode === 'move' ? after : before };
         }
@@ -455,6 +373,7 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
       exchangeAmount: Dec,
       by: string,
       expected?: ReconcileState,
+      found: readonly FillsEntry[] = [],
     ): Promise<{ before: string; after: string; fills: string[] }> {
       const after = formatDec(exchangeAmount);
       for (let tries = 0; tries < MAX_LEDGER_TRIES; tries++) {
@@ -466,7 +385,12 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
           );
         }
         const now = clock();
-        const counted = fills.length > 0 ? `; accounts for ${fills.length} unapplied fill(s): ${fills.join(', ')}` : '';
+        const counted =
+          (fills.length > 0 ? `; accounts for ${fills.length} unapplied fill(s): ${fills.join(', ')}` : '') +
+          (found.length > 0
+            ? `; accounts for ${found.length} order(s) with no execution record: ` +
+              found.map((entry) => `${entry.order_id} of plan ${entry.plan_id}`).join(', ')
+            : '');
         const reconcile = auditFields({
           plan_id: '-',
           layer: 'operator',
@@ -483,17 +407,26 @@ export function createLedger(redis: Redis, keys: RedisKeys, clock: () => number)
           at: now,
         }).slice(2);
         const execKeys = fills.map((planId) => keys.execution(planId));
+        const orders = found.flatMap((entry) => [
+          entry.plan_id,
+          entry.order_id,
+          JSON.stringify({ ...entry, applied: 'reconcile' }),
+        ]);
         const written = await redis.reconcileLedger(
-          String(3 + execKeys.length),
+          String(5 + execKeys.length),
           keys.position(symbol),
           keys.auditStream,
           keys.unappliedFills(symbol),
+          keys.fills(symbol),
+          keys.executeClaims(symbol),
           ...execKeys,
           raw ?? '',
           after,
           String(now),
           String(fills.length),
           ...fills,
+          String(found.length),
+          ...orders,
           String(reconcile.length),
           ...reconcile,
           ...perFill,

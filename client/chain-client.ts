@@ -23,6 +23,7 @@ import {
   listPlans,
   previewReconcile,
   reconcileLedger,
+  unrecordedOrders,
   resetFailedPlan,
   retryBlocked,
   setKillSwitch,
@@ -34,6 +35,7 @@ import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plan
 import { fetchPlanRuns, type PlanRun, type RunSelection } from './histories';
 import { registerSearchAttributes } from './search-attributes';
 import { readPlanRecord, reDecide, type PlanRecord, type WhatIfReport } from './what-if';
+import type { UnrecordedOrder } from '../activities/unrecorded';
 
 /** A refusal the person can act on (a plan that does not exist, one that cannot be retried): exit code 2. */
 export class ClientError extends Error {
@@ -48,6 +50,8 @@ export interface PositionView {
   discrepancy: string;
   tolerance: string;
   within_tolerance: boolean;
+  /** Orders the exchange has under a claimed send of the chain that no execution record names. */
+  unrecorded_orders: UnrecordedOrder[];
 }
 
 /**
@@ -108,7 +112,10 @@ export class ChainClient {
     const redis = await this.redis();
     const keys = redisKeys(this.config.keyPrefix);
     const exchange = exchangeFor(this.config, redis);
-    const positions = await readPositions({ redis, exchange, config: this.config, keys }, symbol);
+    const [positions, { orders }] = await Promise.all([
+      readPositions({ redis, exchange, config: this.config, keys }, symbol),
+      unrecordedOrders({ redis, config: this.config, exchange, clock: Date.now }, symbol),
+    ]);
     const { exchangeAmount, ledgerAmount, tolerance } = positions;
     const discrepancy = exchangeAmount.sub(ledgerAmount).abs();
     return {
@@ -118,6 +125,7 @@ export class ChainClient {
       discrepancy: formatDec(discrepancy),
       tolerance: formatDec(tolerance),
       within_tolerance: positionsAgree(positions),
+      unrecorded_orders: orders,
     };
   }
 
@@ -201,7 +209,7 @@ export class ChainClient {
     symbol: string,
     by: string,
     expected?: ReconcilePreview,
-  ): Promise<{ before: string; after: string; fills: string[]; woken: string[] }> {
+  ): Promise<{ before: string; after: string; fills: string[]; orders: UnrecordedOrder[]; woken: string[] }> {
     const [client, redis] = [await this.client(), await this.redis()];
     const exchange = exchangeFor(this.config, redis);
     const deps = { redis, config: this.config, exchange, clock: Date.now };

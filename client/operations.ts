@@ -5,6 +5,12 @@ import type { Redis } from 'ioredis';
 import { auditFields } from '../activities/audit';
 import { ReconcileStale, createLedger, type ReconcileState } from '../activities/ledger';
 import { createSymbolLine } from '../activities/symbol-lock';
+import {
+  describeUnrecorded,
+  findUnrecordedOrders,
+  unrecordedEntry,
+  type UnrecordedOrder,
+} from '../activities/unrecorded';
 import type { ExchangePort } from '../activities/exchange';
 import type { ChainConfig } from '../lib/config';
 import { formatDec } from '../lib/decimal';
@@ -128,23 +134,51 @@ const OPERATOR_LEASE_MS = 10_000;
 
 type ReconcileDeps = {
   redis: Redis;
-  config: Pick<ChainConfig, 'keyPrefix'>;
+  config: Pick<ChainConfig, 'keyPrefix' | 'permitTtlS'>;
   exchange: ExchangePort;
   clock: () => number;
 };
 
-/** What a reconcile of a symbol would change now: the ledger before and after, and the fills it would account for. */
+/**
+ * A claimed send with no order on the exchange this long after its claim never will have one: beyond any permit's
+ * life plus Binance's largest receive window (60 s) and margins.
+ */
+const CLAIM_STALE_AFTER_MS = 120_000;
+
+/** The orders the exchange has under the symbol's claimed sends with no execution record (activities/unrecorded.ts). */
+export function unrecordedOrders(
+  deps: ReconcileDeps,
+  symbol: string,
+): Promise<{ orders: UnrecordedOrder[]; stale: string[] }> {
+  return findUnrecordedOrders(
+    {
+      redis: deps.redis,
+      keys: redisKeys(deps.config.keyPrefix),
+      exchange: deps.exchange,
+      clock: deps.clock,
+      staleAfterMs: deps.config.permitTtlS * 1000 + CLAIM_STALE_AFTER_MS,
+    },
+    symbol,
+  );
+}
+
+/**
+ * What a reconcile of a symbol would change now: the ledger before and after, the fills it would account for, and the
+ * orders found on the exchange with no execution record (accounted for too).
+ */
 export interface ReconcilePreview extends ReconcileState {
   symbol: string;
   /** The exchange's amount: what the ledger becomes. */
   exchange: string;
+  orders: UnrecordedOrder[];
 }
 
 /** Reads what `reconcileLedger` would do, and writes nothing: `reconcile --dry-run`, and what a person says yes to. */
 export async function previewReconcile(deps: ReconcileDeps, symbol: string): Promise<ReconcilePreview> {
   const ledger = createLedger(deps.redis, redisKeys(deps.config.keyPrefix), deps.clock);
   const exchange = formatDec(await deps.exchange.getPosition(symbol));
-  return { symbol, exchange, ...(await ledger.readReconcile(symbol)) };
+  const { orders } = await unrecordedOrders(deps, symbol);
+  return { symbol, exchange, ...(await ledger.readReconcile(symbol)), orders };
 }
 
 /**
@@ -161,7 +195,7 @@ export async function reconcileLedger(
   symbol: string,
   by: string,
   expected?: ReconcilePreview,
-): Promise<{ before: string; after: string; fills: string[] }> {
+): Promise<{ before: string; after: string; fills: string[]; orders: UnrecordedOrder[] }> {
   const lock = createSymbolLine(deps.redis, deps.config.keyPrefix, deps.clock);
   const holder = { plan_id: `reconcile-${randomUUID()}`, symbol };
   const deadline = Date.now() + SYMBOL_WAIT_MS;
@@ -173,14 +207,38 @@ export async function reconcileLedger(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   try {
-    const ledger = createLedger(deps.redis, redisKeys(deps.config.keyPrefix), deps.clock);
+    const keys = redisKeys(deps.config.keyPrefix);
+    const ledger = createLedger(deps.redis, keys, deps.clock);
+    const { orders, stale } = await unrecordedOrders(deps, symbol);
     const exchange = await deps.exchange.getPosition(symbol);
     if (expected && formatDec(exchange) !== expected.exchange) {
       throw new ReconcileStale(
         `reconcile: the exchange's ${symbol} changed since it was shown (now ${formatDec(exchange)}); nothing changed, look again`,
       );
     }
-    return await ledger.reconcile(symbol, exchange, by, expected);
+    const shown = (list: UnrecordedOrder[]) => list.map((o) => `${o.order_id}:${o.filled_qty}`).join();
+    if (expected && shown(orders) !== shown(expected.orders)) {
+      throw new ReconcileStale(
+        `reconcile: the orders of ${symbol} with no execution record changed since they were shown; nothing changed, look again`,
+      );
+    }
+    const open = orders.filter((order) => order.state === 'open');
+    if (open.length > 0) {
+      throw new ReconcileStale(
+        `reconcile: ${open.map(describeUnrecorded).join('; ')}: its fill may still change; nothing changed, try again ` +
+          'in a moment',
+      );
+    }
+    const now = deps.clock();
+    const result = await ledger.reconcile(
+      symbol,
+      exchange,
+      by,
+      expected,
+      orders.map((order) => unrecordedEntry(order, now)),
+    );
+    if (stale.length > 0) await deps.redis.hdel(keys.executeClaims(symbol), ...stale);
+    return { ...result, orders };
   } finally {
     const next = await lock.releaseSymbol(holder);
     if (next)

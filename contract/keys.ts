@@ -20,6 +20,25 @@ export function redisKeys(prefix: string) {
      * their execution record): a reconcile accounts for them, since the exchange's amount already includes them.
      */
     unappliedFills: (symbol: string) => `${prefix}:ledger:unapplied:${symbol}`,
+    /**
+     * The symbol's fills record (hash, never expires): field = the exchange's order id, value = JSON of the order's
+     * fill and how it stands with the ledger (`applied`: 1, 0, hand_set, reconcile, refused). The ledger moves at
+     * most once per field; trimmed only by `trimFills` (activities/ledger.ts).
+     */
+    fills: (symbol: string) => `${prefix}:ledger:fills:${symbol}`,
+    /** Where `trimFills` last cut the symbol's fills record (hash: `trimmed_before`, `trimmed`, `at`). */
+    fillsCheckpoint: (symbol: string) => `${prefix}:ledger:checkpoint:${symbol}`,
+    /**
+     * Execute's claim to send a plan's order (hash: `claimed_at`, `symbol`), written in the step that checked the
+     * kill switch and both permits: an order goes out only after its claim.
+     */
+    executeClaim: (planId: string) => `${prefix}:execute:claim:${planId}`,
+    /**
+     * The symbol's claimed sends whose fill is not yet recorded (hash: plan id → JSON `{plan_id, side, qty,
+     * client_order_id, claimed_at}`): where `position` and `reconcile` look for orders on the exchange that no
+     * execution record names (a worker killed mid-Execute, a plan terminated). Removed when the fill is recorded.
+     */
+    executeClaims: (symbol: string) => `${prefix}:execute:claims:${symbol}`,
     killSwitch: `${prefix}:governor:kill_switch`,
     /** The Governor's rate window per symbol: a sorted set of plan ids by permit time. */
     governorRate: (symbol: string) => `${prefix}:governor:rate:${symbol}`,

@@ -127,8 +127,23 @@ export type ExecuteResult =
       ledger_amount: string;
       /** Execute lets go of the symbol once the fill is in the ledger: the plan to wake next ('' when none). */
       next_in_line: string;
+      /** The exchange's position read back after a fill reached the ledger; absent when nothing filled. */
+      post_trade?: PostTradeCheck;
     }
   | { placed: false; reason: ExecuteRefusal; detail: string };
+
+/**
+ * The post-trade check: after a fill reached the ledger, the exchange's position compared with the ledger within the
+ * symbol's tolerance. `agrees` null: the exchange or the ledger could not be read (`detail` says why).
+ */
+export interface PostTradeCheck {
+  agrees: boolean | null;
+  exchange_amount?: string;
+  ledger_amount?: string;
+  discrepancy?: string;
+  tolerance?: string;
+  detail: string;
+}
 
 export type ExecuteRefusal = 'permit_missing' | 'permit_denied' | 'permit_expiring' | 'kill_switch_active';
 

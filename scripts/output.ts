@@ -1,6 +1,7 @@
 import type { PositionView } from '../client/chain-client';
 import type { PlanRow, ReconcilePreview } from '../client/operations';
 import type { ChainStatus } from '../contract/types';
+import { describeUnrecorded } from '../activities/unrecorded';
 
 /** Where a command writes: text lines for people, or one JSON object with `--json`. */
 export interface Output {
@@ -76,10 +77,11 @@ export function formatPlanRows(plans: PlanRow[]): string {
 
 /** `position`: both amounts, their discrepancy against the tolerance, and whether P3.3 would allow. */
 export function formatPosition(view: PositionView): string {
-  return (
+  const line =
     `${view.symbol}  exchange ${view.exchange_amount}  ledger ${view.ledger_amount}  discrepancy ${view.discrepancy}  ` +
-    `tolerance ${view.tolerance}  ${view.within_tolerance ? 'ok' : 'RECONCILE REQUIRED'}`
-  );
+    `tolerance ${view.tolerance}  ${view.within_tolerance ? 'ok' : 'RECONCILE REQUIRED'}`;
+  const orders = view.unrecorded_orders.map((order) => `\n  on the exchange, ${describeUnrecorded(order)}`);
+  return line + orders.join('');
 }
 
 /** What `reconcile` would change, as a person checks it before saying yes. */
@@ -91,5 +93,6 @@ export function formatReconcilePreview(preview: ReconcilePreview, by: string): s
     `  ledger     ${preview.before} -> ${preview.exchange}`,
     `  exchange   ${preview.exchange} (the ledger becomes the exchange's amount)`,
     `  unapplied  ${fills}`,
+    ...preview.orders.map((order) => `  order      ${describeUnrecorded(order)} (accounted for)`),
   ].join('\n');
 }

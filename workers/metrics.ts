@@ -1,3 +1,4 @@
+import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import type { Redis } from 'ioredis';
@@ -57,6 +58,16 @@ export class ChainMetrics {
     name: 'permit_chain_executions_total',
     help: "Execute's results: an order's status (FILLED, …), or not_placed and why.",
     labelNames: ['status', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly postTradeMismatches = new Counter({
+    name: 'permit_chain_post_trade_mismatches_total',
+    help: "Fills after which the exchange's position and the ledger differed beyond the tolerance (post-trade check).",
+    registers: [this.registry],
+  });
+  readonly answersRefused = new Counter({
+    name: 'permit_chain_exchange_answers_refused_total',
+    help: "Plans failed because the exchange's answer about their order failed its check twice (never applied).",
     registers: [this.registry],
   });
   readonly intakeEntries = new Counter({
@@ -155,6 +166,11 @@ function countResult(metrics: ChainMetrics, activity: string, result: unknown, l
         { order_id, status, filled_qty, avg_price },
         `Execute: order ${order_id} ${status} ${filled_qty} @ ${avg_price}`,
       );
+      const check = outcome.post_trade;
+      if (check?.agrees === false) {
+        metrics.postTradeMismatches.inc();
+        log.warn({ order_id, post_trade: check }, `Execute: post-trade check: ${check.detail}`);
+      }
     } else {
       metrics.executions.inc({ status: 'not_placed', reason: outcome.reason });
       log.info({ reason: outcome.reason }, `Execute: no order (${outcome.detail})`);
@@ -184,6 +200,11 @@ export function observeActivities(metrics: ChainMetrics, logger: Logger): Activi
             { stage, activity: activityType, result: 'error' },
             (performance.now() - started) / 1000,
           );
+          if (err instanceof ApplicationFailure && err.type === 'exchange_answer_refused') {
+            metrics.answersRefused.inc();
+            const log = logger.child(planId !== undefined ? planFields(planId) : { workflow_id: workflowId });
+            log.error({ error_type: err.type }, `Execute: ${err.message}`);
+          }
           throw err;
         }
         metrics.stageDuration.observe(

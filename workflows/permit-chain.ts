@@ -45,14 +45,15 @@ const EXECUTE_ATTEMPT_TIMEOUT_MS = 60_000;
 const EXECUTE_HEARTBEAT_TIMEOUT_MS = 10_000;
 /**
  * Short backoff: the permit's life is measured in seconds, so retries must fit many times into it. Not retried:
- * `CorruptAmount` (a stored amount that is not a decimal) and `LedgerConflict` (a ledger that matches neither side
- * of a recorded fill; activities/index.ts), which need a person, not time.
+ * `CorruptAmount` (a stored amount that is not a decimal), `LedgerConflict` (a ledger that matches neither side
+ * of a recorded fill; activities/index.ts) and `exchange_answer_refused` (an exchange's answer about an order that
+ * failed its check twice; activities/exchange/answer.ts), which need a person, not time.
  */
 const LAYER_RETRY = {
   initialInterval: '200ms',
   backoffCoefficient: 2,
   maximumInterval: '2s',
-  nonRetryableErrorTypes: ['CorruptAmount', 'LedgerConflict'],
+  nonRetryableErrorTypes: ['CorruptAmount', 'LedgerConflict', 'exchange_answer_refused'],
 };
 /**
  * A blocked plan is woken by the position watcher (which sweeps blocked symbols every RECHECK_INTERVAL_S) or by a
@@ -740,7 +741,8 @@ class Chain {
     if (filled === 'none') {
       return { outcome: 'failed', detail: `exchange ${fill}${why}: nothing traded, the ledger did not move` };
     }
-    const order = `order ${execution.order_id}, ledger ${result.ledger_amount}`;
+    const mismatch = result.post_trade?.agrees === false ? `; post-trade check: ${result.post_trade.detail}` : '';
+    const order = `order ${execution.order_id}, ledger ${result.ledger_amount}${mismatch}`;
     if (filled === 'part') {
       return {
         outcome: 'executed',

@@ -3,13 +3,16 @@ import { USDMClient } from 'binance';
 import type { Redis, Result } from 'ioredis';
 import { z } from 'zod';
 import type { RedisKeys } from '../../contract/keys';
+import { boundText } from '../../lib/bound';
 import type { BinanceConfig, ExchangeName } from '../../lib/config';
 import { Dec, formatDec } from '../../lib/decimal';
+import { SEND_GUARD_LUA } from './send-guard';
 import {
   ExchangeAuthError,
   ExchangeBusyError,
   ExchangeUnknownError,
   ORDER_STATUSES,
+  OrderNotSentError,
   UnknownSymbolError,
   isFinalStatus,
   type ExchangeOrder,
@@ -27,6 +30,15 @@ import {
 
 /** The library waits 5 minutes by default; an Execute attempt lives within a permit of seconds. */
 const REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * The most of an answer read, per endpoint: an order, a position, a price or the time is a few hundred bytes (64 KiB
+ * leaves room); exchangeInfo lists every symbol (some 2 MB on Binance: 8 MiB). A longer answer is not read further:
+ * on a read it is an error, on an order an unknown result, looked up by client order id like a timeout.
+ */
+export const ANSWER_MAX_BYTES = 64 * 1024;
+export const EXCHANGE_INFO_MAX_BYTES = 8 * 1024 * 1024;
+/** How much of an order answer an ExchangeOrder keeps as `raw` (what a refused answer shows). */
+const RAW_ANSWER_BYTES = 1024;
 /**
  * Added to recvWindow before an order request whose result is unknown may be followed by another: our estimate of
  * Binance's clock is off by up to half a round trip, and the marker's timestamp is taken a moment before the
@@ -301,16 +313,25 @@ export function orderFailureKind(failure: BinanceFailure): OrderFailureKind {
  * has just looked the order up (ARGV[7] = 'looked'), the claim is refused with -1 so that it looks first. With no
  * marker (no request in the marker's life, or the last one refused outright), nothing needs looking up.
  *
- * KEYS: the marker. ARGV: now (Binance time), margin ms, recv window ms, plan id, symbol, ttl s, 'looked' or ''.
- * Returns 0 when claimed, -1 when the order must be looked up first, else the ms still to wait (> 0).
+ * With a guard (the request's: Execute's kill switch and permits), a new request is claimed only while the guard
+ * holds (SEND_GUARD_LUA), in the same step: the switch set while the adapter read the mode or the time stops it.
+ *
+ * KEYS: the marker, and with a guard the kill switch, the Governor's permit, P3.3's permit. ARGV: now (Binance time),
+ * margin ms, recv window ms, plan id, symbol, ttl s, 'looked' or '', the guard's permit margin ms ('' = no guard).
+ * Returns 0 when claimed, -1 when the order must be looked up first, the guard's refusal (a string), else the ms still
+ * to wait (> 0).
  */
-const CLAIM_SEND = `
+const CLAIM_SEND = `${SEND_GUARD_LUA}
 local ts = tonumber(redis.call('HGET', KEYS[1], 'timestamp'))
 local window = tonumber(redis.call('HGET', KEYS[1], 'recv_window_ms'))
 if ts and window then
   local wait = ts + window + tonumber(ARGV[2]) - tonumber(ARGV[1])
   if wait >= 0 then return wait + 1 end
   if ARGV[7] ~= 'looked' then return -1 end
+end
+if ARGV[8] ~= '' then
+  local refusal = sendRefusal(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[8])
+  if refusal then return refusal end
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'timestamp', ARGV[1], 'recv_window_ms', ARGV[3], 'plan_id', ARGV[4], 'symbol', ARGV[5])
@@ -320,7 +341,7 @@ return 0
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    binanceClaimSend(markerKey: string, ...args: string[]): Result<number, Context>;
+    binanceClaimSend(numberOfKeys: string, markerKey: string, ...args: string[]): Result<number | string, Context>;
   }
 }
 
@@ -351,24 +372,28 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
   const refreshMs = config.rulesRefreshS * 1000;
   const sendWindowMs = config.recvWindowMs + SEND_WINDOW_MARGIN_MS;
-  redis.defineCommand('binanceClaimSend', { numberOfKeys: 1, lua: CLAIM_SEND });
+  // One key, or four with a guard: their number is the call's first argument.
+  redis.defineCommand('binanceClaimSend', { lua: CLAIM_SEND });
 
   const apiKey = config.apiKey.reveal();
   const apiSecret = config.apiSecret.reveal();
-  const client = new USDMClient(
-    {
-      api_key: apiKey,
-      api_secret: apiSecret,
-      baseUrl: config.baseUrl,
-      recvWindow: config.recvWindowMs,
-      // Our own sync: the library's logs the axios error (with the key's header) when it fails.
-      disableTimeSync: true,
-      keepAlive: true,
-      // The raw axios error keeps the HTTP status, which the library's parsed error drops.
-      parseExceptions: false,
-    },
-    { timeout: REQUEST_TIMEOUT_MS },
-  );
+  const clientOptions = {
+    api_key: apiKey,
+    api_secret: apiSecret,
+    baseUrl: config.baseUrl,
+    recvWindow: config.recvWindowMs,
+    // Our own sync: the library's logs the axios error (with the key's header) when it fails.
+    disableTimeSync: true,
+    keepAlive: true,
+    // The raw axios error keeps the HTTP status, which the library's parsed error drops.
+    parseExceptions: false,
+  };
+  // axios stops reading an answer past maxContentLength (ERR_BAD_RESPONSE): one client per bound.
+  const client = new USDMClient(clientOptions, { timeout: REQUEST_TIMEOUT_MS, maxContentLength: ANSWER_MAX_BYTES });
+  const infoClient = new USDMClient(clientOptions, {
+    timeout: REQUEST_TIMEOUT_MS,
+    maxContentLength: EXCHANGE_INFO_MAX_BYTES,
+  });
 
   /** Binance's text, with anything that could be a credential or a signature taken out. */
   const scrub = (text: string) =>
@@ -386,6 +411,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
         return `no answer within ${REQUEST_TIMEOUT_MS / 1000} s`;
       }
       if (failure.code === 'ECONNRESET') return 'the connection was reset before an answer';
+      if (failure.code === 'ERR_BAD_RESPONSE') return 'the answer was over its size bound or cut short: not read';
       return `network error ${failure.code}`;
     }
     if (failure.kind === 'other') return scrub(failure.message);
@@ -479,6 +505,12 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     }
   }
 
+  /** The order with the answer it came from, bounded: what Execute shows when it does not believe the answer. */
+  const withRaw = (order: ExchangeOrder, json: unknown): ExchangeOrder => ({
+    ...order,
+    raw: boundText(scrub(JSON.stringify(json) ?? ''), RAW_ANSWER_BYTES),
+  });
+
   /** The order under a client order id, or null when Binance has none (-2013). */
   async function lookup(symbol: string, clientOrderId: string): Promise<ExchangeOrder | null> {
     let json: unknown;
@@ -491,7 +523,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
       throw readError(`GET ${ORDER_ENDPOINT} ${symbol} ${clientOrderId}`, err);
     }
     try {
-      return orderFromBinance(json, clock());
+      return withRaw(orderFromBinance(json, clock()), json);
     } catch {
       throw new Error(`binance: GET ${ORDER_ENDPOINT} ${symbol} ${clientOrderId}: the answer is not an order`);
     }
@@ -502,7 +534,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
 
   function loadRules() {
     loadingRules ??= (async () => {
-      const info = await read('GET fapi/v1/exchangeInfo', () => client.getExchangeInfo(), false);
+      const info = await read('GET fapi/v1/exchangeInfo', () => infoClient.getExchangeInfo(), false);
       rules = { bySymbol: rulesFromExchangeInfo(info), at: clock() };
       return rules;
     })().finally(() => {
@@ -589,9 +621,13 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     const stamp = () => String(Math.round(serverNow()));
     // Before the claim: the marker's timestamp is in Binance's time.
     await ensureSynced();
-    const claim = (looked: boolean) =>
-      redis.binanceClaimSend(
+    const { guard } = request;
+    const guardKeys = guard ? [guard.killSwitchKey, guard.governorPermitKey, guard.p33PermitKey] : [];
+    const claim = async (looked: boolean): Promise<number> => {
+      const answer = await redis.binanceClaimSend(
+        String(1 + guardKeys.length),
         marker,
+        ...guardKeys,
         stamp(),
         String(SEND_WINDOW_MARGIN_MS),
         String(config.recvWindowMs),
@@ -599,7 +635,14 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
         request.symbol,
         String(SENT_MARKER_TTL_S),
         looked ? 'looked' : '',
+        guard ? String(guard.marginMs) : '',
       );
+      if (typeof answer === 'number') return answer;
+      throw new OrderNotSentError(
+        `binance: order of plan ${planId} not sent: ${answer} at the send claim`,
+        answer as OrderNotSentError['reason'],
+      );
+    };
     let wait = await claim(false);
     if (wait !== 0) {
       // A request went out before: Binance may have the order (if its window has passed: has it now, or never will).
@@ -647,7 +690,7 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     }
     let order: ExchangeOrder;
     try {
-      order = orderFromBinance(json, clock());
+      order = withRaw(orderFromBinance(json, clock()), json);
     } catch {
       return unknownOutcome(request, clientOrderId, 'the answer was not an order');
     }
@@ -680,6 +723,8 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
       if (!found) throw new UnknownSymbolError(`binance: ${symbol} is not listed on ${name}`);
       return found;
     },
+
+    clientOrderIdOf: binanceClientOrderId,
 
     findOrder(symbol, planId) {
       return lookup(symbol, binanceClientOrderId(planId));

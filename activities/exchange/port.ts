@@ -29,6 +29,8 @@ export interface ExchangeOrder {
   placed_at: number;
   /** Why the exchange refused or ended the order, when it did. */
   reject_reason?: string;
+  /** The exchange's answer as received, bounded (lib/bound.ts): what a refused answer shows. */
+  raw?: string;
 }
 
 export interface MarketOrderRequest {
@@ -38,6 +40,30 @@ export interface MarketOrderRequest {
   reduceOnly: boolean;
   /** The plan id: the exchange places at most one order per plan (the adapter derives its client order id). */
   clientOrderId: string;
+  /**
+   * What the adapter's own send claim checks again, in the Redis step that claims the send (activities/exchange/
+   * send-guard.ts): Execute passes the kill switch and the plan's permits. An adapter whose send goes out later than
+   * Execute's claim (Binance: after reads of its own) refuses with OrderNotSentError.
+   */
+  guard?: SendGuard;
+}
+
+export interface SendGuard {
+  killSwitchKey: string;
+  governorPermitKey: string;
+  p33PermitKey: string;
+  marginMs: number;
+}
+
+/** The adapter's send claim found the kill switch on or a permit no longer valid: nothing was sent. */
+export class OrderNotSentError extends Error {
+  override name = 'OrderNotSentError';
+  constructor(
+    message: string,
+    readonly reason: 'kill_switch_active' | 'permit_missing' | 'permit_denied' | 'permit_expiring',
+  ) {
+    super(message);
+  }
 }
 
 /** A symbol's trading rules, as the exchange publishes them; decimals as strings. */
@@ -91,6 +117,8 @@ export class ExchangeAuthError extends Error {
 /** The exchange as the chain sees it. Implementations must be idempotent per client order id. */
 export interface ExchangePort {
   readonly name: string;
+  /** The client order id the exchange knows a plan's order by; the plan id itself when absent. */
+  clientOrderIdOf?(planId: string): string;
   /** Signed position: long > 0, short < 0 (hedge mode: LONG + SHORT). */
   getPosition(symbol: string): Promise<Dec>;
   /** The price a market order would fill at now (the mark price on Binance). */

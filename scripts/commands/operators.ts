@@ -3,6 +3,7 @@ import { durationArg, oneOf, planIdArg, symbolArg } from '../cli-args';
 import { type Command } from 'commander';
 import { formatReconcilePreview, type Output } from '../output';
 import { UsageError, type CommandContext } from './context';
+import { describeUnrecorded, type UnrecordedOrder } from '../../activities/unrecorded';
 
 /** The operators' actions: signed decisions, cancel, the kill switch, reconcile, keys, and the cluster's search attributes. */
 export function addOperatorsCommands(program: Command, ctx: CommandContext): void {
@@ -96,6 +97,7 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
             ledger_after: preview.exchange,
             fills_to_account: preview.fills.length,
             plan_ids: preview.fills,
+            unrecorded_orders: preview.orders,
             applied: false,
           });
         }
@@ -141,13 +143,16 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
 function printReconciled(
   o: Output,
   symbol: string,
-  done: { before: string; after: string; fills: string[]; woken: string[] },
+  done: { before: string; after: string; fills: string[]; orders: UnrecordedOrder[]; woken: string[] },
 ): void {
-  const { before, after, fills, woken } = done;
-  const accounted = fills.length > 0 ? `; accounted for ${fills.length} unapplied fill(s)` : '';
+  const { before, after, fills, orders, woken } = done;
+  const accounted =
+    (fills.length > 0 ? `; accounted for ${fills.length} unapplied fill(s)` : '') +
+    orders.map((order) => `; accounted for ${describeUnrecorded(order)}`).join('');
   o.result(
     `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked plan(s)`,
     {
+      unrecorded_orders: orders,
       symbol,
       exchange_amount: after,
       ledger_before: before,

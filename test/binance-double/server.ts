@@ -30,7 +30,15 @@ export type FaultKind =
   /** The market order fills `fraction` of its quantity (down to the step): PARTIALLY_FILLED, then EXPIRED. */
   | { kind: 'partial-fill'; fraction: number; path?: string }
   /** The market order expires unfilled: EXPIRED, executedQty 0. */
-  | { kind: 'expire'; path?: string };
+  | { kind: 'expire'; path?: string }
+  /**
+   * A hostile answer: the next successful order answer (POST or GET /fapi/v1/order; name `method` to pick one) has
+   * `set`'s fields written over it, and with `padTo` is padded to that many bytes (a `padding` field). The order
+   * itself, as stored and as later lookups see it, is unchanged.
+   */
+  | { kind: 'rewrite-answer'; set?: Record<string, unknown>; padTo?: number; path?: string }
+  /** The request is held `ms` before the double handles it (a slow network or exchange). */
+  | { kind: 'delay'; ms: number; path?: string };
 
 export interface SymbolRules {
   stepSize: string;
@@ -651,7 +659,7 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       if (symbol) symbolState(symbol);
       return send(res, 200, (symbol ? [symbol] : [...symbols.keys()]).flatMap(positionRiskV3));
     }
-    if (method === 'GET') return send(res, 200, findOrder(params));
+    if (method === 'GET') return sendOrder(res, path, method, findOrder(params));
 
     const { stored, shown } = placeOrder(params, path);
     const after = takeFault(
@@ -679,27 +687,52 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
           }
         : shown,
     );
-    return send(res, 200, view);
+    return sendOrder(res, path, method, view);
+  };
+
+  /** An order answer, rewritten by a queued `rewrite-answer` fault when one applies. */
+  const sendOrder = (res: ServerResponse, path: string, method: string, view: unknown) => {
+    const fault = takeFault(path, method, (f) => f.kind === 'rewrite-answer');
+    if (fault?.kind !== 'rewrite-answer') return send(res, 200, view);
+    const body: Record<string, unknown> = { ...(view as Record<string, unknown>), ...fault.set };
+    const text = JSON.stringify(body);
+    if (fault.padTo !== undefined && fault.padTo > text.length) {
+      body.padding = 'x'.repeat(fault.padTo - text.length - ',"padding":""'.length);
+    }
+    return send(res, 200, body);
   };
 
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      try {
-        route(req, res, Buffer.concat(chunks).toString('utf8'));
-      } catch (error) {
-        if (error instanceof BinanceError) {
-          send(res, error.status, { code: error.code, msg: error.message }, error.headers);
-        } else {
-          send(res, 500, {
-            code: -1000,
-            msg: `An unknown error occurred while processing the request: ${String(error)}`,
-          });
-        }
+      const path = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
+      const delay = path.startsWith(CONTROL_PREFIX)
+        ? undefined
+        : takeFault(path, req.method ?? 'GET', (f) => f.kind === 'delay');
+      if (delay?.kind === 'delay') {
+        setTimeout(() => handle(req, res, chunks), delay.ms);
+        return;
       }
+      handle(req, res, chunks);
     });
   });
+
+  /** A request, read whole, answered (Binance's errors as Binance sends them). */
+  function handle(req: IncomingMessage, res: ServerResponse, chunks: Buffer[]) {
+    try {
+      route(req, res, Buffer.concat(chunks).toString('utf8'));
+    } catch (error) {
+      if (error instanceof BinanceError) {
+        send(res, error.status, { code: error.code, msg: error.message }, error.headers);
+      } else {
+        send(res, 500, {
+          code: -1000,
+          msg: `An unknown error occurred while processing the request: ${String(error)}`,
+        });
+      }
+    }
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, '127.0.0.1', () => resolve());

@@ -132,6 +132,7 @@ describe('permit-chain against a running worker', () => {
         discrepancy: '0',
         tolerance: '0.001',
         within_tolerance: true,
+        unrecorded_orders: [],
       });
 
       const submitted = await runCli(['submit', '--symbol', 'LTCUSDT', '--side', 'SELL', '--qty', '5', '--json'], env);

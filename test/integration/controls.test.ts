@@ -319,6 +319,7 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
       ledger_after: '0.062',
       fills_to_account: 1,
       plan_ids: [planId],
+      unrecorded_orders: [],
       applied: false,
     });
     const text = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run'], renv);

@@ -171,12 +171,13 @@ describe('a fill recorded while the ledger turned bad is counted exactly once', 
     try {
       const deps = { redis: h.redis, config: h.config, exchange, clock: Date.now, approverKeys: new Map() };
       const result = await reconcileLedger(deps, client, 'RECFLIPUSDT', 'alice');
-      expect(result).toEqual({ before: "'abc'", after: '4', fills: [plan.plan_id] });
+      expect(result).toEqual({ before: "'abc'", after: '4', fills: [plan.plan_id], orders: [] });
       // Nothing left to account for: a second reconcile only writes the same amount.
       expect(await reconcileLedger(deps, client, 'RECFLIPUSDT', 'alice')).toEqual({
         before: '4',
         after: '4',
         fills: [],
+        orders: [],
       });
     } finally {
       await client.connection.close();
@@ -244,9 +245,14 @@ describe('a fill recorded while the ledger turned bad is counted exactly once', 
     for (const p of [plan, other]) {
       expect(await h.redis.hget(h.keys.execution(p.plan_id), 'ledger_applied')).toBe('1');
     }
-    expect((await auditOf(h, other.plan_id)).filter(([layer]) => layer === 'execute')).toEqual([
+    // Its post-trade check saw this plan's order on the exchange and not yet in the ledger (3 vs 4), and said so.
+    const otherAudit = (await auditOf(h, other.plan_id)).filter(([layer]) => layer === 'execute');
+    expect(otherAudit.filter(([, decision]) => decision !== 'post_trade_mismatch')).toEqual([
       ['execute', 'executed', 'filled 1 @ 1'],
     ]);
+    expect(otherAudit.find(([, decision]) => decision === 'post_trade_mismatch')?.[2]).toMatch(
+      /^exchange 3 vs ledger 4/,
+    );
   });
 
   it('records an order found after a crash even on a corrupt ledger, and a reconcile accounts for it', async () => {
