@@ -26,6 +26,7 @@ import {
 } from './health';
 import { ChainMetrics, chainObserverSinks, observeActivities, watchPlans } from './metrics';
 import { outagesOf } from './outages';
+import { LineSweeper } from './line-sweep';
 import { PositionWatcher } from './position-watcher';
 import { processRuntime, type ProcessRuntime } from './runtime';
 import { tracingFor, type Tracing } from './tracing';
@@ -177,6 +178,17 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     },
   });
   const metrics = new ChainMetrics();
+  const sweeper = new LineSweeper({
+    redis,
+    client,
+    config,
+    exchange: exchangeFor(config, redis),
+    log: (line, level) => {
+      if (level === 'info') logger.info(line);
+      else if (!outages.quietLine(line)) logger.warn(line);
+    },
+    onEnded: (role) => metrics.lineEnded.inc({ role }),
+  });
   const tracing = tracingFor(telemetry, 'permit-chain-worker');
   let server: TelemetryServer | undefined;
   try {
@@ -192,6 +204,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     });
     const refused = stopOnRedisRefusal([redis, subscriber], worker, logger);
     await watcher.start();
+    sweeper.start();
     if (telemetry.metricsPort !== null) {
       watchPlans(metrics, client, config, logger);
       const checks: ReadinessCheck[] = [
@@ -230,6 +243,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     await server?.close();
     await tracing?.shutdown();
     watcher.stop();
+    sweeper.stop();
     await client.connection.close();
     await connection.close();
     redis.disconnect();
