@@ -24,6 +24,8 @@ export const LINE_SWEEP_INTERVAL_MS = 1_000;
 const VISIBILITY_BATCH = 100;
 /** Plan ids looked at per symbol and sweep, the line's head first: a longer line is worked through over sweeps. */
 const LINE_SCAN_LIMIT = 1_000;
+/** Plan ids asked about per sweep over all symbols: at most 50 visibility queries a second. */
+const SWEEP_ID_LIMIT = 5_000;
 /** Describes of closed candidates in flight at once. */
 const DESCRIBE_CONCURRENCY = 16;
 /** A free symbol whose first waiter has not asked for this long has lost its wake (its holder died): woken again. */
@@ -95,6 +97,8 @@ export class LineSweeper {
   private readonly told = new Map<string, string>();
   private timer?: NodeJS.Timeout;
   private sweeping = false;
+  /** Whether the last sweep failed: a failure is told once, and again when the sweep works again. */
+  private failing = false;
 
   constructor(private readonly deps: LineSweepDeps) {
     this.keys = redisKeys(deps.config.keyPrefix);
@@ -122,9 +126,12 @@ export class LineSweeper {
         'NX',
       );
       if (mine) await this.sweep();
+      if (this.failing) this.deps.log('line sweep: working again', 'info');
+      this.failing = false;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
-      this.deps.log(`line sweep: failed (${why.slice(0, 300)}); again in a second`, 'warn');
+      if (!this.failing) this.deps.log(`line sweep: failed (${why.slice(0, 300)}); trying every second`, 'warn');
+      this.failing = true;
     } finally {
       this.sweeping = false;
     }
@@ -138,7 +145,7 @@ export class LineSweeper {
       if (holder && PLAN_ID.test(holder)) ids.add(holder);
       for (const id of line) if (PLAN_ID.test(id)) ids.add(id);
     }
-    const ended = await this.endedPlans([...ids]);
+    const ended = await this.endedPlans([...ids].slice(0, SWEEP_ID_LIMIT));
     let taken = 0;
     for (const state of states) taken += await this.settle(state, ended);
     return taken;

@@ -6,7 +6,9 @@ import { startPlan, type StartedPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import { statusQuery, symbolFreeSignal } from '../../contract/messages';
 import type { ChainStatus, Plan } from '../../contract/types';
+import { createLogger } from '../../lib/log';
 import { LineSweeper } from '../../workers/line-sweep';
+import { ChainMetrics, watchPlans } from '../../workers/metrics';
 import { runCli } from '../cli-runner';
 import { chainHarness, eventually, makePlan, setPositions, testEnv, waitForStage, type ChainHarness } from '../helpers';
 
@@ -79,18 +81,23 @@ function heldExchange() {
   return { exchange, state, positions, wire };
 }
 
-function sweeper(exchange: ExchangePort, receiveWindowMs?: number): { sweep: LineSweeper; lines: string[] } {
+function sweeper(
+  exchange: ExchangePort,
+  receiveWindowMs?: number,
+): { sweep: LineSweeper; lines: string[]; ended: string[] } {
   const lines: string[] = [];
+  const ended: string[] = [];
   const sweep = new LineSweeper({
     redis: h.redis,
     client: h.client,
     config: h.config,
     exchange,
     log: (line) => lines.push(line),
+    onEnded: (role) => ended.push(role),
     ...(receiveWindowMs !== undefined ? { receiveWindowMs } : {}),
   });
   sweep.start();
-  return { sweep, lines };
+  return { sweep, lines, ended };
 }
 
 /** Waits until the plan stands in its symbol's line. */
@@ -285,7 +292,7 @@ describe('the line sweep', () => {
     const dead = Array.from({ length: 200 }, () => makePlan({ symbol: 'BNBUSDT', qty: '1' }));
     const fresh = makePlan({ symbol: 'BNBUSDT', qty: '1' });
     const { exchange } = heldExchange();
-    let sweep: LineSweeper | undefined;
+    let sweep: ReturnType<typeof sweeper> | undefined;
     const { final, took } = await h
       .withWorker(
         async () => {
@@ -300,19 +307,64 @@ describe('the line sweep', () => {
           await line.releaseSymbol(operator);
           const at = Date.now();
           const b = await startPlan(h.client, h.config, fresh);
-          sweep = sweeper(exchange).sweep;
+          sweep = sweeper(exchange);
           const result = await b.handle.result();
           return { final: result, took: Date.now() - at };
         },
         undefined,
         { exchange },
       )
-      .finally(() => sweep?.stop());
+      .finally(() => sweep?.sweep.stop());
     expect(final.outcome).toBe('executed');
     expect(took).toBeLessThan(8_000);
     expect(await h.redis.zcard(h.keys.symbolLine('BNBUSDT'))).toBe(0);
+    expect(sweep?.ended).toEqual(Array(dead.length).fill('waiter'));
+    expect(sweep?.lines).toContain(`line sweep: dropped ${dead.length} closed plan(s) from BNBUSDT's line`);
+    // Neither holder nor line: a sweep takes the symbol out of its register.
+    await sweep?.sweep.sweep();
+    expect(await h.redis.sismember(h.keys.symbolLines, 'BNBUSDT')).toBe(0);
+  });
+
+  it('wakes the first waiter of a symbol let go without a wake (its holder died), not at its 30 s refresh', async () => {
+    await setPositions(h, 'AVAXUSDT', '2', '2');
+    const waiter = makePlan({ symbol: 'AVAXUSDT', qty: '1' });
+    const line = createSymbolLine(h.redis, h.config.keyPrefix, Date.now);
+    const operator = { plan_id: 'reconcile-lost', symbol: 'AVAXUSDT' };
+    expect((await line.holdSymbol(operator, 60_000)).held).toBe(true);
+    const { exchange } = heldExchange();
+    const { sweep } = sweeper(exchange);
+    try {
+      const { final, took } = await h.withWorker(
+        async () => {
+          const a = await startPlan(h.client, h.config, waiter);
+          await inLine(waiter);
+          await line.releaseSymbol(operator);
+          const at = Date.now();
+          const result = await a.handle.result();
+          return { final: result, took: Date.now() - at };
+        },
+        undefined,
+        { exchange },
+      );
+      expect(final.outcome).toBe('executed');
+      expect(took).toBeLessThan(6_000);
+    } finally {
+      sweep.stop();
+    }
   });
 });
+
+/** The terminated-plan gauges as a scrape reads them (a fresh registry each time: the gauges cache for 5 s). */
+async function terminatedGauges(): Promise<{ terminated: number; inExecute: number }> {
+  const metrics = new ChainMetrics({ processMetrics: false });
+  watchPlans(metrics, h.client, h.config, createLogger({ level: 'error', format: 'json' }));
+  const text = await metrics.text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return {
+    terminated: value('permit_chain_plans_terminated'),
+    inExecute: value('permit_chain_plans_terminated_in_execute'),
+  };
+}
 
 describe('status and list of a terminated plan', () => {
   it('say terminated, the last stage, and for one terminated in Execute that its order may be on the exchange', async () => {
@@ -321,6 +373,7 @@ describe('status and list of a terminated plan', () => {
     const waiting = makePlan({ symbol: 'TRXUSDT', qty: '1' });
     const held = heldExchange();
     held.state.mode = 'open';
+    const before = await terminatedGauges();
     await h.withWorker(
       async () => {
         const a = await startPlan(h.client, h.config, plan);
@@ -374,6 +427,11 @@ describe('status and list of a terminated plan', () => {
         expect(row).toContain('order may be on the exchange: permit-chain position TRXUSDT');
         const filtered = await runCli(['list', '--outcome', 'terminated', '--symbol', 'TRXUSDT', '--json'], env);
         expect((JSON.parse(filtered.stdout) as { plans: unknown[] }).plans).toHaveLength(2);
+
+        // The gauges count this task queue's terminated plans, those in Execute apart.
+        const after = await terminatedGauges();
+        expect(after.terminated - before.terminated).toBe(2);
+        expect(after.inExecute - before.inExecute).toBe(1);
       },
       undefined,
       { exchange: held.exchange },
