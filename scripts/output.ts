@@ -31,7 +31,7 @@ export function formatStatus(status: ChainStatus): string {
   const closed = status.closed;
   const ending = status.outcome ? `  outcome ${status.outcome}` : closed ? `  ${closed.status.toUpperCase()}` : '';
   const lines = [
-    `plan ${status.plan_id}  stage ${status.stage}${ending}  mode ${status.mode}  attempts ${status.attempts}`,
+    `plan ${status.plan_id}  stage ${status.stage}${ending}  mode ${status.mode ?? '-'}  attempts ${status.attempts}`,
   ];
   if (closed) {
     const how = closed.status.replace('_', ' ');

@@ -367,6 +367,22 @@ async function terminatedGauges(): Promise<{ terminated: number; inExecute: numb
 }
 
 describe('status and list of a terminated plan', () => {
+  it('say terminated for a plan no worker ever ran: its stage from its search attributes, no order', async () => {
+    const plan = makePlan({ symbol: 'SUIUSDT', qty: '1' });
+    const started = await startPlan(h.client, h.config, plan); // no worker: its first workflow task never runs
+    await terminate(started, 'test: before any worker');
+    const run = await runCli(['status', plan.plan_id, '--json'], env);
+    expect(run.code).toBe(0);
+    const status = JSON.parse(run.stdout) as ChainStatus;
+    expect(status).toMatchObject({ plan_id: plan.plan_id, stage: 'governor', attempts: 0 });
+    expect(status.closed).toMatchObject({
+      status: 'terminated',
+      reason: 'test: before any worker',
+      order_may_be_on_exchange: false,
+      next_step: 'it placed no order (closed in stage governor); submit a new plan if the trade is still wanted',
+    });
+  });
+
   it('say terminated, the last stage, and for one terminated in Execute that its order may be on the exchange', async () => {
     await setPositions(h, 'TRXUSDT', '2', '2');
     const plan = makePlan({ symbol: 'TRXUSDT', qty: '1' });
