@@ -148,6 +148,10 @@ export class LineSweeper {
     const ended = await this.endedPlans([...ids].slice(0, SWEEP_ID_LIMIT));
     let taken = 0;
     for (const state of states) taken += await this.settle(state, ended);
+    // A closed holder no longer holding (its lease ran out, or it was freed) is forgotten.
+    const holders = new Set(states.map((state) => state.holder));
+    for (const planId of this.deadlines.keys()) if (!holders.has(planId)) this.deadlines.delete(planId);
+    for (const planId of this.told.keys()) if (!holders.has(planId)) this.told.delete(planId);
     return taken;
   }
 
@@ -171,17 +175,17 @@ export class LineSweeper {
   /** The plans among `ids` whose workflow Temporal has closed (latest run), with how and where. */
   private async endedPlans(ids: string[]): Promise<Map<string, EndedPlan>> {
     const { client } = this.deps;
-    const candidates: string[] = [];
+    const found = new Set<string>();
     for (let i = 0; i < ids.length; i += VISIBILITY_BATCH) {
       const batch = ids.slice(i, i + VISIBILITY_BATCH);
       const query =
         `WorkflowType = '${PERMIT_CHAIN_WORKFLOW}' AND ` +
         `WorkflowId IN (${batch.map((id) => `'${planWorkflowId(id)}'`).join(', ')}) AND ${CLOSED_STATUSES}`;
       for await (const info of client.workflow.list({ query, pageSize: VISIBILITY_BATCH })) {
-        const id = info.workflowId.replace(/^plan-/, '');
-        if (!candidates.includes(id)) candidates.push(id);
+        found.add(info.workflowId.replace(/^plan-/, ''));
       }
     }
+    const candidates = [...found];
     const ended = new Map<string, EndedPlan>();
     let next = 0;
     const describeNext = async (): Promise<void> => {
