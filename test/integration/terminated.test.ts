@@ -2,10 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { ExchangeUnknownError, type ExchangeOrder, type ExchangePort } from '../../activities/exchange/port';
 import { createSymbolLine } from '../../activities/symbol-lock';
+import { resetFailedPlan } from '../../client/operations';
 import { startPlan, type StartedPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import { statusQuery, symbolFreeSignal } from '../../contract/messages';
 import type { ChainStatus, Plan } from '../../contract/types';
+import type { permitChain } from '../../workflows';
 import { createLogger } from '../../lib/log';
 import { LineSweeper } from '../../workers/line-sweep';
 import { ChainMetrics, watchPlans } from '../../workers/metrics';
@@ -323,6 +325,40 @@ describe('the line sweep', () => {
     // Neither holder nor line: a sweep takes the symbol out of its register.
     await sweep?.sweep.sweep();
     expect(await h.redis.sismember(h.keys.symbolLines, 'BNBUSDT')).toBe(0);
+  });
+
+  it('keeps a plan run again by a reset in its line: its earlier run is closed, its latest runs', async () => {
+    await setPositions(h, 'FILUSDT', '1', 'garbage');
+    const plan = makePlan({ symbol: 'FILUSDT', qty: '1' });
+    const line = createSymbolLine(h.redis, h.config.keyPrefix, Date.now);
+    const operator = { plan_id: 'reconcile-reset', symbol: 'FILUSDT' };
+    const { exchange } = heldExchange();
+    const { sweep, ended } = sweeper(exchange);
+    try {
+      const final = await h.withWorker(
+        async () => {
+          const { handle, workflowId } = await startPlan(h.client, h.config, plan);
+          expect((await handle.result()).outcome).toBe('failed'); // P3.3 cannot read the ledger
+          await h.redis.hset(h.keys.position('FILUSDT'), 'ledger_amount', '1');
+          expect((await line.holdSymbol(operator, 60_000)).held).toBe(true);
+          await resetFailedPlan(h.client, h.redis, h.keys, plan.plan_id, 'test');
+          await inLine(plan);
+          // Visibility lists the failed run as closed; the sweep's describe reads the latest run, which waits.
+          const closedRun = `WorkflowId = '${workflowId}' AND ExecutionStatus = 'Completed'`;
+          await eventually(async () => ((await h.client.workflow.count(closedRun)).count === 1 ? true : undefined));
+          await new Promise((r) => setTimeout(r, 3_000));
+          expect(await h.redis.zscore(h.keys.symbolLine('FILUSDT'), plan.plan_id)).not.toBeNull();
+          await line.releaseSymbol(operator);
+          return h.client.workflow.getHandle<typeof permitChain>(workflowId).result();
+        },
+        undefined,
+        { exchange },
+      );
+      expect(final.outcome).toBe('executed');
+      expect(ended).toEqual([]);
+    } finally {
+      sweep.stop();
+    }
   });
 
   it('wakes the first waiter of a symbol let go without a wake (its holder died), not at its 30 s refresh', async () => {
