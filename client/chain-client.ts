@@ -100,7 +100,7 @@ export class ChainClient {
     }
     if (ended.outcome !== 'failed') {
       throw new ClientError(
-        `plan ${planId} ended ${ended.outcome ?? 'without an outcome'}: only a failed plan runs again`,
+        `plan ${planId} ended ${ended.outcome ?? ended.closed?.status ?? 'without an outcome'}: only a failed plan runs again`,
       );
     }
     const { runId } = await resetFailedPlan(client, await this.redis(), redisKeys(this.config.keyPrefix), planId, by);

@@ -15,7 +15,8 @@ import type { ExchangePort } from '../activities/exchange';
 import type { ChainConfig } from '../lib/config';
 import { formatDec } from '../lib/decimal';
 import { redisKeys, type RedisKeys } from '../contract/keys';
-import type { ChainOutcome, ChainStage, ChainStatus } from '../contract/types';
+import { CLOSED_BY_TEMPORAL, planStatus } from './plans';
+import type { ChainOutcome, ChainStage, ChainStatus, ClosedByTemporal } from '../contract/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
   chainOutcomeKey,
@@ -38,6 +39,19 @@ export const STAGES: readonly ChainStage[] = [
   'done',
 ];
 export const OUTCOMES: readonly ChainOutcome[] = ['executed', 'denied', 'rejected', 'expired', 'cancelled', 'failed'];
+/** What `list` shows and filters as a plan's outcome: the chain's, or how Temporal closed a plan the chain had not. */
+export const LIST_OUTCOMES: readonly (ChainOutcome | ClosedByTemporal['status'])[] = [
+  ...OUTCOMES,
+  'terminated',
+  'timed_out',
+  'canceled',
+];
+/** The visibility ExecutionStatus of each way Temporal closes a plan. */
+const EXECUTION_STATUS: Record<ClosedByTemporal['status'], string> = {
+  terminated: 'Terminated',
+  timed_out: 'TimedOut',
+  canceled: 'Canceled',
+};
 
 /** An operator's action that is not about one plan, in the audit stream (plan id `-`). */
 function operatorAudit(decision: string, reason: string): string[] {
@@ -56,7 +70,7 @@ export async function setKillSwitch(redis: Redis, keys: RedisKeys, on: boolean, 
 
 export interface PlanFilter {
   stage?: ChainStage;
-  outcome?: ChainOutcome;
+  outcome?: ChainOutcome | ClosedByTemporal['status'];
   symbol?: string;
   /** Only running workflows. */
   running?: boolean;
@@ -68,7 +82,9 @@ export interface PlanFilter {
 export function planQuery(filter: PlanFilter): string {
   const clauses = [`WorkflowType = "${PERMIT_CHAIN_WORKFLOW}"`];
   if (filter.stage) clauses.push(`ChainStage = "${filter.stage}"`);
-  if (filter.outcome) clauses.push(`ChainOutcome = "${filter.outcome}"`);
+  if (filter.outcome && filter.outcome in EXECUTION_STATUS) {
+    clauses.push(`ExecutionStatus = "${EXECUTION_STATUS[filter.outcome as ClosedByTemporal['status']]}"`);
+  } else if (filter.outcome) clauses.push(`ChainOutcome = "${filter.outcome}"`);
   if (filter.symbol) clauses.push(`Symbol = "${filter.symbol}"`);
   if (filter.running) clauses.push('ExecutionStatus = "Running"');
   if (filter.startedBefore) clauses.push(`StartTime < "${filter.startedBefore.toISOString()}"`);
@@ -84,19 +100,28 @@ export interface PlanRow {
   mode: string;
   status: string;
   started_at: string;
+  /** For a plan Temporal closed in Execute: its order may be on the exchange, and the command to check. */
+  next_step?: string;
 }
 
 function row(info: WorkflowExecutionInfo): PlanRow {
   const attrs = info.typedSearchAttributes;
+  const symbol = attrs.get(symbolKey) ?? '';
+  const stage = attrs.get(chainStageKey) ?? '';
+  const closed = CLOSED_BY_TEMPORAL[info.status.name];
   return {
     plan_id: attrs.get(planIdKey) ?? info.workflowId.replace(/^plan-/, ''),
     workflow_id: info.workflowId,
-    symbol: attrs.get(symbolKey) ?? '',
-    stage: attrs.get(chainStageKey) ?? '',
-    outcome: attrs.get(chainOutcomeKey) ?? '',
+    symbol,
+    stage,
+    outcome: attrs.get(chainOutcomeKey) ?? closed ?? '',
     mode: attrs.get(tradingModeKey) ?? '',
     status: info.status.name,
     started_at: info.startTime.toISOString(),
+    // The search attribute says execute from the moment Execute is scheduled: its order may be out.
+    ...(closed && stage === 'execute'
+      ? { next_step: `order may be on the exchange: permit-chain position ${symbol || 'SYMBOL'}` }
+      : {}),
   };
 }
 
@@ -284,10 +309,9 @@ export async function resetFailedPlan(
   return { runId: reset.runId ?? '' };
 }
 
-/** The final status of a closed plan, or undefined while it runs. */
+/** The final status of a closed plan (with `closed` when Temporal closed it), or undefined while it runs. */
 export async function closedStatus(client: Client, planId: string): Promise<ChainStatus | undefined> {
-  const handle = client.workflow.getHandle(planWorkflowId(planId));
-  const description = await handle.describe();
+  const description = await client.workflow.getHandle(planWorkflowId(planId)).describe();
   if (description.status.name === 'RUNNING') return undefined;
-  return handle.query<ChainStatus>('status');
+  return planStatus(client, planId);
 }

@@ -1,8 +1,15 @@
-import { Client, Connection, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowExecutionAlreadyStartedError,
+  type WorkflowExecutionDescription,
+  type WorkflowExecutionStatusName,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import type { ChainConfig } from '../lib/config';
 import { connectTemporalWith } from '../lib/connections';
 import { PlanConflictError, differingFields, parsePlan, planSummary } from '../lib/plan';
-import type { ChainInput, ChainStatus, Plan } from '../contract/types';
+import type { ChainInput, ChainStage, ChainStatus, ClosedByTemporal, Plan } from '../contract/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
   chainStageKey,
@@ -10,6 +17,7 @@ import {
   planWorkflowId,
   statusQuery,
   symbolKey,
+  tradingModeKey,
 } from '../contract/messages';
 import type { permitChain } from '../workflows';
 
@@ -98,6 +106,79 @@ async function startedPlan(client: Client, workflowId: string): Promise<Plan | u
   }
 }
 
+/** Temporal's ways of closing a plan that the chain never ended itself: its status then has no outcome. */
+export const CLOSED_BY_TEMPORAL: Partial<Record<WorkflowExecutionStatusName, ClosedByTemporal['status']>> = {
+  TERMINATED: 'terminated',
+  TIMED_OUT: 'timed_out',
+  CANCELLED: 'canceled',
+};
+/** A terminate's reason is anybody's text: this much of it is shown. */
+const REASON_MAX_CHARS = 300;
+
+/**
+ * The plan's status (the `status` query); for a plan Temporal closed before the chain ended it (terminated, timed
+ * out), with `closed` saying so, the stage it had reached kept as `stage`, and what to check.
+ */
 export async function planStatus(client: Client, planId: string): Promise<ChainStatus> {
-  return client.workflow.getHandle(planWorkflowId(planId)).query(statusQuery);
+  const handle = client.workflow.getHandle(planWorkflowId(planId));
+  const description = await handle.describe();
+  const how = CLOSED_BY_TEMPORAL[description.status.name];
+  if (!how) return handle.query(statusQuery);
+  // A plan closed before its first workflow task has no status to replay: its search attributes stand in.
+  const status = await handle.query(statusQuery).catch(() => statusFromAttributes(planId, description));
+  return { ...status, closed: await closedByTemporal(client, description, status, how) };
+}
+
+function statusFromAttributes(planId: string, description: WorkflowExecutionDescription): ChainStatus {
+  const attrs = description.typedSearchAttributes;
+  const mode = attrs.get(tradingModeKey);
+  return {
+    plan_id: planId,
+    stage: (attrs.get(chainStageKey) ?? 'governor') as ChainStage,
+    ...(mode === 'testnet' || mode === 'production' ? { mode } : {}),
+    attempts: 0,
+    timeline: [],
+  };
+}
+
+/** What an operator does about a plan Temporal closed in `stage`: check the exchange if its order may be there. */
+export function closedNextStep(symbol: string, stage: string, orderMayBeOnExchange: boolean): string {
+  if (orderMayBeOnExchange) {
+    return (
+      `its order may be on the exchange with no record of the chain's: check \`permit-chain position ${symbol}\`; ` +
+      `if the exchange and the ledger differ, \`permit-chain reconcile ${symbol} --by NAME\` (shows the change first)`
+    );
+  }
+  if (stage === 'execute') return `its order was recorded before it was closed: \`permit-chain position ${symbol}\``;
+  return `it placed no order (closed in stage ${stage}); submit a new plan if the trade is still wanted`;
+}
+
+async function closedByTemporal(
+  client: Client,
+  description: WorkflowExecutionDescription,
+  status: ChainStatus,
+  how: ClosedByTemporal['status'],
+): Promise<ClosedByTemporal> {
+  const symbol = description.typedSearchAttributes.get(symbolKey) ?? status.governor?.symbol ?? 'SYMBOL';
+  const mayBe = status.stage === 'execute' && !status.execution;
+  const reason = await closeReason(client, description).catch(() => undefined);
+  return {
+    status: how,
+    at: (description.closeTime ?? new Date()).getTime(),
+    ...(reason ? { reason } : {}),
+    order_may_be_on_exchange: mayBe,
+    next_step: closedNextStep(symbol, status.stage, mayBe),
+  };
+}
+
+/** The reason a terminate gave, from the run's last history event (read alone, newest first). */
+async function closeReason(client: Client, description: WorkflowExecutionDescription): Promise<string | undefined> {
+  const last = await client.workflowService.getWorkflowExecutionHistoryReverse({
+    namespace: client.options.namespace,
+    execution: { workflowId: description.workflowId, runId: description.runId },
+    maximumPageSize: 1,
+  });
+  const reason = last.history?.events?.[0]?.workflowExecutionTerminatedEventAttributes?.reason;
+  if (!reason) return undefined;
+  return reason.length > REASON_MAX_CHARS ? `${reason.slice(0, REASON_MAX_CHARS)}… (${reason.length} chars)` : reason;
 }

@@ -49,6 +49,13 @@ export function redisKeys(prefix: string) {
     symbolLineAsked: (symbol: string) => `${prefix}:lock:symbol:${symbol}:asked`,
     symbolArrivals: (symbol: string) => `${prefix}:lock:symbol:${symbol}:arrivals`,
     /**
+     * The symbols that may have a holder or a line (a set, added to by every turn taken): what the worker's line sweep
+     * (workers/line-sweep.ts) looks at, and forgets a symbol from once it has neither.
+     */
+    symbolLines: `${prefix}:lock:symbols`,
+    /** Taken (SET NX PX) by the worker that sweeps the lines this second: one sweep a second however many workers. */
+    symbolLinesSweep: `${prefix}:lock:symbols:sweep`,
+    /**
      * The plans P3.3 has blocked, per symbol (sorted set: plan id → when), and the symbols that have any: the
      * position watcher wakes them when the symbol's positions change or agree again.
      */

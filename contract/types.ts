@@ -175,6 +175,24 @@ export interface ChainStatus {
   awaiting?: PositionSnapshot;
   timeline: TimelineEntry[];
   last_error?: string;
+  /**
+   * Added by the client (`status`), never by the workflow: Temporal closed the plan before the chain ended it
+   * (`temporal workflow terminate`, an execution timeout). `stage` is then the last stage it reached.
+   */
+  closed?: ClosedByTemporal;
+}
+
+/** How Temporal closed a plan that the chain had not ended, and what that leaves to check. */
+export interface ClosedByTemporal {
+  status: 'terminated' | 'timed_out' | 'canceled';
+  /** When (ms since epoch). */
+  at: number;
+  /** The reason given to Temporal (a terminate's), bounded. */
+  reason?: string;
+  /** It was in Execute without a recorded order: its order may be on the exchange with no record of the chain's. */
+  order_may_be_on_exchange: boolean;
+  /** What a person does about it, ready to copy. */
+  next_step: string;
 }
 
 /** The positions a person saw when asked to approve: P3.3's view at that time. */

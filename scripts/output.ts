@@ -29,9 +29,17 @@ function time(ms: number): string {
 
 /** The `status` query as a person reads it: stage, outcome, permits, then the timeline. */
 export function formatStatus(status: ChainStatus): string {
+  const closed = status.closed;
+  const ending = status.outcome ? `  outcome ${status.outcome}` : closed ? `  ${closed.status.toUpperCase()}` : '';
   const lines = [
-    `plan ${status.plan_id}  stage ${status.stage}${status.outcome ? `  outcome ${status.outcome}` : ''}  mode ${status.mode}  attempts ${status.attempts}`,
+    `plan ${status.plan_id}  stage ${status.stage}${ending}  mode ${status.mode ?? '-'}  attempts ${status.attempts}`,
   ];
+  if (closed) {
+    const how = closed.status.replace('_', ' ');
+    const why = closed.reason ? ` (${closed.reason})` : '';
+    lines.push(`  closed    ${how} by Temporal during ${status.stage}${why} at ${time(closed.at)}`);
+    lines.push(`  next      ${closed.next_step}`);
+  }
   const g = status.governor;
   if (g) {
     lines.push(
@@ -70,7 +78,8 @@ export function formatStatus(status: ChainStatus): string {
 export function formatPlanRows(plans: PlanRow[]): string {
   const lines = plans.map(
     (p) =>
-      `${p.plan_id}  ${p.symbol.padEnd(10)} ${p.stage.padEnd(17)} ${(p.outcome || '-').padEnd(9)} ${p.mode.padEnd(10)} ${p.started_at}`,
+      `${p.plan_id}  ${p.symbol.padEnd(10)} ${p.stage.padEnd(17)} ${(p.outcome || '-').padEnd(10)} ${p.mode.padEnd(10)} ${p.started_at}` +
+      (p.next_step ? `  ${p.next_step}` : ''),
   );
   return [`${plans.length} plan(s)`, ...lines].join('\n');
 }

@@ -70,6 +70,14 @@ export class ChainMetrics {
     help: "Plans failed because the exchange's answer about their order failed its check twice (never applied).",
     registers: [this.registry],
   });
+  readonly lineEnded = new Counter({
+    name: 'permit_chain_line_closed_plans_total',
+    help:
+      "Plans Temporal closed while in a symbol's line or holding it (terminated, timed out), taken out by the worker's " +
+      'line sweep: role waiter (its place dropped) or holder (the symbol freed).',
+    labelNames: ['role'] as const,
+    registers: [this.registry],
+  });
   readonly intakeEntries = new Counter({
     name: 'permit_chain_intake_entries_total',
     help: 'Entries of the exit.plan stream the intake took: started (a workflow exists) or dead_lettered.',
@@ -316,6 +324,27 @@ export function watchPlans(metrics: ChainMetrics, client: Client, config: ChainC
       help: 'Running plans blocked by P3.3 now (the same value from every process).',
     },
     () => count('blocked'),
+    logger,
+  );
+  // Closed by Temporal rather than by the chain (`temporal workflow terminate`, an execution timeout): no outcome of
+  // their own, so they are counted here. Within the namespace's retention.
+  const closedOutside = `WorkflowType = '${PERMIT_CHAIN_WORKFLOW}' AND TaskQueue = '${config.taskQueue}' AND ExecutionStatus IN ('Terminated', 'TimedOut', 'Canceled')`;
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_plans_terminated',
+      help: 'Plans Temporal terminated (or timed out) before the chain ended them, within retention (the same value from every process).',
+    },
+    async () => (await client.workflow.count(closedOutside)).count,
+    logger,
+  );
+  sharedGauge(
+    metrics.registry,
+    {
+      name: 'permit_chain_plans_terminated_in_execute',
+      help: "Of those, plans whose last stage was execute: their order may be on the exchange without the chain's record.",
+    },
+    async () => (await client.workflow.count(`${closedOutside} AND ChainStage = 'execute'`)).count,
     logger,
   );
   sharedGauge(

@@ -27,6 +27,7 @@ import {
 import { ChainMetrics, chainObserverSinks, observeActivities, watchPlans, watchRedisMemory } from './metrics';
 import { outagesOf } from './outages';
 import { StreamTrimmer, evictionRisk } from './redis-store';
+import { LineSweeper } from './line-sweep';
 import { PositionWatcher } from './position-watcher';
 import { applyRecordLife } from './retention';
 import { processRuntime, type ProcessRuntime } from './runtime';
@@ -197,6 +198,17 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
       if (!outages.quietLine(line)) logger.warn(line);
     },
   });
+  const sweeper = new LineSweeper({
+    redis,
+    client,
+    config,
+    exchange: exchangeFor(config, redis),
+    log: (line, level) => {
+      if (level === 'info') logger.info(line);
+      else if (!outages.quietLine(line)) logger.warn(line);
+    },
+    onEnded: (role) => metrics.lineEnded.inc({ role }),
+  });
   const tracing = tracingFor(telemetry, 'permit-chain-worker');
   let server: TelemetryServer | undefined;
   try {
@@ -213,6 +225,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     const refused = stopOnRedisRefusal([redis, subscriber], worker, logger);
     await watcher.start();
     trimmer.start();
+    sweeper.start();
     if (telemetry.metricsPort !== null) {
       watchPlans(metrics, client, config, logger);
       watchRedisMemory(metrics, redis, logger);
@@ -253,6 +266,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     await server?.close();
     await tracing?.shutdown();
     watcher.stop();
+    sweeper.stop();
     await client.connection.close();
     await connection.close();
     redis.disconnect();

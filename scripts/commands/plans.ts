@@ -1,7 +1,7 @@
 import type { ChainStatus } from '../../contract/types';
 import type { CommandContext } from './context';
 import { durationArg, oneOf, planIdArg, positiveInt, symbolArg } from '../cli-args';
-import { OUTCOMES, STAGES, type PlanFilter } from '../../client/operations';
+import { LIST_OUTCOMES, STAGES, type PlanFilter } from '../../client/operations';
 import { type Command } from 'commander';
 import { formatPlanRows, formatPosition, formatStatus } from '../output';
 import { parsePlan } from '../../lib/plan';
@@ -90,7 +90,7 @@ export function addPlansCommands(program: Command, ctx: CommandContext): void {
     .command('list')
     .description('plans by stage, outcome and symbol (search attributes)')
     .option('--stage <stage>', `one of ${STAGES.join(', ')}`, oneOf(STAGES))
-    .option('--outcome <outcome>', `one of ${OUTCOMES.join(', ')}`, oneOf(OUTCOMES))
+    .option('--outcome <outcome>', `one of ${LIST_OUTCOMES.join(', ')}`, oneOf(LIST_OUTCOMES))
     .option('--symbol <symbol>', 'exchange symbol', symbolArg)
     .option('--limit <n>', 'at most this many', positiveInt, 50)
     .action(({ limit, ...filter }: PlanFilter & { limit: number }) =>
