@@ -8,6 +8,9 @@ export class ConnectionState {
   private readonly down = new Map<string, string>();
   private lostAt: number | undefined;
   private probe: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** When the server last answered this process (ms since the epoch), as far as a check has seen; for `/metrics`. */
+  lastAnswerAt: number | undefined;
 
   constructor(
     /** As the lines name it: `Redis at redis://127.0.0.1:6379/0`, `Temporal at 127.0.0.1:7233`. */
@@ -27,6 +30,7 @@ export class ConnectionState {
    * succeeds: for connections that say nothing when they recover (the Temporal SDK's).
    */
   connectionDown(who: string, reason: string, recheck?: () => Promise<unknown>): void {
+    if (this.closed) return;
     if (!this.down.has(who)) this.down.set(who, reason);
     if (this.lostAt === undefined) {
       this.lostAt = this.clock();
@@ -45,6 +49,7 @@ export class ConnectionState {
 
   /** A connection reaches the server again; once none is down, the server is back, said once with the outage's length. */
   connectionUp(who: string): void {
+    if (this.closed) return;
     this.down.delete(who);
     if (this.probe !== undefined && !this.down.has(who)) {
       clearInterval(this.probe);
@@ -56,8 +61,17 @@ export class ConnectionState {
     this.log(`${this.server}: back after ${awayS.toFixed(1)} s`, 'info');
   }
 
-  /** Stops the recheck, if one runs (a process that stops). */
+  /** The server answered a check just now (a PING, a call): kept for the last-answer gauge. */
+  answered(): void {
+    this.lastAnswerAt = this.clock();
+  }
+
+  /**
+   * Stops the recheck, if one runs, and says nothing more: a process that stops closes its connections on purpose,
+   * and servers stopped after it are no outage of its.
+   */
   close(): void {
+    this.closed = true;
     if (this.probe !== undefined) clearInterval(this.probe);
     this.probe = undefined;
   }

@@ -316,9 +316,9 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
     namespace: config.temporalNamespace,
     ...(tracing ? { plugins: [tracing.plugin] } : {}),
   });
-  outages.redisCheck(() => writer.ping());
-  outages.temporalCheck(() => connection.workflowService.getSystemInfo({}));
+  outages.watch({ redis: writer, temporal: connection });
   const metrics = new ChainMetrics();
+  outages.register(metrics.registry);
   const log = (line: string, level: 'info' | 'warn' = 'info') => {
     if (level === 'warn' && outages.quietLine(line)) return;
     logger[level](line);

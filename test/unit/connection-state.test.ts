@@ -25,6 +25,24 @@ describe('the connection state', () => {
     expect(state.lost).toBe(false);
   });
 
+  it('keeps when the server last answered, and says nothing once closed (a process stopping on purpose)', () => {
+    let now = 5_000;
+    const lines: string[] = [];
+    const state = new ConnectionState(
+      'Redis at redis://127.0.0.1:6379/0',
+      (line) => lines.push(line),
+      () => now,
+    );
+    expect(state.lastAnswerAt).toBeUndefined();
+    state.answered();
+    now += 1_000;
+    expect(state.lastAnswerAt).toBe(5_000);
+    state.close();
+    state.connectionDown('a', 'connection closed');
+    expect(state.lost).toBe(false);
+    expect(lines).toEqual([]);
+  });
+
   it("sorts an outage's symptoms by server, and leaves an exchange's refused connection alone", () => {
     expect(serverAway('Error: Connection is closed.')).toBe('redis');
     expect(serverAway('connect ECONNREFUSED 127.0.0.1:6379', '127.0.0.1:6379')).toBe('redis');
