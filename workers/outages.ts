@@ -145,7 +145,7 @@ export function outagesOf(config: Pick<ChainConfig, 'redisUrl' | 'temporalAddres
           everyMs: TEMPORAL_EVERY_MS,
           deadlineMs: TEMPORAL_DEADLINE_MS,
           silence: `not answering (no reply within ${TEMPORAL_DEADLINE_MS / 1000} s)`,
-          why: (err) => (errorText(err).split('\n')[0] ?? '').slice(0, 160),
+          why: (err) => temporalWhy(err),
         }),
       );
     },
@@ -178,6 +178,14 @@ export function outagesOf(config: Pick<ChainConfig, 'redisUrl' | 'temporalAddres
       temporal.close();
     },
   };
+}
+
+/** A failed check's error in a few words: `14 UNAVAILABLE: No connection established. Last error: connect …`. */
+function temporalWhy(err: unknown): string {
+  const text = (errorText(err).split('\n')[0] ?? '')
+    .replace(/\b\w*Error: /g, '')
+    .replace(/[.\s]*Resolution note:.*$/, '');
+  return text.slice(0, 160);
 }
 
 function metaText(meta: LogMetadata | undefined): string {
