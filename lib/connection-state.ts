@@ -7,7 +7,8 @@
 export class ConnectionState {
   private readonly down = new Map<string, string>();
   private lostAt: number | undefined;
-  private probe: NodeJS.Timeout | undefined;
+  /** The rechecks of the connections down that have one, by connection. */
+  private readonly probes = new Map<string, NodeJS.Timeout>();
   private closed = false;
   /** When the server last answered this process (ms since the epoch), as far as a check has seen; for `/metrics`. */
   lastAnswerAt: number | undefined;
@@ -36,14 +37,15 @@ export class ConnectionState {
       this.lostAt = this.clock();
       this.log(`${this.server}: lost (${reason}); retrying quietly until it is back`, 'warn');
     }
-    if (recheck && this.probe === undefined) {
-      this.probe = setInterval(() => {
+    if (recheck && !this.probes.has(who)) {
+      const probe = setInterval(() => {
         recheck().then(
           () => this.connectionUp(who),
           () => undefined,
         );
       }, 1_000);
-      this.probe.unref();
+      probe.unref();
+      this.probes.set(who, probe);
     }
   }
 
@@ -51,10 +53,9 @@ export class ConnectionState {
   connectionUp(who: string): void {
     if (this.closed) return;
     this.down.delete(who);
-    if (this.probe !== undefined && !this.down.has(who)) {
-      clearInterval(this.probe);
-      this.probe = undefined;
-    }
+    // Only this connection's recheck: another's goes on until that one is up too.
+    clearInterval(this.probes.get(who));
+    this.probes.delete(who);
     if (this.lostAt === undefined || this.down.size > 0) return;
     const awayS = (this.clock() - this.lostAt) / 1000;
     this.lostAt = undefined;
@@ -72,8 +73,8 @@ export class ConnectionState {
    */
   close(): void {
     this.closed = true;
-    if (this.probe !== undefined) clearInterval(this.probe);
-    this.probe = undefined;
+    for (const probe of this.probes.values()) clearInterval(probe);
+    this.probes.clear();
   }
 }
 

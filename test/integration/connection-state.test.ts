@@ -8,8 +8,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT, freePort, redisReachable, redisServerPath } from '../../scripts/servers';
+import {
+  PROJECT_ROOT,
+  devTemporalServerCommand,
+  freePort,
+  redisReachable,
+  redisServerPath,
+} from '../../scripts/servers';
 import { CLI } from '../cli-runner';
 import { testEnv } from '../helpers';
 import { intakeSpec, workerSpec } from '../stack/chain';
@@ -28,38 +35,6 @@ const STACK = /\\n\s+at |^\s+at /;
 let redis: ManagedProcess;
 /** Each process and the port its `/metrics` is on. */
 let watched: { proc: ManagedProcess; metricsPort: number }[] = [];
-
-beforeAll(async () => {
-  const port = await freePort();
-  const url = `redis://127.0.0.1:${port}/0`;
-  redis = await group.start({
-    name: 'redis',
-    command: redisServerPath(),
-    args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--appendonly', 'yes'],
-    ready: () => redisReachable(url, 500),
-  });
-  const [workerPort, intakePort, devPort] = [await freePort(), await freePort(), await freePort()];
-  const env = testEnv({ REDIS_URL: url });
-  const [worker, intake, dev] = await Promise.all([
-    group.start(workerSpec('worker', { ...env, METRICS_PORT: String(workerPort) })),
-    group.start(intakeSpec('intake', { ...env, METRICS_PORT: String(intakePort) })),
-    // `dev` uses the Redis and the Temporal server it finds.
-    group.start({
-      name: 'dev',
-      command: process.execPath,
-      args: [CLI, 'dev'],
-      env: { ...env, METRICS_PORT: String(devPort) },
-      ready: /^ready {2}Web UI/,
-      readyTimeoutMs: 120_000,
-      stopTimeoutMs: 15_000,
-    }),
-  ]);
-  watched = [
-    { proc: worker, metricsPort: workerPort },
-    { proc: intake, metricsPort: intakePort },
-    { proc: dev, metricsPort: devPort },
-  ];
-}, 240_000);
 
 afterAll(async () => {
   await group.stopAll();
@@ -128,6 +103,38 @@ function expectOneOutage(outage: { name: string; lines: string[] }[], lost: RegE
 }
 
 describe('processes that lose their Redis', () => {
+  beforeAll(async () => {
+    const port = await freePort();
+    const url = `redis://127.0.0.1:${port}/0`;
+    redis = await group.start({
+      name: 'redis',
+      command: redisServerPath(),
+      args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--appendonly', 'yes'],
+      ready: () => redisReachable(url, 500),
+    });
+    const [workerPort, intakePort, devPort] = [await freePort(), await freePort(), await freePort()];
+    const env = testEnv({ REDIS_URL: url });
+    const [worker, intake, dev] = await Promise.all([
+      group.start(workerSpec('worker', { ...env, METRICS_PORT: String(workerPort) })),
+      group.start(intakeSpec('intake', { ...env, METRICS_PORT: String(intakePort) })),
+      // `dev` uses the Redis and the Temporal server it finds.
+      group.start({
+        name: 'dev',
+        command: process.execPath,
+        args: [CLI, 'dev'],
+        env: { ...env, METRICS_PORT: String(devPort) },
+        ready: /^ready {2}Web UI/,
+        readyTimeoutMs: 120_000,
+        stopTimeoutMs: 15_000,
+      }),
+    ]);
+    watched = [
+      { proc: worker, metricsPort: workerPort },
+      { proc: intake, metricsPort: intakePort },
+      { proc: dev, metricsPort: devPort },
+    ];
+  }, 240_000);
+
   it('say once that Redis is lost and once that it is back, with no line per retry; /metrics follows', async () => {
     const before = await Promise.all(watched.map(({ metricsPort }) => redisHealth(metricsPort)));
     for (const health of before) expect(health.up).toBe(1);
@@ -180,4 +187,72 @@ describe('processes that lose their Redis', () => {
       expect(health.lastSuccess).toBeGreaterThan(hungAt / 1000);
     }
   }, 60_000);
+});
+
+describe('processes that lose their Temporal server', () => {
+  it('say once that Temporal is lost and once that it is back; /metrics follows', async () => {
+    const port = await freePort();
+    const address = `127.0.0.1:${port}`;
+    const { command, args } = devTemporalServerCommand({
+      port,
+      dbFilename: join(dir, 'temporal.db'),
+      namespace: 'default',
+    });
+    const temporal = await group.start({
+      name: 'temporal',
+      command,
+      args,
+      ready: async () => {
+        const connection = await Connection.connect({ address, connectTimeout: 1_000 });
+        await connection.close();
+        return true;
+      },
+      readyTimeoutMs: 60_000,
+    });
+    const [workerPort, intakePort] = [await freePort(), await freePort()];
+    const env = testEnv({ TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: 'default' });
+    const procs = await Promise.all([
+      group.start(workerSpec('worker-t', { ...env, METRICS_PORT: String(workerPort) })),
+      group.start(intakeSpec('intake-t', { ...env, METRICS_PORT: String(intakePort) })),
+    ]);
+    const ports = [workerPort, intakePort];
+    const up = async (metricsPort: number) => {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return Number(/^permit_chain_temporal_up (\S+)$/m.exec(text)?.[1]);
+    };
+    for (const metricsPort of ports) expect(await up(metricsPort)).toBe(1);
+    const from = procs.map((proc) => proc.output().split('\n').length);
+    const lost = /Temporal at 127\.0\.0\.1:\d+: lost \(/;
+    const back = /Temporal at 127\.0\.0\.1:\d+: back after \d+\.\d s/;
+
+    await temporal.kill();
+    for (const [i, proc] of procs.entries()) await proc.waitForLine(lost, 20_000, from[i]);
+    for (const metricsPort of ports) expect(await up(metricsPort)).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await temporal.start();
+    for (const [i, proc] of procs.entries()) await proc.waitForLine(back, 30_000, from[i]);
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+
+    for (const [i, proc] of procs.entries()) {
+      const lines = proc.output().split('\n').slice(from[i]);
+      const shown = `${proc.name}:\n${lines.join('\n')}`;
+      expect(
+        lines.filter((line) => lost.test(line)),
+        shown,
+      ).toHaveLength(1);
+      expect(
+        lines.filter((line) => back.test(line)),
+        shown,
+      ).toHaveLength(1);
+      expect(
+        lines.filter((line) => STACK.test(line)),
+        shown,
+      ).toEqual([]);
+      expect(
+        lines.filter((line) => /could not|UNAVAILABLE|transport error/i.test(line) && !lost.test(line)),
+        shown,
+      ).toEqual([]);
+    }
+    for (const metricsPort of ports) expect(await up(metricsPort)).toBe(1);
+  }, 240_000);
 });
