@@ -10,7 +10,7 @@ import { redactUrl } from '../lib/redact';
 /**
  * A process's two servers as it sees them (lib/connection-state.ts), and the filters that turn an outage's symptoms
  * (the SDK's failed polls and activities, the intake's and the position watcher's failed steps) into the two lines
- * of its state. Used by the worker and the intake processes.
+ * of its state. Used by the worker, the intake and `dev` (its worker and intake in one process).
  */
 export interface Outages {
   redis: ConnectionState;
@@ -78,23 +78,26 @@ function heartbeat(
       });
     }, options.deadlineMs);
     late.unref();
-    ask().then(
-      () => {
-        settled = true;
-        clearTimeout(late);
-        if (stopped) return;
-        state.answered();
-        state.connectionUp('heartbeat');
-        schedule(options.everyMs);
-      },
-      (err: unknown) => {
-        settled = true;
-        clearTimeout(late);
-        if (stopped) return;
-        state.connectionDown('heartbeat', options.why(err));
-        schedule(RECHECK_MS);
-      },
-    );
+    // Through a promise: a check that throws at once (a closed connection) is a failed check like any other.
+    Promise.resolve()
+      .then(ask)
+      .then(
+        () => {
+          settled = true;
+          clearTimeout(late);
+          if (stopped) return;
+          state.answered();
+          state.connectionUp('heartbeat');
+          schedule(options.everyMs);
+        },
+        (err: unknown) => {
+          settled = true;
+          clearTimeout(late);
+          if (stopped) return;
+          state.connectionDown('heartbeat', options.why(err));
+          schedule(RECHECK_MS);
+        },
+      );
   }
   tick();
   return () => {
