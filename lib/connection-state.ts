@@ -7,7 +7,11 @@
 export class ConnectionState {
   private readonly down = new Map<string, string>();
   private lostAt: number | undefined;
-  private probe: NodeJS.Timeout | undefined;
+  /** The rechecks of the connections down that have one, by connection. */
+  private readonly probes = new Map<string, NodeJS.Timeout>();
+  private closed = false;
+  /** When the server last answered this process (ms since the epoch), as far as a check has seen; for `/metrics`. */
+  lastAnswerAt: number | undefined;
 
   constructor(
     /** As the lines name it: `Redis at redis://127.0.0.1:6379/0`, `Temporal at 127.0.0.1:7233`. */
@@ -27,39 +31,50 @@ export class ConnectionState {
    * succeeds: for connections that say nothing when they recover (the Temporal SDK's).
    */
   connectionDown(who: string, reason: string, recheck?: () => Promise<unknown>): void {
+    if (this.closed) return;
     if (!this.down.has(who)) this.down.set(who, reason);
     if (this.lostAt === undefined) {
       this.lostAt = this.clock();
       this.log(`${this.server}: lost (${reason}); retrying quietly until it is back`, 'warn');
     }
-    if (recheck && this.probe === undefined) {
-      this.probe = setInterval(() => {
+    if (recheck && !this.probes.has(who)) {
+      const probe = setInterval(() => {
         recheck().then(
           () => this.connectionUp(who),
           () => undefined,
         );
       }, 1_000);
-      this.probe.unref();
+      probe.unref();
+      this.probes.set(who, probe);
     }
   }
 
   /** A connection reaches the server again; once none is down, the server is back, said once with the outage's length. */
   connectionUp(who: string): void {
+    if (this.closed) return;
     this.down.delete(who);
-    if (this.probe !== undefined && !this.down.has(who)) {
-      clearInterval(this.probe);
-      this.probe = undefined;
-    }
+    // Only this connection's recheck: another's goes on until that one is up too.
+    clearInterval(this.probes.get(who));
+    this.probes.delete(who);
     if (this.lostAt === undefined || this.down.size > 0) return;
     const awayS = (this.clock() - this.lostAt) / 1000;
     this.lostAt = undefined;
     this.log(`${this.server}: back after ${awayS.toFixed(1)} s`, 'info');
   }
 
-  /** Stops the recheck, if one runs (a process that stops). */
+  /** The server answered a check just now (a PING, a call): kept for the last-answer gauge. */
+  answered(): void {
+    this.lastAnswerAt = this.clock();
+  }
+
+  /**
+   * Stops the recheck, if one runs, and says nothing more: a process that stops closes its connections on purpose,
+   * and servers stopped after it are no outage of its.
+   */
   close(): void {
-    if (this.probe !== undefined) clearInterval(this.probe);
-    this.probe = undefined;
+    this.closed = true;
+    for (const probe of this.probes.values()) clearInterval(probe);
+    this.probes.clear();
   }
 }
 

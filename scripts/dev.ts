@@ -13,6 +13,7 @@ import { ChainMetrics, watchIntake, watchPlans, watchRedisMemory } from '../work
 import { StreamTrimmer, evictionRisk } from '../workers/redis-store';
 import { processRuntime } from '../workers/runtime';
 import { tracingFor } from '../workers/tracing';
+import { outagesOf } from '../workers/outages';
 import {
   DATA_DIR,
   ensureServersInstalled,
@@ -94,7 +95,15 @@ export async function runDev(
   // The stack's log lines are for a person here: readable, whatever stdout is. Signals are dev's to handle: the
   // SDK's own handler would stop the worker, but not in order with the rest.
   const logger = createLogger({ level: baseConfig.telemetry.logLevel, format: 'pretty', base: { component: 'dev' } });
-  const runtime = processRuntime(logger, { sdkMetrics: true, shutdownSignals: [] });
+  // As in the worker and the intake: an outage of Redis or Temporal is a line when it starts and one when it ends,
+  // whichever part (worker, intake, watcher) meets it, not a line per failed command or poll.
+  const outages = outagesOf(baseConfig, logger);
+  const runtime = processRuntime(logger, { sdkMetrics: true, shutdownSignals: [], quiet: outages.quietSdk });
+  const quiet = (level: 'info' | 'warn') => (line: string) => {
+    if (level === 'warn' && outages.quietLine(line)) return;
+    logger[level](line);
+  };
+  const redisLog = { log: lineLogger(logger, 'warn'), state: outages.redis };
   const tracing = tracingFor(baseConfig.telemetry, 'permit-chain-dev');
   ensureServersInstalled({ forTests: false });
   const redisUrl = new URL(baseConfig.redisUrl);
@@ -150,17 +159,19 @@ export async function runDev(
 
     const code = workflowCode();
     out.line(`dev: workflow code from ${code.description}`);
-    const redis = await connectRedis(config);
+    const redis = await connectRedis(config, redisLog);
     // As the worker: no plan runs on a Redis that may evict the chain's records, unless REDIS_ALLOW_EVICTION.
     const risk = await evictionRisk(redis, config).catch(closeOnFailure(redis));
     if (risk !== undefined) logger.warn(`dev: ${risk}`);
-    const intakeReader = await connectRedis(config).catch(closeOnFailure(redis));
+    const intakeReader = await connectRedis(config, redisLog).catch(closeOnFailure(redis));
     const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis, intakeReader));
     const client = await connectTemporal(config).catch(closeOnFailure(redis, intakeReader, connection));
     let server: TelemetryServer | undefined;
     let trimmer: StreamTrimmer | undefined;
+    outages.watch({ redis, temporal: connection });
     try {
       const metrics = new ChainMetrics();
+      outages.register(metrics.registry);
       const worker = await createChainWorker({
         config,
         redis,
@@ -171,12 +182,12 @@ export async function runDev(
         ...(code.option.workflowBundle ? { workflowBundle: code.option.workflowBundle } : {}),
       });
       const watcher = new PositionWatcher({
-        subscriber: await connectRedis(config),
+        subscriber: await connectRedis(config, redisLog),
         redis,
         client,
         config,
         exchange: exchangeFor(config, redis),
-        log: lineLogger(logger, 'warn'),
+        log: quiet('warn'),
       });
       await watcher.start();
       const intake = new PlanIntake(
@@ -185,7 +196,7 @@ export async function runDev(
           writer: redis,
           client,
           config,
-          log: (line, level = 'info') => logger[level](line),
+          log: (line, level = 'info') => quiet(level)(line),
           metrics,
         },
         { ...DEFAULT_INTAKE_OPTIONS, consumer: `dev-${hostname()}` },
@@ -197,7 +208,7 @@ export async function runDev(
         redis,
         config,
         trimmed: (stream, entries) => metrics.streamTrimmed.inc({ stream }, entries),
-        log: lineLogger(logger, 'warn'),
+        log: quiet('warn'),
       });
       trimmer.start();
       const checks = [
@@ -241,6 +252,7 @@ export async function runDev(
       }
       watcher.stop();
     } finally {
+      outages.close();
       trimmer?.stop();
       await server?.close();
       await tracing?.shutdown();

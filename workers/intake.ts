@@ -316,9 +316,12 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
     namespace: config.temporalNamespace,
     ...(tracing ? { plugins: [tracing.plugin] } : {}),
   });
-  outages.redisCheck(() => writer.ping());
-  outages.temporalCheck(() => connection.workflowService.getSystemInfo({}));
+  // The checks' own channel, without the SDK's retries: a check in flight when the intake stops must not retry on a
+  // closed channel (the SDK's retry timer would throw), and a check is asked again anyway.
+  const checks = Connection.lazy({ ...temporalConnectionOptions(config), interceptors: [] });
+  outages.watch({ redis: writer, temporal: checks });
   const metrics = new ChainMetrics();
+  outages.register(metrics.registry);
   const log = (line: string, level: 'info' | 'warn' = 'info') => {
     if (level === 'warn' && outages.quietLine(line)) return;
     logger[level](line);
@@ -331,7 +334,7 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
   try {
     if (telemetry.metricsPort !== null) {
       watchIntake(metrics, writer, config, INTAKE_GROUP, logger);
-      const checks = [
+      const readinessChecks = [
         redisReadiness(writer),
         temporalReadiness(() => connection.workflowService.getSystemInfo({})),
         { name: 'intake', check: () => Promise.resolve(intake.notReading()) },
@@ -340,7 +343,7 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
         port: telemetry.metricsPort,
         host: telemetry.metricsHost,
         metrics,
-        checks: () => checks,
+        checks: () => readinessChecks,
         logger,
       });
       logger.info(
@@ -356,6 +359,7 @@ export async function runIntake(config: ChainConfig, options: IntakeOptions, log
     await server?.close();
     await tracing?.shutdown();
     await connection.close().catch(() => undefined);
+    await checks.close().catch(() => undefined);
     reader.disconnect();
     writer.disconnect();
   }

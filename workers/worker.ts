@@ -176,8 +176,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
   const connection = await connectWorkerTemporal(config, runtime).catch(closeOnFailure(redis));
   const client = await connectTemporal(config).catch(closeOnFailure(redis, connection));
   const subscriber = await connectRedis(config, redisLog).catch(closeOnFailure(redis, connection, client.connection));
-  outages.redisCheck(() => redis.ping());
-  outages.temporalCheck(() => connection.workflowService.getSystemInfo({}));
+  outages.watch({ redis, temporal: connection });
   const watcher = new PositionWatcher({
     subscriber,
     redis,
@@ -190,6 +189,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     },
   });
   const metrics = new ChainMetrics();
+  outages.register(metrics.registry);
   const trimmer = new StreamTrimmer({
     redis,
     config,

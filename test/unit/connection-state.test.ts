@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ConnectionState, serverAway } from '../../lib/connection-state';
 
 describe('the connection state', () => {
@@ -23,6 +23,41 @@ describe('the connection state', () => {
       'info Redis at redis://127.0.0.1:6379/0: back after 2.5 s',
     ]);
     expect(state.lost).toBe(false);
+  });
+
+  it("rechecks a step's loss until that step's check answers, whichever connection comes back first", async () => {
+    const lines: string[] = [];
+    const state = new ConnectionState('Redis at redis://127.0.0.1:6379/0', (line) => lines.push(line));
+    let answers = false;
+    state.connectionDown('redis-1', 'connection closed');
+    state.connectionDown('steps', 'intake: could not read (Redis unavailable)', () =>
+      answers ? Promise.resolve() : Promise.reject(new Error('no')),
+    );
+    // The connection is back first: the step's loss still waits for its own recheck.
+    state.connectionUp('redis-1');
+    expect(state.lost).toBe(true);
+    answers = true;
+    await vi.waitFor(() => expect(state.lost).toBe(false), { timeout: 3_000, interval: 50 });
+    expect(lines.filter((line) => line.includes('back after'))).toHaveLength(1);
+    state.close();
+  });
+
+  it('keeps when the server last answered, and says nothing once closed (a process stopping on purpose)', () => {
+    let now = 5_000;
+    const lines: string[] = [];
+    const state = new ConnectionState(
+      'Redis at redis://127.0.0.1:6379/0',
+      (line) => lines.push(line),
+      () => now,
+    );
+    expect(state.lastAnswerAt).toBeUndefined();
+    state.answered();
+    now += 1_000;
+    expect(state.lastAnswerAt).toBe(5_000);
+    state.close();
+    state.connectionDown('a', 'connection closed');
+    expect(state.lost).toBe(false);
+    expect(lines).toEqual([]);
   });
 
   it("sorts an outage's symptoms by server, and leaves an exchange's refused connection alone", () => {

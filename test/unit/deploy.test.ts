@@ -26,7 +26,7 @@ interface Panel {
 describe('deploy/prometheus/alerts.yml', () => {
   it('is valid for promtool', () => {
     const check = promtool('check', 'rules', ALERTS);
-    expect(check.output).toContain('SUCCESS: 12 rules found');
+    expect(check.output).toContain('SUCCESS: 13 rules found');
     expect(check.code).toBe(0);
   });
 
