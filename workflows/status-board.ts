@@ -1,6 +1,7 @@
 import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ChainOutcome, ChainStage, ChainStatus, P33Permit, Plan, TradingMode } from '../contract/types';
 import { chainOutcomeKey, chainStageKey, planIdKey, symbolKey, tradingModeKey } from '../contract/messages';
+import { quorumProgressLine } from '../lib/quorum';
 
 /** How many timeline entries a plan keeps; older re-checks of a long-blocked plan give way to newer ones. */
 const MAX_TIMELINE = 200;
@@ -135,7 +136,14 @@ export class StatusBoard {
   show(detail: string): void {
     const plan = this.plan ? ` · ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}` : '';
     const next = this.nextStep ? `\n\n**Next:** ${this.nextStep}` : '';
-    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}${next}`);
+    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}${this.approvalsLine()}${next}`);
+  }
+
+  /** While the plan awaits approval: who has signed, with their keys, and how many more of whom are needed. */
+  private approvalsLine(): string {
+    const { stage, quorum, approvals } = this.status;
+    if (stage !== 'awaiting_approval' || !quorum) return '';
+    return `\n\n**Approvals:** ${quorumProgressLine(quorum.required, approvals ?? [], quorum.approvers)}`;
   }
 
   finish(outcome: ChainOutcome, detail: string): ChainStatus {
