@@ -577,9 +577,13 @@ class Chain {
           `of ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}: exchange ${shown.exchange_amount}, ` +
           `ledger ${shown.ledger_amount}, tolerance ${shown.tolerance}; ` +
           `until ${clockTime(until)} UTC`,
-        awaitingNextStep(this.plan, until),
+        awaitingNextStep(this.plan, until, required),
       );
-    } else this.board.resumeAt(awaitingNextStep(this.plan, until), `awaiting approval until ${clockTime(until)} UTC`);
+    } else
+      this.board.resumeAt(
+        awaitingNextStep(this.plan, until, required),
+        `awaiting approval until ${clockTime(until)} UTC`,
+      );
     for (;;) {
       const timeoutMs = Math.min(until - Date.now(), this.planDeadline - Date.now());
       const decision = await this.desk.awaitDecision(shown, required, timeoutMs, () => this.historyIsLong());

@@ -22,10 +22,11 @@ export function blockedNextStep(plan: Plan): string {
   );
 }
 
-/** What an approver does for a plan awaiting approval (production mode), and by when. */
-export function awaitingNextStep(plan: Plan, until: number): string {
+/** What approvers do for a plan awaiting approval (production mode), how many of them, and by when. */
+export function awaitingNextStep(plan: Plan, until: number, required = 1): string {
+  const who = required > 1 ? `${required} distinct approvers sign, each once` : 'an approver signs';
   return (
-    `an approver signs, before ${clockTime(until)} UTC: \`permit-chain approve ${plan.plan_id} --by NAME --key FILE\` ` +
+    `${who}, before ${clockTime(until)} UTC: \`permit-chain approve ${plan.plan_id} --by NAME --key FILE\` ` +
     `or \`permit-chain reject ${plan.plan_id} --by NAME --key FILE --reason WHY\`.`
   );
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Dec } from '../../lib/decimal';
-import { approvedByOf, quorumProgressLine, requiredApprovals, tallySignatures } from '../../lib/quorum';
+import { approvedByOf, quorumProgressLine, quorumRuleText, requiredApprovals, tallySignatures } from '../../lib/quorum';
 import type { PositionSnapshot } from '../../contract/types';
 
 const shown: PositionSnapshot = { exchange_amount: '5', ledger_amount: '5', tolerance: '0.001', taken_at: 1000 };
@@ -61,6 +61,17 @@ describe('tallySignatures', () => {
     expect(tally.refused).toHaveLength(refused.length);
     refused.forEach((why, i) => expect(tally.refused[i]?.why).toContain(why));
     expect(tally.snapshot).toEqual(signatures[0]?.snapshot);
+  });
+});
+
+describe('the rule as the worker states it', () => {
+  it.each<[string, { count: number; aboveNotional?: string } | undefined, string]>([
+    ['no rule', undefined, 'one signature per plan'],
+    ['quorum 1', { count: 1, aboveNotional: '5' }, 'one signature per plan'],
+    ['quorum 2', { count: 2 }, 'quorum 2'],
+    ['quorum 2 above a notional', { count: 2, aboveNotional: '10000' }, 'quorum 2 above notional 10000'],
+  ])('%s', (_name, rule, text) => {
+    expect(quorumRuleText(rule)).toBe(text);
   });
 });
 
