@@ -227,6 +227,50 @@ describe('APPROVAL_QUORUM=2 (production mode, signed approvals)', () => {
   });
 });
 
+describe('a quorum that grows while the plan waits', () => {
+  it('keeps the first signature and asks for a second when the price lifts the plan above the threshold', async () => {
+    const above = loadConfig({ ...env, APPROVAL_QUORUM_ABOVE_NOTIONAL: '1000', TASK_QUEUE: `${env.TASK_QUEUE}-lift` });
+    await h.redis.set(h.keys.paperPrice('LINKUSDT'), '50');
+    await setPositions(h, 'LINKUSDT', '10', '10');
+    const plan = makePlan({ symbol: 'LINKUSDT', qty: '10' });
+    const final = await h.withWorker(
+      async () => {
+        // Asked at 50: a notional of 500 needs one signature.
+        const { handle, shown } = await awaiting(plan, above);
+        expect((await handle.query(statusQuery)).quorum?.required).toBe(1);
+        // At 200 the plan is 2000 when the Governor decides on alice's signature: one more is needed.
+        await h.redis.set(h.keys.paperPrice('LINKUSDT'), '200');
+        await handle.executeUpdate(approvePlanUpdate, { args: [approvers.sign(plan.plan_id, 'alice', shown)] });
+        const again = await eventually(async () => {
+          const status = await handle.query(statusQuery);
+          return status.stage === 'awaiting_approval' && status.quorum?.required === 2 ? status : undefined;
+        });
+        // alice's signature still counts: the positions shown are the ones she signed.
+        expect(again.awaiting).toEqual(shown);
+        expect(again.approvals?.map((a) => a.by)).toEqual(['alice']);
+        expect(await details(handle)).toContain(
+          `**Approvals:** approved by alice (${fingerprintOf('alice')}); 1 more of bob, carol needed`,
+        );
+        const bob = await handle.executeUpdate(approvePlanUpdate, {
+          args: [approvers.sign(plan.plan_id, 'bob', shown)],
+        });
+        expect(bob.detail).toBe('approved by bob (2 of 2)');
+        return handle.result();
+      },
+      undefined,
+      { config: above },
+    );
+    expect(final.outcome).toBe('executed');
+    expect(final.governor?.approved_by).toBe('alice,bob');
+    const governor = (await auditOf(h, plan.plan_id)).filter(([layer]) => layer === 'governor');
+    expect(governor.map(([, decision, reason]) => `${decision}:${reason}`)).toEqual([
+      'approval_requested:approval_required',
+      'approval_requested:approval_required',
+      'granted:approved by alice,bob',
+    ]);
+  });
+});
+
 describe('what-if re-decides the quorum', () => {
   type WhatIfJson = WhatIfReport & { proposed: Record<string, string> };
   async function whatIf(...args: string[]): Promise<WhatIfJson> {
