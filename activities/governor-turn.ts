@@ -19,7 +19,8 @@ export interface GovernorTurnRequest {
   permit: boolean;
   /** The workflow's time of the request: rate-limit windows are counted on it. */
   at: number;
-  approval?: Approval;
+  /** The signed approvals the plan holds, in signing order. */
+  approvals?: Approval[];
 }
 
 export interface GovernorTurn {
@@ -58,7 +59,7 @@ export function createGovernorTurnActivities(
       const answer = await governor.requestPermit({
         plan,
         at: request.at,
-        ...(request.approval ? { approval: request.approval } : {}),
+        ...(request.approvals ? { approvals: request.approvals } : {}),
       });
       return { ...found, answer };
     },

@@ -37,8 +37,9 @@ describe('decidePermit (Governor)', () => {
     ...overrides,
   });
 
-  const approval = (seen: Partial<PositionSnapshot> = {}): Approval => ({
+  const approval = (seen: Partial<PositionSnapshot> = {}): Approval & { key_fingerprint: string } => ({
     by: 'alice',
+    key_fingerprint: 'SHA256:alice',
     at: TAKEN,
     note: 'checked the book',
     snapshot: snapshot(seen),
@@ -112,15 +113,15 @@ describe('decidePermit (Governor)', () => {
   it.each<[string, TradingMode, Partial<GovernorPolicy>, Partial<GovernorState>]>([
     ['on testnet', 'testnet', {}, {}],
     ['in production without an approval', 'production', {}, {}],
-    ['in production with a holding approval', 'production', {}, { approval: approval(), positions: snapshot() }],
-    ['in production with a stale approval', 'production', {}, { approval: approval(), positions: undefined }],
+    ['in production with a holding approval', 'production', {}, { approvals: [approval()], positions: snapshot() }],
+    ['in production with a stale approval', 'production', {}, { approvals: [approval()], positions: undefined }],
     ['over the max qty', 'testnet', { maxQty: '0.001' }, {}],
     ['over the max notional', 'testnet', { maxNotional: '1' }, {}],
     [
       'over both limits in production with an approval',
       'production',
       { maxQty: '0', maxNotional: '0' },
-      { approval: approval(), positions: snapshot() },
+      { approvals: [approval()], positions: snapshot() },
     ],
   ])('denies kill_switch_active first: %s', (_name, mode, policy, state) => {
     expect(decide({ policy: { mode, ...policy }, state: { ...state, killSwitch: true } })).toEqual({
@@ -136,13 +137,13 @@ describe('decidePermit (Governor)', () => {
       decide({
         qty: '0.06200001',
         policy: { mode: 'production', maxQty: '0.062' },
-        state: { approval: approval(), positions: snapshot() },
+        state: { approvals: [approval()], positions: snapshot() },
       }),
     ).toMatchObject(sizeDenied);
   });
 
   it('grants on testnet whatever approval or positions it is given', () => {
-    const state = { approval: approval(), positions: snapshot({ exchange_amount: '5' }) };
+    const state = { approvals: [approval()], positions: snapshot({ exchange_amount: '5' }) };
     expect(decide({ state })).toMatchObject(testnetGrant);
   });
 
@@ -153,12 +154,15 @@ describe('decidePermit (Governor)', () => {
   });
 
   it('grants in production on an approval whose positions still hold, naming the approver', () => {
-    const decision = decide({ policy: { mode: 'production' }, state: { approval: approval(), positions: snapshot() } });
+    const decision = decide({
+      policy: { mode: 'production' },
+      state: { approvals: [approval()], positions: snapshot() },
+    });
     expect(decision).toEqual({ kind: 'grant', reason: 'approved', approvedBy: 'alice', detail: 'approved by alice' });
   });
 
   it('asks again (approval_stale) when an approval is present but the positions are not', () => {
-    const decision = decide({ policy: { mode: 'production' }, state: { approval: approval() } });
+    const decision = decide({ policy: { mode: 'production' }, state: { approvals: [approval()] } });
     expect(decision).toMatchObject({ kind: 'ask', reason: 'approval_stale' });
     expect(decision.detail).toContain('alice');
   });
@@ -183,9 +187,131 @@ describe('decidePermit (Governor)', () => {
   ])('in production, positions now with %s since the approval (tolerance 0.001)', (_name, now, expected) => {
     const decision = decide({
       policy: { mode: 'production' },
-      state: { approval: approval(), positions: snapshot(now) },
+      state: { approvals: [approval()], positions: snapshot(now) },
     });
     expect(decision).toMatchObject(expected);
+  });
+});
+
+describe('decidePermit: four eyes (APPROVAL_QUORUM)', () => {
+  // 0.062 × 97000.5 = 6014.031
+  const PRICE = new Dec('97000.5');
+  const shown: PositionSnapshot = {
+    exchange_amount: '0.062',
+    ledger_amount: '0.062',
+    tolerance: '0.001',
+    taken_at: NOW,
+  };
+  const signed = (by: string, seen: Partial<PositionSnapshot> = {}, key = `SHA256:${by}`) => ({
+    by,
+    at: NOW,
+    snapshot: { ...shown, ...seen },
+    expires_at: NOW + 60_000,
+    signature: 'c2lnbmVk',
+    key_fingerprint: key,
+  });
+  const decide = (quorum: GovernorPolicy['quorum'], approvals: ReturnType<typeof signed>[], positions = shown) =>
+    decidePermit(
+      plan,
+      { mode: 'production', ...(quorum ? { quorum } : {}) },
+      { killSwitch: false, price: PRICE, positions, approvals },
+    );
+
+  it.each<[string, GovernorPolicy['quorum'], ReturnType<typeof signed>[], object]>([
+    ['no rule, one signature', undefined, [signed('alice')], { kind: 'grant', approvedBy: 'alice' }],
+    ['quorum 1, one signature', { count: 1 }, [signed('alice')], { kind: 'grant', approvedBy: 'alice' }],
+    [
+      'quorum 2, one signature',
+      { count: 2 },
+      [signed('alice')],
+      { kind: 'ask', reason: 'approval_required', required: 2, counted: ['alice'], shown },
+    ],
+    [
+      'quorum 2, two distinct approvers, in signing order',
+      { count: 2 },
+      [signed('bob'), signed('alice')],
+      { kind: 'grant', reason: 'approved', approvedBy: 'bob,alice', detail: 'approved by bob,alice' },
+    ],
+    [
+      'quorum 2, the same approver twice',
+      { count: 2 },
+      [signed('alice'), signed('alice')],
+      { kind: 'ask', reason: 'approval_required', required: 2, counted: ['alice'] },
+    ],
+    [
+      'quorum 2, two names with one key',
+      { count: 2 },
+      [signed('alice'), signed('bob', {}, 'SHA256:alice')],
+      { kind: 'ask', reason: 'approval_required', counted: ['alice'] },
+    ],
+    [
+      'quorum 2, two signatures over different positions',
+      { count: 2 },
+      [signed('alice'), signed('bob', { ledger_amount: '0.061' })],
+      { kind: 'ask', reason: 'approval_required', counted: ['alice'] },
+    ],
+    [
+      'quorum 2, the same positions shown at another time',
+      { count: 2 },
+      [signed('alice'), signed('bob', { taken_at: NOW + 1 })],
+      { kind: 'ask', reason: 'approval_required', counted: ['alice'] },
+    ],
+    ['quorum 2, none', { count: 2 }, [], { kind: 'ask', reason: 'approval_required', required: 2, counted: [] }],
+    [
+      'quorum 3, three distinct',
+      { count: 3 },
+      [signed('alice'), signed('bob'), signed('carol')],
+      { kind: 'grant', approvedBy: 'alice,bob,carol' },
+    ],
+    [
+      'quorum 2 above a notional of 6014.03 (the plan is 6014.031)',
+      { count: 2, aboveNotional: '6014.03' },
+      [signed('alice')],
+      { kind: 'ask', required: 2 },
+    ],
+    [
+      'quorum 2 above a notional exactly the plan’s (6014.031): one is enough',
+      { count: 2, aboveNotional: '6014.031' },
+      [signed('alice')],
+      { kind: 'grant', approvedBy: 'alice' },
+    ],
+    [
+      'quorum 2 above a notional of 10000: a small plan needs one',
+      { count: 2, aboveNotional: '10000' },
+      [],
+      { kind: 'ask', required: 1 },
+    ],
+  ])('%s', (_name, quorum, approvals, expected) => {
+    expect(decide(quorum, approvals)).toMatchObject(expected);
+  });
+
+  it('says which signature did not count and why', () => {
+    const decision = decide({ count: 2 }, [signed('alice'), signed('bob', { ledger_amount: '0.061' })]);
+    expect(decision.detail).toBe(
+      '1 of 2 distinct approvers signed (alice); bob not counted: signed other positions ' +
+        '(exchange 0.062, ledger 0.061) than alice (exchange 0.062, ledger 0.062)',
+    );
+  });
+
+  it('asks the whole quorum again (approval_stale) once the positions moved, keeping no signature', () => {
+    const moved = { ...shown, ledger_amount: '0.002' };
+    expect(decide({ count: 2 }, [signed('alice'), signed('bob')], moved)).toMatchObject({
+      kind: 'ask',
+      reason: 'approval_stale',
+      counted: [],
+      detail: 'positions moved since alice, bob approved',
+    });
+  });
+
+  it('needs the price for a threshold, in production only', () => {
+    const quorum = { count: 2, aboveNotional: '1000' };
+    expect(needsPrice(plan, { mode: 'production', quorum }, undefined)).toBe(true);
+    expect(needsPrice(plan, { mode: 'testnet', quorum }, undefined)).toBe(false);
+    expect(needsPrice(plan, { mode: 'production', quorum: { count: 2 } }, undefined)).toBe(false);
+    expect(needsPrice(plan, { mode: 'production', quorum: { count: 1, aboveNotional: '1' } }, undefined)).toBe(false);
+    expect(() =>
+      decidePermit(plan, { mode: 'production', quorum }, { killSwitch: false, positions: shown, approvals: [] }),
+    ).toThrow(/needs the price/);
   });
 });
 

@@ -2,6 +2,14 @@ import type { Result } from 'ioredis';
 import { claimedDecision, decisionRefusal, keyFingerprint } from '../lib/approval';
 import { chainRules, sizeLimitsFor } from '../lib/config';
 import { Dec } from '../lib/decimal';
+import {
+  approvedByOf,
+  quorumNeedsPrice,
+  requiredApprovals,
+  tallySignatures,
+  type QuorumRule,
+  type QuorumSignature,
+} from '../lib/quorum';
 import { redisKeys } from '../contract/keys';
 import { PlanError, admitInput } from '../lib/plan';
 import type {
@@ -29,7 +37,16 @@ export type ExchangeRuleReason = 'unknown_symbol' | RuleViolationReason;
 
 export type GovernorDecision =
   | { kind: 'deny'; reason: 'kill_switch_active' | 'size_limit_exceeded' | ExchangeRuleReason; detail: string }
-  | { kind: 'ask'; reason: 'approval_required' | 'approval_stale'; detail: string }
+  | {
+      kind: 'ask';
+      reason: 'approval_required' | 'approval_stale';
+      detail: string;
+      /** Distinct approvers needed. */
+      required: number;
+      /** The signatures that still count, in signing order, and the positions they cover: what to show next. */
+      counted: string[];
+      shown?: PositionSnapshot;
+    }
   | { kind: 'grant'; reason: 'testnet_auto_approved' | 'approved'; approvedBy: string; detail: string };
 
 export interface GovernorPolicy {
@@ -37,6 +54,8 @@ export interface GovernorPolicy {
   /** Decimal strings; absent: no limit. */
   maxQty?: string;
   maxNotional?: string;
+  /** Four eyes: distinct approvers needed (production mode); absent: one. */
+  quorum?: QuorumRule;
 }
 
 export interface GovernorState {
@@ -50,7 +69,8 @@ export interface GovernorState {
   price?: Dec;
   /** The positions now (production mode): an approval holds only while they match what the approver saw. */
   positions?: PositionSnapshot;
-  approval?: Approval;
+  /** The verified approvals the plan holds, in signing order, each with the fingerprint of the key that verified it. */
+  approvals?: (Approval & QuorumSignature)[];
 }
 
 /** Whether the positions still match what the approver saw, each amount within the tolerance. */
@@ -66,7 +86,8 @@ export function snapshotHolds(seen: PositionSnapshot, now: PositionSnapshot): bo
 /** Whether a notional rule or limit applies to the plan, so that the price must be read. */
 export function needsPrice(plan: Plan, policy: GovernorPolicy, rules: SymbolRules | 'unknown' | undefined): boolean {
   const minNotional = rules && rules !== 'unknown' && !plan.reduce_only && new Dec(rules.min_notional).gt(0);
-  return policy.maxNotional !== undefined || Boolean(minNotional);
+  const quorum = policy.mode === 'production' && quorumNeedsPrice(policy.quorum);
+  return policy.maxNotional !== undefined || Boolean(minNotional) || quorum;
 }
 
 /**
@@ -102,20 +123,37 @@ export function decidePermit(plan: Plan, policy: GovernorPolicy, state: Governor
   if (policy.mode === 'testnet') {
     return { kind: 'grant', reason: 'testnet_auto_approved', approvedBy: 'auto:testnet', detail: 'testnet' };
   }
-  if (!state.approval) return { kind: 'ask', reason: 'approval_required', detail: 'production mode' };
-  if (!state.positions || !snapshotHolds(state.approval.snapshot, state.positions)) {
+  if (quorumNeedsPrice(policy.quorum) && !state.price)
+    throw new Error('decidePermit: a quorum threshold needs the price');
+  const required = requiredApprovals(policy.quorum, state.price ? qty.mul(state.price) : undefined);
+  const quorum = required > 1 ? ` (quorum ${required})` : '';
+  const tally = tallySignatures(state.approvals ?? []);
+  const names = tally.counted.map((a) => a.by);
+  if (!tally.snapshot) {
+    return { kind: 'ask', reason: 'approval_required', detail: `production mode${quorum}`, required, counted: [] };
+  }
+  if (!state.positions || !snapshotHolds(tally.snapshot, state.positions)) {
     return {
       kind: 'ask',
       reason: 'approval_stale',
-      detail: `positions moved since ${state.approval.by} approved`,
+      detail: `positions moved since ${names.join(', ')} approved`,
+      required,
+      counted: [],
     };
   }
-  return {
-    kind: 'grant',
-    reason: 'approved',
-    approvedBy: state.approval.by,
-    detail: `approved by ${state.approval.by}`,
-  };
+  if (names.length < required) {
+    const refused = tally.refused.map((r) => `; ${r.by} not counted: ${r.why}`).join('');
+    return {
+      kind: 'ask',
+      reason: 'approval_required',
+      detail: `${names.length} of ${required} distinct approvers signed (${names.join(', ')})${refused}`,
+      required,
+      counted: names,
+      shown: tally.snapshot,
+    };
+  }
+  const approvedBy = approvedByOf(names);
+  return { kind: 'grant', reason: 'approved', approvedBy, detail: `approved by ${approvedBy}` };
 }
 
 /**
@@ -176,6 +214,22 @@ declare module 'ioredis' {
   }
 }
 
+/**
+ * Why an approval cannot count towards a quorum that `signed` have signed already: the same approver again, or the
+ * same key under another name (the key folder refuses that at start; checked here as well).
+ */
+function quorumRefusal(
+  by: string,
+  fingerprint: string | undefined,
+  signed: readonly { by: string }[],
+  fingerprintOf: (name: string) => string | undefined,
+): string | undefined {
+  if (signed.some((s) => s.by === by)) return `${by} has already signed: each approver counts once`;
+  const sameKey = signed.find((s) => fingerprint !== undefined && fingerprintOf(s.by) === fingerprint);
+  if (sameKey) return `signed with the key ${sameKey.by} signed with (${fingerprint ?? ''}): each key counts once`;
+  return undefined;
+}
+
 /** The plan id a workflow id names, for audit lines about an input that may not even be a plan. */
 function planIdOf(workflowId: string): string {
   return /^plan-[0-9a-f]{16}$/.test(workflowId) ? workflowId.slice('plan-'.length) : '-';
@@ -187,11 +241,17 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
   const approvalRules = { mode: config.tradingMode, approvers: config.approvers, keys: approverKeys };
   const fingerprints = new Map([...approverKeys].map(([name, key]) => [name, keyFingerprint(key)]));
 
-  /** An approval the plan holds counts only while its signature holds (expiry aside: it was answered in time). */
-  function verifiedApproval(planId: string, approval: Approval | undefined): Approval | undefined {
-    if (!approval) return undefined;
-    const decision = claimedDecision(planId, 'approve', approval, approval.snapshot);
-    return decisionRefusal(decision, approval.signature, approvalRules, undefined) ? undefined : approval;
+  /**
+   * The approvals the plan holds that still count: each only while its signature holds (expiry aside: it was answered
+   * in time), with the fingerprint of this worker's key for its name (whatever the plan's copy says).
+   */
+  function verifiedApprovals(planId: string, approvals: readonly Approval[]): (Approval & QuorumSignature)[] {
+    return approvals.flatMap((approval) => {
+      const decision = claimedDecision(planId, 'approve', approval, approval.snapshot);
+      const fingerprint = fingerprints.get(approval.by);
+      if (decisionRefusal(decision, approval.signature, approvalRules, undefined) || !fingerprint) return [];
+      return [{ ...approval, key_fingerprint: fingerprint }];
+    });
   }
 
   /** The exchange's rules for the symbol: null when it sets none, 'unknown' when it does not list the symbol. */
@@ -215,7 +275,11 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
   }
 
   /** Reads only what the decision needs: the rules, the price for a notional rule or limit, production's positions. */
-  async function readState(plan: Plan, approval: Approval | undefined, limits: GovernorPolicy): Promise<GovernorState> {
+  async function readState(
+    plan: Plan,
+    approvals: (Approval & QuorumSignature)[],
+    limits: GovernorPolicy,
+  ): Promise<GovernorState> {
     const production = config.tradingMode === 'production';
     // A notional limit needs the price whatever the rules say: read alongside them, not after.
     const [killSwitch, rules, positions, limitPrice] = await Promise.all([
@@ -226,13 +290,15 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
     ]);
     const price =
       limitPrice ??
-      (rules !== 'unknown' && rules && needsPrice(plan, limits, rules) ? await exchange.getPrice(plan.symbol) : null);
+      (rules !== 'unknown' && needsPrice(plan, limits, rules ?? undefined)
+        ? await exchange.getPrice(plan.symbol)
+        : null);
     return {
       killSwitch: killSwitchOn(killSwitch),
       ...(rules ? { rules } : {}),
       ...(price ? { price } : {}),
       ...(positions ? { positions: snapshotOf(positions, clock()) } : {}),
-      ...(approval ? { approval } : {}),
+      ...(approvals.length > 0 ? { approvals } : {}),
     };
   }
 
@@ -274,14 +340,22 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
       kind,
       request,
       snapshot,
+      signed = [],
     }: {
       plan_id: string;
       kind: 'approve' | 'reject';
       request: Partial<ApproveRequest & RejectRequest>;
       snapshot: PositionSnapshot;
+      /** Who has signed an approval of this plan already (a quorum): each approver and each key counts once. */
+      signed?: { by: string }[];
     }): Promise<DecisionVerdict> {
       const decision = claimedDecision(plan_id, kind, request, snapshot);
-      const refusal = decisionRefusal(decision, request.signature, approvalRules, clock());
+      const fingerprint = fingerprints.get(decision.by);
+      const refusal =
+        decisionRefusal(decision, request.signature, approvalRules, clock()) ??
+        (kind === 'approve'
+          ? quorumRefusal(decision.by, fingerprint, signed, (name) => fingerprints.get(name))
+          : undefined);
       const by = decision.by || '(nobody)';
       const said = kind === 'approve' ? (decision.note ?? '') : (decision.reason ?? '');
       await redis.xadd(
@@ -297,10 +371,10 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
               : 'rejected',
           reason: refusal ? `${by}: ${refusal}` : `${by}${said ? `: ${said}` : ''}`,
           at: clock(),
-          ...(refusal === undefined ? { key_fingerprint: fingerprints.get(decision.by) ?? '' } : {}),
+          ...(refusal === undefined ? { key_fingerprint: fingerprint ?? '' } : {}),
         }),
       );
-      return refusal ? { valid: false, why: refusal } : { valid: true };
+      return refusal ? { valid: false, why: refusal } : { valid: true, key_fingerprint: fingerprint ?? '' };
     },
 
     /**
@@ -308,13 +382,18 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
      * with its audit entry in one MULTI. It may instead ask for a person (production mode), with the positions to
      * show them, or say when the symbol's next rate slot frees. A retry issues a fresh permit over the old one.
      */
-    async requestPermit({ plan, at, approval }: GovernorRequest): Promise<GovernorAnswer> {
-      const policy: GovernorPolicy = { mode: config.tradingMode, ...sizeLimitsFor(config, plan.symbol) };
-      const state = await readState(plan, verifiedApproval(plan.plan_id, approval), policy);
+    async requestPermit({ plan, at, approvals = [] }: GovernorRequest): Promise<GovernorAnswer> {
+      const policy: GovernorPolicy = {
+        mode: config.tradingMode,
+        ...sizeLimitsFor(config, plan.symbol),
+        quorum: config.approvalQuorum,
+      };
+      const state = await readState(plan, verifiedApprovals(plan.plan_id, approvals), policy);
       const decision = decidePermit(plan, policy, state);
       if (decision.kind === 'ask') {
         // Asking happens in production mode only, where the positions were read: they are what the person sees.
-        const snapshot = state.positions;
+        // An approval short of its quorum keeps showing what it covers, so that the next signatures combine with it.
+        const snapshot = decision.shown ?? state.positions;
         if (!snapshot) throw new Error('governor: asked for approval without the positions to show');
         await redis.xadd(
           keys.auditStream,
@@ -327,7 +406,13 @@ export function createGovernorActivities({ redis, config, exchange, clock, appro
             at: clock(),
           }),
         );
-        return { kind: 'approval_required', reason: decision.reason, snapshot };
+        return {
+          kind: 'approval_required',
+          reason: decision.reason,
+          snapshot,
+          required: decision.required,
+          counted: decision.counted,
+        };
       }
       if (decision.kind === 'grant' && config.rateLimit) {
         const { count, windowMs } = config.rateLimit;

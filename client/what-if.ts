@@ -6,6 +6,7 @@ import { decideP33 } from '../activities/p33';
 import type {
   Admission,
   Approval,
+  ApprovalQuorum,
   ExecuteResult,
   GovernorAnswer,
   P33Permit,
@@ -14,6 +15,7 @@ import type {
 } from '../contract/types';
 import { sizeLimitsFor, toleranceFor, type DecisionSettings } from '../lib/config';
 import { Dec, formatDec } from '../lib/decimal';
+import { quorumNeedsPrice, quorumRuleText, type QuorumSignature } from '../lib/quorum';
 import type { History, PlanRun } from './histories';
 
 /**
@@ -53,6 +55,8 @@ export interface PlanRecord {
   startedAt: number;
   plan: Plan;
   mode: TradingMode;
+  /** The quorum rule the plan ran under, as its admission recorded it (absent: one signature). */
+  quorum?: ApprovalQuorum;
   decisions: RecordedDecision[];
   /** The fill's price (Execute, moments after the Governor), or the one a recorded notional denial implies. */
   price?: string;
@@ -161,6 +165,7 @@ export function readPlanRecord(runs: PlanRun[], converter: PayloadConverter): Pl
     startedAt: first.startedAt.getTime(),
     plan,
     mode: admission.rules.mode,
+    ...(admission.rules.approvalQuorum ? { quorum: admission.rules.approvalQuorum } : {}),
     decisions,
     ...(price !== undefined ? { price } : {}),
   };
@@ -341,11 +346,11 @@ function totals(): LayerTotals {
 type Redone = { after: DecisionOutcome; why: string; retryAt?: number } | { undecided: string };
 
 /**
- * The Governor's decision again: decidePermit on the recorded plan, mode and kill switch with the proposed limits,
- * then the proposed rate window. The exchange's trading rules are no setting: a plan they denied stays denied, and a
- * plan they passed passes again. In production, a recorded approval counts when its approver is among the proposed
- * approvers (its signature was verified when given); the positions are taken as the approver saw them, so a tighter
- * tolerance does not make an approval stale here.
+ * The Governor's decision again: decidePermit on the recorded plan, mode and kill switch with the proposed limits and
+ * quorum, then the proposed rate window. The exchange's trading rules are no setting: a plan they denied stays denied,
+ * and a plan they passed passes again. In production, each recorded signature (a grant's `approved_by`, an ask's
+ * approvers counted so far) counts when its approver is among the proposed approvers (it was verified when given);
+ * the positions are taken as the approvers saw them, so a tighter tolerance does not make an approval stale here.
  */
 function reDecideGovernor(
   record: PlanRecord,
@@ -361,24 +366,31 @@ function reDecideGovernor(
       why: `the exchange's rules: ${answer.permit.detail ?? answer.permit.reason}`,
     };
   }
-  const policy = { mode: record.mode, ...sizeLimitsFor(settings, plan.symbol) };
+  const policy = { mode: record.mode, ...sizeLimitsFor(settings, plan.symbol), quorum: settings.approvalQuorum };
   if (policy.maxNotional !== undefined && record.price === undefined) {
     return { undecided: `a notional limit needs the price, and no fill or notional denial of this plan recorded one` };
   }
-  const approvedBy = answer.kind === 'permit' && answer.permit.reason === 'approved' ? answer.permit.approved_by : null;
-  const approval =
-    approvedBy !== null && settings.approvers.includes(approvedBy)
-      ? recordedApproval(approvedBy, recorded.at)
-      : undefined;
+  if (record.mode === 'production' && quorumNeedsPrice(policy.quorum) && record.price === undefined) {
+    return {
+      undecided: `a quorum threshold needs the price, and no fill or notional denial of this plan recorded one`,
+    };
+  }
+  const signers = recordedSigners(answer);
+  const proposed = signers.filter((name) => settings.approvers.includes(name));
+  const approvals = proposed.map((name) => recordedApproval(name, recorded.at));
   const decision = decidePermit(plan, policy, {
     killSwitch: answer.kind === 'permit' && answer.permit.reason === 'kill_switch_active',
     ...(record.price !== undefined ? { price: new Dec(record.price) } : {}),
-    ...(approval ? { approval, positions: approval.snapshot } : {}),
+    ...(approvals[0] ? { approvals, positions: approvals[0].snapshot } : {}),
   });
   const after = governorOutcome(decision);
   if (decision.kind !== 'grant' || !settings.rateLimit) {
-    const unapproved = approvedBy !== null && !approval ? `${approvedBy} is not among the proposed approvers; ` : '';
-    return { after, why: `${unapproved}${decision.detail}` };
+    const left = signers.filter((name) => !proposed.includes(name));
+    const unapproved = left.length > 0 ? `${left.join(', ')} not among the proposed approvers; ` : '';
+    const rule = quorumRuleText(settings.approvalQuorum);
+    const ranUnder = quorumRuleText(record.quorum);
+    const quorum = record.mode === 'production' && rule !== ranUnder ? `; ${rule}, the plan ran under ${ranUnder}` : '';
+    return { after, why: `${unapproved}${decision.detail}${quorum}` };
   }
   const symbolWindow = rateWindows.get(plan.symbol) ?? new Map<string, number>();
   rateWindows.set(plan.symbol, symbolWindow);
@@ -392,13 +404,23 @@ function reDecideGovernor(
   };
 }
 
+/** Who had signed when the Governor decided: a grant's `approved_by` (`alice,bob`), an ask's approvers counted so far. */
+function recordedSigners(answer: GovernorAnswer): string[] {
+  if (answer.kind === 'permit') {
+    const by = answer.permit.reason === 'approved' ? answer.permit.approved_by : null;
+    return by ? by.split(',') : [];
+  }
+  return answer.kind === 'approval_required' ? (answer.counted ?? []) : [];
+}
+
 /**
- * The approval a recorded grant held, as decidePermit reads it: who gave it, and the positions they saw, which are
- * also the positions now (the Governor's own read at the grant is not recorded).
+ * A signature a recorded decision held, as decidePermit reads it: who gave it, and the positions they saw, which are
+ * also the positions now (the Governor's own read at the grant is not recorded). Each approver had a key of their own
+ * (the worker refuses two names with one key), so the name stands for the key.
  */
-function recordedApproval(by: string, at: number): Approval {
+function recordedApproval(by: string, at: number): Approval & QuorumSignature {
   const snapshot = { exchange_amount: '0', ledger_amount: '0', tolerance: '0', taken_at: at };
-  return { by, at, snapshot, expires_at: at, signature: '(verified when given)' };
+  return { by, at, snapshot, expires_at: at, signature: '(verified when given)', key_fingerprint: by };
 }
 
 /** P3.3's decision again: decideP33 on the recorded exchange and ledger amounts, with the proposed tolerance. */

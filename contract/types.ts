@@ -39,6 +39,16 @@ export interface ChainRules {
    * Absent in the rules recorded by workers from before continue-as-new: the workflow's default then.
    */
   continueAsNewEvents?: number;
+  /** Four eyes (`APPROVAL_QUORUM`): absent in the rules recorded by workers from before it, which is one signature. */
+  approvalQuorum?: ApprovalQuorum;
+}
+
+/** How many distinct approvers must sign a plan before the Governor grants (production mode). */
+export interface ApprovalQuorum {
+  /** Distinct approvers (distinct names and keys) needed. */
+  count: number;
+  /** The quorum applies to plans whose qty × price is above this (decimal string); absent: to every plan. */
+  aboveNotional?: string;
 }
 
 /** The workflow's input: the plan alone. Anything else a starter sends is refused by the Governor's admission. */
@@ -60,7 +70,7 @@ export interface CarriedState {
   /** Where the plan waits. */
   waiting:
     | { stage: 'blocked'; denial: P33Permit }
-    | { stage: 'awaiting_approval'; shown: PositionSnapshot; until: number; stale: boolean };
+    | { stage: 'awaiting_approval'; shown: PositionSnapshot; until: number; stale: boolean; required?: number };
 }
 
 /** The Governor's admission of a workflow's input: the validated plan and the worker's rules, or why not. */
@@ -169,8 +179,12 @@ export interface ChainStatus {
   apply?: ApplyResult;
   p33?: P33Permit;
   execution?: ExecutionRecord;
-  /** The approval the plan holds (production mode). */
+  /** The approval the plan holds (production mode): the first signature when a quorum needs several. */
   approval?: Approval;
+  /** Every signed approval the plan holds, in signing order (production mode). */
+  approvals?: Approval[];
+  /** While it applies: how many distinct approvers must sign, and who may (the worker's APPROVERS). */
+  quorum?: { required: number; approvers: string[] };
   /** While awaiting approval: what the approver is shown. */
   awaiting?: PositionSnapshot;
   timeline: TimelineEntry[];
@@ -212,19 +226,30 @@ export interface Approval {
   /** The signed decision's expiry and the Ed25519 signature, kept so the Governor can verify it again. */
   expires_at: number;
   signature: string;
+  /** The fingerprint of the key that verified it, for people to read; the Governor checks with its own keys. */
+  key_fingerprint?: string;
 }
 
 /** What the Governor answers: a permit (granted or denied), a request for a person, or a wait for a rate slot. */
 export type GovernorAnswer =
   | { kind: 'permit'; permit: GovernorPermit }
-  | { kind: 'approval_required'; reason: 'approval_required' | 'approval_stale'; snapshot: PositionSnapshot }
+  | {
+      kind: 'approval_required';
+      reason: 'approval_required' | 'approval_stale';
+      snapshot: PositionSnapshot;
+      /** How many distinct approvers must sign (absent: 1). */
+      required?: number;
+      /** The approvers whose signatures still count, over `snapshot`, in signing order (absent: none). */
+      counted?: string[];
+    }
   | { kind: 'rate_limited'; retry_at: number; detail: string };
 
 export interface GovernorRequest {
   plan: Plan;
   /** The workflow's time of the request: rate-limit windows are counted on it. */
   at: number;
-  approval?: Approval;
+  /** The signed approvals the plan holds, in signing order. */
+  approvals?: Approval[];
 }
 
 export interface RetryRequest {
@@ -264,7 +289,7 @@ export interface SignedDecision {
 }
 
 /** The Governor's verdict on a person's decision. */
-export type DecisionVerdict = { valid: true } | { valid: false; why: string };
+export type DecisionVerdict = { valid: true; key_fingerprint?: string } | { valid: false; why: string };
 
 export interface CancelRequest {
   by: string;

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { Dec } from './decimal';
 import { SYMBOL_PATTERN } from './plan';
 import { redactUrl } from './redact';
-import type { ChainRules, TradingMode } from '../contract/types';
+import type { ApprovalQuorum, ChainRules, TradingMode } from '../contract/types';
 
 const seconds = (fallback: number, max?: number) =>
   z
@@ -41,6 +41,9 @@ const CONTINUE_AS_NEW_EVENTS_MIN = 200;
 const CONTINUE_AS_NEW_EVENTS_MAX = 10_000;
 /** A dead letter is at most 4 KiB: ten million of them are 40 GB, more than a Redis beside a trading system holds. */
 const DEAD_LETTER_MAXLEN_MAX = 10_000_000;
+
+/** More distinct approvers than this is no desk's rule, and more than an Ed25519 key folder is meant to hold. */
+const APPROVAL_QUORUM_MAX = 20;
 
 /** The fewest entries a stream's cap may keep: a smaller cap would drop what a plan still being looked at wrote. */
 export const STREAM_CAP_MIN = 1000;
@@ -210,6 +213,14 @@ const EnvSchema = z.object({
       }
       return pins;
     }),
+  APPROVAL_QUORUM: z
+    .string()
+    .default('1')
+    .refine((raw) => /^\d+$/.test(raw.trim()) && Number(raw) >= 1 && Number(raw) <= APPROVAL_QUORUM_MAX, {
+      message: `must be a whole number of approvers from 1 to ${APPROVAL_QUORUM_MAX}`,
+    })
+    .transform(Number),
+  APPROVAL_QUORUM_ABOVE_NOTIONAL: optionalDecimal,
   LAYER_ACTIVITIES: z.enum(['local', 'regular'], { message: "must be 'local' or 'regular'" }).default('local'),
   CONTINUE_AS_NEW_EVENTS: z
     .string()
@@ -378,6 +389,11 @@ export interface ChainConfig {
   approverKeysDir: string;
   /** `APPROVER_FINGERPRINTS`: the key fingerprint expected for an approver, by name; a key that differs stops the worker. */
   approverFingerprints: Record<string, string>;
+  /**
+   * Four eyes (`APPROVAL_QUORUM`, default 1; `APPROVAL_QUORUM_ABOVE_NOTIONAL`): distinct approvers needed before the
+   * Governor grants, for plans whose qty × price is above the threshold (every plan when none).
+   */
+  approvalQuorum: ApprovalQuorum;
   /**
    * How the Redis-only layers (Governor, Apply, P3.3, the symbol line) run: as local activities in the workflow's
    * worker (fast, one step each in the history) or as regular activities (listed while pending, own retries).
@@ -583,6 +599,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
       `config: APPROVER_FINGERPRINTS pins ${unknownPin}, who is not in APPROVERS: add them there or remove the pin`,
     );
   }
+  if (e.APPROVAL_QUORUM > Math.max(1, e.APPROVERS.length)) {
+    throw new ConfigError(
+      `config: APPROVAL_QUORUM ${e.APPROVAL_QUORUM} needs at least that many names in APPROVERS ` +
+        `(got ${e.APPROVERS.length}${e.APPROVERS.length > 0 ? `: ${e.APPROVERS.join(', ')}` : ''}): ` +
+        'add approvers or lower the quorum',
+    );
+  }
   const overrides = symbolOverrides(env);
   return {
     redisUrl: e.REDIS_URL,
@@ -604,6 +627,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     approvers: e.APPROVERS,
     approverKeysDir: e.APPROVER_KEYS_DIR,
     approverFingerprints: e.APPROVER_FINGERPRINTS,
+    approvalQuorum: {
+      count: e.APPROVAL_QUORUM,
+      ...(e.APPROVAL_QUORUM_ABOVE_NOTIONAL !== null ? { aboveNotional: e.APPROVAL_QUORUM_ABOVE_NOTIONAL } : {}),
+    },
     layerActivities: e.LAYER_ACTIVITIES,
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     continueAsNewEvents: e.CONTINUE_AS_NEW_EVENTS,
@@ -654,6 +681,7 @@ export function chainRules(config: ChainConfig): ChainRules {
     approvers: config.approvers,
     layerActivities: config.layerActivities,
     continueAsNewEvents: config.continueAsNewEvents,
+    approvalQuorum: config.approvalQuorum,
   };
 }
 
@@ -674,6 +702,8 @@ export const DECISION_VARIABLES = [
   'GOVERNOR_MAX_NOTIONAL',
   'GOVERNOR_RATE_LIMIT',
   'APPROVERS',
+  'APPROVAL_QUORUM',
+  'APPROVAL_QUORUM_ABOVE_NOTIONAL',
 ] as const;
 
 /** The decision settings of a configuration. */
@@ -687,6 +717,7 @@ export type DecisionSettings = Pick<
   | 'maxNotionalBySymbol'
   | 'rateLimit'
   | 'approvers'
+  | 'approvalQuorum'
 >;
 
 /** Whether `name` is a decision variable, a per-symbol override of one (`GOVERNOR_MAX_QTY_BTCUSDT`) included. */
@@ -718,5 +749,6 @@ export function decisionSettings(vars: Record<string, string>): DecisionSettings
     maxNotionalBySymbol: config.maxNotionalBySymbol,
     rateLimit: config.rateLimit,
     approvers: config.approvers,
+    approvalQuorum: config.approvalQuorum,
   };
 }

@@ -2,6 +2,7 @@ import type { PositionView } from '../client/chain-client';
 import type { PlanRow, ReconcilePreview } from '../client/operations';
 import type { ChainStatus } from '../contract/types';
 import { describeUnrecorded } from '../activities/unrecorded';
+import { quorumProgressLine } from '../lib/quorum';
 
 /** Where a command writes: text lines for people, or one JSON object with `--json`. */
 export interface Output {
@@ -52,8 +53,12 @@ export function formatStatus(status: ChainStatus): string {
       `  approval  awaiting a person: exchange ${waiting.exchange_amount}, ledger ${waiting.ledger_amount}, tolerance ${waiting.tolerance}`,
     );
   }
-  const approval = status.approval;
-  if (approval) {
+  if (waiting && status.quorum) {
+    lines.push(
+      `  approvals ${quorumProgressLine(status.quorum.required, status.approvals ?? [], status.quorum.approvers)}`,
+    );
+  }
+  for (const approval of status.approvals ?? (status.approval ? [status.approval] : [])) {
     lines.push(
       `  approval  by ${approval.by} at ${time(approval.at)}${approval.note ? ` (${approval.note})` : ''}, ` +
         `seeing exchange ${approval.snapshot.exchange_amount}, ledger ${approval.snapshot.ledger_amount}`,

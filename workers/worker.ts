@@ -15,6 +15,7 @@ import {
   explainRedisError,
 } from '../lib/connections';
 import { createLogger, lineLogger, type Logger } from '../lib/log';
+import { quorumRuleText } from '../lib/quorum';
 import { redactUrl } from '../lib/redact';
 import {
   describeRedisFailure,
@@ -253,7 +254,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
     const temporal = `${config.temporalAddress}${config.temporalTls ? ' (TLS)' : ''}`;
     const mode =
       config.tradingMode === 'production'
-        ? `production mode (approvers ${config.approvers.join(', ')})`
+        ? `production mode (approvers ${config.approvers.join(', ')}; ${quorumRuleText(config.approvalQuorum)})`
         : 'testnet mode (the Governor approves by itself)';
     log(`worker: ${mode}, task queue ${config.taskQueue} on ${temporal}, Redis ${redactUrl(config.redisUrl)}`);
     await worker.run();

@@ -1,5 +1,6 @@
 import { ApplicationFailure, condition, setHandler } from '@temporalio/workflow';
 import type {
+  Approval,
   ApproveRequest,
   CancelRequest,
   DecisionVerdict,
@@ -33,10 +34,15 @@ async function failIfRefused(reply: Promise<OperatorReply>): Promise<OperatorRep
   return answer;
 }
 
-/** A person's decision, accepted by the Governor: who, when, what they said, and the signature that proves it. */
-export type PersonDecision =
-  | { kind: 'approve'; by: string; at: number; note?: string; expires_at: number; signature: string }
-  | { kind: 'reject'; by: string; at: number; reason: string; expires_at: number; signature: string };
+/** A person's rejection, accepted by the Governor: who, when, why, and the signature that proves it. */
+export interface PersonRejection {
+  kind: 'reject';
+  by: string;
+  at: number;
+  reason: string;
+  expires_at: number;
+  signature: string;
+}
 
 /** A decision as it arrived: every field a claim, typed only as far as its shape. */
 type DecisionClaim = Partial<ApproveRequest & RejectRequest>;
@@ -49,6 +55,7 @@ export interface DeskCalls {
     kind: 'approve' | 'reject';
     request: DecisionClaim;
     snapshot: PositionSnapshot;
+    signed: { by: string }[];
   }): Promise<DecisionVerdict>;
 }
 
@@ -80,9 +87,13 @@ export class OperatorDesk {
   symbolFreed = false;
   positionsChanged = false;
   cancel?: CancelRequest;
-  private decision?: PersonDecision;
+  private rejection?: PersonRejection;
   /** While the plan awaits a decision: the positions the approvers are shown, which their signatures cover. */
   private shown?: PositionSnapshot;
+  /** While the plan awaits a decision: how many distinct approvers must sign (the plan's approvals hold who has). */
+  private required = 1;
+  /** An approval came in since the plan last began to wait: news a run must act on before it continues as new. */
+  private approvalNews = false;
 
   constructor(
     private readonly board: StatusBoard,
@@ -156,17 +167,19 @@ export class OperatorDesk {
     };
     const shown = this.shown;
     if (!shown) return refuse(this.board.status.stage === 'done' ? ENDED : NOT_AWAITING);
-    if (this.decision) return refuse(`already decided by ${this.decision.by}`);
+    const settled = this.decidedBy();
+    if (settled) return refuse(`already decided by ${settled}`);
     const verdict = await this.calls.verify({
       plan_id: this.board.status.plan_id,
       kind,
       request: claim,
       snapshot: shown,
+      signed: this.approvals().map((a) => ({ by: a.by })),
     });
     if (!verdict.valid) return refuse(verdict.why, true);
     // Another decision may have been taken, or the wait ended, while the Governor checked this one.
-    const taken = this.decision as PersonDecision | undefined;
-    if (taken) return refuse(`already decided by ${taken.by}`);
+    const taken = this.decidedBy();
+    if (taken) return refuse(`already decided by ${taken}`);
     if (this.shown !== shown) return refuse(NOT_AWAITING);
     const signed = {
       by: claim.by ?? '',
@@ -174,17 +187,54 @@ export class OperatorDesk {
       expires_at: claim.expires_at ?? 0,
       signature: claim.signature ?? '',
     };
-    if (kind === 'approve') {
-      // The note exactly as signed: the Governor verifies the signature again when it grants.
-      const note = claim.note ?? '';
-      this.decision = { kind, ...signed, ...(note !== '' ? { note } : {}) };
-      this.board.note(`approved by ${by}${text(note) ? `: ${text(note)}` : ''}`);
-    } else {
+    if (kind === 'reject') {
       const reason = text(claim.reason) || 'no reason given';
-      this.decision = { kind, ...signed, reason: claim.reason ?? '' };
+      this.rejection = { kind, ...signed, reason: claim.reason ?? '' };
       this.board.note(`rejected by ${by}: ${reason}`);
+      return { accepted: true, detail: `rejected by ${by}` };
     }
-    return { accepted: true, detail: `${kind === 'approve' ? 'approved' : 'rejected'} by ${by}` };
+    // Two of the same approver's signatures checked side by side: the first one in counts.
+    if (this.approvals().some((a) => a.by === signed.by)) {
+      return refuse(`${by} has already signed: each approver counts once`);
+    }
+    // The note exactly as signed: the Governor verifies the signature again when it grants.
+    const note = claim.note ?? '';
+    const approval: Approval = {
+      ...signed,
+      ...(note !== '' ? { note } : {}),
+      snapshot: shown,
+      ...(verdict.key_fingerprint ? { key_fingerprint: verdict.key_fingerprint } : {}),
+    };
+    const approvals = [...this.approvals(), approval];
+    this.holdApprovals(approvals);
+    this.approvalNews = true;
+    const count = this.required > 1 ? ` (${approvals.length} of ${this.required})` : '';
+    this.board.note(`approved by ${by}${text(note) ? `: ${text(note)}` : ''}${count}`);
+    return { accepted: true, detail: `approved by ${by}${count}` };
+  }
+
+  /** The approvals the plan holds, in signing order. */
+  private approvals(): Approval[] {
+    return this.board.status.approvals ?? [];
+  }
+
+  /** Sets the approvals the plan holds (`approval` is the first of them, for readers of one approval). */
+  holdApprovals(approvals: Approval[]): void {
+    const status = this.board.status;
+    if (approvals.length === 0) {
+      delete status.approvals;
+      delete status.approval;
+      return;
+    }
+    status.approvals = approvals;
+    status.approval = approvals[0];
+  }
+
+  /** Who decided the wait: the approver who rejected, or the quorum that approved; undefined while open. */
+  private decidedBy(): string | undefined {
+    if (this.rejection) return this.rejection.by;
+    const approvals = this.approvals();
+    return this.shown && approvals.length >= this.required ? approvals.map((a) => a.by).join(', ') : undefined;
   }
 
   private cancelRefusal(): string | undefined {
@@ -214,23 +264,31 @@ export class OperatorDesk {
   }
 
   /**
-   * Shows the approvers `shown` and waits for a verified decision at most `timeoutMs`. Undefined when the time ran
-   * out or the plan was cancelled meanwhile; `'wake'` when `wake()` came true first (the plan continues as new): the
-   * approvers are still shown `shown` then, so that a decision arriving meanwhile is still taken.
+   * Shows the approvers `shown` and waits at most `timeoutMs` for `required` distinct verified approvals (the plan's
+   * approvals held already count) or one verified rejection. `'approved'` once the quorum has signed; the rejection;
+   * undefined when the time ran out or the plan was cancelled meanwhile; `'wake'` when `wake()` came true first (the
+   * plan continues as new): the approvers are still shown `shown` then, so that a decision arriving meanwhile is
+   * still taken.
    */
   async awaitDecision(
     shown: PositionSnapshot,
+    required: number,
     timeoutMs: number,
     wake: () => boolean = () => false,
-  ): Promise<PersonDecision | undefined | 'wake'> {
+  ): Promise<'approved' | PersonRejection | undefined | 'wake'> {
     this.shown = shown;
+    this.required = required;
+    this.approvalNews = false;
     this.board.publish();
-    await condition(() => this.decision !== undefined || this.cancel !== undefined || wake(), Math.max(1, timeoutMs));
-    if (this.decision === undefined && this.cancel === undefined && wake()) return 'wake';
+    const decided = () => this.rejection !== undefined || this.approvals().length >= required;
+    await condition(() => decided() || this.cancel !== undefined || wake(), Math.max(1, timeoutMs));
+    if (!decided() && this.cancel === undefined && wake()) return 'wake';
     this.shown = undefined;
-    const decision = this.cancel ? undefined : this.decision;
-    this.decision = undefined;
-    return decision;
+    const rejection = this.rejection;
+    this.rejection = undefined;
+    if (this.cancel) return undefined;
+    if (rejection) return rejection;
+    return decided() ? 'approved' : undefined;
   }
 
   /** Sleeps until `until` (workflow time), or less when cancelled. */
@@ -264,11 +322,14 @@ export class OperatorDesk {
 
   /**
    * Whether something came in that the plan, waiting where it does, must act on before it may continue as new: a
-   * cancel; a retry or a position change (blocked); a decision (awaiting approval). These live in this run only.
+   * cancel; a retry or a position change (blocked); a decision or an approval towards it (awaiting approval): the
+   * state carried over may have been written before it.
    */
   hasNews(waiting: 'blocked' | 'awaiting_approval'): boolean {
     if (this.cancel !== undefined) return true;
-    return waiting === 'blocked' ? this.retryRequested || this.positionsChanged : this.decision !== undefined;
+    return waiting === 'blocked'
+      ? this.retryRequested || this.positionsChanged
+      : this.rejection !== undefined || this.approvalNews;
   }
 
   /** Waits for the plan ahead to let go of the symbol (it signals), or at most `timeoutMs`, or a cancel. */

@@ -337,7 +337,8 @@ class Chain {
     const waiting = this.carried?.waiting;
     if (!waiting) return undefined;
     if (waiting.stage === 'blocked') return this.restWhileBlocked(waiting.denial, true);
-    const answer = await this.awaitApproval(waiting.shown, waiting.stale, waiting.until);
+    const ask = { shown: waiting.shown, stale: waiting.stale, required: waiting.required ?? 1 };
+    const answer = await this.awaitApproval(ask, waiting.until);
     return answer === 'again' ? undefined : answer;
   }
 
@@ -416,7 +417,7 @@ class Chain {
               take: true,
               permit: needPermit,
               at,
-              ...(status.approval ? { approval: status.approval } : {}),
+              ...(status.approvals ? { approvals: status.approvals } : {}),
             },
           ],
         );
@@ -520,7 +521,7 @@ class Chain {
     this.step = 'requestPermit';
     const answer = await this.layers.requestPermit.executeWithOptions(
       { ...options('Governor: permit', this.planDeadline), startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS },
-      [{ plan: this.plan, at: askedAt, ...(status.approval ? { approval: status.approval } : {}) }],
+      [{ plan: this.plan, at: askedAt, ...(status.approvals ? { approvals: status.approvals } : {}) }],
     );
     return this.onAnswer(answer, askedAt);
   }
@@ -549,54 +550,55 @@ class Chain {
       await this.desk.pause(Math.min(answer.retry_at, this.planDeadline));
       return 'again';
     }
-    return this.awaitApproval(answer.snapshot, answer.reason === 'approval_stale');
+    // Signatures that still count (over the positions shown again) stay; the others are asked for again.
+    this.desk.holdApprovals((status.approvals ?? []).filter((a) => answer.counted?.includes(a.by)));
+    const stale = answer.reason === 'approval_stale';
+    return this.awaitApproval({ shown: answer.snapshot, stale, required: answer.required ?? 1 });
   }
 
   /**
-   * A person decides (production mode), shown the plan and the positions P3.3 sees now, until `until` (a continued
-   * run waits out its predecessor's deadline, never longer than APPROVAL_TIMEOUT_S from now).
+   * People decide (production mode), shown the plan and the positions P3.3 sees now, until `until` (a continued run
+   * waits out its predecessor's deadline, never longer than APPROVAL_TIMEOUT_S from now): `required` distinct
+   * approvers sign (the approvals the plan holds count), or one rejects.
    */
   private async awaitApproval(
-    shown: NonNullable<ChainStatus['awaiting']>,
-    stale: boolean,
+    { shown, stale, required }: { shown: NonNullable<ChainStatus['awaiting']>; stale: boolean; required: number },
     resumedUntil?: number,
   ): Promise<'again' | Ending> {
     const { status } = this.board;
     const fresh = Date.now() + this.rules.approvalTimeoutS * 1000;
     const until = Math.min(resumedUntil ?? fresh, fresh);
     status.awaiting = shown;
+    status.quorum = { required, approvers: this.rules.approvers };
     if (resumedUntil === undefined) {
-      delete status.approval;
+      const quorum = required > 1 ? ` by ${required} distinct approvers` : '';
       this.board.enter(
         'awaiting_approval',
-        `${stale ? 'positions moved since the approval; ' : ''}awaiting approval of ` +
-          `${this.plan.side} ${this.plan.qty} ${this.plan.symbol}: exchange ${shown.exchange_amount}, ` +
+        `${stale ? `positions moved since the approval${required > 1 ? 's' : ''}; ` : ''}awaiting approval${quorum} ` +
+          `of ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}: exchange ${shown.exchange_amount}, ` +
           `ledger ${shown.ledger_amount}, tolerance ${shown.tolerance}; ` +
           `until ${clockTime(until)} UTC`,
-        awaitingNextStep(this.plan, until),
+        awaitingNextStep(this.plan, until, required),
       );
-    } else this.board.resumeAt(awaitingNextStep(this.plan, until), `awaiting approval until ${clockTime(until)} UTC`);
+    } else
+      this.board.resumeAt(
+        awaitingNextStep(this.plan, until, required),
+        `awaiting approval until ${clockTime(until)} UTC`,
+      );
     for (;;) {
       const timeoutMs = Math.min(until - Date.now(), this.planDeadline - Date.now());
-      const decision = await this.desk.awaitDecision(shown, timeoutMs, () => this.historyIsLong());
+      const decision = await this.desk.awaitDecision(shown, required, timeoutMs, () => this.historyIsLong());
       if (decision === 'wake') {
-        await this.continueIfLong({ stage: 'awaiting_approval', shown, until, stale });
+        await this.continueIfLong({ stage: 'awaiting_approval', shown, until, stale, required });
         continue;
       }
       delete status.awaiting;
       if (!decision) {
         return this.cancelled() ?? { outcome: 'expired', detail: `no approval within ${this.rules.approvalTimeoutS}s` };
       }
-      if (decision.kind === 'reject')
+      if (decision !== 'approved') {
         return { outcome: 'rejected', detail: `rejected by ${decision.by}: ${decision.reason}` };
-      status.approval = {
-        by: decision.by,
-        at: decision.at,
-        ...(decision.note !== undefined ? { note: decision.note } : {}),
-        snapshot: shown,
-        expires_at: decision.expires_at,
-        signature: decision.signature,
-      };
+      }
       return 'again';
     }
   }

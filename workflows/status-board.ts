@@ -1,6 +1,7 @@
 import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ChainOutcome, ChainStage, ChainStatus, P33Permit, Plan, TradingMode } from '../contract/types';
 import { chainOutcomeKey, chainStageKey, planIdKey, symbolKey, tradingModeKey } from '../contract/messages';
+import { quorumProgressLine } from '../lib/quorum';
 
 /** How many timeline entries a plan keeps; older re-checks of a long-blocked plan give way to newer ones. */
 const MAX_TIMELINE = 200;
@@ -21,10 +22,11 @@ export function blockedNextStep(plan: Plan): string {
   );
 }
 
-/** What an approver does for a plan awaiting approval (production mode), and by when. */
-export function awaitingNextStep(plan: Plan, until: number): string {
+/** What approvers do for a plan awaiting approval (production mode), how many of them, and by when. */
+export function awaitingNextStep(plan: Plan, until: number, required = 1): string {
+  const who = required > 1 ? `${required} distinct approvers sign, each once` : 'an approver signs';
   return (
-    `an approver signs, before ${clockTime(until)} UTC: \`permit-chain approve ${plan.plan_id} --by NAME --key FILE\` ` +
+    `${who}, before ${clockTime(until)} UTC: \`permit-chain approve ${plan.plan_id} --by NAME --key FILE\` ` +
     `or \`permit-chain reject ${plan.plan_id} --by NAME --key FILE --reason WHY\`.`
   );
 }
@@ -135,7 +137,14 @@ export class StatusBoard {
   show(detail: string): void {
     const plan = this.plan ? ` · ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}` : '';
     const next = this.nextStep ? `\n\n**Next:** ${this.nextStep}` : '';
-    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}${next}`);
+    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}${this.approvalsLine()}${next}`);
+  }
+
+  /** While the plan awaits approval: who has signed, with their keys, and how many more of whom are needed. */
+  private approvalsLine(): string {
+    const { stage, quorum, approvals } = this.status;
+    if (stage !== 'awaiting_approval' || !quorum) return '';
+    return `\n\n**Approvals:** ${quorumProgressLine(quorum.required, approvals ?? [], quorum.approvers)}`;
   }
 
   finish(outcome: ChainOutcome, detail: string): ChainStatus {

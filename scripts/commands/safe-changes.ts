@@ -14,6 +14,8 @@ const SETTING_FLAGS = {
   '--max-notional': 'GOVERNOR_MAX_NOTIONAL',
   '--rate-limit': 'GOVERNOR_RATE_LIMIT',
   '--approvers': 'APPROVERS',
+  '--approval-quorum': 'APPROVAL_QUORUM',
+  '--approval-quorum-above-notional': 'APPROVAL_QUORUM_ABOVE_NOTIONAL',
 } as const;
 /** Flags that take a symbol: `--max-qty-BTCUSDT 0.05` is `GOVERNOR_MAX_QTY_BTCUSDT`. */
 const PER_SYMBOL = ['--p33-tolerance', '--max-qty', '--max-notional'] as const;
@@ -86,11 +88,16 @@ function perSymbolFlags(args: string[]): Record<string, string> {
   return vars;
 }
 
-/** Each flag's value checked alone first, so that a refusal names the flag and its variable. */
-function checkedFlags(flags: Record<string, string>, names: Record<string, string>): void {
+/**
+ * Each flag's value checked alone first, so that a refusal names the flag and its variable (a quorum with the
+ * approvers it counts among: `approvers`, the proposal's APPROVERS).
+ */
+function checkedFlags(flags: Record<string, string>, names: Record<string, string>, approvers?: string): void {
   for (const [variable, value] of Object.entries(flags)) {
+    const among: Record<string, string> =
+      variable === 'APPROVAL_QUORUM' && approvers !== undefined ? { APPROVERS: approvers } : {};
     try {
-      decisionSettings({ [variable]: value });
+      decisionSettings({ ...among, [variable]: value });
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       throw new UsageError(`what-if: ${names[variable] ?? variable}: ${err.message.replace(/^config: /, '')}`);
@@ -153,6 +160,8 @@ export function addSafeChangesCommands(program: Command, ctx: CommandContext): v
     .option('--max-notional <amount>', 'GOVERNOR_MAX_NOTIONAL (and --max-notional-SYMBOL)')
     .option('--rate-limit <rule>', 'GOVERNOR_RATE_LIMIT, e.g. 30/60s')
     .option('--approvers <names>', 'APPROVERS, comma-separated')
+    .option('--approval-quorum <count>', 'APPROVAL_QUORUM: distinct approvers a plan needs')
+    .option('--approval-quorum-above-notional <amount>', 'APPROVAL_QUORUM_ABOVE_NOTIONAL')
     .allowUnknownOption()
     .allowExcessArguments()
     .action(
@@ -180,8 +189,8 @@ export function addSafeChangesCommands(program: Command, ctx: CommandContext): v
           const symbolFlags = perSymbolFlags(command.args);
           for (const variable of Object.keys(symbolFlags)) names[variable] = `--${variable}`;
           Object.assign(flags, symbolFlags);
-          checkedFlags(flags, names);
           const base = opts.settings !== undefined ? readSettingsFile(opts.settings) : ctx.env;
+          checkedFlags(flags, names, flags.APPROVERS ?? base.APPROVERS);
           const proposed: Record<string, string> = {};
           for (const [name, value] of Object.entries({ ...base, ...flags })) {
             if (value !== undefined && value !== '' && isDecisionVariable(name)) proposed[name] = value;

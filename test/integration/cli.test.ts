@@ -266,6 +266,8 @@ describe('permit-chain against a running worker', () => {
       APPROVERS: 'alice,bob',
       APPROVER_KEYS_DIR: approvers.dir,
       APPROVER_FINGERPRINTS: `alice:${fingerprint('alice')}`,
+      APPROVAL_QUORUM: '2',
+      APPROVAL_QUORUM_ABOVE_NOTIONAL: '10000',
       TASK_QUEUE: `${env.TASK_QUEUE}-production`,
     };
     const child = spawn(process.execPath, [CLI, 'worker'], { env: { ...process.env, ...production }, stdio: 'pipe' });
@@ -278,6 +280,12 @@ describe('permit-chain against a running worker', () => {
     expect(logMessages(out).filter((line) => line.startsWith('worker: approver keys'))).toEqual([
       `worker: approver keys from ${approvers.dir}: alice ${fingerprint('alice')} (pinned), bob ${fingerprint('bob')}`,
     ]);
+    // The four-eyes rule is part of the mode the worker says it runs in.
+    expect(logMessages(out)).toContainEqual(
+      expect.stringMatching(
+        /^worker: production mode \(approvers alice, bob; quorum 2 above notional 10000\), task queue /,
+      ),
+    );
   });
 
   it('keygen prints the fingerprint of the key it made, ready to pin', async () => {

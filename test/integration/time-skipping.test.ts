@@ -350,3 +350,57 @@ describe('an awaiting-approval plan that continues as new (time skipping)', () =
     expect(await redis.hget(pkeys.position('BNBUSDT'), 'ledger_amount')).toBe('0');
   }, 120_000);
 });
+
+describe('four eyes with time skipping (APPROVAL_QUORUM=2)', () => {
+  const approvers = testApprovers('alice', 'bob');
+  const quorum = testConfig({
+    TRADING_MODE: 'production',
+    APPROVERS: 'alice,bob',
+    APPROVER_KEYS_DIR: approvers.dir,
+    APPROVAL_QUORUM: '2',
+    CONTINUE_AS_NEW_EVENTS: '200',
+  });
+  const qkeys = redisKeys(quorum.keyPrefix);
+
+  it('keeps the first signature across continue-as-new and executes on the second approver', async () => {
+    await setPositions({ redis, keys: qkeys }, 'XRPUSDT', '7', '7');
+    const plan = makePlan({ symbol: 'XRPUSDT', qty: '7' });
+    const { final, after, runs } = await withWorker(async () => {
+      const { handle } = await startPlan(env.client, quorum, plan);
+      await env.sleep('1s');
+      const shown = (await handle.query(statusQuery)).awaiting;
+      if (!shown) throw new Error('the plan is not awaiting approval');
+      await handle.signal(approveSignal, approvers.sign(plan.plan_id, 'alice', shown));
+      for (let i = 0; i < 150; i++) await handle.signal(retrySignal, { by: `nudge ${i}` });
+      await env.sleep('1s');
+      if ((await runsOf(handle.workflowId)).length < 2) throw new Error('the plan did not continue as new');
+      const after = await handle.query(statusQuery);
+      await handle.signal(approveSignal, approvers.sign(plan.plan_id, 'bob', shown));
+      return { final: await handle.result(), after, runs: await runsOf(handle.workflowId) };
+    }, quorum);
+    expect(runs.length).toBeGreaterThanOrEqual(2);
+    // The continued run still waits, with alice's signature held and one more needed.
+    expect(after.stage).toBe('awaiting_approval');
+    expect(after.approvals?.map((a) => a.by)).toEqual(['alice']);
+    expect(after.quorum).toEqual({ required: 2, approvers: ['alice', 'bob'] });
+    expect(final.outcome).toBe('executed');
+    expect(final.governor).toMatchObject({ granted: true, approved_by: 'alice,bob' });
+  }, 120_000);
+
+  it('ends expired when only one of two signs within APPROVAL_TIMEOUT_S (600 s)', async () => {
+    await setPositions({ redis, keys: qkeys }, 'LTCUSDT', '3', '3');
+    const plan = makePlan({ symbol: 'LTCUSDT', qty: '3' });
+    const final = await withWorker(async () => {
+      const { handle } = await startPlan(env.client, quorum, plan);
+      await env.sleep('1s');
+      const shown = (await handle.query(statusQuery)).awaiting;
+      if (!shown) throw new Error('the plan is not awaiting approval');
+      await handle.signal(approveSignal, approvers.sign(plan.plan_id, 'bob', shown));
+      return handle.result();
+    }, quorum);
+    expect(final.outcome).toBe('expired');
+    expect(final.timeline.at(-1)?.detail).toBe('expired: no approval within 600s');
+    expect(final.approvals?.map((a) => a.by)).toEqual(['bob']);
+    expect(await redis.exists(qkeys.permit(plan.plan_id), qkeys.paperOrder(plan.plan_id))).toBe(0);
+  });
+});

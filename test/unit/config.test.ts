@@ -39,6 +39,7 @@ describe('loadConfig', () => {
       approvers: [],
       approverKeysDir: '',
       approverFingerprints: {},
+      approvalQuorum: { count: 1 },
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
@@ -87,6 +88,8 @@ describe('loadConfig', () => {
       P33_TOLERANCE_ETHUSDT: '0.01',
       APPROVERS: 'alice,bob',
       APPROVER_FINGERPRINTS: `bob:${FINGERPRINT}`,
+      APPROVAL_QUORUM: '2',
+      APPROVAL_QUORUM_ABOVE_NOTIONAL: '10000.0',
       EXCHANGE: 'paper',
       GOVERNOR_RATE_LIMIT: '30/60s',
       GOVERNOR_MAX_QTY: '1.50',
@@ -125,6 +128,7 @@ describe('loadConfig', () => {
       approvers: ['alice', 'bob'],
       approverKeysDir: '',
       approverFingerprints: { bob: FINGERPRINT },
+      approvalQuorum: { count: 2, aboveNotional: '10000' },
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
@@ -441,11 +445,53 @@ describe('chainRules', () => {
       approvers: [],
       layerActivities: 'local',
       continueAsNewEvents: 2000,
+      approvalQuorum: { count: 1 },
     });
   });
 
   it('carries the approvers', () => {
     const config = loadConfig({ TRADING_MODE: 'production', APPROVERS: 'alice, bob' });
     expect(chainRules(config)).toMatchObject({ mode: 'production', approvers: ['alice', 'bob'] });
+  });
+
+  it('carries the approval quorum and its threshold', () => {
+    const config = loadConfig({
+      TRADING_MODE: 'production',
+      APPROVERS: 'alice,bob,carol',
+      APPROVAL_QUORUM: '2',
+      APPROVAL_QUORUM_ABOVE_NOTIONAL: '5000',
+    });
+    expect(chainRules(config).approvalQuorum).toEqual({ count: 2, aboveNotional: '5000' });
+  });
+});
+
+describe('APPROVAL_QUORUM', () => {
+  it.each([
+    ['0', 'must be a whole number of approvers from 1 to 20'],
+    ['two', 'must be a whole number of approvers from 1 to 20'],
+    ['1.5', 'must be a whole number of approvers from 1 to 20'],
+    ['21', 'must be a whole number of approvers from 1 to 20'],
+  ])('refuses %s, naming the variable', (value, message) => {
+    const error = configError({ APPROVERS: 'alice,bob', APPROVAL_QUORUM: value });
+    expect(error.message).toBe(`config: APPROVAL_QUORUM ${message} (got '${value}')`);
+  });
+
+  it('refuses a quorum larger than APPROVERS, naming both and the fix', () => {
+    expect(configError({ APPROVERS: 'alice,bob', APPROVAL_QUORUM: '3' }).message).toBe(
+      'config: APPROVAL_QUORUM 3 needs at least that many names in APPROVERS (got 2: alice, bob): ' +
+        'add approvers or lower the quorum',
+    );
+    expect(configError({ APPROVAL_QUORUM: '2' }).message).toMatch(/^config: APPROVAL_QUORUM 2 needs .* \(got 0\)/);
+  });
+
+  it('takes a quorum equal to the approvers, and the default 1 without approvers (testnet)', () => {
+    expect(loadConfig({ APPROVERS: 'alice,bob', APPROVAL_QUORUM: '2' }).approvalQuorum).toEqual({ count: 2 });
+    expect(loadConfig({}).approvalQuorum).toEqual({ count: 1 });
+  });
+
+  it('refuses a threshold that is not a decimal', () => {
+    expect(configError({ APPROVAL_QUORUM_ABOVE_NOTIONAL: '10k' }).message).toBe(
+      "config: APPROVAL_QUORUM_ABOVE_NOTIONAL must be a decimal number >= 0 (got '10k')",
+    );
   });
 });
