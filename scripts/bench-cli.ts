@@ -11,8 +11,9 @@ import { PROJECT_ROOT, freePort, startDevTemporalServer, startRedis, temporalCli
  * (bin/permit-chain: the pinned Node on the compiled CLI), beside the Temporal CLI asking the same server the same
  * thing, in the same run. It starts a stack of its own on loopback (Redis, the Temporal dev server, a worker
  * process), executes one plan, then runs each command N times (10 by default) round-robin, after one unmeasured
- * warm-up each, and prints each median beside its target and the Temporal CLI's. Floors: Node doing nothing, and
- * Node loading the Temporal client. A tool, not a test: the machine's load moves the figures (docs/benchmark.md).
+ * warm-up each, and prints each median beside its target and the Temporal CLI's. Floors: Node doing nothing, Node
+ * loading the Temporal client, and the client alone connecting and making the one call (query, list). A tool, not a
+ * test: the machine's load moves the figures (docs/benchmark.md).
  */
 
 const LAUNCHER = join(PROJECT_ROOT, 'bin', 'permit-chain');
@@ -48,7 +49,7 @@ function median(values: number[]): number {
 /** One run's wall time in ms; a failed run stops the bench, naming the command and what it printed. */
 function timed(command: string[], env: NodeJS.ProcessEnv): number {
   const started = performance.now();
-  const run = spawnSync(command[0] as string, command.slice(1), { env, encoding: 'utf8' });
+  const run = spawnSync(command[0] as string, command.slice(1), { env, cwd: PROJECT_ROOT, encoding: 'utf8' });
   const ms = performance.now() - started;
   if (run.status !== 0) {
     const said = `${run.stderr}${run.stdout}`.slice(0, 500);
@@ -92,11 +93,26 @@ async function main(): Promise<void> {
     if (worker.exitCode !== null) throw new Error(`the worker exited (${worker.exitCode}): ${started.slice(0, 500)}`);
 
     const address = ['--address', server.address];
+    // What any CLI on the Temporal TypeScript SDK pays: the client loaded, connected, and the one call made.
+    const sdk = (call: string) =>
+      "const { Connection, Client } = require('@temporalio/client'); (async () => { " +
+      'const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS }); ' +
+      `const client = new Client({ connection }); ${call}; await connection.close(); })();`;
     const floors: Measured[] = [
       { name: 'node -e 0 (floor: Node alone)', command: [NODE, '-e', '0'], times: [] },
       {
         name: 'node -e "require(\'@temporalio/client\')" (floor: the client loaded)',
         command: [NODE, '-e', "require('@temporalio/client')"],
+        times: [],
+      },
+      {
+        name: 'node -e "…" (floor: the SDK alone connects and queries status)',
+        command: [NODE, '-e', sdk(`await client.workflow.getHandle('plan-${PLAN_ID}').query('status')`)],
+        times: [],
+      },
+      {
+        name: 'node -e "…" (floor: the SDK alone connects and lists)',
+        command: [NODE, '-e', sdk('for await (const _ of client.workflow.list()) void _')],
         times: [],
       },
     ];
