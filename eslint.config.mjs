@@ -56,6 +56,7 @@ export default tseslint.config(
             'scripts/dev.ts',
             // The checkout's entry (tsx) and the build: the production image runs dist/ without dev dependencies.
             'scripts/permit-chain.cjs',
+            'scripts/launch.cjs',
             'scripts/build.ts',
           ],
         },
@@ -92,6 +93,7 @@ export default tseslint.config(
         console: 'readonly',
         __dirname: 'readonly',
         __filename: 'readonly',
+        module: 'readonly',
       },
     },
     rules: { ...tseslint.configs.disableTypeChecked.rules, '@typescript-eslint/no-require-imports': 'off' },

@@ -42,6 +42,11 @@ export class ClientError extends Error {
   override name = 'ClientError';
 }
 
+/** No such plan: the CLI's exit code 4, apart from a bad argument's 2. */
+export class NotFoundError extends ClientError {
+  override name = 'NotFoundError';
+}
+
 /** The exchange's and the ledger's position of a symbol, as `position` shows it. */
 export interface PositionView {
   symbol: string;
@@ -252,7 +257,7 @@ export class ChainClient {
 
 function notFound(err: unknown, planId: string): never {
   if (err instanceof WorkflowNotFoundError) {
-    throw new ClientError(`no plan ${planId} (workflow ${planWorkflowId(planId)} not found)`);
+    throw new NotFoundError(`no plan ${planId} (workflow ${planWorkflowId(planId)} not found)`);
   }
   throw err;
 }

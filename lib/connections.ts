@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { connect as tcpConnect, isIP } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions as TlsOptions } from 'node:tls';
 import type { TLSConfig } from '@temporalio/client';
-import { Redis, type RedisOptions } from 'ioredis';
+import type * as IoRedis from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { ChainConfig, TlsFiles } from './config';
 import type { ConnectionState } from './connection-state';
 import { redactUrl } from './redact';
@@ -183,7 +184,10 @@ export async function connectRedis(
   const { log = (line: string) => console.warn(line), waitForReady = true, timeoutMs = CONNECT_TIMEOUT_MS } = options;
   const { state } = options;
   const where = `Redis at ${redactUrl(config.redisUrl)}`;
-  const redis = new Redis(config.redisUrl, redisOptions(config));
+  // Loaded on the first connection: a CLI command that only asks Temporal (status, list) does not load ioredis.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the lazy load above
+  const { Redis: RedisClient } = require('ioredis') as typeof IoRedis;
+  const redis = new RedisClient(config.redisUrl, redisOptions(config));
   const who = `redis-${++connectionCount}`;
   let reporting = false;
   let last = '';

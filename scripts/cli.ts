@@ -1,33 +1,89 @@
 import { createInterface } from 'node:readline/promises';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { ChainClient, ClientError } from '../client/chain-client';
-import { ConfigError, loadConfig } from '../lib/config';
-import { PlanError } from '../lib/plan';
+import { Command, CommanderError } from 'commander';
+import type * as ChainClientModule from '../client/chain-client';
+import type * as ConfigModule from '../lib/config';
+import type * as PlanModule from '../lib/plan';
 import { redactUrl } from '../lib/redact';
-import { UsageError, type CommandContext } from './commands/context';
-import { addChaosCommand } from './commands/chaos';
-import { addOperatorsCommands } from './commands/operators';
-import { addPlansCommands } from './commands/plans';
-import { addProcessesCommands } from './commands/processes';
-import { addSafeChangesCommands } from './commands/safe-changes';
+import { EXIT, type CommandContext } from './commands/context';
+import type * as ChaosCommands from './commands/chaos';
+import type * as OperatorsCommands from './commands/operators';
+import type * as PlansCommands from './commands/plans';
+import type * as ProcessesCommands from './commands/processes';
+import type * as SafeChangesCommands from './commands/safe-changes';
 import { createOutput, type Output } from './output';
-import { versionText } from './version';
+import { versionInfo, versionText } from './version';
 
 export { UsageError } from './commands/context';
 
+type AddCommands = (program: Command, ctx: CommandContext) => void;
+
+/*
+ * Each group of commands is loaded only when one of its commands runs: `status` never loads the worker, the bench
+ * or the dev servers, and `--version` loads none. A command missing from COMMAND_GROUPS still runs, with every group
+ * loaded (a test keeps the table complete).
+ */
+/* eslint-disable @typescript-eslint/no-require-imports -- the lazy loads described above */
+const GROUPS: Record<string, () => AddCommands> = {
+  processes: () => (require('./commands/processes') as typeof ProcessesCommands).addProcessesCommands,
+  plans: () => (require('./commands/plans') as typeof PlansCommands).addPlansCommands,
+  operators: () => (require('./commands/operators') as typeof OperatorsCommands).addOperatorsCommands,
+  'safe-changes': () => (require('./commands/safe-changes') as typeof SafeChangesCommands).addSafeChangesCommands,
+  chaos: () => (require('./commands/chaos') as typeof ChaosCommands).addChaosCommand,
+};
+const loadConfigModule = () => require('../lib/config') as typeof ConfigModule;
+const loadChainClient = () => require('../client/chain-client') as typeof ChainClientModule;
+const loadPlanModule = () => require('../lib/plan') as typeof PlanModule;
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+/** Which group registers each command. */
+export const COMMAND_GROUPS: Record<string, keyof typeof GROUPS> = {
+  dev: 'processes',
+  worker: 'processes',
+  intake: 'processes',
+  bench: 'processes',
+  submit: 'plans',
+  status: 'plans',
+  retry: 'plans',
+  position: 'plans',
+  list: 'plans',
+  'retry-stuck': 'plans',
+  demo: 'plans',
+  approve: 'operators',
+  reject: 'operators',
+  cancel: 'operators',
+  'kill-switch': 'operators',
+  reconcile: 'operators',
+  keygen: 'operators',
+  'register-search-attributes': 'operators',
+  'what-if': 'safe-changes',
+  'replay-check': 'safe-changes',
+  chaos: 'chaos',
+};
+
+/** The command a command line names: its first word that is not an option (the program's options take no value). */
+function commandOf(args: string[]): string | undefined {
+  return args.find((arg) => !arg.startsWith('-'));
+}
+
 /**
  * `permit-chain`: a table of commands, each parsing its arguments, asking the client room (client/) or starting a
- * process (workers/, dev), and printing what it got (scripts/commands/). Exit codes: 0 done, 2 bad input or a refusal
- * to act on, 3 an operator's decision refused or a plan not executed, 1 anything else.
+ * process (workers/, dev), and printing what it got (scripts/commands/). Exit codes: EXIT (scripts/commands/context).
+ * `only`: register just the group of this command (all groups when it is not in COMMAND_GROUPS, or not given).
  */
-export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process.env) {
-  let exitCode = 0;
+export function buildProgram(
+  out: () => Output,
+  env: NodeJS.ProcessEnv = process.env,
+  only?: string,
+  writeErr: (line: string) => void = (line) => process.stderr.write(`permit-chain: ${line}\n`),
+) {
+  let exitCode: number = EXIT.done;
   const ctx: CommandContext = {
     env,
-    config: () => loadConfig(env),
+    config: () => loadConfigModule().loadConfig(env),
     out,
     async withChain(run) {
-      const chain = new ChainClient(loadConfig(env));
+      const { ChainClient } = loadChainClient();
+      const chain = new ChainClient(loadConfigModule().loadConfig(env));
       try {
         await run(chain, out());
       } finally {
@@ -36,7 +92,7 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
     },
     reply(o, planId, answer) {
       o.result(`${answer.accepted ? 'accepted' : 'refused'}: ${answer.detail}`, { plan_id: planId, ...answer });
-      exitCode = answer.accepted ? 0 : 3;
+      exitCode = answer.accepted ? EXIT.done : EXIT.refused;
     },
     setExit: (code) => (exitCode = code),
     terminal: () => Boolean(process.stdin.isTTY && process.stdout.isTTY),
@@ -51,17 +107,15 @@ export function buildProgram(out: () => Output, env: NodeJS.ProcessEnv = process
   };
   const program = new Command('permit-chain')
     .description('Durable permit chain: Governor → Apply → P3.3 → Execute, one Temporal workflow per plan')
-    .option('--json', 'print one JSON object instead of text')
+    .option('--json', 'print one JSON object instead of text (an error too: {"error", "exit_code"}, on stderr)')
     .version(versionText(), '-V, --version', 'the version of permit-chain and of the Temporal SDK it runs')
     .showSuggestionAfterError(false)
     .exitOverride()
     // One line, in the same voice as every other refusal.
-    .configureOutput({ writeErr: (text) => process.stderr.write(`permit-chain: ${firstLine(text)}\n`) });
-  addProcessesCommands(program, ctx);
-  addPlansCommands(program, ctx);
-  addOperatorsCommands(program, ctx);
-  addSafeChangesCommands(program, ctx);
-  addChaosCommand(program, ctx);
+    .configureOutput({ writeErr: (text) => writeErr(firstLine(text)) });
+  const group = only !== undefined ? COMMAND_GROUPS[only] : undefined;
+  const groups = group ? [group] : Object.keys(GROUPS);
+  for (const name of groups) GROUPS[name]?.()(program, ctx);
   return { program, exitCode: () => exitCode };
 }
 
@@ -69,23 +123,79 @@ function firstLine(text: string): string {
   return (text.split('\n')[0] ?? '').replace(/^error: /, '');
 }
 
-/** Runs the CLI; returns the exit code. Every failure is one line on stderr. */
+/**
+ * What an operator is shown of an error: its first line, without a stack frame or a source path, a connection URL's
+ * password redacted, bounded in size.
+ */
+export function errorLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const line = (message.split('\n').find((part) => part.trim() !== '') ?? '').trim();
+  const shown = redactUrl(line)
+    // "at fn (/app/lib/x.ts:12:3)" and bare "/app/lib/x.js:12:3": where in the code is not the operator's business.
+    .replace(/\s+at\s+\S*\s*\((?:file:\/\/)?\/[^)]*:\d+:\d+\)/g, '')
+    .replace(/\s*\(?(?:file:\/\/)?\/[^\s()]*\.(?:[cm]?[jt]s):\d+(?::\d+)?\)?/g, '')
+    .trim();
+  return shown.length > 500 ? `${shown.slice(0, 500)}…` : shown;
+}
+
+/** The exit code of an error: a refusal the user can act on is 2 (4 for a plan that does not exist), else 1. */
+function exitCodeOf(err: unknown): number {
+  if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.done : EXIT.badArgument;
+  const { ClientError, NotFoundError } = loadChainClient();
+  if (err instanceof NotFoundError) return EXIT.notFound;
+  const usage = [loadPlanModule().PlanError, loadConfigModule().ConfigError, ClientError];
+  if (err instanceof Error && (err.name === 'UsageError' || usage.some((kind) => err instanceof kind))) {
+    return EXIT.badArgument;
+  }
+  return EXIT.failed;
+}
+
+/** Runs the CLI; returns the exit code. Every failure is one line on stderr (one JSON object with `--json`). */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const cli = buildProgram(() => createOutput(argv.includes('--json')), env);
+  const args = argv.slice(2);
+  const json = args.includes('--json');
+  const fail = (message: string, code: number): number => {
+    process.stderr.write(
+      json ? `${JSON.stringify({ error: message, exit_code: code })}\n` : `permit-chain: ${message}\n`,
+    );
+    return code;
+  };
+  // `--version` alone (with or without --json) loads nothing else.
+  if (
+    args.length > 0 &&
+    args.every((arg) => ['--json', '-V', '--version'].includes(arg)) &&
+    !args.every((a) => a === '--json')
+  ) {
+    const out = createOutput(json);
+    const { version, temporalSdk } = versionInfo();
+    out.result(versionText(), { version, temporal_sdk: temporalSdk });
+    return EXIT.done;
+  }
+  let commanderError: string | undefined;
+  const cli = buildProgram(
+    () => createOutput(json),
+    env,
+    commandOf(args),
+    (line) => {
+      if (json) commanderError ??= line;
+      else process.stderr.write(`permit-chain: ${line}\n`);
+    },
+  );
   try {
     await cli.program.parseAsync(argv);
     return cli.exitCode();
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
-    if (err instanceof InvalidArgumentError) return 2;
-    const usage = [PlanError, ConfigError, UsageError, ClientError].some((kind) => err instanceof kind);
-    // The last guard: whatever an error carries, a connection URL's password is not printed.
-    process.stderr.write(`permit-chain: ${redactUrl(err instanceof Error ? err.message : String(err))}\n`);
-    return usage ? 2 : 1;
+    const code = exitCodeOf(err);
+    if (err instanceof CommanderError) {
+      // Help and usage went out already as text; under --json, a usage error is the one object.
+      return code !== EXIT.done && json ? fail(commanderError ?? firstLine(err.message), code) : code;
+    }
+    return fail(errorLine(err), code);
   }
 }
 
-// The compiled CLI runs itself (`node dist/scripts/cli.js`); in a checkout, scripts/permit-chain.cjs runs it via tsx.
+// The compiled CLI runs itself (`node dist/scripts/cli.js`); in a checkout, bin/permit-chain runs it (or, from the
+// sources, scripts/permit-chain.cjs via tsx).
 if (typeof require !== 'undefined' && require.main === module) {
   void main(process.argv).then((code) => {
     process.exitCode = code;

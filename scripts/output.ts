@@ -79,14 +79,18 @@ export function formatStatus(status: ChainStatus): string {
   return lines.join('\n');
 }
 
-/** `list`: a count, then one line a plan. */
+/** `list`: a count, a header naming the columns, then one line a plan. */
 export function formatPlanRows(plans: PlanRow[]): string {
+  const row = (cells: string[]) =>
+    `${(cells[0] ?? '').padEnd(16)}  ${(cells[1] ?? '').padEnd(10)} ${(cells[2] ?? '').padEnd(17)} ` +
+    `${(cells[3] ?? '').padEnd(10)} ${(cells[4] ?? '').padEnd(10)} ${cells[5] ?? ''}`;
+  const header = row(['PLAN', 'SYMBOL', 'STAGE', 'OUTCOME', 'MODE', 'STARTED']);
   const lines = plans.map(
     (p) =>
-      `${p.plan_id}  ${p.symbol.padEnd(10)} ${p.stage.padEnd(17)} ${(p.outcome || '-').padEnd(10)} ${p.mode.padEnd(10)} ${p.started_at}` +
+      row([p.plan_id, p.symbol, p.stage, p.outcome || '-', p.mode, p.started_at]) +
       (p.next_step ? `  ${p.next_step}` : ''),
   );
-  return [`${plans.length} plan(s)`, ...lines].join('\n');
+  return [`${plans.length} plan(s)`, ...(plans.length > 0 ? [header] : []), ...lines].join('\n');
 }
 
 /** `position`: both amounts, their discrepancy against the tolerance, and whether P3.3 would allow. */

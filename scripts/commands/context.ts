@@ -3,6 +3,23 @@ import type { OperatorReply } from '../../contract/types';
 import type { ChainConfig } from '../../lib/config';
 import type { Output } from '../output';
 
+/**
+ * The CLI's exit codes, one table (README, "Exit codes"): what a script calling `permit-chain` branches on.
+ */
+export const EXIT = {
+  done: 0,
+  /** Anything else: a server that cannot be reached, an unexpected failure. */
+  failed: 1,
+  /** A bad argument, option, plan field or configuration value: nothing was done. */
+  badArgument: 2,
+  /** Refused: an operator's decision the plan did not take, a plan that did not execute, a replay that diverges. */
+  refused: 3,
+  /** No such plan. */
+  notFound: 4,
+  /** `position`: the exchange's and the ledger's amounts differ by more than the tolerance. */
+  reconcileRequired: 5,
+} as const;
+
 /** A refusal the user can act on: printed as one line, exit code 2. */
 export class UsageError extends Error {
   override name = 'UsageError';

@@ -12,6 +12,7 @@ import { planWorkflowId } from '../../contract/messages';
 import { CLI, runCli } from '../cli-runner';
 import { PROJECT_ROOT } from '../../scripts/servers';
 import { packageVersion } from '../../scripts/version';
+import { COMMAND_GROUPS, errorLine } from '../../scripts/cli';
 import {
   chainHarness,
   eventually,
@@ -71,10 +72,60 @@ describe('permit-chain submit: bad input', () => {
     expect(unknown.stderr).toBe("permit-chain: unknown command 'frobnicate'\n");
   });
 
+  it('refuses a bad argument under --json with one JSON object naming it, exit 2', async () => {
+    const run = await runCli(['status', 'NOT-A-PLAN', '--json'], env);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(JSON.parse(run.stderr)).toEqual({
+      error:
+        "command-argument value 'NOT-A-PLAN' is invalid for argument 'plan_id'. must be 16 lowercase hex characters",
+      exit_code: 2,
+    });
+    const unknown = await runCli(['frobnicate', '--json'], env);
+    expect(unknown.code).toBe(2);
+    expect(JSON.parse(unknown.stderr)).toEqual({ error: "unknown command 'frobnicate'", exit_code: 2 });
+  });
+
   it('refuses a bad configuration value, naming the variable', async () => {
     const run = await runCli(['position', 'BTCUSDT'], { ...env, PERMIT_TTL_S: 'sixty' });
     expect(run.code).toBe(2);
     expect(run.stderr).toBe("permit-chain: config: PERMIT_TTL_S must be a whole number of seconds > 0 (got 'sixty')\n");
+  });
+});
+
+describe('permit-chain: commands and errors', () => {
+  it('knows the group of every command (launcher.test.ts shows a command loading its own group only)', async () => {
+    const help = await runCli(['--help'], env);
+    expect(help.code).toBe(0);
+    const listed = help.stdout
+      .slice(help.stdout.indexOf('Commands:'))
+      .split('\n')
+      .flatMap((line) => /^ {2}([a-z][a-z-]*)/.exec(line)?.[1] ?? [])
+      .filter((name) => name !== 'help');
+    expect(listed.sort()).toEqual(Object.keys(COMMAND_GROUPS).sort());
+    // A command's own help loads its group alone, and still knows its options.
+    const status = await runCli(['status', '--help'], env);
+    expect(status.stdout).toContain('Usage: permit-chain status [options] <plan_id>');
+  });
+
+  it.each([
+    ['a stack frame', 'boom\n    at run (/app/dist/client/plans.js:12:3)', 'boom'],
+    ['a frame on the same line', 'refused at fn (/app/lib/x.ts:3:9) then', 'refused then'],
+    ['a bare source path', 'failed in /work/app/workers/worker.ts:41:7', 'failed in'],
+    ['a file URL', 'failed (file:///app/dist/lib/config.js:10:2)', 'failed'],
+    ['a password in a URL', 'Redis at redis://u:secret@h:6379/0: down', 'Redis at redis://***@h:6379/0: down'],
+    [
+      'a key file (no line number)',
+      'cannot read /etc/permit-chain/alice.key',
+      'cannot read /etc/permit-chain/alice.key',
+    ],
+  ])('shows an operator an error without %s', (_case, message, shown) => {
+    expect(errorLine(new Error(message))).toBe(shown);
+  });
+
+  it('bounds an error line to 500 characters', () => {
+    expect(errorLine(new Error('x'.repeat(2000)))).toBe(`${'x'.repeat(500)}…`);
   });
 });
 
@@ -91,6 +142,18 @@ describe('permit-chain --version', () => {
       expect(run.code).toBe(0);
       expect(run.stderr).toBe('');
       expect(run.stdout).toBe(`permit-chain ${manifest.version}\nTemporal TypeScript SDK ${sdk.version}\n`);
+    }
+  });
+
+  it('prints one JSON object with --json, and loads no command to do it', async () => {
+    for (const args of [
+      ['--version', '--json'],
+      ['--json', '-V'],
+    ]) {
+      const run = await runCli(args, { ...env, REDIS_URL: 'redis://127.0.0.1:1/0', TEMPORAL_ADDRESS: '127.0.0.1:1' });
+      expect(run.code).toBe(0);
+      expect(run.stderr).toBe('');
+      expect(JSON.parse(run.stdout)).toEqual({ version: manifest.version, temporal_sdk: sdk.version });
     }
   });
 
@@ -144,10 +207,57 @@ describe('permit-chain against a running worker', () => {
     });
   });
 
-  it('says so when a plan does not exist', async () => {
+  it('says so when a plan does not exist, with an exit code of its own (4), in text or as one JSON object', async () => {
     const run = await runCli(['status', 'feedfeedfeedfeed'], env);
-    expect(run.code).toBe(2);
+    expect(run.code).toBe(4);
+    expect(run.stdout).toBe('');
     expect(run.stderr).toBe('permit-chain: no plan feedfeedfeedfeed (workflow plan-feedfeedfeedfeed not found)\n');
+    const json = await runCli(['status', 'feedfeedfeedfeed', '--json'], env);
+    expect(json.code).toBe(4);
+    expect(json.stdout).toBe('');
+    expect(json.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(JSON.parse(json.stderr)).toEqual({
+      error: 'no plan feedfeedfeedfeed (workflow plan-feedfeedfeedfeed not found)',
+      exit_code: 4,
+    });
+  });
+
+  it('exits 5 when position shows a reconcile is required, 0 when the positions agree', async () => {
+    await setPositions(h, 'ADAUSDT', '0.4', '0.008');
+    const apart = await runCli(['position', 'ADAUSDT'], env);
+    expect(apart.code).toBe(5);
+    expect(apart.stdout).toMatch(/^ADAUSDT {2}exchange 0\.4 {2}ledger 0\.008 .* RECONCILE REQUIRED\n$/);
+    const json = await runCli(['position', 'ADAUSDT', '--json'], env);
+    expect(json.code).toBe(5);
+    expect(JSON.parse(json.stdout)).toMatchObject({ within_tolerance: false, discrepancy: '0.392' });
+    await setPositions(h, 'ADAUSDT', '0.4', '0.4');
+    expect((await runCli(['position', 'ADAUSDT'], env)).code).toBe(0);
+  });
+
+  it('lists plans under a header naming the columns', async () => {
+    await setPositions(h, 'XRPUSDT', '2', '2');
+    await h.withWorker(async () => {
+      const run = await runCli(
+        ['submit', '--symbol', 'XRPUSDT', '--side', 'SELL', '--qty', '1', '--wait', '--json'],
+        env,
+      );
+      const { plan_id: planId } = JSON.parse(run.stdout) as ChainStatus;
+      const listed = await eventually(async () => {
+        const list = await runCli(['list', '--symbol', 'XRPUSDT'], env);
+        return list.stdout.includes(planId) ? list : undefined;
+      });
+      expect(listed.code).toBe(0);
+      const lines = listed.stdout.trimEnd().split('\n');
+      expect(lines[0]).toBe('1 plan(s)');
+      expect(lines[1]?.split(/\s+/)).toEqual(['PLAN', 'SYMBOL', 'STAGE', 'OUTCOME', 'MODE', 'STARTED']);
+      expect(lines[2]?.split(/\s+/).slice(0, 5)).toEqual([planId, 'XRPUSDT', 'done', 'executed', 'testnet']);
+      // Each value starts under its column's name.
+      for (const name of ['SYMBOL', 'STAGE', 'OUTCOME', 'MODE', 'STARTED']) {
+        const at = lines[1]?.indexOf(name) ?? -1;
+        expect(lines[2]?.[at - 1]).toBe(' ');
+        expect(lines[2]?.[at]).not.toBe(' ');
+      }
+    });
   });
 
   it('benchmarks plans through the whole chain and reports their latency', async () => {

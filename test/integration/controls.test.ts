@@ -333,14 +333,16 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
     );
     expect(await snapshot()).toEqual(before);
 
-    // Without --yes or --dry-run, off a terminal: one line, exit 2, and still nothing written.
-    for (const args of [[], ['--json']]) {
+    // Without --yes or --dry-run, off a terminal: one line (one JSON object with --json), exit 2, nothing written.
+    const why = 'reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)';
+    for (const [args, shown] of [
+      [[], `permit-chain: ${why}\n`],
+      [['--json'], `${JSON.stringify({ error: why, exit_code: 2 })}\n`],
+    ] as const) {
       const refused = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', ...args], renv);
       expect(refused.code).toBe(2);
       expect(refused.stdout).toBe('');
-      expect(refused.stderr).toBe(
-        'permit-chain: reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)\n',
-      );
+      expect(refused.stderr).toBe(shown);
     }
     const both = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--yes'], renv);
     expect(both.code).toBe(2);
