@@ -61,6 +61,30 @@ describe('the Temporal Web UI as the operators’ window', () => {
       mkdirSync(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: join(ARTIFACTS, 'web-ui-blocked-list.png') });
 
+      // The operators' columns, added as the runbook says: Symbol and ChainStage beside each plan.
+      await page.getByTestId('workflows-summary-table-configuration-button').click();
+      for (const column of ['Symbol', 'ChainStage']) {
+        await page.getByTestId(`orderable-list-item-${column}-add-button`).click();
+      }
+      // Room for them on one screen: the run id and the end say little about a running plan.
+      for (const column of ['Run ID', 'End']) {
+        await page.getByTestId(`orderable-list-item-${column}-remove-button`).click();
+      }
+      // The browser keeps the choice: the list as it shows from now on.
+      await page.reload();
+      const headers = await eventually(
+        async () => {
+          const text = (await page.locator('thead').first().innerText()).replace(/\s+/g, ' ');
+          return text.includes('Symbol') && text.includes('ChainStage') ? text : undefined;
+        },
+        10_000,
+        'the Symbol and ChainStage columns',
+      );
+      expect(headers).toMatch(/Symbol.*ChainStage/);
+      const cells = (await page.locator('tr', { hasText: workflowId }).first().innerText()).split(/\s+/);
+      expect(cells).toEqual(expect.arrayContaining(['ETHUSDT', 'blocked']));
+      await page.screenshot({ path: join(ARTIFACTS, 'web-ui-columns.png') });
+
       await row.click();
       await page.waitForURL(new RegExp(`/workflows/${workflowId}/`));
       await page
