@@ -1,4 +1,4 @@
-import { ApplicationFailure, condition, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, log, setHandler } from '@temporalio/workflow';
 import type {
   Approval,
   ApproveRequest,
@@ -66,6 +66,11 @@ function text(value: unknown): string {
   return typeof value === 'string' ? value.trim() : '';
 }
 
+/** A value copied from a signal into the status and the logs, cut to a length a person reads. */
+function bounded(value: string, max = 80): string {
+  return value.length > max ? `${value.slice(0, max)}…` : value;
+}
+
 /** Keeps of a payload only fields of the right type: a signal's payload can be anything. */
 function claimOf(request: unknown): DecisionClaim {
   const raw = request !== null && typeof request === 'object' ? (request as Record<string, unknown>) : {};
@@ -109,7 +114,13 @@ export class OperatorDesk {
     setHandler(statusQuery, () => status);
     setHandler(retrySignal, (request) => {
       this.retryRequested = true;
-      this.board.note(`retry requested by ${text(request?.by) || 'an operator'}`);
+      const by = bounded(text(request?.by)) || 'an operator';
+      const retryId = bounded(text(request?.retry_id));
+      // Only a blocked plan looks again: it says in `last_retry` when it has (client/retry-report.ts waits for that).
+      if (status.stage === 'blocked')
+        status.last_retry = { by, ...(retryId ? { retry_id: retryId } : {}), looked: false };
+      this.board.note(`retry requested by ${by}`);
+      log.info('operator: retry requested', { who: by, stage: status.stage });
     });
     setHandler(symbolFreeSignal, () => {
       this.symbolFreed = true;
@@ -152,10 +163,11 @@ export class OperatorDesk {
 
   private async decide(kind: 'approve' | 'reject', request: unknown): Promise<OperatorReply> {
     const claim = claimOf(request);
-    const by = claim.by || '(nobody)';
+    const by = bounded(claim.by ?? '') || '(nobody)';
     const verb = kind === 'approve' ? 'approval' : 'rejection';
     const refuse = async (why: string, audited = false): Promise<OperatorReply> => {
       this.board.note(`${verb} by ${by} refused: ${why}`);
+      log.warn(`operator: ${verb} refused`, { who: by, why: bounded(why, 200) });
       if (!audited) {
         await this.calls.record({
           plan_id: this.board.status.plan_id,
@@ -191,6 +203,7 @@ export class OperatorDesk {
       const reason = text(claim.reason) || 'no reason given';
       this.rejection = { kind, ...signed, reason: claim.reason ?? '' };
       this.board.note(`rejected by ${by}: ${reason}`);
+      log.info('operator: rejection accepted', { who: by, reason: bounded(reason, 200) });
       return { accepted: true, detail: `rejected by ${by}` };
     }
     // Two of the same approver's signatures checked side by side: the first one in counts.
@@ -210,6 +223,12 @@ export class OperatorDesk {
     this.approvalNews = true;
     const count = this.required > 1 ? ` (${approvals.length} of ${this.required})` : '';
     this.board.note(`approved by ${by}${text(note) ? `: ${text(note)}` : ''}${count}`);
+    log.info('operator: approval accepted', {
+      who: by,
+      signed: approvals.length,
+      required: this.required,
+      ...(verdict.key_fingerprint ? { key_fingerprint: verdict.key_fingerprint } : {}),
+    });
     return { accepted: true, detail: `approved by ${by}${count}` };
   }
 
@@ -251,10 +270,12 @@ export class OperatorDesk {
     const refusal = this.cancelRefusal() ?? (by === '' ? 'cancel needs a name (by)' : undefined);
     if (refusal) {
       this.board.note(`cancel by ${by || '(nobody)'} refused: ${refusal}`);
+      log.warn('operator: cancel refused', { who: bounded(by) || '(nobody)', why: refusal });
       return { accepted: false, detail: refusal };
     }
     this.cancel ??= { by, reason };
     this.board.note(`cancel requested by ${by}: ${reason}`);
+    log.info('operator: cancel requested', { who: bounded(by), reason: bounded(reason, 200) });
     await this.calls.record({
       plan_id: this.board.status.plan_id,
       decision: 'cancel_requested',
