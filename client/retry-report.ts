@@ -23,9 +23,16 @@ export interface StillBlockedPlan {
   looked: boolean;
 }
 
+/** A plan that was not blocked when the wait ran out, and had not looked after the retry: the retry did nothing yet. */
+export interface NotBlockedPlan {
+  plan_id: string;
+  stage: string;
+}
+
 export interface RetryReport {
   moved: MovedPlan[];
   stillBlocked: StillBlockedPlan[];
+  notBlocked: NotBlockedPlan[];
   /** Plans whose status could not be read (ended and gone, or the server did not answer). */
   unknown: { plan_id: string; why: string }[];
 }
@@ -44,35 +51,43 @@ export const RETRY_REPORT_WAIT_MS = 8_000;
 const ROUND_MS = 500;
 const CONCURRENCY = 20;
 
-type Seen = { kind: 'moved'; plan: MovedPlan } | { kind: 'blocked'; plan: StillBlockedPlan; looked: boolean };
+type Seen =
+  | { kind: 'moved'; plan: MovedPlan }
+  | { kind: 'blocked'; plan: StillBlockedPlan }
+  | { kind: 'not_blocked'; plan: NotBlockedPlan };
 
-/** What a plan's status says about the retry `retryId`: moved, blocked (looked after it or not yet). */
-function verdict(planId: string, status: ChainStatus, retryId: string): Seen {
-  if (status.stage !== 'blocked' || status.outcome) {
+/**
+ * What a plan's status says about the retry `retryId`, and whether that is final: it ended, or it looked after the
+ * retry (moved when its positions agree, still blocked when not). Until then it is shown as it stands.
+ */
+function verdict(planId: string, status: ChainStatus, retryId: string): { seen: Seen; final: boolean } {
+  if (status.outcome) {
     return {
-      kind: 'moved',
-      plan: { plan_id: planId, stage: status.stage, ...(status.outcome ? { outcome: status.outcome } : {}) },
+      seen: { kind: 'moved', plan: { plan_id: planId, stage: status.stage, outcome: status.outcome } },
+      final: true,
     };
   }
-  const retry = status.last_retry;
-  const looked = retry?.retry_id === retryId && retry.looked;
+  const looked = status.last_retry?.retry_id === retryId && status.last_retry.looked;
   const p33 = status.p33;
-  // Looked, and the positions agree: it is on its way to the Governor.
-  if (looked && p33?.allow) return { kind: 'moved', plan: { plan_id: planId, stage: status.stage } };
-  return {
-    kind: 'blocked',
+  if (looked && (status.stage !== 'blocked' || p33?.allow)) {
+    return { seen: { kind: 'moved', plan: { plan_id: planId, stage: status.stage } }, final: true };
+  }
+  if (status.stage !== 'blocked') {
+    // A plan awaiting a person does not look until they decide: nothing to wait for.
+    const final = status.stage === 'awaiting_approval';
+    return { seen: { kind: 'not_blocked', plan: { plan_id: planId, stage: status.stage } }, final };
+  }
+  const plan: StillBlockedPlan = {
+    plan_id: planId,
+    symbol: p33?.symbol ?? '',
+    exchange: p33?.exchange_amount ?? '',
+    ledger: p33?.ledger_amount ?? '',
+    tolerance: p33?.tolerance ?? '',
+    reason: p33?.reason ?? '',
+    ...(status.next_look_at !== undefined ? { next_look_at: new Date(status.next_look_at).toISOString() } : {}),
     looked,
-    plan: {
-      plan_id: planId,
-      symbol: p33?.symbol ?? '',
-      exchange: p33?.exchange_amount ?? '',
-      ledger: p33?.ledger_amount ?? '',
-      tolerance: p33?.tolerance ?? '',
-      reason: p33?.reason ?? '',
-      ...(status.next_look_at !== undefined ? { next_look_at: new Date(status.next_look_at).toISOString() } : {}),
-      looked,
-    },
   };
+  return { seen: { kind: 'blocked', plan }, final: looked };
 }
 
 async function inBatches<T, R>(items: T[], size: number, read: (item: T) => Promise<R>): Promise<R[]> {
@@ -85,7 +100,8 @@ async function inBatches<T, R>(items: T[], size: number, read: (item: T) => Prom
  * Waits, at most `waitMs`, for the plans signalled with the retry `retryId` to look at their positions, and reports
  * which moved and which are still blocked, with the positions each saw. Reads are the plans' `status` queries, in
  * rounds: each round reads every plan not yet settled (`concurrency` at a time), then sleeps `roundMs`; a plan is
- * settled once it left `blocked` or has looked since the retry. The number of rounds is bounded by waitMs / roundMs.
+ * settled once it ended or has looked since the retry. The number of rounds is bounded by waitMs / roundMs. A plan
+ * not blocked (in line, awaiting approval) does not look: it is reported `notBlocked` once the wait runs out.
  */
 export async function reportRetries(
   client: Client,
@@ -102,10 +118,10 @@ export async function reportRetries(
     await inBatches(pending, options.concurrency ?? CONCURRENCY, async (planId) => {
       try {
         const status = await client.workflow.getHandle(planWorkflowId(planId)).query(statusQuery);
-        const seen = verdict(planId, status, retryId);
+        const { seen, final } = verdict(planId, status, retryId);
         unknown.delete(planId);
         latest.set(planId, seen);
-        if (seen.kind === 'moved' || seen.looked) settled.set(planId, seen);
+        if (final) settled.set(planId, seen);
       } catch (err) {
         unknown.set(planId, (err instanceof Error ? err.message : String(err)).slice(0, 200));
       }
@@ -114,12 +130,13 @@ export async function reportRetries(
     if (pending.length === 0 || Date.now() + (options.roundMs ?? ROUND_MS) > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, options.roundMs ?? ROUND_MS));
   }
-  const report: RetryReport = { moved: [], stillBlocked: [], unknown: [] };
+  const report: RetryReport = { moved: [], stillBlocked: [], notBlocked: [], unknown: [] };
   for (const planId of planIds) {
     const seen = settled.get(planId) ?? latest.get(planId);
     if (!seen) report.unknown.push({ plan_id: planId, why: unknown.get(planId) ?? 'no answer' });
     else if (seen.kind === 'moved') report.moved.push(seen.plan);
-    else report.stillBlocked.push(seen.plan);
+    else if (seen.kind === 'blocked') report.stillBlocked.push(seen.plan);
+    else report.notBlocked.push(seen.plan);
   }
   return report;
 }
@@ -145,6 +162,9 @@ export function formatRetryReport(report: RetryReport): string {
     );
     const notYet = plans.filter((p) => !p.looked).length;
     if (notYet > 0) lines.push(`           ${notYet} of them had not looked again within the wait: shown as before`);
+  }
+  for (const plan of report.notBlocked) {
+    lines.push(`  waiting  ${plan.plan_id}  ${plan.stage}: not blocked, the retry changes nothing yet`);
   }
   for (const plan of report.unknown) lines.push(`  unknown  ${plan.plan_id}: ${plan.why}`);
   return lines.join('\n');

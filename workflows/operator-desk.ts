@@ -116,9 +116,8 @@ export class OperatorDesk {
       this.retryRequested = true;
       const by = bounded(text(request?.by)) || 'an operator';
       const retryId = bounded(text(request?.retry_id));
-      // Only a blocked plan looks again: it says in `last_retry` when it has (client/retry-report.ts waits for that).
-      if (status.stage === 'blocked')
-        status.last_retry = { by, ...(retryId ? { retry_id: retryId } : {}), looked: false };
+      // The plan's next look (at once when blocked, or when it blocks) says in `last_retry` that it has looked.
+      if (status.stage !== 'done') status.last_retry = { by, ...(retryId ? { retry_id: retryId } : {}), looked: false };
       this.board.note(`retry requested by ${by}`);
       log.info('operator: retry requested', { who: by, stage: status.stage });
     });

@@ -10,7 +10,12 @@ import { formatRetryReport, type RetryReport } from '../../client/retry-report';
 
 /** A retry's report under --json: what moved, what is still blocked and why, what could not be read. */
 function retryReportJson(report: RetryReport) {
-  return { moved: report.moved, still_blocked: report.stillBlocked, unknown: report.unknown };
+  return {
+    moved: report.moved,
+    still_blocked: report.stillBlocked,
+    not_blocked: report.notBlocked,
+    unknown: report.unknown,
+  };
 }
 
 /** Plans: submit one, look at it, wake it, list them, and the demo. */

@@ -111,10 +111,11 @@ describe('retry and retry-stuck report what moved and what is still blocked', ()
         const shown = await details(handle);
         const time = new Date(status.next_look_at ?? 0).toISOString().slice(11, 19);
         expect(shown).toContain(`tolerance 0.001; next re-check ${time} UTC`);
-        const cli = await runCli(['status', plan.plan_id], env);
-        expect(cli.stdout).toContain(`  re-check  next at `);
-        expect(cli.stdout).toContain(`  next      bring the ledger to the exchange's position: permit-chain reconcile`);
       }
+      // `status` shows the next re-check and the next step, as the details do.
+      const cli = await runCli(['status', plans[0]?.plan_id ?? ''], env);
+      expect(cli.stdout).toContain(`  re-check  next at `);
+      expect(cli.stdout).toContain(`  next      bring the ledger to the exchange's position: permit-chain reconcile`);
       await Promise.all(plans.map((p) => runCli(['cancel', p.plan_id, '--by', 'ops', '--reason', 'test over'], env)));
     });
   });
