@@ -29,9 +29,18 @@ import type { StatusBoard } from './status-board';
  */
 async function failIfRefused(reply: Promise<OperatorReply>): Promise<OperatorReply> {
   const answer = await reply;
-  if (!answer.accepted)
-    throw ApplicationFailure.create({ message: answer.detail, type: 'Refused', nonRetryable: true });
+  if (!answer.accepted) throw refusal(answer.detail);
   return answer;
+}
+
+/**
+ * A refusal as the operator sees it (the CLI's answer, the update's failure in the Web UI): the reason, with no stack
+ * trace, which would only show the workflow's source paths.
+ */
+function refusal(why: string): ApplicationFailure {
+  const failure = ApplicationFailure.create({ message: why, type: 'Refused', nonRetryable: true });
+  failure.stack = '';
+  return failure;
 }
 
 /** A person's rejection, accepted by the Governor: who, when, why, and the signature that proves it. */
@@ -138,8 +147,8 @@ export class OperatorDesk {
     });
     setHandler(cancelPlanUpdate, (request) => failIfRefused(this.requestCancel(request)), {
       validator: (_request: CancelRequest) => {
-        const refusal = this.cancelRefusal();
-        if (refusal) throw new Error(refusal);
+        const refused = this.cancelRefusal();
+        if (refused) throw refusal(refused);
       },
     });
     cancelRequested.catch(() => {
@@ -156,8 +165,8 @@ export class OperatorDesk {
   }
 
   private validateDecision(): void {
-    if (this.board.status.stage === 'done') throw new Error(ENDED);
-    if (!this.shown) throw new Error(NOT_AWAITING);
+    if (this.board.status.stage === 'done') throw refusal(ENDED);
+    if (!this.shown) throw refusal(NOT_AWAITING);
   }
 
   private async decide(kind: 'approve' | 'reject', request: unknown): Promise<OperatorReply> {

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { WorkflowHandle } from '@temporalio/client';
+import { WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
-import { approveSignal, planWorkflowId, statusQuery } from '../../contract/messages';
+import { approvePlanUpdate, approveSignal, planWorkflowId, statusQuery } from '../../contract/messages';
 import type { ChainStatus, Plan } from '../../contract/types';
 import type { permitChain } from '../../workflows';
 import { runCli, startCli, type CliProcess } from '../cli-runner';
@@ -206,6 +206,17 @@ describe('approvals: what the operator sees, and the worker logs', () => {
         why: refused.detail.replace('approval by alice refused: ', ''),
       }),
     ]);
+
+    // The same, as an update (what `permit-chain approve` sends): it fails with the reason, and no stack trace of the
+    // workflow's code (source paths) reaches the caller or the Web UI.
+    const failed = await handle.executeUpdate(approvePlanUpdate, { args: [{ by: 'bob' } as never] }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failed).toBeInstanceOf(WorkflowUpdateFailedError);
+    const cause = (failed as WorkflowUpdateFailedError).cause;
+    expect(cause?.message).toMatch(/\S/);
+    expect(cause?.stack ?? '').not.toMatch(/\.ts|\.js|\bat /);
     await runCli(['cancel', plan.plan_id, '--by', 'ops', '--reason', 'test over'], env);
   });
 
