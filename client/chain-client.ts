@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { UpdateDefinition } from '@temporalio/common';
 import type { Redis } from 'ioredis';
@@ -34,6 +35,7 @@ import {
 import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plans';
 import { fetchPlanRuns, type PlanRun, type RunSelection } from './histories';
 import { registerSearchAttributes } from './search-attributes';
+import { reportRetries, type RetryReport } from './retry-report';
 import { readPlanRecord, reDecide, type PlanRecord, type WhatIfReport } from './what-if';
 import type { UnrecordedOrder } from '../activities/unrecorded';
 
@@ -95,13 +97,20 @@ export class ChainClient {
     return planStatus(await this.client(), planId).catch((err: unknown) => notFound(err, planId));
   }
 
-  /** Wakes a blocked plan; a plan that ended `failed` runs again from its start (a Temporal reset). */
-  async retry(planId: string, by: string): Promise<{ signalled: true } | { reset: true; runId: string }> {
+  /**
+   * Wakes a blocked plan and reports, after its look, whether it moved; a plan that ended `failed` runs again from its
+   * start (a Temporal reset).
+   */
+  async retry(
+    planId: string,
+    by: string,
+  ): Promise<{ signalled: true; report: RetryReport } | { reset: true; runId: string }> {
     const client = await this.client();
     const ended = await closedStatus(client, planId).catch((err: unknown) => notFound(err, planId));
     if (!ended) {
-      await client.workflow.getHandle(planWorkflowId(planId)).signal(retrySignal, { by });
-      return { signalled: true };
+      const retryId = randomUUID();
+      await client.workflow.getHandle(planWorkflowId(planId)).signal(retrySignal, { by, retry_id: retryId });
+      return { signalled: true, report: await reportRetries(client, [planId], retryId) };
     }
     if (ended.outcome !== 'failed') {
       throw new ClientError(
@@ -193,8 +202,15 @@ export class ChainClient {
     return listPlans(await this.client(), filter, limit);
   }
 
-  async retryStuck(filter: Pick<PlanFilter, 'symbol' | 'startedBefore'>, by: string): Promise<string[]> {
-    return retryBlocked(await this.client(), filter, by);
+  /** Wakes the blocked plans the filter finds, and reports, after their looks, which moved and which are still blocked. */
+  async retryStuck(
+    filter: Pick<PlanFilter, 'symbol' | 'startedBefore'>,
+    by: string,
+  ): Promise<{ woken: string[]; report: RetryReport }> {
+    const client = await this.client();
+    const retryId = randomUUID();
+    const woken = await retryBlocked(client, filter, by, retryId);
+    return { woken, report: await reportRetries(client, woken, retryId) };
   }
 
   /** What `reconcile` would change now (the ledger before and after, the fills it accounts for); writes nothing. */

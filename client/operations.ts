@@ -134,16 +134,22 @@ export async function listPlans(client: Client, filter: PlanFilter, limit: numbe
   return rows;
 }
 
-/** Signals `retry` to every running blocked plan the filter finds; returns the plan ids it woke. */
+/**
+ * Signals `retry` to every running blocked plan the filter finds (named `retryId`, for client/retry-report.ts);
+ * returns the plan ids it woke.
+ */
 export async function retryBlocked(
   client: Client,
   filter: Pick<PlanFilter, 'symbol' | 'startedBefore'>,
   by: string,
+  retryId?: string,
 ): Promise<string[]> {
   const woken: string[] = [];
   for (const plan of await listPlans(client, { ...filter, stage: 'blocked', running: true }, 10_000)) {
     try {
-      await client.workflow.getHandle(plan.workflow_id).signal(retrySignal, { by });
+      await client.workflow
+        .getHandle(plan.workflow_id)
+        .signal(retrySignal, { by, ...(retryId ? { retry_id: retryId } : {}) });
       woken.push(plan.plan_id);
     } catch {
       // It ended between the list and the signal: nothing to wake.

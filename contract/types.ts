@@ -189,6 +189,15 @@ export interface ChainStatus {
   awaiting?: PositionSnapshot;
   timeline: TimelineEntry[];
   last_error?: string;
+  /** What a person can do about the plan where it waits (the Web UI's details show it as "Next:"); none once it moves on. */
+  next_step?: string;
+  /** While blocked: when the plan looks at the positions by itself next (ms since epoch). */
+  next_look_at?: number;
+  /**
+   * The last `retry` the plan took while blocked: who sent it, its `retry_id`, and whether the plan has looked at the
+   * positions since (`p33` then holds what that look saw).
+   */
+  last_retry?: { by: string; retry_id?: string; looked: boolean };
   /**
    * Added by the client (`status`), never by the workflow: Temporal closed the plan before the chain ended it
    * (`temporal workflow terminate`, an execution timeout). `stage` is then the last stage it reached.
@@ -254,6 +263,8 @@ export interface GovernorRequest {
 
 export interface RetryRequest {
   by?: string;
+  /** Names this retry, so that whoever sent it can tell when the plan has looked after it (`last_retry`). */
+  retry_id?: string;
 }
 
 /**

@@ -50,7 +50,7 @@ export function formatStatus(status: ChainStatus): string {
   const waiting = status.awaiting;
   if (waiting) {
     lines.push(
-      `  approval  awaiting a person: exchange ${waiting.exchange_amount}, ledger ${waiting.ledger_amount}, tolerance ${waiting.tolerance}`,
+      `  approval  awaiting approval: exchange ${waiting.exchange_amount}, ledger ${waiting.ledger_amount}, tolerance ${waiting.tolerance}`,
     );
   }
   if (waiting && status.quorum) {
@@ -74,6 +74,10 @@ export function formatStatus(status: ChainStatus): string {
   const e = status.execution;
   if (e) lines.push(`  execute   ${e.status} ${e.side} ${e.filled_qty} @ ${e.avg_price}, order ${e.order_id}`);
   if (status.last_error) lines.push(`  error     ${status.last_error}`);
+  // A plan Temporal closed has its own next step (above); what its workflow last said no longer holds.
+  if (status.next_look_at !== undefined && !closed) lines.push(`  re-check  next at ${time(status.next_look_at)}`);
+  // What the Web UI's details show as "Next:" (the command, and who may still sign), without the markdown.
+  if (status.next_step && !closed) lines.push(`  next      ${status.next_step.replace(/`/g, '')}`);
   lines.push('  timeline');
   for (const entry of status.timeline) lines.push(`    ${time(entry.at)}  ${entry.stage.padEnd(17)} ${entry.detail}`);
   return lines.join('\n');

@@ -1,4 +1,4 @@
-import { ApplicationFailure, condition, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, log, setHandler } from '@temporalio/workflow';
 import type {
   Approval,
   ApproveRequest,
@@ -29,9 +29,18 @@ import type { StatusBoard } from './status-board';
  */
 async function failIfRefused(reply: Promise<OperatorReply>): Promise<OperatorReply> {
   const answer = await reply;
-  if (!answer.accepted)
-    throw ApplicationFailure.create({ message: answer.detail, type: 'Refused', nonRetryable: true });
+  if (!answer.accepted) throw refusal(answer.detail);
   return answer;
+}
+
+/**
+ * A refusal as the operator sees it (the CLI's answer, the update's failure in the Web UI): the reason, with no stack
+ * trace, which would only show the workflow's source paths.
+ */
+function refusal(why: string): ApplicationFailure {
+  const failure = ApplicationFailure.create({ message: why, type: 'Refused', nonRetryable: true });
+  failure.stack = '';
+  return failure;
 }
 
 /** A person's rejection, accepted by the Governor: who, when, why, and the signature that proves it. */
@@ -64,6 +73,11 @@ const ENDED = 'plan has already ended';
 
 function text(value: unknown): string {
   return typeof value === 'string' ? value.trim() : '';
+}
+
+/** A value copied from a signal into the status and the logs, cut to a length a person reads. */
+function bounded(value: string, max = 80): string {
+  return value.length > max ? `${value.slice(0, max)}…` : value;
 }
 
 /** Keeps of a payload only fields of the right type: a signal's payload can be anything. */
@@ -109,7 +123,12 @@ export class OperatorDesk {
     setHandler(statusQuery, () => status);
     setHandler(retrySignal, (request) => {
       this.retryRequested = true;
-      this.board.note(`retry requested by ${text(request?.by) || 'an operator'}`);
+      const by = bounded(text(request?.by)) || 'an operator';
+      const retryId = bounded(text(request?.retry_id));
+      // The plan's next look (at once when blocked, or when it blocks) says in `last_retry` that it has looked.
+      if (status.stage !== 'done') status.last_retry = { by, ...(retryId ? { retry_id: retryId } : {}), looked: false };
+      this.board.note(`retry requested by ${by}`);
+      log.info('operator: retry requested', { who: by, stage: status.stage });
     });
     setHandler(symbolFreeSignal, () => {
       this.symbolFreed = true;
@@ -128,8 +147,8 @@ export class OperatorDesk {
     });
     setHandler(cancelPlanUpdate, (request) => failIfRefused(this.requestCancel(request)), {
       validator: (_request: CancelRequest) => {
-        const refusal = this.cancelRefusal();
-        if (refusal) throw new Error(refusal);
+        const refused = this.cancelRefusal();
+        if (refused) throw refusal(refused);
       },
     });
     cancelRequested.catch(() => {
@@ -146,16 +165,17 @@ export class OperatorDesk {
   }
 
   private validateDecision(): void {
-    if (this.board.status.stage === 'done') throw new Error(ENDED);
-    if (!this.shown) throw new Error(NOT_AWAITING);
+    if (this.board.status.stage === 'done') throw refusal(ENDED);
+    if (!this.shown) throw refusal(NOT_AWAITING);
   }
 
   private async decide(kind: 'approve' | 'reject', request: unknown): Promise<OperatorReply> {
     const claim = claimOf(request);
-    const by = claim.by || '(nobody)';
+    const by = bounded(claim.by ?? '') || '(nobody)';
     const verb = kind === 'approve' ? 'approval' : 'rejection';
     const refuse = async (why: string, audited = false): Promise<OperatorReply> => {
       this.board.note(`${verb} by ${by} refused: ${why}`);
+      log.warn(`operator: ${verb} refused`, { who: by, why: bounded(why, 200) });
       if (!audited) {
         await this.calls.record({
           plan_id: this.board.status.plan_id,
@@ -191,6 +211,7 @@ export class OperatorDesk {
       const reason = text(claim.reason) || 'no reason given';
       this.rejection = { kind, ...signed, reason: claim.reason ?? '' };
       this.board.note(`rejected by ${by}: ${reason}`);
+      log.info('operator: rejection accepted', { who: by, reason: bounded(reason, 200) });
       return { accepted: true, detail: `rejected by ${by}` };
     }
     // Two of the same approver's signatures checked side by side: the first one in counts.
@@ -210,6 +231,12 @@ export class OperatorDesk {
     this.approvalNews = true;
     const count = this.required > 1 ? ` (${approvals.length} of ${this.required})` : '';
     this.board.note(`approved by ${by}${text(note) ? `: ${text(note)}` : ''}${count}`);
+    log.info('operator: approval accepted', {
+      who: by,
+      signed: approvals.length,
+      required: this.required,
+      ...(verdict.key_fingerprint ? { key_fingerprint: verdict.key_fingerprint } : {}),
+    });
     return { accepted: true, detail: `approved by ${by}${count}` };
   }
 
@@ -251,10 +278,12 @@ export class OperatorDesk {
     const refusal = this.cancelRefusal() ?? (by === '' ? 'cancel needs a name (by)' : undefined);
     if (refusal) {
       this.board.note(`cancel by ${by || '(nobody)'} refused: ${refusal}`);
+      log.warn('operator: cancel refused', { who: bounded(by) || '(nobody)', why: refusal });
       return { accepted: false, detail: refusal };
     }
     this.cancel ??= { by, reason };
     this.board.note(`cancel requested by ${by}: ${reason}`);
+    log.info('operator: cancel requested', { who: bounded(by), reason: bounded(reason, 200) });
     await this.calls.record({
       plan_id: this.board.status.plan_id,
       decision: 'cancel_requested',

@@ -7,6 +7,7 @@ import {
   allHandlersFinished,
   condition,
   getExternalWorkflowHandle,
+  log,
   makeContinueAsNewFunc,
   patched,
   proxyActivities,
@@ -580,6 +581,7 @@ class Chain {
           `until ${clockTime(until)} UTC`,
         awaitingNextStep(this.plan, until, required),
       );
+      log.info('operator: awaiting approval', { who: this.rules.approvers.join(', '), required });
     } else
       this.board.resumeAt(
         awaitingNextStep(this.plan, until, required),
@@ -654,30 +656,39 @@ class Chain {
     /** What P3.3 saw last: what a continued run starts from. */
     let latest = denial;
     let nextLookAt = Math.min(Date.now() + fallbackMs, this.planDeadline);
-    if (resumed) this.board.resumeAt(blockedNextStep(this.plan), blockedDetail(denial, nextLookAt));
-    else this.board.enter('blocked', blockedDetail(denial, nextLookAt), blockedNextStep(this.plan));
+    if (resumed) this.board.resumeAt(blockedNextStep(this.plan), blockedDetail(denial));
+    else this.board.enter('blocked', blockedDetail(denial), blockedNextStep(this.plan));
+    this.board.lookNextAt(nextLookAt);
+    const { status } = this.board;
     for (;;) {
       // A message that came in while the plan was about to continue is acted on now: a look, at once.
       const news = await this.continueIfLong({ stage: 'blocked', denial: latest });
       const woken = news || (await this.desk.rest(nextLookAt, () => this.historyIsLong(), this.settledLooks));
       if (woken === 'wake') continue;
+      // The retry this look answers (a retry coming during the look is answered by the next one).
+      const retry = status.last_retry && !status.last_retry.looked ? status.last_retry : undefined;
       // Taken before the look: a wake that comes while the plan looks is news for its next rest, not lost.
       if (this.settledLooks) this.desk.takeNews();
       const stop = this.cancelled() ?? this.tooOld('still blocked');
       if (stop) return stop;
       const view = await this.look();
       if ('outcome' in view) return view;
+      latest = { ...denial, ...view };
+      status.p33 = latest;
+      if (retry) retry.looked = true;
       if (view.allow) {
         this.board.note(`positions agree again: exchange ${view.exchange_amount}, ledger ${view.ledger_amount}`);
         return undefined;
       }
       nextLookAt = Math.min(Date.now() + fallbackMs, this.planDeadline);
-      latest = { ...denial, ...view };
-      const detail = blockedDetail(latest, nextLookAt);
+      const detail = blockedDetail(latest);
       const now = { reason: view.reason, exchange: view.exchange_amount, ledger: view.ledger_amount };
-      if (now.reason !== seen.reason || now.exchange !== seen.exchange || now.ledger !== seen.ledger) {
-        this.board.note(detail);
-      } else this.board.show(detail);
+      const changed = now.reason !== seen.reason || now.exchange !== seen.exchange || now.ledger !== seen.ledger;
+      // A person who retried reads the answer in the timeline: still blocked, and why.
+      if (retry) this.board.note(`looked again after the retry by ${retry.by}: still ${detail}`);
+      else if (changed) this.board.note(detail);
+      else this.board.show(detail);
+      this.board.lookNextAt(nextLookAt);
       seen = now;
     }
   }

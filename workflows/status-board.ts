@@ -31,11 +31,11 @@ export function awaitingNextStep(plan: Plan, until: number, required = 1): strin
   );
 }
 
-/** The blocked plan's explanation, as the Web UI shows it. */
-export function blockedDetail(p33: P33Permit, nextCheckAt: number): string {
+/** The blocked plan's explanation, as the timeline and the Web UI show it. */
+export function blockedDetail(p33: P33Permit): string {
   return (
     `blocked: ${p33.reason}, exchange ${p33.exchange_amount} vs ledger ${p33.ledger_amount}, ` +
-    `tolerance ${p33.tolerance}; next re-check ${clockTime(nextCheckAt)} UTC`
+    `tolerance ${p33.tolerance}`
   );
 }
 
@@ -110,6 +110,9 @@ export class StatusBoard {
    */
   private nextStep = '';
 
+  /** The detail the current details show now (the last `note` or `show`). */
+  private detail = '';
+
   /** Moves to a stage (its search attribute follows when the plan next waits) and writes the timeline line. */
   enter(stage: ChainStage, detail: string, nextStep = ''): void {
     if (stage !== this.status.stage) {
@@ -117,6 +120,7 @@ export class StatusBoard {
       this.set(chainStageKey, stage);
     }
     this.nextStep = nextStep;
+    delete this.status.next_look_at;
     this.note(detail);
   }
 
@@ -126,6 +130,15 @@ export class StatusBoard {
     this.show(detail);
   }
 
+  /**
+   * When a blocked plan looks by itself next: shown in the current details and the status, never in the timeline
+   * (a timeline line would state a time that a retry or the watcher makes stale). Cleared when the plan changes stage.
+   */
+  lookNextAt(at: number): void {
+    this.status.next_look_at = at;
+    this.show(this.detail);
+  }
+
   /** A timeline line in the current stage, also shown as the workflow's current details. */
   note(detail: string): void {
     this.status.timeline.push({ stage: this.status.stage, at: Date.now(), detail });
@@ -133,11 +146,28 @@ export class StatusBoard {
     this.show(detail);
   }
 
-  /** Current details only: for what changes often and would flood the timeline (the next re-check time). */
+  /**
+   * Current details only: for what changes often and would flood the timeline. The details end with the next step,
+   * which the `status` query carries too (`next_step`), so that `status` names the command the Web UI does.
+   */
   show(detail: string): void {
+    this.detail = detail;
     const plan = this.plan ? ` · ${this.plan.side} ${this.plan.qty} ${this.plan.symbol}` : '';
-    const next = this.nextStep ? `\n\n**Next:** ${this.nextStep}` : '';
-    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}${this.approvalsLine()}${next}`);
+    const recheck =
+      this.status.next_look_at !== undefined ? `; next re-check ${clockTime(this.status.next_look_at)} UTC` : '';
+    const nextStep = this.nextStepNow();
+    if (nextStep) this.status.next_step = nextStep;
+    else delete this.status.next_step;
+    const next = nextStep ? `\n\n**Next:** ${nextStep}` : '';
+    setCurrentDetails(`**${this.status.stage}**${plan}\n\n${detail}${recheck}${this.approvalsLine()}${next}`);
+  }
+
+  /** The next step, led while the plan awaits approval by the approvers who may still sign. */
+  private nextStepNow(): string {
+    const { stage, quorum, approvals } = this.status;
+    if (!this.nextStep || stage !== 'awaiting_approval' || !quorum) return this.nextStep;
+    const still = quorum.approvers.filter((name) => !(approvals ?? []).some((a) => a.by === name));
+    return still.length > 0 ? `awaiting approval by ${still.join(', ')}: ${this.nextStep}` : this.nextStep;
   }
 
   /** While the plan awaits approval: who has signed, with their keys, and how many more of whom are needed. */
@@ -149,6 +179,7 @@ export class StatusBoard {
 
   finish(outcome: ChainOutcome, detail: string): ChainStatus {
     this.nextStep = '';
+    delete this.status.next_look_at;
     this.status.outcome = outcome;
     this.status.stage = 'done';
     this.set(chainStageKey, 'done');

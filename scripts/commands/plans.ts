@@ -6,6 +6,17 @@ import { type Command } from 'commander';
 import { formatPlanRows, formatPosition, formatStatus } from '../output';
 import { parsePlan } from '../../lib/plan';
 import type * as DemoModule from '../demo';
+import { formatRetryReport, type RetryReport } from '../../client/retry-report';
+
+/** A retry's report under --json: what moved, what is still blocked and why, what could not be read. */
+function retryReportJson(report: RetryReport) {
+  return {
+    moved: report.moved,
+    still_blocked: report.stillBlocked,
+    not_blocked: report.notBlocked,
+    unknown: report.unknown,
+  };
+}
 
 /** Plans: submit one, look at it, wake it, list them, and the demo. */
 export function addPlansCommands(program: Command, ctx: CommandContext): void {
@@ -68,7 +79,10 @@ export function addPlansCommands(program: Command, ctx: CommandContext): void {
     .action((planId: string, opts: { by: string }) =>
       ctx.withChain(async (chain, o) => {
         const done = await chain.retry(planId, opts.by);
-        if ('signalled' in done) return o.result(`retry sent to plan-${planId}`, { plan_id: planId, signalled: true });
+        if ('signalled' in done) {
+          const text = `retry sent to plan-${planId}: ${formatRetryReport(done.report)}`;
+          return o.result(text, { plan_id: planId, signalled: true, ...retryReportJson(done.report) });
+        }
         o.result(`plan ${planId} runs again from its start (reset, run ${done.runId})`, {
           plan_id: planId,
           reset: true,
@@ -110,8 +124,13 @@ export function addPlansCommands(program: Command, ctx: CommandContext): void {
     .action((opts: { olderThan?: number; symbol?: string; by: string }) =>
       ctx.withChain(async (chain, o) => {
         const older = opts.olderThan !== undefined ? { startedBefore: new Date(Date.now() - opts.olderThan) } : {};
-        const woken = await chain.retryStuck({ ...(opts.symbol ? { symbol: opts.symbol } : {}), ...older }, opts.by);
-        o.result(`retried ${woken.length} blocked plan(s)`, { retried: woken.length, plan_ids: woken });
+        const filter = { ...(opts.symbol ? { symbol: opts.symbol } : {}), ...older };
+        const { woken, report } = await chain.retryStuck(filter, opts.by);
+        o.result(`retried ${woken.length} blocked plan(s): ${formatRetryReport(report)}`, {
+          retried: woken.length,
+          plan_ids: woken,
+          ...retryReportJson(report),
+        });
       }),
     );
   program

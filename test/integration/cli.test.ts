@@ -203,7 +203,13 @@ describe('permit-chain against a running worker', () => {
       // 5 exceeds the 1.75 held: P3.3 blocks it; a retry wakes it and it stays blocked for the same reason.
       const retried = await runCli(['retry', blockedId, '--by', 'alice'], env);
       expect(retried.code).toBe(0);
-      expect(retried.stdout).toBe(`retry sent to plan-${blockedId}\n`);
+      // It waits for the plan's look and says what it saw: still blocked, the positions named.
+      expect(retried.stdout).toMatch(
+        new RegExp(
+          `^retry sent to plan-${blockedId}: 0 moved, 1 still blocked\\n  blocked  1 on LTCUSDT: \\w+, exchange 1\\.75 vs ` +
+            `ledger 1\\.75, tolerance 0\\.001: ${blockedId}\\n$`,
+        ),
+      );
     });
   });
 

@@ -82,7 +82,9 @@ describe('signed approvals (production mode) on the real dev server', () => {
       // The Web UI's current details end with how to approve, ready to copy.
       const metadata = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
       expect(metadata.currentDetails).toMatch(/^\*\*awaiting_approval\*\* · SELL 0\.062 BTCUSDT/);
-      expect(metadata.currentDetails).toContain(`**Next:** an approver signs, before `);
+      expect(metadata.currentDetails).toContain(
+        `**Next:** awaiting approval by alice, bob: an approver signs, before `,
+      );
       expect(metadata.currentDetails).toContain(`\`permit-chain approve ${plan.plan_id} --by NAME --key FILE\``);
       await handle.signal(approveSignal, approvers.sign(plan.plan_id, 'alice', shown, { note: 'checked the book' }));
       const final = await handle.result();

@@ -86,7 +86,9 @@ describe('APPROVAL_QUORUM=2 (production mode, signed approvals)', () => {
     await h.withWorker(async () => {
       const { handle } = await awaiting(plan);
       expect(await details(handle)).toContain('**Approvals:** 2 of alice, bob, carol needed');
-      expect(await details(handle)).toContain('**Next:** 2 distinct approvers sign, each once, before ');
+      expect(await details(handle)).toContain(
+        '**Next:** awaiting approval by alice, bob, carol: 2 distinct approvers sign, each once, before ',
+      );
 
       const first = await approve(plan, 'alice');
       expect(first.stdout).toBe('accepted: approved by alice (1 of 2)\n');
