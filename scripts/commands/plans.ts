@@ -6,6 +6,7 @@ import { type Command } from 'commander';
 import { formatPlanRows, formatPosition, formatStatus } from '../output';
 import { parsePlan } from '../../lib/plan';
 import { runDemo } from '../demo';
+import { identityLine } from '../../lib/venue';
 
 /** Plans: submit one, look at it, wake it, list them, and the demo. */
 export function addPlansCommands(program: Command, ctx: CommandContext): void {
@@ -82,8 +83,8 @@ export function addPlansCommands(program: Command, ctx: CommandContext): void {
     .argument('<symbol>', 'exchange symbol, e.g. BTCUSDT', symbolArg)
     .action((symbol: string) =>
       ctx.withChain(async (chain, o) => {
-        const view = await chain.position(symbol);
-        o.result(formatPosition(view), view);
+        const { result, worker, operation_id } = await chain.position(symbol);
+        o.result(`${formatPosition(result)}\n${identityLine(worker)}`, { ...result, worker, operation_id });
       }),
     );
   program
