@@ -105,6 +105,8 @@ export class ChainClient {
    */
   private async operate<T>(request: OperatorRequest): Promise<Answered<T>> {
     const address = `Temporal at ${this.config.temporalAddress}`;
+    // An operation's connection gives up with its wait: an unreachable server does not hold the command longer.
+    this.temporal ??= connectTemporal(this.config, { connectTimeoutMs: WORKER_ANSWER_WAIT_MS });
     const client = await withinWait(this.client(), `${address} did not answer`);
     const workflowId = operationWorkflowId(randomUUID());
     const handle = await withinWait(

@@ -198,7 +198,7 @@ function printReconciled(
     orders.map((order) => `; accounted for ${describeUnrecorded(order)}`).join('');
   o.result(
     `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked ` +
-      `plan(s); recorded as by ${answer.recorded_as ?? '?'}\n${identityLine(answer.worker)}`,
+      `plan(s); by ${answer.recorded_as ?? '?'}\n${identityLine(answer.worker)}`,
     {
       recorded_as: answer.recorded_as,
       worker: answer.worker,

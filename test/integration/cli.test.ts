@@ -133,6 +133,8 @@ describe('permit-chain against a running worker', () => {
         tolerance: '0.001',
         within_tolerance: true,
         unrecorded_orders: [],
+        worker: expect.objectContaining({ exchange: 'paper', mode: 'testnet', task_queue: env.TASK_QUEUE }) as unknown,
+        operation_id: expect.stringMatching(/^op-/) as unknown,
       });
 
       const submitted = await runCli(['submit', '--symbol', 'LTCUSDT', '--side', 'SELL', '--qty', '5', '--json'], env);
