@@ -152,7 +152,8 @@ function loadNamedKeys(
   const testnet = config.tradingMode === 'testnet';
   if (config.approverKeysDir === '' || (testnet && !existsSync(config.approverKeysDir))) {
     if (testnet) return keys;
-    throw new ConfigError(`config: APPROVER_KEYS_DIR must name the folder of the ${setting} names' NAME.pub keys`);
+    const whose = setting === 'APPROVERS' ? "approvers'" : "operators'";
+    throw new ConfigError(`config: APPROVER_KEYS_DIR must name the folder of the ${whose} NAME.pub keys`);
   }
   // Folders already found safe: the keys share most of their path.
   const checked = new Set<string>();
