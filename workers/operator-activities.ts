@@ -15,9 +15,11 @@ import {
 } from '../client/operations';
 import { redisKeys } from '../contract/keys';
 import type { OperatorAnswer, OperatorRequest, OperationSignature } from '../contract/operations';
-import { keyFingerprint, operationRefusal, type SignedOperation } from '../lib/approval';
+import { APPROVER_NAME, keyFingerprint, operationRefusal, type SignedOperation } from '../lib/approval';
 import type { ChainConfig } from '../lib/config';
 import type { Logger } from '../lib/log';
+import { boundText } from '../lib/bound';
+import { SYMBOL_PATTERN } from '../lib/plan';
 import { liveVenue, venueHost, workerIdentity } from '../lib/venue';
 
 export interface OperatorDeps {
@@ -89,7 +91,7 @@ export function createOperatorActivities(deps: OperatorDeps) {
       { operators: config.operators, keys: deps.operatorKeys },
       now,
     );
-    if ('refused' in verdict) refuse(`refused: ${verdict.refused}`);
+    if ('refused' in verdict) refuse(verdict.refused);
     const fresh = await redis.set(
       keys.operatorNonce(signed.nonce),
       `${operation} by ${by}`,
@@ -97,18 +99,27 @@ export function createOperatorActivities(deps: OperatorDeps) {
       Math.max(1, signed.expires_at - now + NONCE_MARGIN_MS),
       'NX',
     );
-    if (fresh !== 'OK') refuse('refused: this signed operation was already used (its nonce): sign it again');
+    if (fresh !== 'OK') refuse('this signed operation was already used (its nonce): sign it again');
     return `${by} (key ${keyFingerprint(verdict.key)})`;
   }
 
   async function perform(request: OperatorRequest): Promise<Omit<OperatorAnswer, 'worker'>> {
+    // An operation's input can come from anyone who reaches Temporal, not only the CLI: checked before use.
+    if ('symbol' in request && !SYMBOL_PATTERN.test(String(request.symbol))) {
+      refuse(
+        `symbol must be an upper-case exchange symbol such as BTCUSDT (got ${boundText(String(request.symbol), 40)})`,
+      );
+    }
+    if ('by' in request && !APPROVER_NAME.test(String(request.by))) {
+      refuse(`by must be a name of letters, digits, _ . - (got ${boundText(String(request.by), 40)})`);
+    }
     switch (request.operation) {
       case 'position':
         return { result: await positionView(reconcileDeps, request.symbol) };
       case 'reconcile_preview':
         return { result: await previewReconcile(reconcileDeps, request.symbol) };
       case 'reconcile': {
-        if (request.signed && !request.expected) refuse('refused: a signed reconcile names the positions shown');
+        if (request.signed && !request.expected) refuse('a signed reconcile names the positions shown');
         const recorded = await authorize(
           'reconcile',
           request.by,

@@ -176,7 +176,7 @@ describe('signed operations in production mode', () => {
       expect(unsignedOff.code).toBe(3);
       // An approver who is not an operator, and an operator's name over another's key.
       const notOperator = ['reconcile', 'SIGUSDT', '--by', 'alice', '--key', keys.keyFile('alice'), '--yes'];
-      expect((await runCliOnly(notOperator, shell)).stdout).toContain('refused: refused: alice is not in OPERATORS');
+      expect((await runCliOnly(notOperator, shell)).stdout).toContain('refused: alice is not in OPERATORS');
       const forged = ['kill-switch', 'off', '--by', 'olga', '--key', keys.keyFile('alice')];
       expect((await runCliOnly(forged, shell)).stdout).toContain("signature does not verify with olga's key");
       expect(await h.redis.hget(h.keys.position('SIGUSDT'), 'ledger_amount')).toBe('0.002');
@@ -215,6 +215,21 @@ describe('signed operations in production mode', () => {
     expect(audit).toContain(`kill_switch_off: by olga (key ${olgaFingerprint})`);
     expect(audit.filter((line) => line.startsWith('kill_switch_off'))).toHaveLength(1);
     expect(audit.filter((line) => line.startsWith('reconcile'))).toHaveLength(1);
+  });
+
+  it('an operation started by hand with a bad symbol or name is refused, nothing read', async () => {
+    await h.redis.del(h.keys.killSwitch);
+    await h.withWorker(async () => {
+      for (const request of [
+        { operation: 'position', symbol: 'btc*' },
+        { operation: 'kill_switch', on: true, by: 'x\ny' },
+      ] as OperatorRequest[]) {
+        await expect(replay(request)).rejects.toMatchObject({
+          cause: { cause: { message: expect.stringMatching(/^(symbol|by) must be/) as unknown } },
+        });
+      }
+    });
+    expect(await h.redis.get(h.keys.killSwitch)).toBeNull();
   });
 
   it('the refusal of a replay says why: the nonce was used', async () => {
