@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
-import type { UpdateDefinition } from '@temporalio/common';
-import type { Redis } from 'ioredis';
-import { exchangeFor } from '../activities/exchange';
-import { ReconcileStale } from '../activities/ledger';
-import { positionsAgree } from '../activities/p33';
-import { readPositions } from '../activities/positions';
+import { WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { ApplicationFailure, type UpdateDefinition } from '@temporalio/common';
 import { redisKeys } from '../contract/keys';
+import {
+  OPERATOR_OPERATION_WORKFLOW,
+  operationWorkflowId,
+  type OperatorRequest,
+  type WorkerIdentity,
+} from '../contract/operations';
 import {
   approvePlanUpdate,
   cancelPlanUpdate,
@@ -15,21 +16,24 @@ import {
   retrySignal,
 } from '../contract/messages';
 import type { ApproveRequest, ChainStatus, OperatorReply, Plan, RejectRequest } from '../contract/types';
-import { readPrivateKey, signedRequest } from '../lib/approval';
+import {
+  DEFAULT_DECISION_LIFE_MS,
+  readPrivateKey,
+  signOperation,
+  signedRequest,
+  type SignedOperation,
+} from '../lib/approval';
 import type { ChainConfig, DecisionSettings } from '../lib/config';
 import { connectRedis } from '../lib/connections';
-import { formatDec } from '../lib/decimal';
+import { redactUrl } from '../lib/redact';
 import {
   closedStatus,
   listPlans,
-  previewReconcile,
-  reconcileLedger,
-  unrecordedOrders,
-  resetFailedPlan,
   retryBlocked,
   setKillSwitch,
   type PlanFilter,
   type PlanRow,
+  type PositionView,
   type ReconcilePreview,
 } from './operations';
 import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plans';
@@ -49,16 +53,35 @@ export class NotFoundError extends ClientError {
   override name = 'NotFoundError';
 }
 
-/** The exchange's and the ledger's position of a symbol, as `position` shows it. */
-export interface PositionView {
-  symbol: string;
-  exchange_amount: string;
-  ledger_amount: string;
-  discrepancy: string;
-  tolerance: string;
-  within_tolerance: boolean;
-  /** Orders the exchange has under a claimed send of the chain that no execution record names. */
-  unrecorded_orders: UnrecordedOrder[];
+export type { PositionView } from './operations';
+
+/** The workers did not answer (Temporal unreachable, or no worker polls the task queue): nothing was done. */
+export class WorkersUnreachable extends Error {
+  override name = 'WorkersUnreachable';
+}
+
+/** A worker refused an operator's operation (unsigned, a bad signature, a used nonce): exit code 3. */
+export class OperationRefused extends Error {
+  override name = 'OperationRefused';
+}
+
+/** How long an operation waits for a worker to take it before it says the workers are unreachable. */
+export const WORKER_ANSWER_WAIT_MS = 5_000;
+/** An operation no worker took is ended after this: it must not run long after the operator was told it did not. */
+const OPERATION_EXECUTION_TIMEOUT = '3m';
+
+/** A signing key for an operation: the operator's name in OPERATORS and their private key file. */
+export interface OperationSigner {
+  keyFile: string;
+  lifeMs?: number;
+}
+
+/** An operation's answer: its result and which worker gave it, under which configuration. */
+export interface Answered<T> {
+  result: T;
+  worker: WorkerIdentity;
+  recorded_as?: string;
+  operation_id: string;
 }
 
 /**
@@ -68,7 +91,6 @@ export interface PositionView {
  */
 export class ChainClient {
   private temporal?: Promise<Client>;
-  private redisConnection?: Promise<Redis>;
 
   constructor(readonly config: ChainConfig) {}
 
@@ -77,16 +99,65 @@ export class ChainClient {
     return this.temporal;
   }
 
-  private redis(): Promise<Redis> {
-    // A one-shot command says what went wrong once, in its error line; reconnect chatter would only repeat it.
-    this.redisConnection ??= connectRedis(this.config, { log: () => undefined });
-    return this.redisConnection;
+  async close(): Promise<void> {
+    const [client] = await Promise.allSettled([this.temporal]);
+    if (client.status === 'fulfilled') await client.value?.connection.close();
   }
 
-  async close(): Promise<void> {
-    const [client, redis] = await Promise.allSettled([this.temporal, this.redisConnection]);
-    if (client.status === 'fulfilled') await client.value?.connection.close();
-    if (redis.status === 'fulfilled') redis.value?.disconnect();
+  /**
+   * Runs an operation in a worker of the chain's task queue (workflows/operator-operation.ts) and returns its answer.
+   * When Temporal does not answer, or no worker takes the operation within {@link WORKER_ANSWER_WAIT_MS}, it is
+   * ended unperformed and {@link WorkersUnreachable} says so. A refusal is a ClientError with the worker's reason.
+   */
+  private async operate<T>(request: OperatorRequest): Promise<Answered<T>> {
+    const address = `Temporal at ${this.config.temporalAddress}`;
+    // An operation's connection gives up with its wait: an unreachable server does not hold the command longer.
+    this.temporal ??= connectTemporal(this.config, { connectTimeoutMs: WORKER_ANSWER_WAIT_MS });
+    const client = await withinWait(this.client(), `${address} did not answer`);
+    const workflowId = operationWorkflowId(randomUUID());
+    const handle = await withinWait(
+      client.workflow.start(OPERATOR_OPERATION_WORKFLOW, {
+        workflowId,
+        taskQueue: this.config.taskQueue,
+        args: [request],
+        workflowExecutionTimeout: OPERATION_EXECUTION_TIMEOUT,
+      }),
+      `${address} did not take the operation`,
+    );
+    const result = handle.result() as Promise<{ worker: WorkerIdentity; result: T; recorded_as?: string }>;
+    // Read below once the wait is over; until then a failure must not go unhandled.
+    result.catch(() => undefined);
+    const early = await Promise.race([
+      result.then(
+        () => true,
+        () => true,
+      ),
+      delay(WORKER_ANSWER_WAIT_MS),
+    ]);
+    if (!early) {
+      const { historyLength } = await handle.describe();
+      // Started and scheduled only: no worker has taken its first task.
+      if (historyLength <= 2) {
+        await handle.terminate('no worker answered in time').catch(() => undefined);
+        throw new WorkersUnreachable(
+          `no worker of task queue ${this.config.taskQueue} answered within ${WORKER_ANSWER_WAIT_MS / 1000}s ` +
+            `(${address}): nothing was done`,
+        );
+      }
+    }
+    try {
+      return { ...(await result), operation_id: workflowId };
+    } catch (err) {
+      if (err instanceof WorkflowFailedError) {
+        // The activity's own message: the worker's refusal or failure, without the SDK's wrapping.
+        let cause: Error | undefined = err.cause;
+        while (cause?.cause instanceof Error) cause = cause.cause;
+        const message = `${(cause ?? err).message} (operation ${workflowId})`;
+        if (cause instanceof ApplicationFailure && cause.type === 'Refused') throw new OperationRefused(message);
+        throw new ClientError(message);
+      }
+      throw err;
+    }
   }
 
   async submit(plan: Plan, explicitId: boolean): Promise<StartedPlan> {
@@ -117,30 +188,13 @@ export class ChainClient {
         `plan ${planId} ended ${ended.outcome ?? ended.closed?.status ?? 'without an outcome'}: only a failed plan runs again`,
       );
     }
-    const { runId } = await resetFailedPlan(client, await this.redis(), redisKeys(this.config.keyPrefix), planId, by);
-    return { reset: true, runId };
+    const answer = await this.operate<{ runId: string }>({ operation: 'reset', plan_id: planId, by });
+    return { reset: true, runId: answer.result.runId };
   }
 
-  /** The exchange's (through the exchange port) and the ledger's amounts, their discrepancy and the tolerance. */
-  async position(symbol: string): Promise<PositionView> {
-    const redis = await this.redis();
-    const keys = redisKeys(this.config.keyPrefix);
-    const exchange = exchangeFor(this.config, redis);
-    const [positions, { orders }] = await Promise.all([
-      readPositions({ redis, exchange, config: this.config, keys }, symbol),
-      unrecordedOrders({ redis, config: this.config, exchange, clock: Date.now }, symbol),
-    ]);
-    const { exchangeAmount, ledgerAmount, tolerance } = positions;
-    const discrepancy = exchangeAmount.sub(ledgerAmount).abs();
-    return {
-      symbol,
-      exchange_amount: formatDec(exchangeAmount),
-      ledger_amount: formatDec(ledgerAmount),
-      discrepancy: formatDec(discrepancy),
-      tolerance: formatDec(tolerance),
-      within_tolerance: positionsAgree(positions),
-      unrecorded_orders: orders,
-    };
+  /** The exchange's and the ledger's amounts, their discrepancy and the tolerance, as the worker reads them. */
+  async position(symbol: string): Promise<Answered<PositionView>> {
+    return this.operate<PositionView>({ operation: 'position', symbol });
   }
 
   /**
@@ -194,8 +248,39 @@ export class ChainClient {
     }
   }
 
-  async killSwitch(on: boolean, by: string): Promise<void> {
-    await setKillSwitch(await this.redis(), redisKeys(this.config.keyPrefix), on, by);
+  /** Sets or clears the kill switch in a worker; clearing it is signed where the worker asks for it. */
+  async killSwitch(on: boolean, by: string, signer?: OperationSigner): Promise<Answered<{ kill_switch: string }>> {
+    const signed = signer ? this.signed({ operation: 'kill_switch_off', by }, signer) : undefined;
+    return this.operate({ operation: 'kill_switch', on, by, ...(signed ? { signed } : {}) });
+  }
+
+  /**
+   * The brake when no worker answers: sets the kill switch in Redis directly, with the CLI's own REDIS_URL and
+   * KEY_PREFIX, audited as set directly. Returns where it set it.
+   */
+  async killSwitchDirect(by: string, why: string): Promise<{ key: string; redis: string }> {
+    const redis = await connectRedis(this.config, { log: () => undefined });
+    try {
+      const keys = redisKeys(this.config.keyPrefix);
+      await setKillSwitch(redis, keys, true, `${by} (set directly: ${why.slice(0, 200)})`);
+      return { key: keys.killSwitch, redis: redactUrl(this.config.redisUrl) };
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  /** An operation signed with the operator's key: an expiry and a nonce of its own. */
+  private signed(
+    operation: Omit<SignedOperation, 'expires_at' | 'nonce'>,
+    signer: OperationSigner,
+  ): { expires_at: number; nonce: string; signature: string } {
+    const key = readPrivateKey(signer.keyFile);
+    const full: SignedOperation = {
+      ...operation,
+      expires_at: Date.now() + (signer.lifeMs ?? DEFAULT_DECISION_LIFE_MS),
+      nonce: randomUUID(),
+    };
+    return { expires_at: full.expires_at, nonce: full.nonce, signature: signOperation(full, key) };
   }
 
   async list(filter: PlanFilter, limit: number): Promise<PlanRow[]> {
@@ -214,30 +299,31 @@ export class ChainClient {
   }
 
   /** What `reconcile` would change now (the ledger before and after, the fills it accounts for); writes nothing. */
-  async reconcilePreview(symbol: string): Promise<ReconcilePreview> {
-    const redis = await this.redis();
-    return previewReconcile(
-      { redis, config: this.config, exchange: exchangeFor(this.config, redis), clock: Date.now },
-      symbol,
-    );
+  async reconcilePreview(symbol: string): Promise<Answered<ReconcilePreview>> {
+    return this.operate<ReconcilePreview>({ operation: 'reconcile_preview', symbol });
   }
 
   /**
-   * Ledger := the exchange's amount, audited, the symbol taken like a plan; then the symbol's blocked plans woken.
-   * With `expected`, only if the symbol is still as that preview showed it (a ClientError otherwise, nothing changed).
+   * Ledger := the exchange's amount, in a worker, audited, the symbol taken like a plan; then the symbol's blocked
+   * plans woken. With `expected`, only if the symbol is still as that preview showed it (a ClientError otherwise,
+   * nothing changed). With a signer, the operation is signed over the positions shown (a preview is read first when
+   * none is given).
    */
   async reconcile(
     symbol: string,
     by: string,
     expected?: ReconcilePreview,
-  ): Promise<{ before: string; after: string; fills: string[]; orders: UnrecordedOrder[]; woken: string[] }> {
-    const [client, redis] = [await this.client(), await this.redis()];
-    const exchange = exchangeFor(this.config, redis);
-    const deps = { redis, config: this.config, exchange, clock: Date.now };
-    const result = await reconcileLedger(deps, client, symbol, by, expected).catch((err: unknown) => {
-      throw err instanceof ReconcileStale ? new ClientError(err.message) : err;
+    signer?: OperationSigner,
+  ): Promise<Answered<{ before: string; after: string; fills: string[]; orders: UnrecordedOrder[]; woken: string[] }>> {
+    const shown = signer && !expected ? (await this.reconcilePreview(symbol)).result : expected;
+    const signed = signer && shown ? this.signed({ operation: 'reconcile', by, symbol, shown }, signer) : undefined;
+    return this.operate({
+      operation: 'reconcile',
+      symbol,
+      by,
+      ...(shown ? { expected: shown } : {}),
+      ...(signed ? { signed } : {}),
     });
-    return { ...result, woken: await retryBlocked(client, { symbol }, by) };
   }
 
   /** The runs of the plans a selection finds, each with its history: a visibility list and history reads only. */
@@ -276,4 +362,26 @@ function notFound(err: unknown, planId: string): never {
     throw new NotFoundError(`no plan ${planId} (workflow ${planWorkflowId(planId)} not found)`);
   }
   throw err;
+}
+
+function delay(ms: number): Promise<false> {
+  return new Promise((done) => setTimeout(() => done(false), ms).unref());
+}
+
+/** `promise`, or WorkersUnreachable when it has not settled within the operation's wait. */
+async function withinWait<T>(promise: Promise<T>, what: string): Promise<T> {
+  promise.catch(() => undefined);
+  const settled = await Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    delay(WORKER_ANSWER_WAIT_MS),
+  ]);
+  if (!settled) throw new WorkersUnreachable(`${what} within ${WORKER_ANSWER_WAIT_MS / 1000}s: nothing was done`);
+  try {
+    return await promise;
+  } catch (err) {
+    throw new WorkersUnreachable(`${what}: ${(err as Error).message.split('\n')[0]?.slice(0, 300)}: nothing was done`);
+  }
 }

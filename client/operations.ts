@@ -14,6 +14,8 @@ import {
 import type { ExchangePort } from '../activities/exchange';
 import type { ChainConfig } from '../lib/config';
 import { formatDec } from '../lib/decimal';
+import { positionsAgree } from '../activities/p33';
+import { readPositions } from '../activities/positions';
 import { redisKeys, type RedisKeys } from '../contract/keys';
 import { CLOSED_BY_TEMPORAL, planStatus } from './plans';
 import type { ChainOutcome, ChainStage, ChainStatus, ClosedByTemporal } from '../contract/types';
@@ -175,6 +177,40 @@ type ReconcileDeps = {
  * life plus Binance's largest receive window (60 s) and margins.
  */
 const CLAIM_STALE_AFTER_MS = 120_000;
+
+/** The exchange's and the ledger's position of a symbol, as `position` shows it. */
+export interface PositionView {
+  symbol: string;
+  exchange_amount: string;
+  ledger_amount: string;
+  discrepancy: string;
+  tolerance: string;
+  within_tolerance: boolean;
+  /** Orders the exchange has under a claimed send of the chain that no execution record names. */
+  unrecorded_orders: UnrecordedOrder[];
+}
+
+/** The exchange's (through the exchange port) and the ledger's amounts, their discrepancy and the tolerance. */
+export async function positionView(
+  deps: ReconcileDeps & { config: ChainConfig },
+  symbol: string,
+): Promise<PositionView> {
+  const keys = redisKeys(deps.config.keyPrefix);
+  const [positions, { orders }] = await Promise.all([
+    readPositions({ redis: deps.redis, exchange: deps.exchange, config: deps.config, keys }, symbol),
+    unrecordedOrders(deps, symbol),
+  ]);
+  const { exchangeAmount, ledgerAmount, tolerance } = positions;
+  return {
+    symbol,
+    exchange_amount: formatDec(exchangeAmount),
+    ledger_amount: formatDec(ledgerAmount),
+    discrepancy: formatDec(exchangeAmount.sub(ledgerAmount).abs()),
+    tolerance: formatDec(tolerance),
+    within_tolerance: positionsAgree(positions),
+    unrecorded_orders: orders,
+  };
+}
 
 /** The orders the exchange has under the symbol's claimed sends with no execution record (activities/unrecorded.ts). */
 export function unrecordedOrders(

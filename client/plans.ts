@@ -24,10 +24,14 @@ import type { permitChain } from '../workflows';
 /** A client of the chain's namespace over the chain's connection options (TLS, API key); one clear line on failure. */
 export async function connectTemporal(
   config: Pick<ChainConfig, 'temporalAddress' | 'temporalNamespace' | 'temporalTls' | 'temporalApiKey'>,
+  { connectTimeoutMs }: { connectTimeoutMs?: number } = {},
 ): Promise<Client> {
   const connection = await connectTemporalWith(config, async (options) => {
     // Connection.connect would leave a failed connection open, and with it the process.
-    const lazy = Connection.lazy(options);
+    const lazy = Connection.lazy({
+      ...options,
+      ...(connectTimeoutMs !== undefined ? { connectTimeout: connectTimeoutMs } : {}),
+    });
     try {
       await lazy.ensureConnected();
       return lazy;

@@ -40,6 +40,11 @@ export function redisKeys(prefix: string) {
      */
     executeClaims: (symbol: string) => `${prefix}:execute:claims:${symbol}`,
     killSwitch: `${prefix}:governor:kill_switch`,
+    /**
+     * A signed operator operation's nonce, once used (SET NX, PX past the signature's expiry): the same signed
+     * operation, seen in an operation workflow's input, is refused when sent again.
+     */
+    operatorNonce: (nonce: string) => `${prefix}:operator:nonce:${nonce}`,
     /** The Governor's rate window per symbol: a sorted set of plan ids by permit time. */
     governorRate: (symbol: string) => `${prefix}:governor:rate:${symbol}`,
     /** Which plan holds a symbol from P3.3 through the ledger update (a lease). */

@@ -126,22 +126,41 @@ type KeySettings = Pick<ChainConfig, 'tradingMode' | 'approvers' | 'approverKeys
  * fingerprint pinned in APPROVER_FINGERPRINTS must match. Each refusal is a {@link ConfigError} naming the file.
  */
 export function loadApproverKeys(config: KeySettings): Map<string, KeyObject> {
-  const keys = new Map<string, KeyObject>();
   if (config.tradingMode === 'production' && config.approvers.length === 0) {
     throw new ConfigError('config: APPROVERS must name at least one approver in production mode');
   }
-  if (config.approvers.length === 0) return keys;
+  return loadNamedKeys(config.approvers, 'APPROVERS', config);
+}
+
+/**
+ * The operators' public keys (`OPERATORS`), from the same folder under the same checks as the approvers': in
+ * production mode each operator must have one, else the worker does not start.
+ */
+export function loadOperatorKeys(
+  config: Pick<ChainConfig, 'tradingMode' | 'operators' | 'approverKeysDir'>,
+): Map<string, KeyObject> {
+  return loadNamedKeys(config.operators, 'OPERATORS', config);
+}
+
+function loadNamedKeys(
+  names: readonly string[],
+  setting: 'APPROVERS' | 'OPERATORS',
+  config: Pick<ChainConfig, 'tradingMode' | 'approverKeysDir'> & Partial<Pick<ChainConfig, 'approverFingerprints'>>,
+): Map<string, KeyObject> {
+  const keys = new Map<string, KeyObject>();
+  if (names.length === 0) return keys;
   const testnet = config.tradingMode === 'testnet';
   if (config.approverKeysDir === '' || (testnet && !existsSync(config.approverKeysDir))) {
     if (testnet) return keys;
-    throw new ConfigError("config: APPROVER_KEYS_DIR must name the folder of the approvers' NAME.pub keys");
+    const whose = setting === 'APPROVERS' ? "approvers'" : "operators'";
+    throw new ConfigError(`config: APPROVER_KEYS_DIR must name the folder of the ${whose} NAME.pub keys`);
   }
   // Folders already found safe: the keys share most of their path.
   const checked = new Set<string>();
   trustedKeyFolder(config.approverKeysDir, checked);
   const holders = new Map<string, { name: string; file: string }>();
-  for (const name of config.approvers) {
-    if (!APPROVER_NAME.test(name)) throw new ConfigError(`config: APPROVERS has an invalid name '${name}'`);
+  for (const name of names) {
+    if (!APPROVER_NAME.test(name)) throw new ConfigError(`config: ${setting} has an invalid name '${name}'`);
     const file = join(config.approverKeysDir, `${name}.pub`);
     let key: KeyObject;
     try {
@@ -165,7 +184,7 @@ export function loadApproverKeys(config: KeySettings): Map<string, KeyObject> {
       );
     }
     holders.set(bytes, { name, file });
-    const pinned = config.approverFingerprints?.[name];
+    const pinned = setting === 'APPROVERS' ? config.approverFingerprints?.[name] : undefined;
     if (pinned !== undefined && pinned !== fingerprint) {
       throw new ConfigError(
         `config: APPROVER_FINGERPRINTS: ${name}'s key ${file} is ${fingerprint}, pinned ${pinned}: put ${name}'s ` +
@@ -175,6 +194,65 @@ export function loadApproverKeys(config: KeySettings): Map<string, KeyObject> {
     keys.set(name, key);
   }
   return keys;
+}
+
+/** The worker's start line about its operators: each name with its key's fingerprint. */
+export function operatorKeysLine(keys: ReadonlyMap<string, KeyObject>, config: Pick<ChainConfig, 'approverKeysDir'>) {
+  const each = [...keys].map(([name, key]) => `${name} ${keyFingerprint(key)}`);
+  return `worker: operator keys from ${config.approverKeysDir}: ${each.join(', ')}`;
+}
+
+/**
+ * What an operator signs for an operation that moves money or resumes trading: the operation, what it acts on (the
+ * symbol and the positions shown, whose exchange amount is what the ledger is set to), who, an expiry and a nonce
+ * the worker accepts once.
+ */
+export interface SignedOperation {
+  operation: 'reconcile' | 'kill_switch_off';
+  by: string;
+  symbol?: string;
+  shown?: unknown;
+  expires_at: number;
+  nonce: string;
+}
+
+/** Signs an operation with an operator's private key; returns the base64 signature (as `approve` signs). */
+export function signOperation(operation: SignedOperation, privateKey: KeyObject): string {
+  return sign(null, Buffer.from(canonicalJson(operation), 'utf8'), privateKey).toString('base64');
+}
+
+/**
+ * Checks an operator's signed operation, a pure function of its inputs: the allow-list, the key, the signature over
+ * exactly this operation, its expiry (not past, not too far ahead) and a nonce. Returns why not, or the signer's key.
+ */
+export function operationRefusal(
+  operation: SignedOperation,
+  signature: unknown,
+  rules: { operators: readonly string[]; keys: ReadonlyMap<string, KeyObject> },
+  at: number,
+): { refused: string } | { key: KeyObject } {
+  if (operation.by === '') return { refused: 'a signed operation needs a name (--by)' };
+  if (!rules.operators.includes(operation.by)) return { refused: `${operation.by} is not in OPERATORS` };
+  const key = rules.keys.get(operation.by);
+  if (!key) return { refused: `no public key for ${operation.by} in APPROVER_KEYS_DIR` };
+  if (typeof signature !== 'string' || signature === '') return { refused: 'unsigned: sign it with --key' };
+  if (typeof operation.nonce !== 'string' || !/^[A-Za-z0-9-]{16,64}$/.test(operation.nonce)) {
+    return { refused: 'no nonce (16 to 64 letters, digits or -)' };
+  }
+  if (!Number.isSafeInteger(operation.expires_at) || operation.expires_at <= 0) return { refused: 'no expiry' };
+  let valid = false;
+  try {
+    valid = verify(null, Buffer.from(canonicalJson(operation), 'utf8'), key, Buffer.from(signature, 'base64'));
+  } catch {
+    valid = false;
+  }
+  if (!valid) return { refused: `signature does not verify with ${operation.by}'s key for this operation` };
+  if (operation.expires_at <= at)
+    return { refused: `signature expired at ${new Date(operation.expires_at).toISOString()}` };
+  if (operation.expires_at > at + MAX_DECISION_LIFE_MS) {
+    return { refused: `expiry too far ahead (at most ${MAX_DECISION_LIFE_MS / 60_000} minutes)` };
+  }
+  return { key };
 }
 
 /** Reads an approver's private key (PEM, PKCS#8); the message says which file and why not. */

@@ -194,6 +194,15 @@ const EnvSchema = z.object({
         .filter((name) => name !== ''),
     ),
   APPROVER_KEYS_DIR: z.string().default(''),
+  OPERATORS: z
+    .string()
+    .default('')
+    .transform((raw) =>
+      raw
+        .split(',')
+        .map((name) => name.trim())
+        .filter((name) => name !== ''),
+    ),
   APPROVER_FINGERPRINTS: z
     .string()
     .default('')
@@ -389,6 +398,11 @@ export interface ChainConfig {
   approverKeysDir: string;
   /** `APPROVER_FINGERPRINTS`: the key fingerprint expected for an approver, by name; a key that differs stops the worker. */
   approverFingerprints: Record<string, string>;
+  /**
+   * `OPERATORS`: who may sign the operations that move money or resume trading (`reconcile --yes`, `kill-switch off`);
+   * their keys are `APPROVER_KEYS_DIR/NAME.pub`, checked like the approvers'. A name may be in both lists.
+   */
+  operators: string[];
   /**
    * Four eyes (`APPROVAL_QUORUM`, default 1; `APPROVAL_QUORUM_ABOVE_NOTIONAL`): distinct approvers needed before the
    * Governor grants, for plans whose qty × price is above the threshold (every plan when none).
@@ -627,6 +641,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     approvers: e.APPROVERS,
     approverKeysDir: e.APPROVER_KEYS_DIR,
     approverFingerprints: e.APPROVER_FINGERPRINTS,
+    operators: e.OPERATORS,
     approvalQuorum: {
       count: e.APPROVAL_QUORUM,
       ...(e.APPROVAL_QUORUM_ABOVE_NOTIONAL !== null ? { aboveNotional: e.APPROVAL_QUORUM_ABOVE_NOTIONAL } : {}),

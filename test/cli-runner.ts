@@ -15,9 +15,22 @@ export interface CliRun {
 
 /** Runs `permit-chain` as a user would: a separate process, its own environment, its exit code. */
 export function runCli(args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<CliRun> {
+  return runCliIn(args, { ...process.env, ...env }, timeoutMs);
+}
+
+/**
+ * Runs `permit-chain` in a shell that holds exactly `env` (and PATH and HOME): nothing of the test process's
+ * environment, as an operator's shell that has only what the runbook gives it.
+ */
+export function runCliOnly(args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<CliRun> {
+  const shell = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp' };
+  return runCliIn(args, { ...shell, ...env }, timeoutMs);
+}
+
+function runCliIn(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CliRun> {
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [CLI, ...args], {
-      env: { ...process.env, ...env },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

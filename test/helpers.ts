@@ -118,6 +118,7 @@ export async function chainHarness(config: ChainConfig): Promise<ChainHarness> {
         config: options.config ?? config,
         ...(options.exchange ? { exchange: options.exchange } : {}),
         redis,
+        client,
         connection: nativeConnection,
         workflowBundle: { codePath: inject('workflowBundlePath') },
         ...(clock ? { clock } : {}),

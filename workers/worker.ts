@@ -4,7 +4,10 @@ import type { Redis } from 'ioredis';
 import { createActivities } from '../activities';
 import { exchangeFor } from '../activities/exchange';
 import type { ExchangePort } from '../activities/exchange/port';
-import { approverKeysLine, loadApproverKeys } from '../lib/approval';
+import type { Client } from '@temporalio/client';
+import { approverKeysLine, loadApproverKeys, loadOperatorKeys, operatorKeysLine } from '../lib/approval';
+import { venueHost } from '../lib/venue';
+import { createOperatorActivities } from './operator-activities';
 import { connectTemporal } from '../client/plans';
 import type { ChainConfig } from '../lib/config';
 import {
@@ -49,6 +52,10 @@ export interface ChainWorkerOptions {
   clock?: () => number;
   /** The approvers' public keys; default: read from APPROVER_KEYS_DIR (lib/approval.ts loadApproverKeys). */
   approverKeys?: ReadonlyMap<string, KeyObject>;
+  /** The operators' public keys; default: read from APPROVER_KEYS_DIR for OPERATORS (lib/approval.ts). */
+  operatorKeys?: ReadonlyMap<string, KeyObject>;
+  /** The Temporal client operator operations use (a reconcile wakes plans); default: one connected when first needed. */
+  client?: Client;
   /** The exchange the activities trade on; default: the paper exchange over the same Redis. */
   exchange?: ExchangePort;
   /** Where the chain's series are counted; default: a registry of this worker's own, not served. */
@@ -68,6 +75,7 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   const exchange = options.exchange ?? exchangeFor(config, redis, clock);
   // Read once at start: a production worker whose approvers cannot sign does not start.
   const approverKeys = options.approverKeys ?? loadApproverKeys(config);
+  const operatorKeys = options.operatorKeys ?? loadOperatorKeys(config);
   const metrics = options.metrics ?? new ChainMetrics({ processMetrics: false });
   const logger = options.logger ?? createLogger({ level: 'warn', format: 'json' });
   const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : workflowCode().option;
@@ -76,11 +84,21 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   if (recordLife.ttlS === null) logger.warn(recordLife.line);
   else logger.info(recordLife.line);
   const deps = { redis, config, exchange, clock, approverKeys, applyRecordTtlS: recordLife.ttlS };
+  let client: Promise<Client> | undefined = options.client ? Promise.resolve(options.client) : undefined;
+  const operator = createOperatorActivities({
+    redis,
+    config,
+    exchange,
+    clock,
+    operatorKeys,
+    logger,
+    client: () => (client ??= connectTemporal(config)),
+  });
   return Worker.create({
     connection,
     namespace: config.temporalNamespace,
     taskQueue: config.taskQueue,
-    activities: { ...options.extraActivities, ...createActivities(deps) },
+    activities: { ...options.extraActivities, ...createActivities(deps), ...operator },
     // Bounded so that thousands of parked plans keep memory flat; a workflow out of the cache replays when it wakes.
     maxCachedWorkflows: config.workflowCacheSize,
     // A prebuilt bundle carries the workflow interceptors already (bundled with them); the SDK takes these only when
@@ -159,6 +177,7 @@ export function processLogger(config: Pick<ChainConfig, 'telemetry'>, component:
 export async function runWorker(config: ChainConfig, logger: Logger = processLogger(config, 'worker')): Promise<void> {
   const { telemetry } = config;
   const approverKeys = loadApproverKeys(config);
+  const operatorKeys = loadOperatorKeys(config);
   // Checked before connecting: a compiled worker without its bundle, or with a stale one, does not start.
   const code = workflowCode();
   // While Redis or Temporal is away, the process says so once, and once when it is back: the failed polls,
@@ -169,6 +188,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
   log(`worker: workflow code from ${code.description}`);
   // Which keys decide who may approve, so that a changed key shows in the log at the next start.
   if (approverKeys.size > 0) log(approverKeysLine(approverKeys, config));
+  if (operatorKeys.size > 0) log(operatorKeysLine(operatorKeys, config));
   const redisLog = { log: lineLogger(logger, 'warn'), state: outages.redis };
   const redis = await connectRedis(config, redisLog);
   // Before anything runs: a Redis that may evict the chain's records does not get a worker, unless allowed.
@@ -218,6 +238,8 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
       redis,
       connection,
       approverKeys,
+      operatorKeys,
+      client,
       metrics,
       logger,
       ...(tracing ? { tracing } : {}),
@@ -256,7 +278,12 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
       config.tradingMode === 'production'
         ? `production mode (approvers ${config.approvers.join(', ')}; ${quorumRuleText(config.approvalQuorum)})`
         : 'testnet mode (the Governor approves by itself)';
-    log(`worker: ${mode}, task queue ${config.taskQueue} on ${temporal}, Redis ${redactUrl(config.redisUrl)}`);
+    const venue = `exchange ${config.exchange} at ${venueHost(config)}`;
+    const operators = config.operators.length > 0 ? `operators ${config.operators.join(', ')}` : 'no operators';
+    log(
+      `worker: ${mode}, ${venue}, key prefix ${config.keyPrefix}, ${operators}, task queue ${config.taskQueue} on ` +
+        `${temporal}, Redis ${redactUrl(config.redisUrl)}`,
+    );
     await worker.run();
     const why = refused();
     if (why !== undefined) throw new ConnectionError(`Redis at ${redactUrl(config.redisUrl)}: ${why}`);

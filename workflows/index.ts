@@ -1,2 +1,3 @@
 export { permitChain } from './permit-chain';
 export { benchFloor, benchShape } from './bench-floor';
+export { operatorOperation } from './operator-operation';

@@ -4,6 +4,9 @@ import { type Command } from 'commander';
 import { formatReconcilePreview, type Output } from '../output';
 import { UsageError, type CommandContext } from './context';
 import { describeUnrecorded, type UnrecordedOrder } from '../../activities/unrecorded';
+import { OperationRefused, WorkersUnreachable, type Answered } from '../../client/chain-client';
+import { redisKeys } from '../../contract/keys';
+import { identityLine } from '../../lib/venue';
 
 /** The operators' actions: signed decisions, cancel, the kill switch, reconcile, keys, and the cluster's search attributes. */
 export function addOperatorsCommands(program: Command, ctx: CommandContext): void {
@@ -56,26 +59,56 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
     );
   program
     .command('kill-switch')
-    .description("set or clear the Governor's kill switch: while on, no permit is issued and no order placed")
+    .description(
+      "set or clear the Governor's kill switch, in a worker: while on, no permit is issued and no order placed; " +
+        'on is open to anyone (and set in Redis directly with REDIS_URL when no worker answers)',
+    )
     .argument('<state>', 'on or off', oneOf(['on', 'off'] as const))
-    .requiredOption('--by <name>', 'who sets it')
-    .action((state: 'on' | 'off', opts: { by: string }) =>
+    .requiredOption('--by <name>', 'who sets it (with --key: the operator whose key signs)')
+    .option('--key <file>', "an operator's private key (OPERATORS): signs `off`, required in production mode")
+    .action((state: 'on' | 'off', opts: { by: string; key?: string }) =>
       ctx.withChain(async (chain, o) => {
-        await chain.killSwitch(state === 'on', opts.by);
-        o.result(`kill switch ${state} (by ${opts.by})`, { kill_switch: state, by: opts.by });
+        const signer = state === 'off' && opts.key !== undefined ? { keyFile: opts.key } : undefined;
+        try {
+          const answer = await chain.killSwitch(state === 'on', opts.by, signer);
+          o.result(`kill switch ${state} (by ${answer.recorded_as ?? opts.by})\n${identityLine(answer.worker)}`, {
+            kill_switch: state,
+            by: opts.by,
+            recorded_as: answer.recorded_as,
+            worker: answer.worker,
+            operation_id: answer.operation_id,
+          });
+        } catch (err) {
+          if (refused(err, o, ctx)) return;
+          if (!(err instanceof WorkersUnreachable) || state === 'off') throw err;
+          // The brake never depends on the rest: with REDIS_URL, this shell sets the switch itself.
+          const keys = redisKeys(chain.config.keyPrefix);
+          if (ctx.env.REDIS_URL === undefined) {
+            throw new Error(
+              `${err.message}; the kill switch is NOT set: set it yourself with redis-cli SET ${keys.killSwitch} 1 ` +
+                '(or give this shell REDIS_URL)',
+            );
+          }
+          const direct = await chain.killSwitchDirect(opts.by, err.message);
+          o.result(
+            `${err.message}\nkill switch on (by ${opts.by}), set directly in Redis: ${direct.key} at ${direct.redis}`,
+            { kill_switch: 'on', by: opts.by, set_directly: true, workers: err.message, ...direct },
+          );
+        }
       }),
     );
   program
     .command('reconcile')
     .description(
-      "show what setting the ledger to the exchange's amount changes; with --yes, do it (audited) and wake the " +
-        "symbol's blocked plans",
+      "in a worker: show what setting the ledger to the exchange's amount changes; with --yes, do it (audited) and " +
+        "wake the symbol's blocked plans",
     )
     .argument('<symbol>', 'exchange symbol, e.g. BTCUSDT', symbolArg)
-    .requiredOption('--by <name>', 'who reconciles')
+    .requiredOption('--by <name>', 'who reconciles (with --key: the operator whose key signs)')
+    .option('--key <file>', "an operator's private key (OPERATORS): signs the change, required in production mode")
     .option('--yes', 'change the ledger without asking')
     .option('--dry-run', 'show what would change, and change nothing')
-    .action((symbol: string, opts: { by: string; yes?: boolean; dryRun?: boolean }) => {
+    .action((symbol: string, opts: { by: string; key?: string; yes?: boolean; dryRun?: boolean }) => {
       if (opts.yes && opts.dryRun) throw new UsageError('reconcile: --yes and --dry-run exclude each other: give one');
       const ask = !opts.yes && !opts.dryRun;
       // Off a terminal nobody can answer, and one JSON object has no room for a question.
@@ -84,30 +117,36 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
           'reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)',
         );
       }
+      const signer = opts.key !== undefined ? { keyFile: opts.key } : undefined;
       return ctx.withChain(async (chain, o) => {
-        if (opts.yes) return printReconciled(o, symbol, await chain.reconcile(symbol, opts.by));
-        const preview = await chain.reconcilePreview(symbol);
-        const shown = formatReconcilePreview(preview, opts.by);
-        if (opts.dryRun) {
-          return o.result(`${shown}\ndry run: nothing changed`, {
-            symbol,
-            by: opts.by,
-            exchange_amount: preview.exchange,
-            ledger_before: preview.before,
-            ledger_after: preview.exchange,
-            fills_to_account: preview.fills.length,
-            plan_ids: preview.fills,
-            unrecorded_orders: preview.orders,
-            applied: false,
-          });
+        try {
+          if (opts.yes) return printReconciled(o, symbol, await chain.reconcile(symbol, opts.by, undefined, signer));
+          const { result: preview, worker } = await chain.reconcilePreview(symbol);
+          const shown = `${formatReconcilePreview(preview, opts.by)}\n${identityLine(worker)}`;
+          if (opts.dryRun) {
+            return o.result(`${shown}\ndry run: nothing changed`, {
+              symbol,
+              by: opts.by,
+              exchange_amount: preview.exchange,
+              ledger_before: preview.before,
+              ledger_after: preview.exchange,
+              fills_to_account: preview.fills.length,
+              plan_ids: preview.fills,
+              unrecorded_orders: preview.orders,
+              applied: false,
+              worker,
+            });
+          }
+          o.line(shown);
+          if (!(await ctx.confirm('apply? [y/N] '))) {
+            o.line('nothing changed');
+            return ctx.setExit(1);
+          }
+          // Only what was shown: if the ledger, the exchange or the fills moved meanwhile, nothing changes.
+          printReconciled(o, symbol, await chain.reconcile(symbol, opts.by, preview, signer));
+        } catch (err) {
+          if (!refused(err, o, ctx)) throw err;
         }
-        o.line(shown);
-        if (!(await ctx.confirm('apply? [y/N] '))) {
-          o.line('nothing changed');
-          return ctx.setExit(1);
-        }
-        // Only what was shown: if the ledger, the exchange or the fills moved meanwhile, nothing changes.
-        printReconciled(o, symbol, await chain.reconcile(symbol, opts.by, preview));
       });
     });
   program
@@ -140,18 +179,30 @@ export function addOperatorsCommands(program: Command, ctx: CommandContext): voi
     );
 }
 
+/** A worker's refusal of an operation: printed as `refused: …`, exit 3. False for any other error. */
+function refused(err: unknown, o: Output, ctx: CommandContext): boolean {
+  if (!(err instanceof OperationRefused)) return false;
+  o.result(`refused: ${err.message}`, { accepted: false, detail: err.message });
+  ctx.setExit(3);
+  return true;
+}
+
 function printReconciled(
   o: Output,
   symbol: string,
-  done: { before: string; after: string; fills: string[]; orders: UnrecordedOrder[]; woken: string[] },
+  answer: Answered<{ before: string; after: string; fills: string[]; orders: UnrecordedOrder[]; woken: string[] }>,
 ): void {
-  const { before, after, fills, orders, woken } = done;
+  const { before, after, fills, orders, woken } = answer.result;
   const accounted =
     (fills.length > 0 ? `; accounted for ${fills.length} unapplied fill(s)` : '') +
     orders.map((order) => `; accounted for ${describeUnrecorded(order)}`).join('');
   o.result(
-    `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked plan(s)`,
+    `${symbol} ledger ${before} -> ${after} (the exchange's amount)${accounted}; woke ${woken.length} blocked ` +
+      `plan(s); by ${answer.recorded_as ?? '?'}\n${identityLine(answer.worker)}`,
     {
+      recorded_as: answer.recorded_as,
+      worker: answer.worker,
+      operation_id: answer.operation_id,
       unrecorded_orders: orders,
       symbol,
       exchange_amount: after,

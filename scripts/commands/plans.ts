@@ -6,6 +6,7 @@ import { type Command } from 'commander';
 import { formatPlanRows, formatPosition, formatStatus } from '../output';
 import { parsePlan } from '../../lib/plan';
 import type * as DemoModule from '../demo';
+import { identityLine } from '../../lib/venue';
 import { formatRetryReport, type RetryReport } from '../../client/retry-report';
 
 /** A retry's report under --json: what moved, what is still blocked and why, what could not be read. */
@@ -96,10 +97,10 @@ export function addPlansCommands(program: Command, ctx: CommandContext): void {
     .argument('<symbol>', 'exchange symbol, e.g. BTCUSDT', symbolArg)
     .action((symbol: string) =>
       ctx.withChain(async (chain, o) => {
-        const view = await chain.position(symbol);
-        o.result(formatPosition(view), view);
+        const { result, worker, operation_id } = await chain.position(symbol);
+        o.result(`${formatPosition(result)}\n${identityLine(worker)}`, { ...result, worker, operation_id });
         // A script can tell "reconcile required" from a failure to look.
-        if (!view.within_tolerance) ctx.setExit(EXIT.reconcileRequired);
+        if (!result.within_tolerance) ctx.setExit(EXIT.reconcileRequired);
       }),
     );
   program

@@ -196,6 +196,8 @@ describe('permit-chain against a running worker', () => {
         tolerance: '0.001',
         within_tolerance: true,
         unrecorded_orders: [],
+        worker: expect.objectContaining({ exchange: 'paper', mode: 'testnet', task_queue: env.TASK_QUEUE }) as unknown,
+        operation_id: expect.stringMatching(/^op-/) as unknown,
       });
 
       const submitted = await runCli(['submit', '--symbol', 'LTCUSDT', '--side', 'SELL', '--qty', '5', '--json'], env);
@@ -372,8 +374,8 @@ describe('permit-chain against a running worker', () => {
     );
   });
 
-  it("prints each approver's key fingerprint when a production worker starts", async () => {
-    const approvers = testApprovers('alice', 'bob');
+  it("prints each approver's and operator's key fingerprint, its exchange and key prefix when a production worker starts", async () => {
+    const approvers = testApprovers('alice', 'bob', 'olga');
     const fingerprint = (name: string) =>
       keyFingerprint(createPublicKey(readFileSync(join(approvers.dir, `${name}.pub`))));
     const production = {
@@ -384,6 +386,7 @@ describe('permit-chain against a running worker', () => {
       APPROVER_FINGERPRINTS: `alice:${fingerprint('alice')}`,
       APPROVAL_QUORUM: '2',
       APPROVAL_QUORUM_ABOVE_NOTIONAL: '10000',
+      OPERATORS: 'olga',
       TASK_QUEUE: `${env.TASK_QUEUE}-production`,
     };
     const child = spawn(process.execPath, [CLI, 'worker'], { env: { ...process.env, ...production }, stdio: 'pipe' });
@@ -396,10 +399,14 @@ describe('permit-chain against a running worker', () => {
     expect(logMessages(out).filter((line) => line.startsWith('worker: approver keys'))).toEqual([
       `worker: approver keys from ${approvers.dir}: alice ${fingerprint('alice')} (pinned), bob ${fingerprint('bob')}`,
     ]);
-    // The four-eyes rule is part of the mode the worker says it runs in.
+    expect(logMessages(out).filter((line) => line.startsWith('worker: operator keys'))).toEqual([
+      `worker: operator keys from ${approvers.dir}: olga ${fingerprint('olga')}`,
+    ]);
+    // The four-eyes rule is part of the mode the worker says it runs in; the exchange and key prefix follow.
     expect(logMessages(out)).toContainEqual(
-      expect.stringMatching(
-        /^worker: production mode \(approvers alice, bob; quorum 2 above notional 10000\), task queue /,
+      expect.stringContaining(
+        'worker: production mode (approvers alice, bob; quorum 2 above notional 10000), exchange paper at redis ' +
+          `(${env.KEY_PREFIX}:exchange:paper:*), key prefix ${env.KEY_PREFIX}, operators olga, task queue `,
       ),
     );
   });
@@ -420,7 +427,9 @@ describe('permit-chain against a running worker', () => {
     await eventually(() => Promise.resolve(out.includes(`task queue ${env.TASK_QUEUE}`) || undefined));
     // Its lines are JSON (stdout is no terminal here): the start line is one's message.
     expect(logMessages(out)).toContainEqual(
-      expect.stringMatching(/^worker: testnet mode \(the Governor approves by itself\), task queue /),
+      expect.stringMatching(
+        /^worker: testnet mode \(the Governor approves by itself\), exchange paper at .*, task queue /,
+      ),
     );
     await setPositions(h, 'DOTUSDT', '1', '1');
     const run = await runCli(

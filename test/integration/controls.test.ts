@@ -25,6 +25,11 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
+/** What the CLI printed, without the line naming the worker that answered. */
+function withoutWorker(stdout: string): string {
+  return stdout.replace(/^answered by worker .*\n/m, '');
+}
+
 async function blockedCount(symbol: string, expected: number): Promise<void> {
   await eventually(
     async () => {
@@ -61,19 +66,21 @@ describe('kill switch', () => {
     expect(await h.redis.exists(h.keys.paperOrder(plan.plan_id))).toBe(0);
     expect(await h.redis.hget(h.keys.paperPosition('KILLUSDT'), 'amount')).toBe('2');
 
-    const on = await runCli(['kill-switch', 'on', '--by', 'risk-desk'], env);
-    expect(on.stdout).toBe('kill switch on (by risk-desk)\n');
-    expect(await h.redis.get(h.keys.killSwitch)).toBe('1');
-    const off = await runCli(['kill-switch', 'off', '--by', 'risk-desk'], env);
-    expect(off.code).toBe(0);
-    expect(await h.redis.exists(h.keys.killSwitch)).toBe(0);
+    await h.withWorker(async () => {
+      const on = await runCli(['kill-switch', 'on', '--by', 'risk-desk'], env);
+      expect(withoutWorker(on.stdout)).toBe('kill switch on (by risk-desk)\n');
+      expect(await h.redis.get(h.keys.killSwitch)).toBe('1');
+      const off = await runCli(['kill-switch', 'off', '--by', 'risk-desk'], env);
+      expect(off.code).toBe(0);
+      expect(await h.redis.exists(h.keys.killSwitch)).toBe(0);
+    });
     const operator = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
       .map(([, fields]) => Object.fromEntries(pairs(fields)))
       .filter((e) => e.layer === 'operator' && e.plan_id === '-')
       .map((e) => [e.decision, e.reason]);
     expect(operator).toEqual([
       ['kill_switch_on', 'by risk-desk'],
-      ['kill_switch_off', 'by risk-desk'],
+      ['kill_switch_off', 'by risk-desk (unsigned)'],
     ]);
   });
 });
@@ -194,7 +201,9 @@ describe('stuck plans', () => {
       const started = await Promise.all(plans.map((plan) => startPlan(h.client, h.config, plan)));
       await blockedCount('RECUSDT', 2);
       const run = await runCli(['reconcile', 'RECUSDT', '--by', 'alice', '--yes'], env);
-      expect(run.stdout).toBe("RECUSDT ledger 0.002 -> 0.062 (the exchange's amount); woke 2 blocked plan(s)\n");
+      expect(withoutWorker(run.stdout)).toBe(
+        "RECUSDT ledger 0.002 -> 0.062 (the exchange's amount); woke 2 blocked plan(s); by alice (unsigned)\n",
+      );
       const finals = await Promise.all(started.map((s) => s.handle.result()));
       expect(finals.map((f) => f.outcome)).toEqual(['executed', 'executed']);
     });
@@ -202,7 +211,7 @@ describe('stuck plans', () => {
     const reconciles = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
       .map(([, fields]) => Object.fromEntries(pairs(fields)))
       .filter((e) => e.decision === 'reconcile');
-    expect(reconciles.map((e) => e.reason)).toEqual(['RECUSDT ledger 0.002 -> 0.062 by alice']);
+    expect(reconciles.map((e) => e.reason)).toEqual(['RECUSDT ledger 0.002 -> 0.062 by alice (unsigned)']);
   });
 
   it('reconcile waits while a plan holds the symbol between its fill and its ledger update', async () => {
@@ -210,8 +219,10 @@ describe('stuck plans', () => {
     // A plan past P3.3 holds the symbol for 3 s more; its fill may not be in the ledger yet.
     const freeAt = Date.now() + 3000;
     await h.redis.set(h.keys.symbolLock('HELDUSDT'), 'beefbeefbeefbeef', 'PX', 3000);
-    const run = await runCli(['reconcile', 'HELDUSDT', '--by', 'alice', '--yes'], env);
-    expect(run.stdout).toBe("HELDUSDT ledger 3 -> 1 (the exchange's amount); woke 0 blocked plan(s)\n");
+    const run = await h.withWorker(() => runCli(['reconcile', 'HELDUSDT', '--by', 'alice', '--yes'], env));
+    expect(withoutWorker(run.stdout)).toBe(
+      "HELDUSDT ledger 3 -> 1 (the exchange's amount); woke 0 blocked plan(s); by alice (unsigned)\n",
+    );
     const [written] = (await h.redis.xrange(h.keys.auditStream, '-', '+'))
       .map(([, fields]) => Object.fromEntries(pairs(fields)))
       .filter((e) => e.decision === 'reconcile' && e.reason?.startsWith('HELDUSDT'));
@@ -272,6 +283,8 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
   // A key prefix of their own: the permits of the tests above expire on their own clock, which would read as writes.
   const renv = testEnv();
   const keys = redisKeys(renv.KEY_PREFIX);
+  /** A worker on this describe's prefix and task queue: reconcile runs there. */
+  const inWorker = <T>(fn: () => Promise<T>): Promise<T> => h.withWorker(fn, undefined, { config: loadConfig(renv) });
   /** Every key of this describe's prefix with its value (DUMP) and time to live: equal snapshots, nothing written. */
   async function snapshot(): Promise<Map<string, string>> {
     const all = new Map<string, string>();
@@ -306,103 +319,114 @@ describe('reconcile shows what it changes, and changes it only when told to', ()
       );
   }
 
-  it('--dry-run shows the ledger before and after, the exchange and the unapplied fills, and writes nothing', async () => {
-    const planId = await mismatchWithUnappliedFill('DRYUSDT');
-    const before = await snapshot();
-    const json = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--json'], renv);
-    expect(json.code).toBe(0);
-    expect(JSON.parse(json.stdout)).toEqual({
-      symbol: 'DRYUSDT',
-      by: 'alice',
-      exchange_amount: '0.062',
-      ledger_before: '0.002',
-      ledger_after: '0.062',
-      fills_to_account: 1,
-      plan_ids: [planId],
-      unrecorded_orders: [],
-      applied: false,
-    });
-    const text = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run'], renv);
-    expect(text.code).toBe(0);
-    expect(text.stdout).toBe(
-      'reconcile DRYUSDT by alice:\n' +
-        '  ledger     0.002 -> 0.062\n' +
-        "  exchange   0.062 (the ledger becomes the exchange's amount)\n" +
-        `  unapplied  1 fill(s) it accounts for: ${planId}\n` +
-        'dry run: nothing changed\n',
-    );
-    expect(await snapshot()).toEqual(before);
+  it('--dry-run shows the ledger before and after, the exchange and the unapplied fills, and writes nothing', () =>
+    inWorker(async () => {
+      const planId = await mismatchWithUnappliedFill('DRYUSDT');
+      const before = await snapshot();
+      const json = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--json'], renv);
+      expect(json.code).toBe(0);
+      expect(JSON.parse(json.stdout)).toEqual({
+        symbol: 'DRYUSDT',
+        by: 'alice',
+        exchange_amount: '0.062',
+        ledger_before: '0.002',
+        ledger_after: '0.062',
+        fills_to_account: 1,
+        plan_ids: [planId],
+        unrecorded_orders: [],
+        applied: false,
+        worker: expect.objectContaining({ task_queue: renv.TASK_QUEUE, exchange: 'paper' }) as unknown,
+      });
+      const text = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run'], renv);
+      expect(text.code).toBe(0);
+      expect(withoutWorker(text.stdout)).toBe(
+        'reconcile DRYUSDT by alice:\n' +
+          '  ledger     0.002 -> 0.062\n' +
+          "  exchange   0.062 (the ledger becomes the exchange's amount)\n" +
+          `  unapplied  1 fill(s) it accounts for: ${planId}\n` +
+          'dry run: nothing changed\n',
+      );
+      expect(await snapshot()).toEqual(before);
 
-    // Without --yes or --dry-run, off a terminal: one line (one JSON object with --json), exit 2, nothing written.
-    const why = 'reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)';
-    for (const [args, shown] of [
-      [[], `permit-chain: ${why}\n`],
-      [['--json'], `${JSON.stringify({ error: why, exit_code: 2 })}\n`],
-    ] as const) {
-      const refused = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', ...args], renv);
-      expect(refused.code).toBe(2);
-      expect(refused.stdout).toBe('');
-      expect(refused.stderr).toBe(shown);
-    }
-    const both = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--yes'], renv);
-    expect(both.code).toBe(2);
-    expect(await snapshot()).toEqual(before);
-    expect(await reconciles('DRYUSDT')).toEqual([]);
+      // Without --yes or --dry-run, off a terminal: one line (one JSON object with --json), exit 2, nothing written.
+      const why = 'reconcile: this changes the ledger: pass --yes to do it (or --dry-run to see what it would change)';
+      for (const [args, shown] of [
+        [[], `permit-chain: ${why}\n`],
+        [['--json'], `${JSON.stringify({ error: why, exit_code: 2 })}\n`],
+      ] as const) {
+        const refused = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', ...args], renv);
+        expect(refused.code).toBe(2);
+        expect(refused.stdout).toBe('');
+        expect(refused.stderr).toBe(shown);
+      }
+      const both = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--dry-run', '--yes'], renv);
+      expect(both.code).toBe(2);
+      expect(await snapshot()).toEqual(before);
+      expect(await reconciles('DRYUSDT')).toEqual([]);
 
-    const applied = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--yes'], renv);
-    expect(applied.stdout).toBe(
-      "DRYUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked plan(s)\n",
-    );
-    expect(await h.redis.hget(keys.position('DRYUSDT'), 'ledger_amount')).toBe('0.062');
-    expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
-    expect(await h.redis.exists(keys.unappliedFills('DRYUSDT'))).toBe(0);
-    expect((await reconciles('DRYUSDT')).map((e) => e.reason)).toEqual([
-      `DRYUSDT ledger 0.002 -> 0.062 by alice; accounts for 1 unapplied fill(s): ${planId}`,
-    ]);
-  });
+      const applied = await runCli(['reconcile', 'DRYUSDT', '--by', 'alice', '--yes'], renv);
+      expect(withoutWorker(applied.stdout)).toBe(
+        "DRYUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked " +
+          'plan(s); by alice (unsigned)\n',
+      );
+      expect(await h.redis.hget(keys.position('DRYUSDT'), 'ledger_amount')).toBe('0.062');
+      expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
+      expect(await h.redis.exists(keys.unappliedFills('DRYUSDT'))).toBe(0);
+      expect((await reconciles('DRYUSDT')).map((e) => e.reason)).toEqual([
+        `DRYUSDT ledger 0.002 -> 0.062 by alice (unsigned); accounts for 1 unapplied fill(s): ${planId}`,
+      ]);
+    }));
 
-  it('on a terminal asks y/N: no changes nothing, yes changes what was shown', async () => {
-    const planId = await mismatchWithUnappliedFill('ASKUSDT');
-    const before = await snapshot();
-    const prompt = /apply\? \[y\/N\] /;
-    const args = ['reconcile', 'ASKUSDT', '--by', 'alice'];
-    const declined = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('n\n'));
-    expect(declined.output).toContain('  ledger     0.002 -> 0.062\n');
-    expect(declined.output).toContain(`  unapplied  1 fill(s) it accounts for: ${planId}\n`);
-    expect(declined.output).toMatch(/nothing changed\n$/);
-    expect(declined.code).toBe(1);
-    expect(await snapshot()).toEqual(before);
+  it('on a terminal asks y/N: no changes nothing, yes changes what was shown', () =>
+    inWorker(async () => {
+      const planId = await mismatchWithUnappliedFill('ASKUSDT');
+      const before = await snapshot();
+      const prompt = /apply\? \[y\/N\] /;
+      const args = ['reconcile', 'ASKUSDT', '--by', 'alice'];
+      const declined = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('n\n'));
+      expect(declined.output).toContain('  ledger     0.002 -> 0.062\n');
+      expect(declined.output).toContain(`  unapplied  1 fill(s) it accounts for: ${planId}\n`);
+      expect(declined.output).toMatch(/nothing changed\n$/);
+      expect(declined.code).toBe(1);
+      expect(await snapshot()).toEqual(before);
 
-    const accepted = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('y\n'));
-    expect(accepted.code).toBe(0);
-    expect(accepted.output).toContain(
-      "ASKUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked plan(s)\n",
-    );
-    expect(await h.redis.hget(keys.position('ASKUSDT'), 'ledger_amount')).toBe('0.062');
-    expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
-  });
+      const accepted = await runCliOnTerminal(args, renv, prompt, () => Promise.resolve('y\n'));
+      expect(accepted.code).toBe(0);
+      expect(accepted.output).toContain(
+        "ASKUSDT ledger 0.002 -> 0.062 (the exchange's amount); accounted for 1 unapplied fill(s); woke 0 blocked " +
+          'plan(s); by alice (unsigned)\n',
+      );
+      expect(await h.redis.hget(keys.position('ASKUSDT'), 'ledger_amount')).toBe('0.062');
+      expect(await h.redis.hget(keys.execution(planId), 'ledger_applied')).toBe('reconcile');
+    }));
 
-  it('on a terminal, a ledger or exchange that moves between the look and the yes changes nothing', async () => {
-    const prompt = /apply\? \[y\/N\] /;
-    await mismatchWithUnappliedFill('MOVEUSDT');
-    const ledgerMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], renv, prompt, async () => {
-      await h.redis.hset(keys.position('MOVEUSDT'), 'ledger_amount', '0.01');
-      return 'y\n';
-    });
-    expect(ledgerMoved.code).toBe(2);
-    expect(ledgerMoved.output).toContain('permit-chain: reconcile: MOVEUSDT changed since it was shown');
-    expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
+  it('on a terminal, a ledger or exchange that moves between the look and the yes changes nothing', () =>
+    inWorker(async () => {
+      const prompt = /apply\? \[y\/N\] /;
+      await mismatchWithUnappliedFill('MOVEUSDT');
+      const ledgerMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], renv, prompt, async () => {
+        await h.redis.hset(keys.position('MOVEUSDT'), 'ledger_amount', '0.01');
+        return 'y\n';
+      });
+      expect(ledgerMoved.code).toBe(2);
+      expect(ledgerMoved.output).toContain('permit-chain: reconcile: MOVEUSDT changed since it was shown');
+      expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
 
-    const exchangeMoved = await runCliOnTerminal(['reconcile', 'MOVEUSDT', '--by', 'alice'], renv, prompt, async () => {
-      await h.redis.hset(keys.paperPosition('MOVEUSDT'), 'amount', '0.07');
-      return 'y\n';
-    });
-    expect(exchangeMoved.code).toBe(2);
-    expect(exchangeMoved.output).toContain(
-      "permit-chain: reconcile: the exchange's MOVEUSDT changed since it was shown",
-    );
-    expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
-    expect(await h.redis.exists(keys.unappliedFills('MOVEUSDT'))).toBe(1);
-    expect(await reconciles('MOVEUSDT')).toEqual([]);
-  });
+      const exchangeMoved = await runCliOnTerminal(
+        ['reconcile', 'MOVEUSDT', '--by', 'alice'],
+        renv,
+        prompt,
+        async () => {
+          await h.redis.hset(keys.paperPosition('MOVEUSDT'), 'amount', '0.07');
+          return 'y\n';
+        },
+      );
+      expect(exchangeMoved.code).toBe(2);
+      expect(exchangeMoved.output).toContain(
+        "permit-chain: reconcile: the exchange's MOVEUSDT changed since it was shown",
+      );
+      expect(await h.redis.hget(keys.position('MOVEUSDT'), 'ledger_amount')).toBe('0.01');
+      expect(await h.redis.exists(keys.unappliedFills('MOVEUSDT'))).toBe(1);
+      expect(await reconciles('MOVEUSDT')).toEqual([]);
+    }));
 });

@@ -165,15 +165,17 @@ describe.each(venues)('the chain on $name', (kind) => {
 
   it('position and reconcile read the exchange through its port', async () => {
     await positions('ETHUSDT', '1.25', '1');
-    const shown = await runCli(['position', 'ETHUSDT', '--json'], env);
-    expect(JSON.parse(shown.stdout)).toMatchObject({
-      symbol: 'ETHUSDT',
-      exchange_amount: '1.25',
-      ledger_amount: '1',
-      within_tolerance: false,
+    await h.withWorker(async () => {
+      const shown = await runCli(['position', 'ETHUSDT', '--json'], env);
+      expect(JSON.parse(shown.stdout)).toMatchObject({
+        symbol: 'ETHUSDT',
+        exchange_amount: '1.25',
+        ledger_amount: '1',
+        within_tolerance: false,
+      });
+      const reconciled = await runCli(['reconcile', 'ETHUSDT', '--by', 'ops', '--yes', '--json'], env);
+      expect(reconciled.code).toBe(0);
     });
-    const reconciled = await runCli(['reconcile', 'ETHUSDT', '--by', 'ops', '--yes', '--json'], env);
-    expect(reconciled.code).toBe(0);
     expect(formatDec(await ledgerOf('ETHUSDT'))).toBe('1.25');
   });
 });

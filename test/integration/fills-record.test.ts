@@ -272,26 +272,29 @@ describe('an order on the exchange with no execution record (a worker killed mid
     expect(await h.redis.exists(h.keys.execution(plan.plan_id))).toBe(0);
     expect(await h.redis.hget(h.keys.paperPosition('ORPHANUSDT'), 'amount')).toBe('4');
 
-    const shown = await runCli(['position', 'ORPHANUSDT'], env);
-    expect(shown.stdout).toContain(
-      `on the exchange, order paper-${plan.plan_id} of plan ${plan.plan_id}: FILLED 1 of 1 SELL, no execution record`,
-    );
-    const dry = await runCli(['reconcile', 'ORPHANUSDT', '--by', 'alice', '--dry-run'], env);
-    expect(dry.stdout).toContain(
-      `  order      order paper-${plan.plan_id} of plan ${plan.plan_id}: FILLED 1 of 1 SELL`,
-    );
+    // position and reconcile run in a worker, under its configuration.
+    await h.withWorker(async () => {
+      const shown = await runCli(['position', 'ORPHANUSDT'], env);
+      expect(shown.stdout).toContain(
+        `on the exchange, order paper-${plan.plan_id} of plan ${plan.plan_id}: FILLED 1 of 1 SELL, no execution record`,
+      );
+      const dry = await runCli(['reconcile', 'ORPHANUSDT', '--by', 'alice', '--dry-run'], env);
+      expect(dry.stdout).toContain(
+        `  order      order paper-${plan.plan_id} of plan ${plan.plan_id}: FILLED 1 of 1 SELL`,
+      );
 
-    const done = await runCli(['reconcile', 'ORPHANUSDT', '--by', 'alice', '--yes'], env);
-    expect(done.code).toBe(0);
-    expect(done.stdout).toContain(`accounted for order paper-${plan.plan_id} of plan ${plan.plan_id}`);
-    expect(await ledgerOf('ORPHANUSDT')).toBe('4');
-    expect(await entryOf('ORPHANUSDT', `paper-${plan.plan_id}`)).toMatchObject({
-      plan_id: plan.plan_id,
-      applied: 'reconcile',
-      filled_qty: '1',
+      const done = await runCli(['reconcile', 'ORPHANUSDT', '--by', 'alice', '--yes'], env);
+      expect(done.code).toBe(0);
+      expect(done.stdout).toContain(`accounted for order paper-${plan.plan_id} of plan ${plan.plan_id}`);
+      expect(await ledgerOf('ORPHANUSDT')).toBe('4');
+      expect(await entryOf('ORPHANUSDT', `paper-${plan.plan_id}`)).toMatchObject({
+        plan_id: plan.plan_id,
+        applied: 'reconcile',
+        filled_qty: '1',
+      });
+      expect(await h.redis.hlen(h.keys.executeClaims('ORPHANUSDT'))).toBe(0);
+      expect((await runCli(['position', 'ORPHANUSDT'], env)).stdout).not.toContain('on the exchange, order');
     });
-    expect(await h.redis.hlen(h.keys.executeClaims('ORPHANUSDT'))).toBe(0);
-    expect((await runCli(['position', 'ORPHANUSDT'], env)).stdout).not.toContain('on the exchange, order');
 
     // The plan runs again (a retry or reset): it finds its order, and the ledger, which counts it, does not move.
     expect(await layers.executePlan(plan)).toMatchObject({ placed: true, ledger_amount: '4' });

@@ -153,35 +153,29 @@ describe('a connection without the right certificate or password fails at once w
   it.each<[string, string[], () => Record<string, string | undefined>, () => string]>([
     [
       'Redis, no client certificate',
-      ['position', 'BTCUSDT'],
+      ['worker'],
       () => ({ REDIS_TLS_CERT_FILE: undefined, REDIS_TLS_KEY_FILE: undefined }),
       () =>
         `${redisAt()}TLS: the server requires a client certificate \\(set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE\\)`,
     ],
     [
       'Redis, a client certificate from another CA',
-      ['position', 'BTCUSDT'],
+      ['worker'],
       () => ({ REDIS_TLS_CERT_FILE: certs.otherClientCert, REDIS_TLS_KEY_FILE: certs.otherClientKey }),
       () =>
         `${redisAt()}TLS: the server refused the client certificate \\(unknown ca\\): REDIS_TLS_CERT_FILE must hold a certificate from a CA it trusts`,
     ],
     [
       "Redis, a CA that did not sign the server's certificate",
-      ['position', 'BTCUSDT'],
+      ['worker'],
       () => ({ REDIS_TLS_CA_FILE: certs.otherCa }),
       () => `${redisAt()}TLS: the server's certificate is not trusted \\(.+\\): REDIS_TLS_CA_FILE must hold the CA`,
     ],
     [
       'Redis, a wrong password',
-      ['position', 'BTCUSDT'],
+      ['worker'],
       () => ({ REDIS_URL: `rediss://chain:not-${PASSWORD}@127.0.0.1:${redisServer.port}/0` }),
       () => `${redisAt()}WRONGPASS .*\\(check the user and password in REDIS_URL\\)`,
-    ],
-    [
-      'Redis, the worker without a client certificate',
-      ['worker'],
-      () => ({ REDIS_TLS_CERT_FILE: undefined, REDIS_TLS_KEY_FILE: undefined }),
-      () => `${redisAt()}TLS: the server requires a client certificate`,
     ],
     [
       'Temporal, no client certificate',
