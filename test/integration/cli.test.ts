@@ -232,14 +232,16 @@ describe('permit-chain against a running worker', () => {
 
   it('exits 5 when position shows a reconcile is required, 0 when the positions agree', async () => {
     await setPositions(h, 'ADAUSDT', '0.4', '0.008');
-    const apart = await runCli(['position', 'ADAUSDT'], env);
-    expect(apart.code).toBe(5);
-    expect(apart.stdout).toMatch(/^ADAUSDT {2}exchange 0\.4 {2}ledger 0\.008 .* RECONCILE REQUIRED\n$/);
-    const json = await runCli(['position', 'ADAUSDT', '--json'], env);
-    expect(json.code).toBe(5);
-    expect(JSON.parse(json.stdout)).toMatchObject({ within_tolerance: false, discrepancy: '0.392' });
-    await setPositions(h, 'ADAUSDT', '0.4', '0.4');
-    expect((await runCli(['position', 'ADAUSDT'], env)).code).toBe(0);
+    await h.withWorker(async () => {
+      const apart = await runCli(['position', 'ADAUSDT'], env);
+      expect(apart.code).toBe(5);
+      expect(apart.stdout).toMatch(/^ADAUSDT {2}exchange 0\.4 {2}ledger 0\.008 .* RECONCILE REQUIRED\nanswered by /);
+      const json = await runCli(['position', 'ADAUSDT', '--json'], env);
+      expect(json.code).toBe(5);
+      expect(JSON.parse(json.stdout)).toMatchObject({ within_tolerance: false, discrepancy: '0.392' });
+      await setPositions(h, 'ADAUSDT', '0.4', '0.4');
+      expect((await runCli(['position', 'ADAUSDT'], env)).code).toBe(0);
+    });
   });
 
   it('lists plans under a header naming the columns', async () => {

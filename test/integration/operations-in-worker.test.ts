@@ -92,7 +92,12 @@ describe('operations run in the worker, under its configuration, from a shell wi
       const { workflowId, handle } = await startPlan(h.client, h.config, blocked);
       await waitForStage(h, workflowId, 'blocked');
       const retried = await runCliOnly(['retry', blocked.plan_id, '--by', 'ops'], shell);
-      expect([retried.code, retried.stdout]).toEqual([0, `retry sent to plan-${blocked.plan_id}\n`]);
+      expect(retried.code).toBe(0);
+      expect(retried.stdout).toBe(
+        `retry sent to plan-${blocked.plan_id}: 0 moved, 1 still blocked\n` +
+          `  blocked  1 on BTCUSDT: reconcile_required_qty_mismatch, exchange 0.008 vs ledger 0.002, tolerance 0.001: ` +
+          `${blocked.plan_id}\n`,
+      );
       const done = await runCliOnly(['reconcile', 'BTCUSDT', '--by', 'ops', '--yes', '--json'], conflicting);
       expect(done.code).toBe(0);
       expect(JSON.parse(done.stdout)).toMatchObject({
