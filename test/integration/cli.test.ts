@@ -245,22 +245,23 @@ describe('permit-chain against a running worker', () => {
   });
 
   it('lists plans under a header naming the columns', async () => {
-    await setPositions(h, 'XRPUSDT', '2', '2');
+    // A symbol of its own: `list` reads the namespace, which other test files share.
+    await setPositions(h, 'HEADERUSDT', '2', '2');
     await h.withWorker(async () => {
       const run = await runCli(
-        ['submit', '--symbol', 'XRPUSDT', '--side', 'SELL', '--qty', '1', '--wait', '--json'],
+        ['submit', '--symbol', 'HEADERUSDT', '--side', 'SELL', '--qty', '1', '--wait', '--json'],
         env,
       );
       const { plan_id: planId } = JSON.parse(run.stdout) as ChainStatus;
       const listed = await eventually(async () => {
-        const list = await runCli(['list', '--symbol', 'XRPUSDT'], env);
+        const list = await runCli(['list', '--symbol', 'HEADERUSDT'], env);
         return list.stdout.includes(planId) ? list : undefined;
       });
       expect(listed.code).toBe(0);
       const lines = listed.stdout.trimEnd().split('\n');
       expect(lines[0]).toBe('1 plan(s)');
       expect(lines[1]?.split(/\s+/)).toEqual(['PLAN', 'SYMBOL', 'STAGE', 'OUTCOME', 'MODE', 'STARTED']);
-      expect(lines[2]?.split(/\s+/).slice(0, 5)).toEqual([planId, 'XRPUSDT', 'done', 'executed', 'testnet']);
+      expect(lines[2]?.split(/\s+/).slice(0, 5)).toEqual([planId, 'HEADERUSDT', 'done', 'executed', 'testnet']);
       // Each value starts under its column's name.
       for (const name of ['SYMBOL', 'STAGE', 'OUTCOME', 'MODE', 'STARTED']) {
         const at = lines[1]?.indexOf(name) ?? -1;
