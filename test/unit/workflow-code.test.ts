@@ -1,6 +1,7 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PROJECT_ROOT } from '../../scripts/servers';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_INFO_FILE,
@@ -80,5 +81,21 @@ describe('prebuiltWorkflowCode: a build folder checked against the sources', () 
 
   it('from the TypeScript sources (as here), the worker bundles workflows/ at start', () => {
     expect(workflowCode().option).toEqual({ workflowsPath: expect.stringMatching(/workflows\/index\.ts$/) as string });
+  });
+});
+
+describe('workflows/: one way through the workflow', () => {
+  it('holds no patched() or deprecatePatch() call: a deploy is a new build, not a branch (docs/testing.md)', () => {
+    const dir = join(PROJECT_ROOT, 'workflows');
+    const files = readdirSync(dir).filter((name) => name.endsWith('.ts'));
+    expect(files).toContain('permit-chain.ts');
+    const calls = files.flatMap((name) =>
+      readFileSync(join(dir, name), 'utf8')
+        .split('\n')
+        .map((line, at) => ({ where: `workflows/${name}:${at + 1}`, line }))
+        .filter(({ line }) => /\b(patched|deprecatePatch)\s*\(/.test(line))
+        .map(({ where, line }) => `${where}: ${line.trim()}`),
+    );
+    expect(calls).toEqual([]);
   });
 });
