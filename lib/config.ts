@@ -169,6 +169,16 @@ const EnvSchema = z.object({
     .regex(/^[\x21-\x7e]+$/, { message: 'must be one line of printable characters without spaces' })
     .optional(),
   TASK_QUEUE: z.string().min(1).default('permit-chain'),
+  WORKER_DEPLOYMENT: z
+    .string()
+    .default('permit-chain')
+    .refine((raw) => /^[A-Za-z0-9_-]{1,200}$/.test(raw), {
+      message: "must be 1 to 200 letters, digits, _ or - (no '.': Temporal joins it to the build id with one)",
+    }),
+  WORKER_VERSIONING: z
+    .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
+    .default('false')
+    .transform((raw) => raw === 'true'),
   KEY_PREFIX: z
     .string()
     .default('quantum')
@@ -381,6 +391,13 @@ export interface ChainConfig {
   /** `TEMPORAL_API_KEY`, sent as `Authorization: Bearer …` (Temporal Cloud). */
   temporalApiKey: Secret | null;
   taskQueue: string;
+  /** `WORKER_DEPLOYMENT`: the Worker Deployment this worker's build is a version of (with WORKER_VERSIONING). */
+  workerDeployment: string;
+  /**
+   * `WORKER_VERSIONING`: the worker polls as a version of WORKER_DEPLOYMENT (its build id, workers/build-id.ts) and
+   * plans are pinned to the build they started on; it gets plans only once that version is current or ramping.
+   */
+  workerVersioning: boolean;
   keyPrefix: string;
   tradingMode: TradingMode;
   permitTtlS: number;
@@ -629,6 +646,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     temporalNamespace: e.TEMPORAL_NAMESPACE,
     ...transport(e),
     taskQueue: e.TASK_QUEUE,
+    workerDeployment: e.WORKER_DEPLOYMENT,
+    workerVersioning: e.WORKER_VERSIONING,
     keyPrefix: e.KEY_PREFIX,
     tradingMode: e.TRADING_MODE,
     permitTtlS: e.PERMIT_TTL_S,

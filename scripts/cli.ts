@@ -167,8 +167,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     !args.every((a) => a === '--json')
   ) {
     const out = createOutput(json);
-    const { version, temporalSdk } = versionInfo();
-    out.result(versionText(), { version, temporal_sdk: temporalSdk });
+    const { version, buildId, temporalSdk } = versionInfo();
+    out.result(versionText(), { version, build_id: buildId, temporal_sdk: temporalSdk });
     return EXIT.done;
   }
   let commanderError: string | undefined;

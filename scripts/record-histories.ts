@@ -4,8 +4,9 @@
  *
  *   npm run record-histories [-- --suffix NAME]
  *
- * Run it again when a change to the workflow is versioned (a patch): with `--suffix`, the new way's histories are
- * written beside the old ones (`executed-NAME.json`), which stay, as the plans in flight the patch protects.
+ * Run it with every build that changes the workflow: the histories are the build's own (a deploy replays them first,
+ * docs/testing.md). `--suffix` writes them beside the others (`executed-NAME.json`), for the one case that keeps old
+ * histories: a patch that must reach plans already running on an old build.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';

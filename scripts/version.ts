@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { currentBuildId } from '../workers/build-id';
 
 const PACKAGE_NAME = 'quantum-permit-chain';
 
@@ -24,13 +25,16 @@ export function temporalSdkVersion(): string {
   return (require('@temporalio/client/package.json') as { version: string }).version;
 }
 
-/** `permit-chain --version --json`: the chain's version and the Temporal SDK's. */
-export function versionInfo(): { version: string; temporalSdk: string } {
-  return { version: packageVersion(), temporalSdk: temporalSdkVersion() };
+/**
+ * `permit-chain --version --json`: the chain's version, its build id (workers/build-id.ts: the version a worker of
+ * this checkout or build polls as, with WORKER_VERSIONING) and the Temporal SDK's.
+ */
+export function versionInfo(): { version: string; buildId: string; temporalSdk: string } {
+  return { version: packageVersion(), buildId: currentBuildId(), temporalSdk: temporalSdkVersion() };
 }
 
-/** `permit-chain --version`: two lines, the chain's version and the Temporal SDK's. */
+/** `permit-chain --version`: three lines, the chain's version, its build id and the Temporal SDK's version. */
 export function versionText(): string {
-  const { version, temporalSdk } = versionInfo();
-  return `permit-chain ${version}\nTemporal TypeScript SDK ${temporalSdk}`;
+  const { version, buildId, temporalSdk } = versionInfo();
+  return `permit-chain ${version}\nbuild ${buildId}\nTemporal TypeScript SDK ${temporalSdk}`;
 }

@@ -1,13 +1,13 @@
 /**
  * Records the history of a plan that waited long: blocked for 40 hours with the real re-check interval (30 s, a look
  * every 300 s), then reconciled, retried and executed. It is recorded on the time-skipping test server, so the
- * 40 hours pass in seconds, into test/histories/blocked-long.json.gz (~3,000 events: gzip keeps it small).
+ * 40 hours pass in seconds, into test/histories/blocked-long.json.gz (gzip keeps its ~2,000 events small).
  *
  *   sh scripts/with-node.sh tsx test/record-long-history.ts
  *
- * This history is a plan "in flight" from before continue-as-new: it is longer than the history at which a plan now
- * continues, so replaying it checks that the change is guarded by `patched()` (docs/testing.md). Do not record it
- * again with today's workflow: it would no longer be the old code's history.
+ * Its first run is what is kept: the plan's long wait up to where it continues as new (its history near
+ * CONTINUE_AS_NEW_EVENTS, the carried state handed over, the continue-as-new command), which a change to the workflow
+ * must still replay while such a plan is running. Record it again with each build (docs/testing.md).
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -71,8 +71,9 @@ async function main(): Promise<void> {
       source: 'record-histories',
       created_at: Date.now(),
     });
-    const workflowId = await worker.runUntil(async () => {
+    const { workflowId, firstRunId } = await worker.runUntil(async () => {
       const { workflowId, handle } = await startPlan(env.client, config, plan);
+      const firstRunId = (await handle.describe()).runId;
       await env.sleep('40h');
       const blocked = await handle.query(statusQuery);
       if (blocked.stage !== 'blocked') throw new Error(`record: the plan is ${blocked.stage}, not blocked`);
@@ -80,16 +81,20 @@ async function main(): Promise<void> {
       await handle.signal(retrySignal, { by: 'ops' });
       const final = await handle.result();
       if (final.outcome !== 'executed') throw new Error(`record: the plan ended ${final.outcome}`);
-      return workflowId;
+      return { workflowId, firstRunId };
     });
-    const shown = spawnSync(cli.path, ['workflow', 'show', '-w', workflowId, '--address', env.address, '-o', 'json'], {
-      encoding: 'utf8',
-      maxBuffer: 256 * 1024 * 1024,
-    });
+    const shown = spawnSync(
+      cli.path,
+      ['workflow', 'show', '-w', workflowId, '-r', firstRunId, '--address', env.address, '-o', 'json'],
+      { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 },
+    );
     if (shown.status !== 0) throw new Error(`temporal workflow show failed: ${shown.stderr}`);
-    const events = (JSON.parse(shown.stdout) as { events: unknown[] }).events.length;
+    const events = (JSON.parse(shown.stdout) as { events: { eventType?: string }[] }).events;
+    const last = events.at(-1)?.eventType ?? '';
+    if (!/CONTINUED_AS_NEW|ContinuedAsNew/i.test(last))
+      throw new Error(`record: the first run ended ${last}, not continued`);
     writeFileSync(OUT, gzipSync(shown.stdout));
-    console.log(`recorded blocked-long (${events} events)`);
+    console.log(`recorded blocked-long: the first run, ${events.length} events, continued as new`);
   } finally {
     redis.disconnect();
     await env.teardown();

@@ -37,6 +37,7 @@ import { applyRecordLife } from './retention';
 import { processRuntime, type ProcessRuntime } from './runtime';
 import { tracingFor, type Tracing } from './tracing';
 import { WORKFLOW_INTERCEPTOR_MODULES, workflowCode } from './workflow-code';
+import { currentBuildId } from './build-id';
 
 export { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from './workflow-code';
 
@@ -66,6 +67,28 @@ export interface ChainWorkerOptions {
   tracing?: Tracing;
   /** Activities registered beside the chain's: the bench's no-op (workflows/bench-floor.ts benchShape). */
   extraActivities?: Record<string, () => Promise<void>>;
+  /** With WORKER_VERSIONING, the build id this worker polls as; default: currentBuildId() (workers/build-id.ts). */
+  buildId?: string;
+}
+
+/**
+ * With WORKER_VERSIONING, the worker is a version of WORKER_DEPLOYMENT named by its build id, and the workflows it
+ * starts are PINNED to it: a new build never replays an old build's plans. The worker's default, not the workflow's
+ * own `setWorkflowOptions`: a workflow that names a behaviour fails every task on an unversioned worker (the server:
+ * "versioning behavior cannot be specified without deployment options"), and `dev` and the tests run unversioned.
+ */
+export function workerDeployment(
+  config: Pick<ChainConfig, 'workerDeployment' | 'workerVersioning'>,
+  buildId: string,
+): Pick<WorkerOptions, 'workerDeploymentOptions'> {
+  if (!config.workerVersioning) return {};
+  return {
+    workerDeploymentOptions: {
+      version: { deploymentName: config.workerDeployment, buildId },
+      useWorkerVersioning: true as const,
+      defaultVersioningBehavior: 'PINNED' as const,
+    },
+  };
 }
 
 /** Builds the worker for the chain's task queue over one Redis connection and one Temporal connection. */
@@ -109,6 +132,7 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
     },
     sinks: chainObserverSinks(metrics, logger),
     ...(options.tracing ? { plugins: [options.tracing.plugin] } : {}),
+    ...workerDeployment(config, config.workerVersioning ? (options.buildId ?? currentBuildId()) : ''),
     ...code,
   });
 }
@@ -186,6 +210,13 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
   const runtime = processRuntime(logger, { sdkMetrics: telemetry.metricsPort !== null, quiet: outages.quietSdk });
   const log = lineLogger(logger);
   log(`worker: workflow code from ${code.description}`);
+  const buildId = currentBuildId();
+  log(
+    `worker: build ${buildId} of deployment ${config.workerDeployment}, ` +
+      (config.workerVersioning
+        ? 'versioned (plans pinned to it; it gets plans once it is current: docs/runbook.md, "Deploying a new build")'
+        : 'unversioned (WORKER_VERSIONING=false)'),
+  );
   // Which keys decide who may approve, so that a changed key shows in the log at the next start.
   if (approverKeys.size > 0) log(approverKeysLine(approverKeys, config));
   if (operatorKeys.size > 0) log(operatorKeysLine(operatorKeys, config));
@@ -242,6 +273,7 @@ export async function runWorker(config: ChainConfig, logger: Logger = processLog
       client,
       metrics,
       logger,
+      buildId,
       ...(tracing ? { tracing } : {}),
       ...(code.option.workflowBundle ? { workflowBundle: code.option.workflowBundle } : {}),
     });

@@ -329,10 +329,9 @@ export class OperatorDesk {
   /**
    * A blocked plan at rest: sleeps until someone retries it, the position watcher says its positions changed, it is
    * cancelled, or `until` (the fallback re-check) comes. `'wake'` when only `wake()` came true (it continues as new).
-   * `keepNews`: news not yet taken (takeNews) wakes it at once; without, the rest drops it (plans from before).
+   * News not yet taken (takeNews) wakes it at once.
    */
-  async rest(until: number, wake: () => boolean = () => false, keepNews = false): Promise<'wake' | undefined> {
-    if (!keepNews) this.takeNews();
+  async rest(until: number, wake: () => boolean = () => false): Promise<'wake' | undefined> {
     this.board.publish();
     const news = () => this.cancel !== undefined || this.retryRequested || this.positionsChanged;
     const woken = await condition(() => news() || wake(), Math.max(1, until - Date.now()));
@@ -341,8 +340,7 @@ export class OperatorDesk {
 
   /**
    * Takes the news a blocked plan acts on (a retry, a position change) as acted on: the plan takes it before it looks,
-   * so that one coming during the look wakes its next rest at once. (Plans from before the settled-looks patch take
-   * it when they start to rest, which drops a wake that came during their look.)
+   * so that one coming during the look wakes its next rest at once.
    */
   takeNews(): void {
     this.retryRequested = false;

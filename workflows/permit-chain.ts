@@ -9,7 +9,6 @@ import {
   getExternalWorkflowHandle,
   log,
   makeContinueAsNewFunc,
-  patched,
   proxyActivities,
   proxyLocalActivities,
   workflowInfo,
@@ -69,27 +68,6 @@ const BLOCKED_FALLBACK_INTERVALS = 10;
 const CONTINUE_AS_NEW_EVENTS = 2000;
 /** Events a run may still add between deciding to continue and its last event (a look, the carried state, the end). */
 const CONTINUE_AS_NEW_RESERVE = 50;
-/**
- * The patch that introduced continue-as-new (docs/testing.md, "Changing the workflow with plans in flight"). A plan
- * whose history has no marker of it (started by a worker from before) replays and runs on the old way, never
- * continuing: its waits stay the same timers. Deprecate it (`deprecatePatch`) once no such plan can be running, that
- * is PLAN_MAX_AGE_S after every worker runs this code; remove it a PLAN_MAX_AGE_S later.
- */
-const CONTINUE_AS_NEW_PATCH = 'continue-as-new-on-long-waits';
-/**
- * The patch that made the Governor one call per turn (activities/governor-turn.ts): admission, the turn on the symbol
- * and the permit in one local activity, where they were three. A plan started by this code has its marker (and may
- * continue as new: this patch came after that one); a plan without it replays and runs as it started, three calls.
- * Deprecate and remove it as CONTINUE_AS_NEW_PATCH above, PLAN_MAX_AGE_S after every worker runs this code.
- */
-const ONE_GOVERNOR_CALL_PATCH = 'one-governor-call-per-turn';
-/**
- * The patch that made a blocked plan's looks miss nothing (restWhileBlocked): a wake that comes while the plan looks
- * is kept for its next rest, and a look that saw the positions moving (peekPosition's `unsettled`) is made again at
- * the plan's turn on the symbol. Before, a wake during a look was dropped and such a look kept the plan blocked,
- * each until the fallback look. It came after the two above and implies them; deprecate and remove it as they are.
- */
-const SETTLED_LOOKS_PATCH = 'settled-looks-when-blocked';
 
 const regular = proxyActivities<ChainActivities>({ startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS, retry: LAYER_RETRY });
 const local = proxyLocalActivities<ChainActivities>({
@@ -169,36 +147,22 @@ async function runPlan(input: unknown, cancelRequested: Promise<never>): Promise
   });
   desk.register(cancelRequested);
 
-  // Asked first, before any activity: a patch marker between local activities' markers failed to replay (a query
-  // of an ended production-mode plan, out of the cache: "patch marker encountered … no corresponding change command").
-  // A plan with the newer patch's marker has the older one's behaviour too, without its marker.
-  const settledLooks = patched(SETTLED_LOOKS_PATCH);
-  const oneCall = settledLooks || patched(ONE_GOVERNOR_CALL_PATCH);
-  const mayContinue = oneCall || patched(CONTINUE_AS_NEW_PATCH);
-  // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's). With one
-  // call per turn, the same call takes the plan's turn on its symbol and asks for its permit (not for a continued
-  // run, which goes back to where its predecessor waited).
-  let admission: Admission;
-  let firstTurn: FirstTurn | undefined;
-  if (oneCall) {
-    const at = Date.now();
-    const take = workflowInfo().continuedFromExecutionRunId === undefined;
-    const turn = await local.governorTurn.executeWithOptions(
-      options(take ? 'Governor: admit plan, its turn, a permit' : 'Governor: admit plan'),
-      [{ admit: { input, workflowId }, take, permit: true, at }],
-    );
-    if (!turn.admission) throw new Error('governorTurn: no admission for an input to admit');
-    admission = turn.admission;
-    firstTurn = { turn, at };
-  } else {
-    admission = await local.admitPlan.executeWithOptions(options('Governor: admit plan'), [{ input, workflowId }]);
-  }
+  // The Governor's admission: the plan checked where it runs, and the rules it runs under (the worker's). The same
+  // call takes the plan's turn on its symbol and asks for its permit (not for a continued run, which goes back to
+  // where its predecessor waited).
+  const at = Date.now();
+  const take = workflowInfo().continuedFromExecutionRunId === undefined;
+  const turn = await local.governorTurn.executeWithOptions(
+    options(take ? 'Governor: admit plan, its turn, a permit' : 'Governor: admit plan'),
+    [{ admit: { input, workflowId }, take, permit: true, at }],
+  );
+  if (!turn.admission) throw new Error('governorTurn: no admission for an input to admit');
+  const admission: Admission = turn.admission;
   let ending: Ending;
   if (admission.admitted) {
     board.admit(admission.plan, admission.rules.mode);
     const carried = await resume(admission.plan, board);
-    const how = { mayContinue, oneCall, settledLooks, ...(firstTurn ? { firstTurn } : {}) };
-    ending = await new Chain(admission.plan, admission.rules, board, desk, how, carried).run();
+    ending = await new Chain(admission.plan, admission.rules, board, desk, { turn, at }, carried).run();
   } else {
     status.mode = admission.rules.mode;
     status.last_error = admission.error;
@@ -234,18 +198,6 @@ interface FirstTurn {
   at: number;
 }
 
-/** How a run goes, by the patches in its history. */
-interface ChainWay {
-  /** Whether this plan continues as new when its history grows long. */
-  mayContinue: boolean;
-  /** Whether the Governor is one call per turn (governorTurn) or three (admitPlan, holdSymbol, requestPermit). */
-  oneCall: boolean;
-  /** Whether a blocked plan's looks keep the wakes that come meanwhile and are made again when the positions moved. */
-  settledLooks: boolean;
-  /** With one call: the admitting call's turn, taken already. */
-  firstTurn?: FirstTurn;
-}
-
 /** The chain of one admitted plan, step by step; each step says in the plan's status where it is. */
 class Chain {
   private readonly layers: typeof local | typeof regular;
@@ -259,9 +211,6 @@ class Chain {
   private step = '';
   /** When the plan's first run started: its age counts from there, across runs. */
   private readonly startedAt: number;
-  private readonly mayContinue: boolean;
-  private readonly oneCall: boolean;
-  private readonly settledLooks: boolean;
   /** The admitting call's turn, until the plan acts on it. */
   private firstTurn?: FirstTurn;
   constructor(
@@ -269,16 +218,14 @@ class Chain {
     private readonly rules: ChainRules,
     private readonly board: StatusBoard,
     private readonly desk: OperatorDesk,
-    way: ChainWay,
+    /** The admitting call's answer: its turn on the symbol, taken already, and its permit. */
+    firstTurn: FirstTurn,
     /** Where an earlier run of the plan left it, when this run continues it. */
     private readonly carried?: CarriedState,
   ) {
-    this.mayContinue = way.mayContinue;
-    this.oneCall = way.oneCall;
-    this.settledLooks = way.settledLooks;
-    this.firstTurn = way.firstTurn;
+    this.firstTurn = firstTurn;
     // The admitting call took the plan's turn: held or in line, the plan lets go whatever ends it first (a cancel).
-    this.inLine = way.firstTurn?.turn.hold !== undefined;
+    this.inLine = firstTurn.turn.hold !== undefined;
     this.layers = rules.layerActivities === 'local' ? local : regular;
     // A carried start can only make the plan older, never younger.
     this.startedAt = Math.min(carried?.started_at ?? Infinity, workflowInfo().startTime.getTime());
@@ -317,7 +264,7 @@ class Chain {
     for (;;) {
       const stop = this.cancelled() ?? this.tooOld();
       if (stop) return stop;
-      const permit = this.oneCall ? await this.turnAndPermit() : await this.turnThenPermit();
+      const permit = await this.turnAndPermit();
       if (permit === 'again') continue;
       if (permit !== 'held') return permit;
       if ((await this.publish()) === PERMIT_RAN_OUT) continue;
@@ -343,9 +290,8 @@ class Chain {
     return answer === 'again' ? undefined : answer;
   }
 
-  /** Whether this run's history is long enough to continue as new (only a plan with the patch's marker does). */
+  /** Whether this run's history is long enough to continue as new. */
   private historyIsLong(): boolean {
-    if (!this.mayContinue) return false;
     const info = workflowInfo();
     const limit = (this.rules.continueAsNewEvents ?? CONTINUE_AS_NEW_EVENTS) - CONTINUE_AS_NEW_RESERVE;
     return info.continueAsNewSuggested || info.historyLength >= limit;
@@ -381,13 +327,6 @@ class Chain {
     return next({ plan: this.plan });
   }
 
-  /** Plans started before one call per turn: the turn on the symbol, then the Governor, each a call of its own. */
-  private async turnThenPermit(): Promise<'held' | 'again' | Ending> {
-    const turn = await this.takeTurn();
-    if (turn !== 'held') return turn;
-    return this.obtainPermit();
-  }
-
   /**
    * The plan's turn on its symbol and, once it holds it, the Governor's answer, in one call (governorTurn): waiting
    * its turn in arrival order, woken by the plan before it, never polling. A permit still in hand is not asked again.
@@ -402,7 +341,8 @@ class Chain {
         const stop = this.cancelled() ?? this.tooOld();
         if (stop) return stop;
         const needPermit = !(this.permit && Date.now() < this.permit.deadline);
-        // The permit's life is counted on the workflow's clock from before the request (obtainPermit).
+        // The permit's life is counted on the workflow's clock from before the request: never later than the
+        // Governor's own issue time, and immune to skew between worker and server clocks.
         at = Date.now();
         this.step = 'governorTurn';
         turn = await this.layers.governorTurn.executeWithOptions(
@@ -505,26 +445,6 @@ class Chain {
         ]);
       }
     }
-  }
-
-  /**
-   * The Governor (P3.2), asked while the plan holds its symbol: a permit, or a denial. A person's approval
-   * (production mode) and a wait for a rate slot happen with the symbol let go, then the plan takes its turn again.
-   */
-  private async obtainPermit(): Promise<'held' | 'again' | Ending> {
-    const { status } = this.board;
-    if (this.permit && Date.now() < this.permit.deadline) return 'held';
-    status.attempts += 1;
-    this.board.enter('governor', `asking the Governor for a permit (attempt ${status.attempts})`);
-    // The permit's life is counted on the workflow's clock from before the request: never later than the
-    // Governor's own issue time, and immune to skew between worker and server clocks.
-    const askedAt = Date.now();
-    this.step = 'requestPermit';
-    const answer = await this.layers.requestPermit.executeWithOptions(
-      { ...options('Governor: permit', this.planDeadline), startToCloseTimeout: LAYER_ATTEMPT_TIMEOUT_MS },
-      [{ plan: this.plan, at: askedAt, ...(status.approvals ? { approvals: status.approvals } : {}) }],
-    );
-    return this.onAnswer(answer, askedAt);
   }
 
   /**
@@ -663,12 +583,12 @@ class Chain {
     for (;;) {
       // A message that came in while the plan was about to continue is acted on now: a look, at once.
       const news = await this.continueIfLong({ stage: 'blocked', denial: latest });
-      const woken = news || (await this.desk.rest(nextLookAt, () => this.historyIsLong(), this.settledLooks));
+      const woken = news || (await this.desk.rest(nextLookAt, () => this.historyIsLong()));
       if (woken === 'wake') continue;
       // The retry this look answers (a retry coming during the look is answered by the next one).
       const retry = status.last_retry && !status.last_retry.looked ? status.last_retry : undefined;
       // Taken before the look: a wake that comes while the plan looks is news for its next rest, not lost.
-      if (this.settledLooks) this.desk.takeNews();
+      this.desk.takeNews();
       const stop = this.cancelled() ?? this.tooOld('still blocked');
       if (stop) return stop;
       const view = await this.look();
@@ -702,7 +622,7 @@ class Chain {
   private async look(): Promise<P33View | Ending> {
     this.step = 'peekPosition';
     const view = await this.layers.peekPosition.executeWithOptions(options('P3.3: look at positions'), [this.plan]);
-    if (view.allow || view.unsettled === undefined || !this.settledLooks) return view;
+    if (view.allow || view.unsettled === undefined) return view;
     const { symbol } = this.plan;
     this.board.note(
       `positions disagree while they may be moving (${view.unsettled}): looking again at this plan's turn on ${symbol}`,

@@ -2,13 +2,16 @@
  * The chain as it is deployed, on a real Temporal cluster (the server binary on PostgreSQL, `scripts/cluster.sh`),
  * with two worker processes and two intake processes, fed through the upstream stream: the seed's incident and 300
  * plans on 20 symbols, one worker and one intake SIGKILLed mid-run and started again. Nothing may be lost or
- * duplicated. Run by `npm run test:cluster` (not by `npm test`: it builds and starts a cluster); logs of every
+ * duplicated. The workers run versioned (WORKER_VERSIONING), as in docker-compose.yml: their build is made the
+ * deployment's current version with the command of the runbook before any plan arrives, and every plan is pinned to it. Run by `npm run test:cluster` (not by `npm test`: it builds and starts a cluster); logs of every
  * process in test-results/cluster/.
  */
+import { spawnSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisKeys } from '../../contract/keys';
@@ -16,7 +19,14 @@ import { PERMIT_CHAIN_WORKFLOW, planWorkflowId, statusQuery } from '../../contra
 import type { ChainStatus } from '../../contract/types';
 import { Dec } from '../../lib/decimal';
 import { parsePlan } from '../../lib/plan';
-import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, type RunningRedis } from '../../scripts/servers';
+import {
+  PROJECT_ROOT,
+  ensureServersInstalled,
+  freePort,
+  startRedis,
+  temporalCliExecutable,
+  type RunningRedis,
+} from '../../scripts/servers';
 import { runCli } from '../cli-runner';
 import { eventually } from '../helpers';
 import { intakeSpec, workerSpec } from '../stack/chain';
@@ -81,6 +91,27 @@ function xaddFields(fields: Record<string, string>): string[] {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The Worker Deployment the workers poll as (WORKER_DEPLOYMENT). */
+const DEPLOYMENT = 'permit-chain';
+
+/**
+ * Makes `buildId` the deployment's current version with the runbook's command ("Deploying a new build"), once its
+ * workers have registered it by polling: until then the server refuses it. Returns how many tries it took.
+ */
+async function setCurrentVersion(address: string, buildId: string): Promise<number> {
+  const cli = temporalCliExecutable();
+  if (cli.type !== 'existing-path') throw new Error('no Temporal CLI in .tools: run scripts/setup.sh');
+  const args = ['worker', 'deployment', 'set-current-version', '--deployment-name', DEPLOYMENT, '--build-id', buildId];
+  let last = '';
+  for (let tries = 1; tries <= 60; tries++) {
+    const run = spawnSync(cli.path, [...args, '--yes', '--address', address], { encoding: 'utf8' });
+    if (run.status === 0) return tries;
+    last = `${run.stdout}${run.stderr}`.slice(0, 500);
+    await sleep(1000);
+  }
+  throw new Error(`set-current-version ${DEPLOYMENT} ${buildId} kept failing: ${last}`);
+}
+
 beforeAll(async () => {
   // As `npm test` does: scripts/setup.sh when redis-server or the Temporal CLI (the script's health check) is missing.
   ensureServersInstalled({ forTests: false });
@@ -96,6 +127,8 @@ beforeAll(async () => {
     KEY_PREFIX: 'quantum',
     TRADING_MODE: 'testnet',
     GOVERNOR_MAX_QTY: MAX_QTY,
+    WORKER_DEPLOYMENT: DEPLOYMENT,
+    WORKER_VERSIONING: 'true',
   };
   redis = new Redis(redisServer.url);
   client = new Client({ connection: await Connection.connect({ address: cluster.address }) });
@@ -137,6 +170,14 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
       group.start(intakeSpec('intake-b', env)),
     ]);
     if (!workerA || !intakeB) throw new Error('processes did not start');
+    // A versioned deployment gets no plans until a version is current: the build the workers run, as
+    // `permit-chain --version` names it, made current as the runbook says.
+    const version = await runCli(['--version', '--json'], env);
+    expect(version.code, version.stderr).toBe(0);
+    const buildId = (JSON.parse(version.stdout) as { build_id: string }).build_id;
+    expect(buildId).toMatch(/^[0-9a-f]{16}$/);
+    expect(workerA.output()).toContain(`worker: build ${buildId} of deployment ${DEPLOYMENT}, versioned`);
+    const currentAfter = await setCurrentVersion(cluster?.address ?? '', buildId);
     const startedAt = at();
 
     // The incident, through the upstream stream: a reduce-only SELL 0.062 that P3.3 must block.
@@ -237,6 +278,10 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
 
     const incidentEnd = (await incident.result()) as ChainStatus;
     expect(incidentEnd.outcome).toBe('executed');
+    // Pinned to the build that started it: a later build would never run it.
+    const versioning = (await incident.describe()).raw.workflowExecutionInfo?.versioningInfo;
+    expect(versioning?.behavior).toBe(temporal.api.enums.v1.VersioningBehavior.VERSIONING_BEHAVIOR_PINNED);
+    expect(versioning?.deploymentVersion).toMatchObject({ deploymentName: DEPLOYMENT, buildId });
     const btc = snapshot.positions.get(INCIDENT.symbol);
     expect(new Dec(btc?.exchange ?? 'NaN').isZero() && new Dec(btc?.ledger ?? 'NaN').isZero()).toBe(true);
 
@@ -266,7 +311,8 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
     const denied = plans.filter((plan) => snapshot.outcomes.get(plan.planId) === 'denied').length;
     const summary = [
       `cluster test: ${plans.length} plans (the incident + ${PLANS} on ${SYMBOLS} symbols) through 2 workers and 2 intakes on ${cluster?.address}`,
-      `  cluster setup ${cluster?.timings.setupMs} ms, start ${cluster?.timings.startMs} ms; processes ready at ${startedAt}; feeding done at ${await feedingDone}`,
+      `  cluster setup ${cluster?.timings.setupMs} ms, start ${cluster?.timings.startMs} ms; processes ready and build ${buildId} current (try ${currentAfter}) at ${startedAt}; feeding done at ${await feedingDone}`,
+      `  every plan pinned to build ${buildId} of deployment ${DEPLOYMENT} (the incident's versioning info)`,
       `  SIGKILL worker-a and intake-b at ${((killedAt - t0) / 1000).toFixed(1)} s: ${inFlight.fed} fed, ${inFlight.published} published, ${inFlight.running} running`,
       `  the kill left ${recovered.workflowTasks} workflow task time-outs and ${recovered.activityRetries} activity retries in ${recovered.plans} plans, all redone by the other worker`,
       `  both back ${backMs} ms after the kill (dead ${DEAD_FOR_MS} ms); every plan ended ${((allEnded - killedAt) / 1000).toFixed(1)} s after the kill, ${((allEnded - t0) / 1000).toFixed(1)} s in all`,

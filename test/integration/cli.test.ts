@@ -12,6 +12,8 @@ import { planWorkflowId } from '../../contract/messages';
 import { CLI, runCli } from '../cli-runner';
 import { PROJECT_ROOT } from '../../scripts/servers';
 import { packageVersion } from '../../scripts/version';
+import { buildIdOf } from '../../workers/build-id';
+import { hashSources } from '../../workers/workflow-code';
 import { COMMAND_GROUPS, errorLine } from '../../scripts/cli';
 import {
   chainHarness,
@@ -134,14 +136,18 @@ describe('permit-chain --version', () => {
   const sdk = JSON.parse(readFileSync(require.resolve('@temporalio/client/package.json'), 'utf8')) as {
     version: string;
   };
+  /** The checkout's build id: the hash over its sources, as a worker of it polls with WORKER_VERSIONING. */
+  const buildId = buildIdOf(hashSources(PROJECT_ROOT));
 
-  it("prints the chain's version and the Temporal SDK's, and exits 0 without touching a server", async () => {
+  it("prints the chain's version, its build id and the Temporal SDK's, and exits 0 without touching a server", async () => {
     for (const flag of ['--version', '-V']) {
       // Nothing listens on these addresses: --version must not need Redis or Temporal.
       const run = await runCli([flag], { ...env, REDIS_URL: 'redis://127.0.0.1:1/0', TEMPORAL_ADDRESS: '127.0.0.1:1' });
       expect(run.code).toBe(0);
       expect(run.stderr).toBe('');
-      expect(run.stdout).toBe(`permit-chain ${manifest.version}\nTemporal TypeScript SDK ${sdk.version}\n`);
+      expect(run.stdout).toBe(
+        `permit-chain ${manifest.version}\nbuild ${buildId}\nTemporal TypeScript SDK ${sdk.version}\n`,
+      );
     }
   });
 
@@ -153,7 +159,11 @@ describe('permit-chain --version', () => {
       const run = await runCli(args, { ...env, REDIS_URL: 'redis://127.0.0.1:1/0', TEMPORAL_ADDRESS: '127.0.0.1:1' });
       expect(run.code).toBe(0);
       expect(run.stderr).toBe('');
-      expect(JSON.parse(run.stdout)).toEqual({ version: manifest.version, temporal_sdk: sdk.version });
+      expect(JSON.parse(run.stdout)).toEqual({
+        version: manifest.version,
+        build_id: buildId,
+        temporal_sdk: sdk.version,
+      });
     }
   });
 

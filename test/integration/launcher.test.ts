@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../scripts/servers';
+import { buildIdOf } from '../../workers/build-id';
 import { BUILD_FOLDERS, BUILD_INFO_FILE, hashSources, type BuildInfo } from '../../workers/workflow-code';
 import { testEnv } from '../helpers';
 
@@ -88,7 +89,12 @@ describe('bin/permit-chain', () => {
     const run = launched(join(root, 'bin', 'permit-chain'), ['--version']);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/^permit-chain \d+\.\d+\.\d+\nTemporal TypeScript SDK \d+\.\d+\.\d+\n$/);
+    expect(run.stdout).toMatch(
+      /^permit-chain \d+\.\d+\.\d+\nbuild [0-9a-f]{16}\nTemporal TypeScript SDK \d+\.\d+\.\d+\n$/,
+    );
+    // The build id of a compiled copy is that of the sources it was built from (dist/build-info.json).
+    const info = JSON.parse(readFileSync(join(root, 'dist', BUILD_INFO_FILE), 'utf8')) as BuildInfo;
+    expect(run.stdout).toContain(`build ${buildIdOf(info.sources)}\n`);
     expect(run.modules).toContain(join(root, 'dist', 'scripts', 'cli.js'));
     expect(tsx(run.modules)).toEqual([]);
     expect(temporalClient(run.modules)).toEqual([]);

@@ -194,6 +194,16 @@ describe('docker-compose.yml: our rules', () => {
     }
   });
 
+  it('runs the workers versioned, as builds of the deployment permit-chain, and says how to make one current', () => {
+    const { services } = loadOurs().project;
+    expect(services.worker?.environment).toMatchObject({
+      WORKER_VERSIONING: 'true',
+      WORKER_DEPLOYMENT: 'permit-chain',
+    });
+    const text = readFileSync(COMPOSE_FILE, 'utf8');
+    expect(text).toContain('temporal worker deployment set-current-version --deployment-name permit-chain');
+  });
+
   it("registers the search attributes with the project's own command, before any worker or intake starts", () => {
     const { services } = loadOurs().project;
     expect(services['search-attributes']).toMatchObject({

@@ -1,6 +1,8 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PROJECT_ROOT } from '../../scripts/servers';
+import { buildIdOf, currentBuildId } from '../../workers/build-id';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_INFO_FILE,
@@ -80,5 +82,62 @@ describe('prebuiltWorkflowCode: a build folder checked against the sources', () 
 
   it('from the TypeScript sources (as here), the worker bundles workflows/ at start', () => {
     expect(workflowCode().option).toEqual({ workflowsPath: expect.stringMatching(/workflows\/index\.ts$/) as string });
+  });
+});
+
+describe('workflows/: one way through the workflow', () => {
+  it('holds no patched() or deprecatePatch() call: a deploy is a new build, not a branch (docs/testing.md)', () => {
+    const dir = join(PROJECT_ROOT, 'workflows');
+    const files = readdirSync(dir).filter((name) => name.endsWith('.ts'));
+    expect(files).toContain('permit-chain.ts');
+    const calls = files.flatMap((name) =>
+      readFileSync(join(dir, name), 'utf8')
+        .split('\n')
+        .map((line, at) => ({ where: `workflows/${name}:${at + 1}`, line }))
+        .filter(({ line }) => /\b(patched|deprecatePatch)\s*\(/.test(line))
+        .map(({ where, line }) => `${where}: ${line.trim()}`),
+    );
+    expect(calls).toEqual([]);
+  });
+});
+
+describe('buildIdOf: one id for everything a worker runs', () => {
+  function checkout(files: Record<string, string>): string {
+    const root = mkdtempSync(join(tmpdir(), 'permit-chain-build-id-'));
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(join(root, path, '..'), { recursive: true });
+      writeFileSync(join(root, path), text);
+    }
+    return root;
+  }
+  const files = {
+    'workflows/permit-chain.ts': 'export const w = 1;\n',
+    'activities/execute.ts': 'export const a = 1;\n',
+    'lib/plan.ts': 'export const p = 1;\n',
+    'package-lock.json': '{"lockfileVersion":3}\n',
+  };
+
+  it('is 16 hex digits, the same for the same sources wherever they are', () => {
+    const id = buildIdOf(hashSources(checkout(files)));
+    expect(id).toMatch(/^[0-9a-f]{16}$/);
+    expect(buildIdOf(hashSources(checkout(files)))).toBe(id);
+  });
+
+  it.each([
+    ['an activity-only change', { 'activities/execute.ts': 'export const a = 2;\n' }],
+    ['a workflow change', { 'workflows/permit-chain.ts': 'export const w = 2;\n' }],
+    ['another lock file (the SDK or a library)', { 'package-lock.json': '{"lockfileVersion":3,"x":1}\n' }],
+    ['an added source', { 'activities/new.ts': 'export const n = 1;\n' }],
+  ])('changes with %s', (_name, change: Record<string, string>) => {
+    const before = buildIdOf(hashSources(checkout(files)));
+    expect(buildIdOf(hashSources(checkout({ ...files, ...change })))).not.toBe(before);
+  });
+
+  it("is, for this checkout, what permit-chain --version and the worker print: the sources' hash", () => {
+    expect(currentBuildId()).toBe(buildIdOf(hashSources(PROJECT_ROOT)));
+  });
+
+  it('refuses to name a build from nothing', () => {
+    expect(() => buildIdOf({})).toThrow(/no sources to hash/);
   });
 });
