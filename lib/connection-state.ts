@@ -12,6 +12,7 @@ export class ConnectionState {
   private closed = false;
   /** When the server last answered this process (ms since the epoch), as far as a check has seen; for `/metrics`. */
   lastAnswerAt: number | undefined;
+  private backAt: number | undefined;
 
   constructor(
     /** As the lines name it: `Redis at redis://127.0.0.1:6379/0`, `Temporal at 127.0.0.1:7233`. */
@@ -59,7 +60,16 @@ export class ConnectionState {
     if (this.lostAt === undefined || this.down.size > 0) return;
     const awayS = (this.clock() - this.lostAt) / 1000;
     this.lostAt = undefined;
+    this.backAt = this.clock();
     this.log(`${this.server}: back after ${awayS.toFixed(1)} s`, 'info');
+  }
+
+  /**
+   * Whether the server came back within the last `ms`: a failed step reported then is a retry loop of the outage that
+   * just ended (the SDK logs a poll that failed before the server was back after it is), not a new outage.
+   */
+  backWithin(ms: number): boolean {
+    return this.lostAt === undefined && this.backAt !== undefined && this.clock() - this.backAt < ms;
   }
 
   /** The server answered a check just now (a PING, a call): kept for the last-answer gauge. */

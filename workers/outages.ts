@@ -106,6 +106,9 @@ function heartbeat(
   };
 }
 
+/** How long after a server is back a failed step is taken for a late report of the outage that ended. */
+const LATE_SYMPTOM_MS = 3_000;
+
 export function outagesOf(config: Pick<ChainConfig, 'redisUrl' | 'temporalAddress'>, logger: Logger): Outages {
   const log = (line: string, level: 'warn' | 'info') => logger[level](line);
   const redis = new ConnectionState(`Redis at ${redactUrl(config.redisUrl)}`, log);
@@ -119,6 +122,9 @@ export function outagesOf(config: Pick<ChainConfig, 'redisUrl' | 'temporalAddres
     const away = serverAway(text, redisAddress);
     if (away === undefined) return false;
     const reason = (text.split('\n')[0] ?? '').slice(0, 160);
+    // A step that failed during the outage and is reported just after it: quiet, and no new outage (a real one is
+    // still seen by the next failed step, and by the heartbeat).
+    if ((away === 'redis' ? redis : temporal).backWithin(LATE_SYMPTOM_MS)) return true;
     if (away === 'redis') redis.connectionDown('steps', reason, redisCheck);
     else temporal.connectionDown('steps', reason, temporalCheck);
     return true;

@@ -1,5 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { ConnectionState, serverAway } from '../../lib/connection-state';
+import type { Logger } from '../../lib/log';
+import { outagesOf } from '../../workers/outages';
 
 describe('the connection state', () => {
   it('says once that the server is lost and once that it is back, however many connections and errors', () => {
@@ -66,5 +68,38 @@ describe('the connection state', () => {
     expect(serverAway('connect ECONNREFUSED 127.0.0.1:18080', '127.0.0.1:6379')).toBeUndefined();
     expect(serverAway('Status { code: Unavailable, message: "tcp connect error" }')).toBe('temporal');
     expect(serverAway('qty must be > 0')).toBeUndefined();
+  });
+
+  it('takes a failed step reported just after the server is back for the outage that ended, not a new one', () => {
+    vi.useFakeTimers();
+    try {
+      const lines: string[] = [];
+      const logger = { warn: (l: string) => lines.push(`warn ${l}`), info: (l: string) => lines.push(`info ${l}`) };
+      const outages = outagesOf(
+        { redisUrl: 'redis://127.0.0.1:6379/0', temporalAddress: '127.0.0.1:7233' },
+        logger as unknown as Logger,
+      );
+      const failedPoll =
+        'gRPC call poll_workflow_task_queue retried 7 times Status { code: Unavailable, message: "tcp connect error" }';
+      expect(outages.quietSdk('WARN', failedPoll, undefined)).toBe(true);
+      vi.advanceTimersByTime(8_000);
+      outages.temporal.connectionUp('steps');
+      // The SDK reports a poll that failed during the outage 40 ms after it ended: quiet, and no second outage.
+      vi.advanceTimersByTime(40);
+      expect(outages.quietSdk('WARN', failedPoll, undefined)).toBe(true);
+      expect(outages.temporal.lost).toBe(false);
+      // Later, the same symptom is a new outage.
+      vi.advanceTimersByTime(5_000);
+      expect(outages.quietSdk('WARN', failedPoll, undefined)).toBe(true);
+      expect(outages.temporal.lost).toBe(true);
+      expect(lines.map((l) => l.replace(/ \(.*\); /, ' (…); '))).toEqual([
+        'warn Temporal at 127.0.0.1:7233: lost (…); retrying quietly until it is back',
+        'info Temporal at 127.0.0.1:7233: back after 8.0 s',
+        'warn Temporal at 127.0.0.1:7233: lost (…); retrying quietly until it is back',
+      ]);
+      outages.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
