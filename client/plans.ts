@@ -125,11 +125,20 @@ const REASON_MAX_CHARS = 300;
  */
 export async function planStatus(client: Client, planId: string): Promise<ChainStatus> {
   const handle = client.workflow.getHandle(planWorkflowId(planId));
+  // Asked together: one round trip's wait, not two (`status` is what operators type most).
+  const queried = handle.query(statusQuery).then(
+    (status) => ({ status }),
+    (error: unknown) => ({ error }),
+  );
   const description = await handle.describe();
+  const answer = await queried;
   const how = CLOSED_BY_TEMPORAL[description.status.name];
-  if (!how) return handle.query(statusQuery);
+  if (!how) {
+    if ('error' in answer) throw answer.error;
+    return answer.status;
+  }
   // A plan closed before its first workflow task has no status to replay: its search attributes stand in.
-  const status = await handle.query(statusQuery).catch(() => statusFromAttributes(planId, description));
+  const status = 'status' in answer ? answer.status : statusFromAttributes(planId, description);
   return { ...status, closed: await closedByTemporal(client, description, status, how) };
 }
 
