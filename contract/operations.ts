@@ -46,6 +46,8 @@ export interface WorkerIdentity {
   task_queue: string;
   /** The worker process: host name and pid. */
   worker: string;
+  /** `WORKER_DEPLOYMENT` and the build id the worker runs, and whether it polls as that versioned build. */
+  deployment: string;
 }
 
 export interface OperatorAnswer {

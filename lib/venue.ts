@@ -27,7 +27,9 @@ export function liveVenue(config: VenueSettings): boolean {
 }
 
 export function workerIdentity(
-  config: VenueSettings & Pick<ChainConfig, 'tradingMode' | 'temporalNamespace' | 'taskQueue'>,
+  config: VenueSettings &
+    Pick<ChainConfig, 'tradingMode' | 'temporalNamespace' | 'taskQueue' | 'workerDeployment' | 'workerVersioning'>,
+  buildId: string,
 ): WorkerIdentity {
   return {
     exchange: config.exchange,
@@ -37,6 +39,8 @@ export function workerIdentity(
     namespace: config.temporalNamespace,
     task_queue: config.taskQueue,
     worker: `${hostname()}:${process.pid}`,
+    deployment:
+      `${config.workerDeployment} build ${buildId} ` + (config.workerVersioning ? '(versioned)' : '(unversioned)'),
   };
 }
 
@@ -44,6 +48,6 @@ export function workerIdentity(
 export function identityLine(id: WorkerIdentity): string {
   return (
     `answered by worker ${id.worker}: exchange ${id.exchange} at ${id.host}, ${id.mode} mode, key prefix ` +
-    `${id.key_prefix}, task queue ${id.task_queue} in ${id.namespace}`
+    `${id.key_prefix}, task queue ${id.task_queue} in ${id.namespace}, deployment ${id.deployment}`
   );
 }

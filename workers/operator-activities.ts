@@ -21,6 +21,7 @@ import type { Logger } from '../lib/log';
 import { boundText } from '../lib/bound';
 import { SYMBOL_PATTERN } from '../lib/plan';
 import { liveVenue, venueHost, workerIdentity } from '../lib/venue';
+import { currentBuildId } from './build-id';
 
 export interface OperatorDeps {
   redis: Redis;
@@ -47,6 +48,8 @@ function refuse(message: string): never {
  * ({@link authorize}); `kill-switch on` is open to anyone: stopping is always allowed.
  */
 export function createOperatorActivities(deps: OperatorDeps) {
+  // Once: it hashes the sources (or reads dist/build-info.json).
+  const buildId = currentBuildId();
   const { redis, config, exchange, clock } = deps;
   const keys = redisKeys(config.keyPrefix);
   const reconcileDeps = { redis, config, exchange, clock };
@@ -158,7 +161,7 @@ export function createOperatorActivities(deps: OperatorDeps) {
       if (answer.recorded_as !== undefined) {
         deps.logger?.info(`worker: operator ${request.operation} by ${answer.recorded_as}`);
       }
-      return { worker: workerIdentity(config), ...answer };
+      return { worker: workerIdentity(config, buildId), ...answer };
     },
   };
 }

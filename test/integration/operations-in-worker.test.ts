@@ -11,6 +11,7 @@ import { loadConfig } from '../../lib/config';
 import { freePort } from '../../lib/ports';
 import { startBinanceDouble, type BinanceDouble } from '../binance-double/server';
 import { runCliOnly } from '../cli-runner';
+import { currentBuildId } from '../../workers/build-id';
 import {
   chainHarness,
   makePlan,
@@ -73,7 +74,13 @@ describe('operations run in the worker, under its configuration, from a shell wi
           exchange_amount: '0.008',
           ledger_amount: '0.002',
           within_tolerance: false,
-          worker: { exchange: 'binance-usdm-testnet', host, mode: 'testnet', task_queue: env.TASK_QUEUE },
+          worker: {
+            exchange: 'binance-usdm-testnet',
+            host,
+            mode: 'testnet',
+            task_queue: env.TASK_QUEUE,
+            deployment: `permit-chain build ${currentBuildId()} (unversioned)`,
+          },
         });
       }
       const text = await runCliOnly(['position', 'BTCUSDT'], conflicting);
