@@ -274,6 +274,13 @@ describe('a deploy while plans run (two builds, one Redis)', () => {
     const stamp = randomBytes(3).toString('hex');
     const plan = makePlan({ symbol: 'DOTUSDT', qty: '2' });
     await setPositions(h, 'DOTUSDT', '2', '0');
+    // Before any worker of it polls, the deployment has nothing to report: one line naming it and the fix, exit 2.
+    const none = await runCli(['deploy', 'status'], env);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toBe(
+      `permit-chain: deployment ${config.workerDeployment} has no versions: no versioned worker ` +
+        `(WORKER_VERSIONING=true) has polled namespace default as WORKER_DEPLOYMENT=${config.workerDeployment}\n`,
+    );
     const a = await startBuild(config, `a${stamp}`);
     let b: Build | undefined;
     try {
