@@ -1,19 +1,18 @@
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approveSignal, rejectSignal } from '../../contract/messages';
-import { ageOf, fastPlan, reached, startFastServer, timelineOf, until, withMemoryWorker } from './harness';
+import { type FastServer, ageOf, fastPlan, reached, startFastServer, timelineOf, until } from './harness';
 import { MemoryChain } from './memory-activities';
 
 /**
  * Production mode, fast: a person approves, refuses or lets the time run out; the in-memory Governor verifies each
  * decision (a known approver, the token of {@link MemoryChain.sign}) and decides with the product's decidePermit.
  */
-let env: TestWorkflowEnvironment;
+let fast: FastServer;
 beforeAll(async () => {
-  env = await startFastServer();
+  fast = await startFastServer();
 });
 afterAll(async () => {
-  await env?.teardown();
+  await fast?.teardown();
 });
 
 const production = { mode: 'production' as const, approvers: ['alice'] };
@@ -23,7 +22,7 @@ describe('manual approval, fast', () => {
     const world = new MemoryChain(production);
     world.setPositions('BTCUSDT', '1', '1');
     const plan = fastPlan({ qty: '1' });
-    const { asked, final } = await withMemoryWorker(env, world, async (start) => {
+    const { asked, final } = await fast.run(world, async (start) => {
       const handle = await start(plan);
       const asked = await reached(handle, 'awaiting_approval');
       await handle.signal(approveSignal, world.sign(plan.plan_id, 'alice', { note: 'checked the ledger' }));
@@ -49,7 +48,7 @@ describe('manual approval, fast', () => {
     const world = new MemoryChain(production);
     world.setPositions('ETHUSDT', '3', '3');
     const plan = fastPlan({ symbol: 'ETHUSDT', qty: '3' });
-    const { afterRefusal, final } = await withMemoryWorker(env, world, async (start) => {
+    const { afterRefusal, final } = await fast.run(world, async (start) => {
       const handle = await start(plan);
       await reached(handle, 'awaiting_approval');
       await handle.signal(approveSignal, { ...world.sign(plan.plan_id, 'alice'), signature: 'forged' });
@@ -79,7 +78,7 @@ describe('manual approval, fast', () => {
     const world = new MemoryChain(production);
     world.setPositions('BTCUSDT', '1', '1');
     const plan = fastPlan({ qty: '1' });
-    const final = await withMemoryWorker(env, world, async (start) => (await start(plan)).result());
+    const final = await fast.run(world, async (start) => (await start(plan)).result());
     expect(final.outcome).toBe('expired');
     expect(final.timeline.at(-1)?.detail).toBe('expired: no approval within 600s');
     expect(ageOf(final)).toBeGreaterThanOrEqual(600_000);

@@ -1,7 +1,6 @@
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelSignal, positionsChangedSignal, retrySignal, statusQuery } from '../../contract/messages';
-import { ageOf, fastPlan, reached, startFastServer, timelineOf, until, withMemoryWorker } from './harness';
+import { type FastServer, ageOf, fastPlan, reached, startFastServer, timelineOf, until } from './harness';
 import { MemoryChain } from './memory-activities';
 
 /**
@@ -9,12 +8,12 @@ import { MemoryChain } from './memory-activities';
  * (test/fast/memory-activities.ts): how each branch ends, what an operator reads on the way, and what the chain
  * asked of the layers. The worker's own workflow bundle; the real-server tests stay in test/integration.
  */
-let env: TestWorkflowEnvironment;
+let fast: FastServer;
 beforeAll(async () => {
-  env = await startFastServer();
+  fast = await startFastServer();
 });
 afterAll(async () => {
-  await env?.teardown();
+  await fast?.teardown();
 });
 
 /** A blocked plan looks by itself every 10 re-check intervals: 300 s at RECHECK_INTERVAL_S 30. */
@@ -25,7 +24,7 @@ describe('the permit chain, fast', () => {
     const world = new MemoryChain();
     world.setPositions('BTCUSDT', '1', '1');
     const plan = fastPlan({ qty: '1' });
-    const final = await withMemoryWorker(env, world, async (start) => (await start(plan)).result());
+    const final = await fast.run(world, async (start) => (await start(plan)).result());
     expect(final.outcome).toBe('executed');
     expect(final.attempts).toBe(1);
     expect(final.governor).toMatchObject({ granted: true, reason: 'testnet_auto_approved' });
@@ -57,7 +56,7 @@ describe('the permit chain, fast', () => {
     world.maxQty = '1';
     world.setPositions('BTCUSDT', '5', '5');
     const plan = fastPlan({ qty: '2' });
-    const final = await withMemoryWorker(env, world, async (start) => (await start(plan)).result());
+    const final = await fast.run(world, async (start) => (await start(plan)).result());
     expect(final.outcome).toBe('denied');
     expect(final.timeline.at(-1)?.detail).toBe('denied: Governor denied: size_limit_exceeded: qty 2 > max 1');
     expect(final.governor).toMatchObject({ granted: false, reason: 'size_limit_exceeded' });
@@ -70,7 +69,7 @@ describe('the permit chain, fast', () => {
     const world = new MemoryChain();
     world.setPositions('ETHUSDT', '2', '1');
     const plan = fastPlan({ symbol: 'ETHUSDT', qty: '2' });
-    const { blocked, holderWhileBlocked, final } = await withMemoryWorker(env, world, async (start) => {
+    const { blocked, holderWhileBlocked, final } = await fast.run(world, async (start) => {
       const handle = await start(plan);
       const blocked = await reached(handle, 'blocked');
       const holderWhileBlocked = world.line('ETHUSDT').holder;
@@ -99,7 +98,7 @@ describe('the permit chain, fast', () => {
     const world = new MemoryChain();
     world.setPositions('SOLUSDT', '10', '9');
     const plan = fastPlan({ symbol: 'SOLUSDT', qty: '10' });
-    const { still, final } = await withMemoryWorker(env, world, async (start) => {
+    const { still, final } = await fast.run(world, async (start) => {
       const handle = await start(plan);
       await reached(handle, 'blocked');
       await handle.signal(retrySignal, { by: 'ops', retry_id: 'r1' });
@@ -122,7 +121,7 @@ describe('the permit chain, fast', () => {
     const world = new MemoryChain();
     world.setPositions('ADAUSDT', '5', '4');
     const plan = fastPlan({ symbol: 'ADAUSDT', qty: '5' });
-    const final = await withMemoryWorker(env, world, async (start) => {
+    const final = await fast.run(world, async (start) => {
       const handle = await start(plan);
       await reached(handle, 'blocked');
       world.setPositions('ADAUSDT', '5', '5'); // fixed without a word to the plan
@@ -141,7 +140,7 @@ describe('the permit chain, fast', () => {
     world.setPositions('XRPUSDT', '3', '3');
     const plan = fastPlan({ symbol: 'XRPUSDT', qty: '3' });
     // Real time, the server's clock locked (queries, never `result()` while it runs): Apply's timeout is the permit's.
-    const final = await withMemoryWorker(env, world, async (start) => reached(await start(plan), 'done'));
+    const final = await fast.run(world, async (start) => reached(await start(plan), 'done'));
     expect(final.outcome).toBe('executed');
     expect(final.attempts).toBe(2);
     expect(timelineOf(final)).toContain('governor: asked the Governor for a permit (attempt 2)');
@@ -160,7 +159,7 @@ describe('the permit chain, fast', () => {
     const world = new MemoryChain();
     world.setPositions('DOTUSDT', '4', '1');
     const plan = fastPlan({ symbol: 'DOTUSDT', qty: '4' });
-    const final = await withMemoryWorker(env, world, async (start) => {
+    const final = await fast.run(world, async (start) => {
       const handle = await start(plan);
       await reached(handle, 'blocked');
       await handle.signal(cancelSignal, { by: 'ops', reason: 'wrong size' });
@@ -178,7 +177,7 @@ describe('the permit chain, fast', () => {
     world.setPositions('LTCUSDT', '1', '1');
     world.holdFor('LTCUSDT', 'other-plan');
     const plan = fastPlan({ symbol: 'LTCUSDT', qty: '1' });
-    const { waiting, final } = await withMemoryWorker(env, world, async (start) => {
+    const { waiting, final } = await fast.run(world, async (start) => {
       const handle = await start(plan);
       const waiting = await until(handle, (status) => status.timeline.length > 0, 'in line');
       await handle.cancel();
@@ -195,12 +194,12 @@ describe('the permit chain, fast', () => {
     const world = new MemoryChain({ continueAsNewEvents: 200, recheckIntervalS: 1, planMaxAgeS: 86_400 });
     world.setPositions('BNBUSDT', '2', '0');
     const plan = fastPlan({ symbol: 'BNBUSDT', qty: '2' });
-    const { carried, runs, final } = await withMemoryWorker(env, world, async (start) => {
+    const { carried, runs, final } = await fast.run(world, async (start) => {
       const handle = await start(plan);
       await reached(handle, 'blocked');
-      await env.sleep('15m');
+      await fast.env.sleep('15m');
       const carried = await handle.query(statusQuery);
-      const latest = await env.client.workflow.getHandle(handle.workflowId).describe();
+      const latest = await fast.env.client.workflow.getHandle(handle.workflowId).describe();
       world.setPositions('BNBUSDT', '2', '2');
       await handle.signal(positionsChangedSignal);
       const final = await handle.result();

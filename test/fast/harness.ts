@@ -10,14 +10,29 @@ import { parsePlan } from '../../lib/plan';
 import { testServerExecutable } from '../../scripts/servers';
 import type { ChainObserverSinks } from '../../workflows/observe';
 import type { permitChain } from '../../workflows/permit-chain';
-import type { MemoryChain } from './memory-activities';
+import { MEMORY_ACTIVITY_NAMES, type MemoryActivities, type MemoryChain } from './memory-activities';
 
 export type PlanHandle = WorkflowHandleWithFirstExecutionRunId<typeof permitChain>;
 
 let runtimeInstalled = false;
 
-/** The time-skipping test server of one test file, with the chain's search attributes registered. */
-export async function startFastServer(): Promise<TestWorkflowEnvironment> {
+/** A test file's time-skipping test server and the one worker that serves it, for one in-memory world at a time. */
+export interface FastServer {
+  env: TestWorkflowEnvironment;
+  /**
+   * Runs `fn` with `world`'s in-memory activities behind the worker; `start` starts a plan as the client does
+   * (workflow id `plan-{plan_id}`, the plan alone as input). One world at a time: the tests of a file run in turn.
+   */
+  run<T>(world: MemoryChain, fn: (start: (plan: Plan) => Promise<PlanHandle>) => Promise<T>): Promise<T>;
+  teardown(): Promise<void>;
+}
+
+/**
+ * The time-skipping test server of one test file, with the chain's search attributes registered, and one worker on
+ * it: the bundled workflows, and activities that are the current world's (creating a worker takes seconds, a world
+ * none).
+ */
+export async function startFastServer(): Promise<FastServer> {
   if (!runtimeInstalled) {
     // Errors only: the tests read the plans' timelines and the audit, and some refuse decisions on purpose.
     Runtime.install({
@@ -28,43 +43,57 @@ export async function startFastServer(): Promise<TestWorkflowEnvironment> {
   }
   const env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: testServerExecutable() } });
   await registerSearchAttributes(env.connection, 'default');
-  return env;
-}
-
-/**
- * Runs `fn` while a fresh worker serves `world`'s in-memory activities and the bundled workflows on a task queue of its
- * own; `start` starts a plan there as the client does (workflow id `plan-{plan_id}`, the plan alone as input).
- */
-export async function withMemoryWorker<T>(
-  env: TestWorkflowEnvironment,
-  world: MemoryChain,
-  fn: (start: (plan: Plan) => Promise<PlanHandle>) => Promise<T>,
-): Promise<T> {
-  const taskQueue = `fast-${randomBytes(4).toString('hex')}`;
+  let world: MemoryChain | undefined;
+  let activities: MemoryActivities | undefined;
+  const current = (): MemoryActivities => {
+    if (!activities) throw new Error('an activity ran outside FastServer.run');
+    return activities;
+  };
+  const delegating = Object.fromEntries(
+    MEMORY_ACTIVITY_NAMES.map((name) => [
+      name,
+      (...args: never[]) => (current()[name] as (...args: never[]) => Promise<unknown>)(...args),
+    ]),
+  );
   const sinks: InjectedSinks<ChainObserverSinks> = {
     chainObserver: {
       planStarted: { fn: () => undefined },
       planEnded: {
         fn: (_info, outcome) => {
-          world.ended.push(outcome);
+          world?.ended.push(outcome);
         },
       },
     },
   };
+  const taskQueue = `fast-${randomBytes(4).toString('hex')}`;
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: { codePath: inject('workflowBundlePath') },
-    activities: world.activities(),
+    activities: delegating,
     sinks,
   });
+  const running = worker.run();
   const start = (plan: Plan) =>
     env.client.workflow.start<typeof permitChain>(PERMIT_CHAIN_WORKFLOW, {
       taskQueue,
       workflowId: planWorkflowId(plan.plan_id),
       args: [{ plan }],
     });
-  return worker.runUntil(fn(start));
+  return {
+    env,
+    async run(next, fn) {
+      world = next;
+      activities = next.activities();
+      // A worker that fails fails the test, rather than leaving it waiting for a plan that no one runs.
+      return Promise.race([fn(start), running.then(() => Promise.reject(new Error('the worker stopped')))]);
+    },
+    async teardown() {
+      worker.shutdown();
+      await running;
+      await env.teardown();
+    },
+  };
 }
 
 /** A valid plan: SELL 1 BTCUSDT reduce-only unless `fields` say otherwise. */

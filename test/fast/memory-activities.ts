@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { ChainActivities } from '../../activities';
 import { decidePermit, type GovernorPolicy } from '../../activities/governor-policy';
-import type { GovernorTurn, GovernorTurnRequest } from '../../activities/governor-turn';
+import { createGovernorTurnActivities } from '../../activities/governor-turn';
 import { decideP33 } from '../../activities/p33';
 import type { SymbolHold } from '../../activities/symbol-lock';
 import type {
@@ -25,19 +25,21 @@ import { PlanError, admitInput } from '../../lib/plan';
  * the I/O around them: positions, permits, the Apply stream, the symbol lines, the audit, the carried state, orders.
  * Signatures are not Ed25519 here: a decision is valid when it carries {@link MemoryChain.sign}'s token.
  */
-export type MemoryActivityName =
-  | 'governorTurn'
-  | 'holdSymbol'
-  | 'releaseSymbol'
-  | 'dropWaiter'
-  | 'publishPlan'
-  | 'checkPosition'
-  | 'peekPosition'
-  | 'executePlan'
-  | 'carryOver'
-  | 'resumeCarried'
-  | 'recordOperatorDecision'
-  | 'verifyDecision';
+export const MEMORY_ACTIVITY_NAMES = [
+  'governorTurn',
+  'holdSymbol',
+  'releaseSymbol',
+  'dropWaiter',
+  'publishPlan',
+  'checkPosition',
+  'peekPosition',
+  'executePlan',
+  'carryOver',
+  'resumeCarried',
+  'recordOperatorDecision',
+  'verifyDecision',
+] as const;
+export type MemoryActivityName = (typeof MEMORY_ACTIVITY_NAMES)[number];
 export type MemoryActivities = Pick<ChainActivities, MemoryActivityName>;
 
 /** The worker's rules at their real lengths, testnet mode, the layers as local activities. */
@@ -130,8 +132,17 @@ export class MemoryChain {
   }
 
   activities(): MemoryActivities {
+    // The product's composition: the admission, the turn on the symbol, the permit once held.
+    const turn = createGovernorTurnActivities(
+      { config: this.rules },
+      {
+        admitPlan: (request) => Promise.resolve(this.admitPlan(request)),
+        requestPermit: (request) => Promise.resolve(this.requestPermit(request)),
+      },
+      { holdSymbol: (plan, leaseMs) => Promise.resolve(this.hold(plan, leaseMs)) },
+    );
     const calls: MemoryActivities = {
-      governorTurn: (request) => Promise.resolve(this.governorTurn(request)),
+      governorTurn: (request) => turn.governorTurn(request),
       holdSymbol: (plan, leaseMs) => Promise.resolve(this.hold(plan, leaseMs)),
       releaseSymbol: (plan) => Promise.resolve(this.release(plan)),
       dropWaiter: (waiter) => Promise.resolve(this.leaveLine(waiter)),
@@ -214,36 +225,15 @@ export class MemoryChain {
     };
   }
 
-  /** As activities/governor-turn.ts: the admission, the turn on the symbol, the permit once held. */
-  private governorTurn(request: GovernorTurnRequest): GovernorTurn {
-    let plan = request.plan;
-    let admission: Admission | undefined;
-    if (request.admit) {
-      try {
-        admission = {
-          admitted: true as const,
-          plan: admitInput(request.admit.input, request.admit.workflowId),
-          rules: this.rules,
-        };
-      } catch (err) {
-        if (!(err instanceof PlanError)) throw err;
-        this.record(
-          request.admit.workflowId.replace(/^plan-/, ''),
-          'governor',
-          'denied',
-          `invalid_plan: ${err.message}`,
-        );
-        return { admission: { admitted: false as const, error: err.message, rules: this.rules } };
-      }
-      plan = admission.plan;
-      if (this.rules.layerActivities === 'regular') return { admission };
+  /** The Governor's admission: the product's check of the input, the rules this world's. */
+  private admitPlan({ input, workflowId }: { input: unknown; workflowId: string }): Admission {
+    try {
+      return { admitted: true, plan: admitInput(input, workflowId), rules: this.rules };
+    } catch (err) {
+      if (!(err instanceof PlanError)) throw err;
+      this.record(workflowId.replace(/^plan-/, ''), 'governor', 'denied', `invalid_plan: ${err.message}`);
+      return { admitted: false, error: err.message, rules: this.rules };
     }
-    if (!plan) throw new Error('governorTurn: neither an input to admit nor an admitted plan');
-    if (!request.take) return admission ? { admission } : {};
-    const hold = this.hold(plan, (this.rules.permitTtlS + this.rules.permitMarginS) * 1000);
-    const found = { ...(admission ? { admission } : {}), hold };
-    if (!hold.held || !request.permit) return found;
-    return { ...found, answer: this.requestPermit({ plan, at: request.at, approvals: request.approvals ?? [] }) };
   }
 
   /** The Governor: the product's decision over the in-memory state; a permit lives PERMIT_TTL_S from `at`. */
