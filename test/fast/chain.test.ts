@@ -51,6 +51,22 @@ describe('the permit chain, fast', () => {
     expect(world.ended).toEqual(['executed']);
   });
 
+  it('the layers as regular activities (LAYER_ACTIVITIES=regular): admitted first, then the turn and the permit', async () => {
+    const world = new MemoryChain({ layerActivities: 'regular' });
+    world.setPositions('BTCUSDT', '1', '1');
+    const plan = fastPlan({ qty: '1' });
+    const final = await fast.run(world, async (start) => (await start(plan)).result());
+    expect(final.outcome).toBe('executed');
+    // The admission alone (local: the workflow cannot know the worker's choice before), then the turn with the permit.
+    expect(world.calls.slice(0, 3)).toEqual(['governorTurn', 'governorTurn', 'publishPlan']);
+    expect(world.auditOf(plan.plan_id)).toEqual([
+      'governor granted',
+      'apply published',
+      'p33 allowed',
+      'execute FILLED',
+    ]);
+  });
+
   it('Governor deny: ends denied with the reason, nothing published, no order', async () => {
     const world = new MemoryChain();
     world.maxQty = '1';
@@ -134,8 +150,10 @@ describe('the permit chain, fast', () => {
   });
 
   it('permit ran out: a layer that outlives the permit sends the plan back to the Governor, then it executes', async () => {
-    // A permit good for 2 s (TTL 3 s, margin 1 s); Apply's first call takes 2.5 s.
-    const world = new MemoryChain({ permitTtlS: 3, permitMarginS: 1 });
+    // A permit good for 2 s (TTL 3 s, margin 1 s); Apply's first call takes 2.5 s. The layers as regular activities:
+    // the server ends the call at the permit's deadline. As local activities, the SDK's start-to-close timeout (equal
+    // to the permit's rest) sometimes raced the schedule-to-close one and was retried within the same permit.
+    const world = new MemoryChain({ permitTtlS: 3, permitMarginS: 1, layerActivities: 'regular' });
     world.slow.publishPlan = [2_500];
     world.setPositions('XRPUSDT', '3', '3');
     const plan = fastPlan({ symbol: 'XRPUSDT', qty: '3' });
