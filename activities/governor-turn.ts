@@ -33,9 +33,9 @@ export interface GovernorTurn {
 }
 
 export function createGovernorTurnActivities(
-  { config }: ActivityDeps,
-  governor: ReturnType<typeof createGovernorActivities>,
-  line: ReturnType<typeof createSymbolLine>,
+  { config }: { config: Pick<ActivityDeps['config'], 'permitTtlS' | 'permitMarginS' | 'layerActivities'> },
+  governor: Pick<ReturnType<typeof createGovernorActivities>, 'admitPlan' | 'requestPermit'>,
+  line: Pick<ReturnType<typeof createSymbolLine>, 'holdSymbol'>,
 ) {
   // The hold covers the permit asked for next; a crashed holder frees the symbol when it runs out.
   const leaseMs = (config.permitTtlS + config.permitMarginS) * 1000;

@@ -140,6 +140,14 @@ function sdkFields(meta: LogMetadata | undefined): Record<string, unknown> {
 export type SdkLineFilter = (level: LogLevel, message: string, meta: LogMetadata | undefined) => boolean;
 
 /**
+ * The SDK's own lines below WARN, from its `worker` and `core` parts: worker states, "no Nexus services", the workflow
+ * bundle's webpack report. A person at `dev` needs none of them; the chain's own lines from workflows and activities
+ * (`sdkComponent` workflow, activity) stay, and so does anything the SDK warns about.
+ */
+export const sdkOwnInfo: SdkLineFilter = (level, _message, meta) =>
+  level !== 'WARN' && level !== 'ERROR' && (meta?.sdkComponent === 'worker' || meta?.sdkComponent === 'core');
+
+/**
  * The SDK's logger interface (`Runtime.install({ logger })`) over the process's logger. `quiet` leaves out the lines
  * it says are to be left out (lib/connection-state.ts: an outage is two lines, not a stack trace per retry).
  */

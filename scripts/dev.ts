@@ -6,7 +6,7 @@ import { Secret, type ChainConfig } from '../lib/config';
 import type * as DoubleModule from '../test/binance-double/server';
 import type { BinanceDouble } from '../test/binance-double/server';
 import { closeOnFailure, connectRedis } from '../lib/connections';
-import { createLogger, lineLogger } from '../lib/log';
+import { createLogger, lineLogger, sdkOwnInfo } from '../lib/log';
 import { redactUrl } from '../lib/redact';
 import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from '../workers/health';
 import { ChainMetrics, watchIntake, watchPlans, watchRedisMemory } from '../workers/metrics';
@@ -98,7 +98,12 @@ export async function runDev(
   // As in the worker and the intake: an outage of Redis or Temporal is a line when it starts and one when it ends,
   // whichever part (worker, intake, watcher) meets it, not a line per failed command or poll.
   const outages = outagesOf(baseConfig, logger);
-  const runtime = processRuntime(logger, { sdkMetrics: true, shutdownSignals: [], quiet: outages.quietSdk });
+  // The ready line, the demo and the chain's lines: not the SDK's own banners and webpack report at INFO.
+  const runtime = processRuntime(logger, {
+    sdkMetrics: true,
+    shutdownSignals: [],
+    quiet: (level, message, meta) => sdkOwnInfo(level, message, meta) || outages.quietSdk(level, message, meta),
+  });
   const quiet = (level: 'info' | 'warn') => (line: string) => {
     if (level === 'warn' && outages.quietLine(line)) return;
     logger[level](line);

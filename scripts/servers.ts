@@ -264,7 +264,8 @@ export async function startDevTemporalServer(options: {
 }): Promise<RunningTemporal> {
   const { command, args } = devTemporalServerCommand(options);
   const address = `127.0.0.1:${options.port}`;
-  const child = spawn(command, args, { stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+  // Its stdout is a banner only (version, addresses: the ready line says what counts); its log, errors, is stderr.
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'], detached: true });
   const exited = new Promise<never>((_, fail) =>
     child.once('exit', (code) => fail(new Error(`the Temporal dev server exited with code ${code}`))),
   );

@@ -59,7 +59,7 @@ export default async function setup(project: TestProject) {
  * Says which Node runs the suite (CI's log shows it) and refuses one older than `engines`: `npm test` runs on the
  * pinned Node (scripts/with-node.sh), a bare `npx vitest` on the system's may not.
  */
-function requireEnginesNode(): void {
+export function requireEnginesNode(): void {
   const engines = (
     JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }
   ).engines.node;

@@ -11,6 +11,13 @@ import { eventually } from '../helpers';
 
 const run = promisify(execFile);
 
+/**
+ * Lines `dev` must not print: the SDK's banners at INFO (worker states, Nexus, the bundle), webpack's report of the
+ * workflow bundle, and the Temporal CLI's banner.
+ */
+const NOT_FOR_A_PERSON =
+  /webpack|asset workflow-bundle|modules by path|Workflow bundle created|Worker state changed|No Nexus services|"sdkComponent":"(worker|core)"|Temporal CLI \d|Temporal Server:/;
+
 /** A Temporal port whose Web UI port (+1000) is free too. */
 async function temporalPorts(): Promise<{ port: number; uiPort: number }> {
   for (;;) {
@@ -129,6 +136,14 @@ describe('permit-chain dev', () => {
     expect(ui.status).toBe(200);
     await expectCleanStop(first);
     running.pop();
+    // What a person needs, from the start to the stop: the ready line, the demo, dev's and the chain's own lines.
+    expect(first.output()).toMatch(/^ready {2}Web UI /m);
+    expect(
+      first
+        .output()
+        .split('\n')
+        .filter((line) => NOT_FOR_A_PERSON.test(line)),
+    ).toEqual([]);
     // Both servers are gone with it, though they ran in process groups of their own.
     expect(await redisReachable(env.REDIS_URL)).toBe(false);
     expect(await tcpOpen(port)).toBe(false);

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger, planIdOf, sdkLogger } from '../../lib/log';
+import { createLogger, planIdOf, sdkLogger, sdkOwnInfo } from '../../lib/log';
 import { Secret } from '../../lib/config';
 
 const PASSWORD = 'S3cret-log-pw';
@@ -90,6 +90,22 @@ describe("the SDK's lines", () => {
     expect(other).toMatchObject({ workflow_id: 'bench-7', run_id: 'r1' });
     expect(other).not.toHaveProperty('plan_id');
     expect(none).not.toHaveProperty('workflow_id');
+  });
+
+  it("leave out the SDK's own lines below WARN with sdkOwnInfo, and keep the chain's and any warning", () => {
+    const out = capture(false);
+    const sdk = sdkLogger(createLogger({ stream: out.stream, level: 'debug' }), sdkOwnInfo);
+    sdk.info('Worker state changed', { sdkComponent: 'worker', state: 'RUNNING' });
+    sdk.info('asset workflow-bundle-0123.js 1.79 MiB [emitted]', { sdkComponent: 'worker' });
+    sdk.debug('core says hello', { sdkComponent: 'core' });
+    sdk.info('operator: awaiting approval', { sdkComponent: 'workflow', workflowId: 'plan-0123456789abcdef' });
+    sdk.info('Activity completed', { sdkComponent: 'activity' });
+    sdk.warn('Worker state changed', { sdkComponent: 'worker', state: 'FAILED' });
+    expect(jsonLines(out.text()).map((line) => `${String(line.level)} ${String(line.msg)}`)).toEqual([
+      'info operator: awaiting approval',
+      'info Activity completed',
+      'warn Worker state changed',
+    ]);
   });
 
   it('derive the plan id from plan-{plan_id} only', () => {
