@@ -3,12 +3,44 @@ import type { CarriedState } from '../contract/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
 
-/** The record a run leaves for the run it continues as: whose it is, and the state. */
-interface CarriedRecord {
+/**
+ * The format this build writes. A contract between builds (docs/contract.md): while an old build drains, a run of it
+ * may hand its state to a run of the new build, so a new build reads every format the builds it replaces write, and a
+ * change of shape is a new number, read beside the old one until no build writes the old one.
+ */
+export const CARRIED_FORMAT = 1;
+/** The formats this build reads. */
+export const CARRIED_FORMATS_READ: readonly number[] = [1];
+
+/** The record a run leaves for the run it continues as: its format, whose it is, and the state. */
+export interface CarriedRecord {
+  format: number;
   workflow_id: string;
   run_id: string;
   saved_at: number;
   state: CarriedState;
+}
+
+/**
+ * The record as stored (`raw`, the key's value) read for the run that `expected` describes: its state, or why it is
+ * refused. Pure: the carried-state fixtures of earlier builds are read through it (test/unit/carried-format.test.ts).
+ */
+export function readCarried(
+  raw: string | null,
+  expected: { workflowId: string; previousRunId: string; planId: string },
+): { state: CarriedState } | { why: string } {
+  if (raw === null) return { why: carriedRefusal(null, expected) ?? 'no state' };
+  let record: unknown;
+  try {
+    record = JSON.parse(raw);
+  } catch {
+    return { why: 'the state is not JSON' };
+  }
+  if (record === null || typeof record !== 'object' || Array.isArray(record)) {
+    return { why: 'the state is not a record' };
+  }
+  const why = carriedRefusal(record as CarriedRecord, expected);
+  return why === undefined ? { state: (record as CarriedRecord).state } : { why };
 }
 
 /** What the next run is told: the state its predecessor left, or why there is none to take. */
@@ -24,6 +56,16 @@ export function carriedRefusal(
   expected: { workflowId: string; previousRunId: string; planId: string },
 ): string | undefined {
   if (!record) return 'no state carried over (none written, or it expired)';
+  if (!CARRIED_FORMATS_READ.includes(record.format)) {
+    const format = typeof record.format === 'number' ? `format ${record.format}` : 'no format';
+    return `the state is in ${format}, which this build does not read (it reads format ${CARRIED_FORMATS_READ.join(', ')})`;
+  }
+  // A record of a known format from an unknown writer: its shape is checked before it is read.
+  const state: unknown = record.state;
+  const status = state !== null && typeof state === 'object' ? (state as { status?: unknown }).status : undefined;
+  if (status === null || typeof status !== 'object' || typeof (status as { plan_id?: unknown }).plan_id !== 'string') {
+    return 'the state has no plan status';
+  }
   if (record.workflow_id !== expected.workflowId) return `the state is workflow ${record.workflow_id}'s`;
   if (record.run_id !== expected.previousRunId) {
     return `the state was written by run ${record.run_id}, not by run ${expected.previousRunId} before this one`;
@@ -53,7 +95,13 @@ export function createCarryActivities({ redis, config, clock }: ActivityDeps) {
       runId: string;
       state: CarriedState;
     }): Promise<void> {
-      const record: CarriedRecord = { workflow_id: workflowId, run_id: runId, saved_at: clock(), state };
+      const record: CarriedRecord = {
+        format: CARRIED_FORMAT,
+        workflow_id: workflowId,
+        run_id: runId,
+        saved_at: clock(),
+        state,
+      };
       await redis.set(keys.carriedState(state.status.plan_id), JSON.stringify(record), 'EX', config.planMaxAgeS);
     },
 
@@ -70,16 +118,9 @@ export function createCarryActivities({ redis, config, clock }: ActivityDeps) {
       previousRunId: string;
       planId: string;
     }): Promise<Resumption> {
-      const raw = await redis.get(keys.carriedState(planId));
-      let record: CarriedRecord | null = null;
-      try {
-        record = raw === null ? null : (JSON.parse(raw) as CarriedRecord);
-      } catch {
-        record = null;
-      }
-      const why = carriedRefusal(record, { workflowId, previousRunId, planId });
-      if (why === undefined && record) return { carried: record.state };
-      const reason = why ?? 'unreadable';
+      const read = readCarried(await redis.get(keys.carriedState(planId)), { workflowId, previousRunId, planId });
+      if ('state' in read) return { carried: read.state };
+      const reason = read.why;
       await redis.xadd(
         keys.auditStream,
         '*',

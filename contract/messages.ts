@@ -19,6 +19,8 @@ export const cancelSignal = defineSignal<[CancelRequest]>('cancel');
 export const symbolFreeSignal = defineSignal('symbolFree');
 /** Internal: the position watcher wakes a blocked plan when its symbol's positions change or agree again. */
 export const positionsChangedSignal = defineSignal('positionsChanged');
+/** Sent after a deploy: wakes a waiting plan so that it sees a new build is current; changes nothing else. */
+export const wakeSignal = defineSignal('wake');
 
 /** The same decisions as updates: the caller learns at once whether it was accepted, and why not. */
 export const approvePlanUpdate = defineUpdate<OperatorReply, [ApproveRequest]>('approvePlan');

@@ -39,6 +39,11 @@ export interface ChainRules {
    * Absent in the rules recorded by workers from before continue-as-new: the workflow's default then.
    */
   continueAsNewEvents?: number;
+  /**
+   * A waiting plan whose build is no longer the deployment's current one continues as new onto the current build
+   * (`UPGRADE_ON_CONTINUE_AS_NEW`). Absent in rules recorded by workers from before it: false.
+   */
+  upgradeOnContinueAsNew?: boolean;
   /** Four eyes (`APPROVAL_QUORUM`): absent in the rules recorded by workers from before it, which is one signature. */
   approvalQuorum?: ApprovalQuorum;
 }

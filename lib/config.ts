@@ -252,6 +252,10 @@ const EnvSchema = z.object({
       { message: `must be a whole number from ${CONTINUE_AS_NEW_EVENTS_MIN} to ${CONTINUE_AS_NEW_EVENTS_MAX}` },
     )
     .transform(Number),
+  UPGRADE_ON_CONTINUE_AS_NEW: z
+    .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
+    .default('false')
+    .transform((raw) => raw === 'true'),
   WORKFLOW_CACHE_SIZE: z
     .string()
     .default('250')
@@ -434,6 +438,11 @@ export interface ChainConfig {
   workflowCacheSize: number;
   /** A waiting plan continues as a new run before its history reaches this many events. */
   continueAsNewEvents: number;
+  /**
+   * `UPGRADE_ON_CONTINUE_AS_NEW`: a waiting plan whose build is no longer the deployment's current one continues as
+   * new onto the current build (Temporal's upgrade on continue-as-new, experimental in the SDK).
+   */
+  upgradeOnContinueAsNew: boolean;
   /** `DEAD_LETTER_MAXLEN`: the exit.plan.dead stream is capped near this many entries (`XADD … MAXLEN ~`). */
   deadLetterMaxLen: number;
   exchange: ExchangeName;
@@ -668,6 +677,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ChainConfig {
     layerActivities: e.LAYER_ACTIVITIES,
     workflowCacheSize: e.WORKFLOW_CACHE_SIZE,
     continueAsNewEvents: e.CONTINUE_AS_NEW_EVENTS,
+    upgradeOnContinueAsNew: e.UPGRADE_ON_CONTINUE_AS_NEW,
     deadLetterMaxLen: e.DEAD_LETTER_MAXLEN,
     exchange: e.EXCHANGE,
     binance: binance(e),
@@ -715,6 +725,7 @@ export function chainRules(config: ChainConfig): ChainRules {
     approvers: config.approvers,
     layerActivities: config.layerActivities,
     continueAsNewEvents: config.continueAsNewEvents,
+    upgradeOnContinueAsNew: config.upgradeOnContinueAsNew,
     approvalQuorum: config.approvalQuorum,
   };
 }

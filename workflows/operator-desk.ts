@@ -20,6 +20,7 @@ import {
   retrySignal,
   statusQuery,
   symbolFreeSignal,
+  wakeSignal,
 } from '../contract/messages';
 import type { StatusBoard } from './status-board';
 
@@ -136,6 +137,9 @@ export class OperatorDesk {
     setHandler(positionsChangedSignal, () => {
       this.positionsChanged = true;
     });
+    // No news and no state: the signal only gives the plan a workflow task, in which it sees the deployment's target
+    // (workflowInfo) and, at rest, continues as new onto a new current build when it should.
+    setHandler(wakeSignal, () => undefined);
     setHandler(approveSignal, (request) => this.decide('approve', request).then(() => undefined));
     setHandler(rejectSignal, (request) => this.decide('reject', request).then(() => undefined));
     setHandler(cancelSignal, (request) => this.requestCancel(request).then(() => undefined));

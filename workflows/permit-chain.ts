@@ -290,27 +290,43 @@ class Chain {
     return answer === 'again' ? undefined : answer;
   }
 
-  /** Whether this run's history is long enough to continue as new. */
-  private historyIsLong(): boolean {
+  /**
+   * Whether a new build is current that this run should move onto: the deployment's target version is no longer the
+   * one the run is pinned to, and UPGRADE_ON_CONTINUE_AS_NEW is on. Always false on an unversioned worker.
+   */
+  private upgradeDue(): boolean {
+    return this.rules.upgradeOnContinueAsNew === true && workflowInfo().targetWorkerDeploymentVersionChanged;
+  }
+
+  /** Whether this run should continue as new where it waits: its history is long, or a new build is current. */
+  private shouldContinue(): boolean {
     const info = workflowInfo();
     const limit = (this.rules.continueAsNewEvents ?? CONTINUE_AS_NEW_EVENTS) - CONTINUE_AS_NEW_RESERVE;
-    return info.continueAsNewSuggested || info.historyLength >= limit;
+    return info.continueAsNewSuggested || info.historyLength >= limit || this.upgradeDue();
   }
 
   /**
-   * Continues the plan as a new run when its history is long, at a point where it holds nothing: no symbol, no
-   * permit, no order between placing and recording, and no message handler running. The state goes through Redis
-   * (carryOver), the input stays the plan alone, the search attributes go along. Returns when the history is short
-   * (false), or when a message came in that this run must act on first ('news'; it continues at its next wait).
+   * Continues the plan as a new run when it should (a long history, or a new build current), at a point where it
+   * holds nothing: no symbol, no permit, no order between placing and recording, and no message handler running. The
+   * state goes through Redis (carryOver), the input stays the plan alone, the search attributes go along. Returns
+   * when it should not (false), or when a message came in that this run must act on first ('news'; it continues at
+   * its next wait).
    */
-  private async continueIfLong(waiting: CarriedState['waiting']): Promise<false | 'news'> {
-    if (!this.historyIsLong() || this.inLine) return false;
+  private async continueIfDue(waiting: CarriedState['waiting']): Promise<false | 'news'> {
+    if (!this.shouldContinue() || this.inLine) return false;
     await condition(allHandlersFinished);
     if (this.desk.hasNews(waiting.stage)) return 'news';
     const info = workflowInfo();
+    // Decided once, for the note and the continue alike: a run told of a new build that continues without
+    // AUTO_UPGRADE declines that build for good (its next run is not told again), even when it continues for length.
+    const upgrade = this.upgradeDue();
     const state: CarriedState = {
       started_at: this.startedAt,
-      status: this.board.carried(`continued as a new run after ${info.historyLength} events`),
+      status: this.board.carried(
+        upgrade
+          ? 'a new build is current: continued as new onto it'
+          : `continued as a new run after ${info.historyLength} events`,
+      ),
       waiting,
     };
     this.step = 'carryOver';
@@ -318,11 +334,17 @@ class Chain {
       { workflowId: info.workflowId, runId: info.runId, state },
     ]);
     if (this.desk.hasNews(waiting.stage)) return 'news';
-    if (!allHandlersFinished()) return false;
+    // A handler started, or the target moved, while the state was handed over: this run continues at its next wait.
+    if (!allHandlersFinished() || this.upgradeDue() !== upgrade) return false;
     this.board.publish();
+    if (upgrade)
+      log.info('deploy: continuing as new onto the current build', {
+        from: info.currentDeploymentVersion?.buildId ?? '',
+      });
     // Without them the next run would start with none: the Web UI's filters would lose the plan.
     const next = makeContinueAsNewFunc<typeof permitChain>({
       typedSearchAttributes: workflowInfo().typedSearchAttributes,
+      ...(upgrade ? { initialVersioningBehavior: 'AUTO_UPGRADE' as const } : {}),
     });
     return next({ plan: this.plan });
   }
@@ -509,9 +531,9 @@ class Chain {
       );
     for (;;) {
       const timeoutMs = Math.min(until - Date.now(), this.planDeadline - Date.now());
-      const decision = await this.desk.awaitDecision(shown, required, timeoutMs, () => this.historyIsLong());
+      const decision = await this.desk.awaitDecision(shown, required, timeoutMs, () => this.shouldContinue());
       if (decision === 'wake') {
-        await this.continueIfLong({ stage: 'awaiting_approval', shown, until, stale, required });
+        await this.continueIfDue({ stage: 'awaiting_approval', shown, until, stale, required });
         continue;
       }
       delete status.awaiting;
@@ -582,8 +604,8 @@ class Chain {
     const { status } = this.board;
     for (;;) {
       // A message that came in while the plan was about to continue is acted on now: a look, at once.
-      const news = await this.continueIfLong({ stage: 'blocked', denial: latest });
-      const woken = news || (await this.desk.rest(nextLookAt, () => this.historyIsLong()));
+      const news = await this.continueIfDue({ stage: 'blocked', denial: latest });
+      const woken = news || (await this.desk.rest(nextLookAt, () => this.shouldContinue()));
       if (woken === 'wake') continue;
       // The retry this look answers (a retry coming during the look is answered by the next one).
       const retry = status.last_retry && !status.last_retry.looked ? status.last_retry : undefined;

@@ -1,13 +1,26 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { APPLY_DEDUPE_TTL_S } from '../../activities/apply';
+import type { CarriedRecord } from '../../activities/carry';
 import { createPaperExchange } from '../../activities/exchange/paper';
 import { WAITER_STALE_MS } from '../../activities/symbol-lock';
 import { redisKeys } from '../../contract/keys';
 import type { GovernorPermit, Plan } from '../../contract/types';
 import { auditOf, makePlan, setPositions, testConfig } from '../helpers';
 
+/** Carried records as a run writes them (test/unit/carried-format.test.ts reads them too). */
+const CARRIED_FIXTURES = join(__dirname, '..', 'fixtures', 'carried');
+/** The blocked plan's carried record (format 1), made a record of `plan`'s. */
+function carriedRecordOf(plan: Plan, runId: string): CarriedRecord {
+  const record = JSON.parse(readFileSync(join(CARRIED_FIXTURES, 'format-1-blocked.json'), 'utf8')) as CarriedRecord;
+  record.workflow_id = `plan-${plan.plan_id}`;
+  record.run_id = runId;
+  record.state.status.plan_id = plan.plan_id;
+  return record;
+}
 const config = testConfig({ PERMIT_TTL_S: '60', PERMIT_MARGIN_S: '5' });
 const keys = redisKeys(config.keyPrefix);
 let redis: Redis;
@@ -338,5 +351,28 @@ describe('symbol lock', () => {
     expect(waiting.held === false && waiting.leaseLeftMs).toBeLessThanOrEqual(300);
     await new Promise((r) => setTimeout(r, 350));
     expect(await layers.holdSymbol(waiter, 10_000)).toEqual({ held: true });
+  });
+});
+
+describe('carried state between runs', () => {
+  it('is written in format 1 and taken by the run that continues from it', async () => {
+    const plan = makePlan();
+    const { state } = carriedRecordOf(plan, 'run-1');
+    const workflowId = `plan-${plan.plan_id}`;
+    await layers.carryOver({ workflowId, runId: 'run-1', state });
+    const stored = JSON.parse((await redis.get(keys.carriedState(plan.plan_id))) ?? 'null') as Record<string, unknown>;
+    expect(stored).toMatchObject({ format: 1, workflow_id: workflowId, run_id: 'run-1' });
+    const taken = await layers.resumeCarried({ workflowId, previousRunId: 'run-1', planId: plan.plan_id });
+    expect(taken).toEqual({ carried: state });
+  });
+
+  it('refuses a format it does not read, audited with the format named', async () => {
+    const plan = makePlan();
+    const workflowId = `plan-${plan.plan_id}`;
+    await redis.set(keys.carriedState(plan.plan_id), JSON.stringify({ ...carriedRecordOf(plan, 'run-1'), format: 2 }));
+    const taken = await layers.resumeCarried({ workflowId, previousRunId: 'run-1', planId: plan.plan_id });
+    const why = 'the state is in format 2, which this build does not read (it reads format 1)';
+    expect(taken).toEqual({ carried: null, why });
+    expect(await auditOf({ redis, keys }, plan.plan_id)).toEqual([['governor', 'carry_refused', why]]);
   });
 });

@@ -46,6 +46,7 @@ describe('loadConfig', () => {
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
+      upgradeOnContinueAsNew: false,
       deadLetterMaxLen: 10000,
       exchange: 'paper',
       binance: null,
@@ -140,6 +141,7 @@ describe('loadConfig', () => {
       layerActivities: 'local',
       workflowCacheSize: 250,
       continueAsNewEvents: 2000,
+      upgradeOnContinueAsNew: false,
       deadLetterMaxLen: 10000,
       exchange: 'paper',
       binance: null,
@@ -228,6 +230,7 @@ describe('loadConfig', () => {
     ['a versioning switch that is not true or false', { WORKER_VERSIONING: 'on' }, 'WORKER_VERSIONING'],
     ['an audit stream cap below 1000', { AUDIT_STREAM_MAXLEN: '999' }, 'AUDIT_STREAM_MAXLEN'],
     ['an apply stream cap that is not a number', { APPLY_STREAM_MAXLEN: '1e5' }, 'APPLY_STREAM_MAXLEN'],
+    ['an upgrade setting that is not a boolean', { UPGRADE_ON_CONTINUE_AS_NEW: 'yes' }, 'UPGRADE_ON_CONTINUE_AS_NEW'],
   ])('refuses %s, naming the variable', (_name, env, variable) => {
     const error = configError(env);
     expect(error).toBeInstanceOf(ConfigError);
@@ -455,8 +458,14 @@ describe('chainRules', () => {
       approvers: [],
       layerActivities: 'local',
       continueAsNewEvents: 2000,
+      upgradeOnContinueAsNew: false,
       approvalQuorum: { count: 1 },
     });
+  });
+
+  it('carries UPGRADE_ON_CONTINUE_AS_NEW to the workflow, off unless set to true', () => {
+    expect(chainRules(loadConfig({ UPGRADE_ON_CONTINUE_AS_NEW: 'true' })).upgradeOnContinueAsNew).toBe(true);
+    expect(chainRules(loadConfig({ UPGRADE_ON_CONTINUE_AS_NEW: 'false' })).upgradeOnContinueAsNew).toBe(false);
   });
 
   it('carries the approvers', () => {
