@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure, type UpdateDefinition } from '@temporalio/common';
 import { redisKeys } from '../contract/keys';
@@ -40,6 +41,7 @@ import {
 import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plans';
 import { fetchPlanRuns, type PlanRun, type RunSelection } from './histories';
 import { registerSearchAttributes } from './search-attributes';
+import { deployBuild, deploymentReport, type DeploymentReport, type DeployReport } from './deployments';
 import { reportRetries, type RetryReport } from './retry-report';
 import { readPlanRecord, reDecide, type PlanRecord, type WhatIfReport } from './what-if';
 import type { UnrecordedOrder } from '../activities/unrecorded';
@@ -282,6 +284,31 @@ export class ChainClient {
       nonce: randomUUID(),
     };
     return { expires_at: full.expires_at, nonce: full.nonce, signature: signOperation(full, key) };
+  }
+
+  /** The Worker Deployment's builds: current, ramping, draining or drained, and the plans running on each. */
+  async deploymentReport(): Promise<DeploymentReport> {
+    return deploymentReport(await this.client(), this.config);
+  }
+
+  /**
+   * Deploys a build (client/deployments.ts deployBuild): current, or ramping at `rampPercentage`; the waiting plans of
+   * other builds woken. Then a worker audits it (`operator deployed`); `audit` is its line, or why it was not written.
+   */
+  async deploy(
+    buildId: string,
+    { rampPercentage, by }: { rampPercentage?: number; by: string },
+  ): Promise<DeployReport & { audit: { audited: string } | { not_audited: string } }> {
+    const identity = `permit-chain deploy by ${by} (${hostname()})`;
+    const report = await deployBuild(await this.client(), this.config, buildId, {
+      identity,
+      ...(rampPercentage !== undefined ? { rampPercentage } : {}),
+    });
+    const audit = await this.operate<{ audited: string }>({ operation: 'deployed', build_id: buildId, by }).then(
+      (answer) => answer.result,
+      (err: unknown) => ({ not_audited: err instanceof Error ? err.message : String(err) }),
+    );
+    return { ...report, audit };
   }
 
   async list(filter: PlanFilter, limit: number): Promise<PlanRow[]> {

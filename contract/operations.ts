@@ -32,7 +32,9 @@ export type OperatorRequest =
   | { operation: 'reconcile_preview'; symbol: string }
   | { operation: 'reconcile'; symbol: string; by: string; expected?: ReconcileShown; signed?: OperationSignature }
   | { operation: 'kill_switch'; on: boolean; by: string; signed?: OperationSignature }
-  | { operation: 'reset'; plan_id: string; by: string };
+  | { operation: 'reset'; plan_id: string; by: string }
+  /** Audits a deploy (`permit-chain deploy`): the worker records the routing it reads from the server. */
+  | { operation: 'deployed'; build_id: string; by: string };
 
 /** Which worker answered, under which configuration: part of every answer the CLI prints. */
 export interface WorkerIdentity {

@@ -6,6 +6,7 @@ import type * as PlanModule from '../lib/plan';
 import { redactUrl } from '../lib/redact';
 import { EXIT, type CommandContext } from './commands/context';
 import type * as ChaosCommands from './commands/chaos';
+import type * as DeploymentsCommands from './commands/deployments';
 import type * as OperatorsCommands from './commands/operators';
 import type * as PlansCommands from './commands/plans';
 import type * as ProcessesCommands from './commands/processes';
@@ -29,6 +30,7 @@ const GROUPS: Record<string, () => AddCommands> = {
   operators: () => (require('./commands/operators') as typeof OperatorsCommands).addOperatorsCommands,
   'safe-changes': () => (require('./commands/safe-changes') as typeof SafeChangesCommands).addSafeChangesCommands,
   chaos: () => (require('./commands/chaos') as typeof ChaosCommands).addChaosCommand,
+  deployments: () => (require('./commands/deployments') as typeof DeploymentsCommands).addDeploymentsCommands,
 };
 const loadConfigModule = () => require('../lib/config') as typeof ConfigModule;
 const loadChainClient = () => require('../client/chain-client') as typeof ChainClientModule;
@@ -58,6 +60,7 @@ export const COMMAND_GROUPS: Record<string, keyof typeof GROUPS> = {
   'what-if': 'safe-changes',
   'replay-check': 'safe-changes',
   chaos: 'chaos',
+  deploy: 'deployments',
 };
 
 /** The command a command line names: its first word that is not an option (the program's options take no value). */

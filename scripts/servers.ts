@@ -164,7 +164,13 @@ export async function startTemporalDevServer(options: {
   uiPort?: number;
   dbFilename?: string;
   namespace?: string;
+  /** More `--dynamic-config-value NAME=JSON` settings (the tests' short drainage timings). */
+  dynamicConfig?: Record<string, string>;
 }): Promise<TestWorkflowEnvironment> {
+  const dynamic = Object.entries(options.dynamicConfig ?? {}).flatMap(([name, value]) => [
+    '--dynamic-config-value',
+    `${name}=${value}`,
+  ]);
   return TestWorkflowEnvironment.createLocal({
     server: {
       executable: temporalCliExecutable(),
@@ -174,7 +180,7 @@ export async function startTemporalDevServer(options: {
       ...(options.dbFilename ? { dbFilename: options.dbFilename } : {}),
       ...(options.namespace ? { namespace: options.namespace } : {}),
       searchAttributes: CHAIN_SEARCH_ATTRIBUTES,
-      extraArgs: devServerArgs({ file: Boolean(options.dbFilename) }),
+      extraArgs: [...devServerArgs({ file: Boolean(options.dbFilename) }), ...dynamic],
     },
   });
 }

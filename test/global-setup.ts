@@ -28,7 +28,14 @@ export default async function setup(project: TestProject) {
   const [redis, temporal, bundle] = await Promise.all([
     // `$` as well: tests act the moment a permit (a string) is written, as a racing operator would.
     freePort().then((port) => startRedis({ port, keyspaceEvents: 'Kgh$' })),
-    startTemporalDevServer({ uiPort }),
+    startTemporalDevServer({
+      uiPort,
+      // A drained build is reported within seconds, not the server's minutes (test/integration/deploy.test.ts).
+      dynamicConfig: {
+        'matching.wv.VersionDrainageStatusVisibilityGracePeriod': '"2s"',
+        'matching.wv.VersionDrainageStatusRefreshInterval': '"1s"',
+      },
+    }),
     // The worker's own workflow interceptors too, as `Worker.create` would bundle them.
     bundleWorkflowCode({
       workflowsPath: WORKFLOWS_PATH,

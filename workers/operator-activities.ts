@@ -13,6 +13,7 @@ import {
   setKillSwitch,
   type ReconcilePreview,
 } from '../client/operations';
+import { DeployRefused, recordDeploy } from '../client/deployments';
 import { redisKeys } from '../contract/keys';
 import type { OperatorAnswer, OperatorRequest, OperationSignature } from '../contract/operations';
 import { APPROVER_NAME, keyFingerprint, operationRefusal, type SignedOperation } from '../lib/approval';
@@ -144,6 +145,13 @@ export function createOperatorActivities(deps: OperatorDeps) {
         const recorded = request.on ? request.by : await authorize('kill_switch_off', request.by, {}, request.signed);
         await setKillSwitch(redis, keys, request.on, recorded);
         return { result: { kill_switch: request.on ? 'on' : 'off' }, recorded_as: recorded };
+      }
+      case 'deployed': {
+        const client = await deps.client();
+        const audited = await recordDeploy(client, redis, config, request).catch((err: unknown) => {
+          throw err instanceof DeployRefused ? ApplicationFailure.nonRetryable(err.message, 'Refused') : err;
+        });
+        return { result: audited, recorded_as: request.by };
       }
       case 'reset': {
         const client = await deps.client();
