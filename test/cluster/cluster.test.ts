@@ -24,6 +24,7 @@ import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DeploymentReport, DeployReport } from '../../client/deployments';
 import { redisKeys } from '../../contract/keys';
 import { PERMIT_CHAIN_WORKFLOW, planWorkflowId, statusQuery } from '../../contract/messages';
 import type { ChainStatus } from '../../contract/types';
@@ -253,14 +254,6 @@ async function whereItRan(planId: string) {
         at: Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6),
       })),
   };
-}
-
-/** `permit-chain deploy status --json`. */
-interface DeployStatus {
-  deployment: string;
-  current_build_id: string | null;
-  ramping_build_id?: string;
-  versions: { build_id: string; status: string; running_plans: number; drainage_checked_at?: string }[];
 }
 
 describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
@@ -552,7 +545,12 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
     expect(deploy.code, `${deploy.stdout}\n${deploy.stderr}`).toBe(0);
     const deployedAt = Date.now();
     step(`build B current (permit-chain deploy): ${deployedAt - deployStarted} ms`);
-    expect(deploy.stdout).toContain(b.buildId);
+    const deployed = JSON.parse(deploy.stdout) as DeployReport & { audit: { audited?: string } };
+    expect(deployed.deployed).toMatchObject({ build_id: b.buildId, as: 'current', previous_current: fromA });
+    expect(deployed.current_build_id).toBe(b.buildId);
+    // The waiting plans of build A: the blocked ones (those waiting for a rate slot are not at rest, and stay).
+    expect(deployed.woken).toBe(blocked.length);
+    expect(deployed.audit.audited, JSON.stringify(deployed.audit)).toBeDefined();
     // Still waiting for their slot once B is current: in flight across the deploy.
     const heldAcross = await inLanes(waiting, 8, (planId) => runOf(planId));
     expect(heldAcross.map((r) => r.status)).toEqual(waiting.map(() => 'RUNNING'));
@@ -671,7 +669,7 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
       async () => {
         const answer = await runCli(['deploy', 'status', '--json'], env);
         expect(answer.code, answer.stderr).toBe(0);
-        const report = JSON.parse(answer.stdout) as DeployStatus;
+        const report = JSON.parse(answer.stdout) as DeploymentReport;
         if (report.versions.find((v) => v.build_id === fromA)?.status === 'drained') return report;
         await sleep(1000);
         return undefined;
