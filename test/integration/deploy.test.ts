@@ -8,7 +8,7 @@ import { createPaperExchange } from '../../activities/exchange/paper';
 import type { ExchangePort } from '../../activities/exchange/port';
 import { DeployRefused, deployBuild, type DeploymentReport, type DeployReport } from '../../client/deployments';
 import { startPlan, type StartedPlan } from '../../client/plans';
-import { retrySignal, statusQuery, wakeSignal } from '../../contract/messages';
+import { approveSignal, retrySignal, statusQuery, wakeSignal } from '../../contract/messages';
 import { OPERATOR_OPERATION_WORKFLOW, operationWorkflowId } from '../../contract/operations';
 import type { ChainConfig } from '../../lib/config';
 import { connectWorkerTemporal, createChainWorker } from '../../workers/worker';
@@ -19,6 +19,7 @@ import {
   eventually,
   makePlan,
   setPositions,
+  testApprovers,
   testConfig,
   testEnv,
   type ChainHarness,
@@ -273,6 +274,13 @@ describe('a deploy while plans run (two builds, one Redis)', () => {
     const stamp = randomBytes(3).toString('hex');
     const plan = makePlan({ symbol: 'DOTUSDT', qty: '2' });
     await setPositions(h, 'DOTUSDT', '2', '0');
+    // Before any worker of it polls, the deployment has nothing to report: one line naming it and the fix, exit 2.
+    const none = await runCli(['deploy', 'status'], env);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toBe(
+      `permit-chain: deployment ${config.workerDeployment} has no versions: no versioned worker ` +
+        `(WORKER_VERSIONING=true) has polled namespace default as WORKER_DEPLOYMENT=${config.workerDeployment}\n`,
+    );
     const a = await startBuild(config, `a${stamp}`);
     let b: Build | undefined;
     try {
@@ -310,6 +318,69 @@ describe('a deploy while plans run (two builds, one Redis)', () => {
         `build ${a.id} is neither current nor ramping in deployment ${config.workerDeployment} (current ${b.id})`,
       );
       expect((await auditOf(h, '-')).filter(([, , reason]) => reason?.includes('mallory'))).toEqual([]);
+    } finally {
+      await b?.stop();
+      await a.stop();
+    }
+  }, 120_000);
+
+  it('moves a plan awaiting approval onto B after a ramp and a deploy; the approval shown on A is signed and executed on B', async () => {
+    const approvers = testApprovers('alice');
+    const env = {
+      ...versionedEnv(true),
+      TRADING_MODE: 'production',
+      APPROVERS: 'alice',
+      APPROVER_KEYS_DIR: approvers.dir,
+    };
+    const config = testConfig(env);
+    const stamp = randomBytes(3).toString('hex');
+    const plan = makePlan({ symbol: 'SOLUSDT', qty: '1' });
+    await setPositions(h, 'SOLUSDT', '1', '1');
+    const a = await startBuild(config, `a${stamp}`);
+    let b: Build | undefined;
+    try {
+      await deployBuild(h.client, config, a.id, { identity: 'test' });
+      const started = await startPlan(h.client, config, plan);
+      const before = await waitForStage({ client: h.client }, started.workflowId, 'awaiting_approval');
+      b = await startBuild(config, `b${stamp}`);
+
+      // A ramp sends new plans to B; the plans running stay where they are, and none is woken.
+      const ramp = await runCli(['deploy', b.id, '--ramp', '50', '--by', 'ops', '--json'], env);
+      expect(ramp.code).toBe(0);
+      const ramped = JSON.parse(ramp.stdout) as DeployReport & { audit: { audited?: string } };
+      expect(ramped).toMatchObject({
+        current_build_id: a.id,
+        ramping_build_id: b.id,
+        ramping_percentage: 50,
+        woken: 0,
+        deployed: { as: 'ramping', ramp_percentage: 50 },
+      });
+      expect(ramped.audit.audited).toMatch(
+        new RegExp(
+          `^by ops: build ${b.id} ramping at 50% \\(current ${a.id}\\) in deployment ${config.workerDeployment}`,
+        ),
+      );
+      expect(await buildOf(started.handle)).toBe(a.id);
+
+      const report = await deployBuild(h.client, config, b.id, { identity: 'test' });
+      expect(report.woken).toBe(1);
+      const bId = b.id;
+      await eventually(
+        async () => ((await buildOf(started.handle)) === bId ? true : undefined),
+        20_000,
+        `the plan on build ${bId}`,
+      );
+      const moved = await started.handle.query(statusQuery);
+      expect(moved.stage).toBe('awaiting_approval');
+      expect(moved.awaiting).toEqual(before.awaiting);
+      expect(moved.timeline.map((t) => t.detail)).toContain('a new build is current: continued as new onto it');
+      if (!moved.awaiting) throw new Error('the moved plan shows nothing to approve');
+      await started.handle.signal(approveSignal, approvers.sign(plan.plan_id, 'alice', moved.awaiting));
+      const final = await started.handle.result();
+      expect(final.outcome).toBe('executed');
+      expect(final.governor).toMatchObject({ granted: true, approved_by: 'alice' });
+      expect(b.placed).toEqual([plan.plan_id]);
+      expect(a.placed).toEqual([]);
     } finally {
       await b?.stop();
       await a.stop();
