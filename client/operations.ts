@@ -322,16 +322,16 @@ const WORKFLOW_TASK_COMPLETED = temporal.api.enums.v1.EventType.EVENT_TYPE_WORKF
 /** Where a reset plan runs again: the build it is pinned to, when it is a versioned plan. */
 export interface ResetPlan {
   runId: string;
-  /** The build its new run is pinned to (the deployment's current one, or its own when the deployment has none). */
+  /** A versioned plan's build its new run is sent to: the deployment's current one, or its own when there is none. */
   buildId?: string;
 }
 
 /**
  * Runs a plan that ended `failed` again from its start with Temporal's reset, the reason recorded in its history
  * and in the audit stream. The layers are idempotent (one stream entry, one order per plan), so a rerun never
- * publishes or fills twice. A plan pinned to a build that is no longer its deployment's current one (retired, or
- * on its way out) runs again on the current build: its old build's workers may be gone, and the new run keeps none
- * of the old run's workflow tasks (it starts over from the first), so no old code needs to replay it.
+ * publishes or fills twice. A versioned plan runs again on its deployment's current build, wherever it ran before
+ * (that build may be retired, its workers gone): the new run keeps none of the old run's workflow tasks (it starts
+ * over from the first), so no code of the old build needs to replay it.
  */
 export async function resetFailedPlan(
   client: Client,
@@ -346,13 +346,12 @@ export async function resetFailedPlan(
   const firstTask = history.events?.find((event) => event.eventType === WORKFLOW_TASK_COMPLETED);
   if (!firstTask?.eventId) throw new Error(`plan ${planId} has no completed workflow task to reset to`);
   const pinned = pinnedVersionOf(description.raw.workflowExecutionInfo?.versioningInfo);
-  const current = pinned ? await currentBuildId(client, pinned.deploymentName) : undefined;
-  const moved = pinned && current && current !== pinned.buildId ? { ...pinned, buildId: current } : undefined;
-  const onto = moved
-    ? ` onto build ${moved.buildId} of ${moved.deploymentName} (it ran on build ${pinned?.buildId}, not current)`
-    : pinned
-      ? ` on its build ${pinned.buildId} of ${pinned.deploymentName}`
-      : '';
+  // A versioned plan runs again on the current build, or on its own when the deployment has no current one.
+  const target = pinned && {
+    ...pinned,
+    buildId: (await currentBuildId(client, pinned.deploymentName)) ?? pinned.buildId,
+  };
+  const onto = !pinned || !target ? '' : resetOnto(pinned, target);
   const reason = `retry of a failed plan by ${by}${onto}`;
   const reset = await client.workflowService.resetWorkflowExecution({
     namespace: client.options.namespace,
@@ -360,14 +359,21 @@ export async function resetFailedPlan(
     reason,
     workflowTaskFinishEventId: firstTask.eventId,
     requestId: randomUUID(),
-    ...(moved ? { postResetOperations: [firstTaskOn(moved)] } : {}),
+    ...(target ? { postResetOperations: [firstTaskOn(target)] } : {}),
   });
   await redis.xadd(
     keys.auditStream,
     '*',
     ...auditFields({ plan_id: planId, layer: 'operator', decision: 'reset', reason, at: Date.now() }),
   );
-  return { runId: reset.runId ?? '', ...(pinned ? { buildId: moved?.buildId ?? pinned.buildId } : {}) };
+  return { runId: reset.runId ?? '', ...(target ? { buildId: target.buildId } : {}) };
+}
+
+/** Where the audit entry says a versioned plan runs again. */
+function resetOnto(ran: PinnedVersion, target: PinnedVersion): string {
+  return target.buildId !== ran.buildId
+    ? ` onto build ${target.buildId} of ${target.deploymentName} (it ran on build ${ran.buildId}, not current)`
+    : ` on its build ${ran.buildId} of ${ran.deploymentName}`;
 }
 
 /**

@@ -1,6 +1,7 @@
 import {
   Client,
   Connection,
+  WorkflowClient,
   WorkflowExecutionAlreadyStartedError,
   type WorkflowExecutionDescription,
   type WorkflowExecutionStatusName,
@@ -129,31 +130,47 @@ export const CLOSED_BY_TEMPORAL: Partial<Record<WorkflowExecutionStatusName, Clo
 /** A terminate's reason or a failure's message is anybody's text: this much of it is shown. */
 const REASON_MAX_CHARS = 300;
 
+/** Per client, the workflow client `status` queries through (see {@link openOnly}). */
+const openOnlyClients = new WeakMap<Client, WorkflowClient>();
+
 /**
- * The plan's status. A running plan answers the `status` query. An ended plan is never queried: a query to a closed
- * workflow is answered by a worker of the build it ran on (pinned), which may be retired; its own result (the
- * ChainStatus its workflow returned) and its history answer instead. For a plan Temporal closed before the chain
- * ended it (terminated, timed out), `closed` says so, with the stage it had reached as `stage` and what to check.
+ * The client's workflow client, with queries to a closed workflow refused by the server at once (NOT_OPEN) instead
+ * of sent to a worker of the build it ran on, which may be retired.
+ */
+function openOnly(client: Client): WorkflowClient {
+  let workflows = openOnlyClients.get(client);
+  if (!workflows) {
+    workflows = new WorkflowClient({
+      connection: client.connection,
+      namespace: client.options.namespace,
+      identity: client.options.identity,
+      dataConverter: client.options.dataConverter,
+      interceptors: client.options.interceptors.workflow,
+      queryRejectCondition: 'NOT_OPEN',
+    });
+    openOnlyClients.set(client, workflows);
+  }
+  return workflows;
+}
+
+/**
+ * The plan's status. A running plan answers the `status` query. An ended plan is never asked (its query would go to
+ * a worker of the build it ran on, which may be retired: the server refuses it instead): its own result (the
+ * ChainStatus its workflow returned) and its history answer. For a plan Temporal closed before the chain ended it
+ * (terminated, timed out), `closed` says so, with the stage it had reached as `stage` and what to check.
  */
 export async function planStatus(client: Client, planId: string): Promise<ChainStatus> {
-  const handle = client.workflow.getHandle(planWorkflowId(planId));
-  // Asked together: one round trip's wait, not two, for a running plan (`status` is what operators type most). For an
-  // ended one the query is called off once describe says so.
-  const abort = new AbortController();
-  const queried = client
-    .withAbortSignal(abort.signal, () => handle.query(statusQuery))
+  const workflowId = planWorkflowId(planId);
+  // Asked together: one round trip's wait, not two, for a running plan (`status` is what operators type most).
+  const queried = openOnly(client)
+    .getHandle<typeof permitChain>(workflowId)
+    .query(statusQuery)
     .then(
       (status) => ({ status }),
       (error: unknown) => ({ error }),
     );
-  const description = await handle.describe().catch((err: unknown) => {
-    abort.abort();
-    throw err;
-  });
-  if (description.status.name !== 'RUNNING') {
-    abort.abort();
-    return endedStatus(client, planId, description);
-  }
+  const description = await client.workflow.getHandle(workflowId).describe();
+  if (description.status.name !== 'RUNNING') return endedStatus(client, planId, description);
   const answer = await queried;
   if ('error' in answer) throw answer.error;
   return answer.status;

@@ -101,8 +101,9 @@ async function inBatches<T, R>(items: T[], size: number, read: (item: T) => Prom
 /**
  * Waits, at most `waitMs`, for the plans signalled with the retry `retryId` to look at their positions, and reports
  * which moved and which are still blocked, with the positions each saw. Reads are the plans' statuses (planStatus:
- * the `status` query of a running plan, the result of an ended one, which needs no worker of its build), in rounds: each round reads every plan not yet settled (`concurrency` at a time), then sleeps `roundMs`; a plan is
- * settled once it ended or has looked since the retry. The number of rounds is bounded by waitMs / roundMs. A plan
+ * the `status` query of a running plan, the result of an ended one, which needs no worker of its build), in rounds:
+ * each round reads every plan not yet settled (`concurrency` at a time), then sleeps `roundMs`; a plan is settled
+ * once it ended or has looked since the retry. The number of rounds is bounded by waitMs / roundMs. A plan
  * not blocked (in line, awaiting approval) does not look: it is reported `notBlocked` once the wait runs out.
  */
 export async function reportRetries(

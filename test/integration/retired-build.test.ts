@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { NativeConnection } from '@temporalio/worker';
 import { temporal } from '@temporalio/proto';
 import { startPlan, planStatus, type StartedPlan } from '../../client/plans';
@@ -9,7 +10,16 @@ import { loadConfig } from '../../lib/config';
 import type { ChainStatus, Plan } from '../../contract/types';
 import { connectWorkerTemporal } from '../../workers/worker';
 import { runCli } from '../cli-runner';
-import { auditOf, chainHarness, makePlan, setPositions, testEnv, waitForStage, type ChainHarness } from '../helpers';
+import {
+  auditOf,
+  chainHarness,
+  eventually,
+  makePlan,
+  setPositions,
+  testEnv,
+  waitForStage,
+  type ChainHarness,
+} from '../helpers';
 import { setCurrentBuild, startBuild, type RunningBuild } from '../worker-versions';
 
 /**
@@ -131,6 +141,32 @@ describe('plans that ended on a build whose workers are stopped', () => {
       [plans.failed.plan.plan_id]: 'failed',
       [plans.terminated.plan.plan_id]: 'terminated',
     });
+  });
+
+  it("the Web UI shows an ended plan's result, read from its history", async () => {
+    // Debian's Chromium, as test/integration/web-ui.test.ts runs it.
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1600, height: 1200 } });
+      await page.goto(`${inject('temporalUiUrl')}/namespaces/default/workflows/${plans.executed.started?.workflowId}`);
+      // The Result panel: the ChainStatus the workflow returned (its first lines are on screen).
+      const shown = await eventually(
+        async () => {
+          const text = await page.locator('body').innerText();
+          return text.includes('"stage": "done"') ? text : undefined;
+        },
+        20_000,
+        "the plan's result in the Web UI",
+      );
+      expect(shown).toContain(`"plan_id": "${plans.executed.plan.plan_id}"`);
+      expect(shown).toMatch(/COMPLETED/);
+      expect(shown).toMatch(/Build ID\s+A\s/);
+    } finally {
+      await browser.close();
+    }
   });
 
   it('retry resets the failed plan onto build B: its new run is pinned to B, runs there and executes', async () => {
