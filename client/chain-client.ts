@@ -36,6 +36,7 @@ import {
   type PlanRow,
   type PositionView,
   type ReconcilePreview,
+  type ResetPlan,
 } from './operations';
 import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plans';
 import { fetchPlanRuns, type PlanRun, type RunSelection } from './histories';
@@ -172,12 +173,12 @@ export class ChainClient {
 
   /**
    * Wakes a blocked plan and reports, after its look, whether it moved; a plan that ended `failed` runs again from its
-   * start (a Temporal reset).
+   * start (a Temporal reset, in a worker: onto the deployment's current build when the plan's build is not).
    */
   async retry(
     planId: string,
     by: string,
-  ): Promise<{ signalled: true; report: RetryReport } | { reset: true; runId: string }> {
+  ): Promise<{ signalled: true; report: RetryReport } | ({ reset: true } & ResetPlan)> {
     const client = await this.client();
     const ended = await closedStatus(client, planId).catch((err: unknown) => notFound(err, planId));
     if (!ended) {
@@ -190,8 +191,8 @@ export class ChainClient {
         `plan ${planId} ended ${ended.outcome ?? ended.closed?.status ?? 'without an outcome'}: only a failed plan runs again`,
       );
     }
-    const answer = await this.operate<{ runId: string }>({ operation: 'reset', plan_id: planId, by });
-    return { reset: true, runId: answer.result.runId };
+    const answer = await this.operate<ResetPlan>({ operation: 'reset', plan_id: planId, by });
+    return { reset: true, ...answer.result };
   }
 
   /** The exchange's and the ledger's amounts, their discrepancy and the tolerance, as the worker reads them. */

@@ -17,7 +17,8 @@ import { formatDec } from '../lib/decimal';
 import { positionsAgree } from '../activities/p33';
 import { readPositions } from '../activities/positions';
 import { redisKeys, type RedisKeys } from '../contract/keys';
-import { CLOSED_BY_TEMPORAL, planStatus } from './plans';
+import { CLOSED_BY_TEMPORAL, endedStatus } from './plans';
+import { currentBuildId, pinnedVersionOf, type PinnedVersion } from './deployment-version';
 import type { ChainOutcome, ChainStage, ChainStatus, ClosedByTemporal } from '../contract/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
@@ -318,10 +319,19 @@ export async function reconcileLedger(
 
 const WORKFLOW_TASK_COMPLETED = temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED;
 
+/** Where a reset plan runs again: the build it is pinned to, when it is a versioned plan. */
+export interface ResetPlan {
+  runId: string;
+  /** A versioned plan's build its new run is sent to: the deployment's current one, or its own when there is none. */
+  buildId?: string;
+}
+
 /**
  * Runs a plan that ended `failed` again from its start with Temporal's reset, the reason recorded in its history
  * and in the audit stream. The layers are idempotent (one stream entry, one order per plan), so a rerun never
- * publishes or fills twice.
+ * publishes or fills twice. A versioned plan runs again on its deployment's current build, wherever it ran before
+ * (that build may be retired, its workers gone): the new run keeps none of the old run's workflow tasks (it starts
+ * over from the first), so no code of the old build needs to replay it.
  */
 export async function resetFailedPlan(
   client: Client,
@@ -329,31 +339,62 @@ export async function resetFailedPlan(
   keys: RedisKeys,
   planId: string,
   by: string,
-): Promise<{ runId: string }> {
+): Promise<ResetPlan> {
   const handle = client.workflow.getHandle(planWorkflowId(planId));
   const description = await handle.describe();
   const history = await handle.fetchHistory();
   const firstTask = history.events?.find((event) => event.eventType === WORKFLOW_TASK_COMPLETED);
   if (!firstTask?.eventId) throw new Error(`plan ${planId} has no completed workflow task to reset to`);
-  const reason = `retry of a failed plan by ${by}`;
+  const pinned = pinnedVersionOf(description.raw.workflowExecutionInfo?.versioningInfo);
+  // A versioned plan runs again on the current build, or on its own when the deployment has no current one.
+  const target = pinned && {
+    ...pinned,
+    buildId: (await currentBuildId(client, pinned.deploymentName)) ?? pinned.buildId,
+  };
+  const onto = !pinned || !target ? '' : resetOnto(pinned, target);
+  const reason = `retry of a failed plan by ${by}${onto}`;
   const reset = await client.workflowService.resetWorkflowExecution({
     namespace: client.options.namespace,
     workflowExecution: { workflowId: description.workflowId, runId: description.runId },
     reason,
     workflowTaskFinishEventId: firstTask.eventId,
     requestId: randomUUID(),
+    ...(target ? { postResetOperations: [firstTaskOn(target)] } : {}),
   });
   await redis.xadd(
     keys.auditStream,
     '*',
     ...auditFields({ plan_id: planId, layer: 'operator', decision: 'reset', reason, at: Date.now() }),
   );
-  return { runId: reset.runId ?? '' };
+  return { runId: reset.runId ?? '', ...(target ? { buildId: target.buildId } : {}) };
+}
+
+/** Where the audit entry says a versioned plan runs again. */
+function resetOnto(ran: PinnedVersion, target: PinnedVersion): string {
+  return target.buildId !== ran.buildId
+    ? ` onto build ${target.buildId} of ${target.deploymentName} (it ran on build ${ran.buildId}, not current)`
+    : ` on its build ${ran.buildId} of ${ran.deploymentName}`;
+}
+
+/**
+ * The reset's options for its new run: a one-time override that sends its first workflow task to `version`. The
+ * worker there completes it PINNED (its default), so the plan runs to its end on that one build and no override is
+ * left on it. Not a pinned override: that one stays on the run and is inherited by continue-as-new, so the plan could
+ * never move to a later build when it continues as new. Not auto-upgrade: the run would move to the next build mid-way
+ * and replay its history there.
+ */
+function firstTaskOn(version: PinnedVersion): temporal.api.workflow.v1.IPostResetOperation {
+  return {
+    updateWorkflowOptions: {
+      workflowExecutionOptions: { versioningOverride: { oneTime: { targetDeploymentVersion: version } } },
+      updateMask: { paths: ['versioning_override'] },
+    },
+  };
 }
 
 /** The final status of a closed plan (with `closed` when Temporal closed it), or undefined while it runs. */
 export async function closedStatus(client: Client, planId: string): Promise<ChainStatus | undefined> {
   const description = await client.workflow.getHandle(planWorkflowId(planId)).describe();
   if (description.status.name === 'RUNNING') return undefined;
-  return planStatus(client, planId);
+  return endedStatus(client, planId, description);
 }

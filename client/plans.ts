@@ -1,6 +1,7 @@
 import {
   Client,
   Connection,
+  WorkflowClient,
   WorkflowExecutionAlreadyStartedError,
   type WorkflowExecutionDescription,
   type WorkflowExecutionStatusName,
@@ -9,7 +10,17 @@ import {
 import type { ChainConfig } from '../lib/config';
 import { connectTemporalWith } from '../lib/connections';
 import { PlanConflictError, differingFields, parsePlan, planSummary } from '../lib/plan';
-import type { ChainInput, ChainStage, ChainStatus, ClosedByTemporal, Plan } from '../contract/types';
+import type { PayloadConverter } from '@temporalio/common';
+import type { temporal } from '@temporalio/proto';
+import type {
+  ChainInput,
+  ChainStage,
+  ChainStatus,
+  ClosedByTemporal,
+  ExecuteResult,
+  ExecutionRecord,
+  Plan,
+} from '../contract/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
   chainStageKey,
@@ -116,30 +127,85 @@ export const CLOSED_BY_TEMPORAL: Partial<Record<WorkflowExecutionStatusName, Clo
   TIMED_OUT: 'timed_out',
   CANCELLED: 'canceled',
 };
-/** A terminate's reason is anybody's text: this much of it is shown. */
+/** A terminate's reason or a failure's message is anybody's text: this much of it is shown. */
 const REASON_MAX_CHARS = 300;
 
+/** Per client, the workflow client `status` queries through (see {@link openOnly}). */
+const openOnlyClients = new WeakMap<Client, WorkflowClient>();
+
 /**
- * The plan's status (the `status` query); for a plan Temporal closed before the chain ended it (terminated, timed
- * out), with `closed` saying so, the stage it had reached kept as `stage`, and what to check.
+ * The client's workflow client, with queries to a closed workflow refused by the server at once (NOT_OPEN) instead
+ * of sent to a worker of the build it ran on, which may be retired.
+ */
+function openOnly(client: Client): WorkflowClient {
+  let workflows = openOnlyClients.get(client);
+  if (!workflows) {
+    workflows = new WorkflowClient({
+      connection: client.connection,
+      namespace: client.options.namespace,
+      identity: client.options.identity,
+      dataConverter: client.options.dataConverter,
+      interceptors: client.options.interceptors.workflow,
+      queryRejectCondition: 'NOT_OPEN',
+    });
+    openOnlyClients.set(client, workflows);
+  }
+  return workflows;
+}
+
+/**
+ * The plan's status. A running plan answers the `status` query. An ended plan is never asked (its query would go to
+ * a worker of the build it ran on, which may be retired: the server refuses it instead): its own result (the
+ * ChainStatus its workflow returned) and its history answer. For a plan Temporal closed before the chain ended it
+ * (terminated, timed out), `closed` says so, with the stage it had reached as `stage` and what to check.
  */
 export async function planStatus(client: Client, planId: string): Promise<ChainStatus> {
-  const handle = client.workflow.getHandle(planWorkflowId(planId));
-  // Asked together: one round trip's wait, not two (`status` is what operators type most).
-  const queried = handle.query(statusQuery).then(
-    (status) => ({ status }),
-    (error: unknown) => ({ error }),
-  );
-  const description = await handle.describe();
+  const workflowId = planWorkflowId(planId);
+  // Asked together: one round trip's wait, not two, for a running plan (`status` is what operators type most).
+  const queried = openOnly(client)
+    .getHandle<typeof permitChain>(workflowId)
+    .query(statusQuery)
+    .then(
+      (status) => ({ status }),
+      (error: unknown) => ({ error }),
+    );
+  const description = await client.workflow.getHandle(workflowId).describe();
+  if (description.status.name !== 'RUNNING') return endedStatus(client, planId, description);
   const answer = await queried;
+  if ('error' in answer) throw answer.error;
+  return answer.status;
+}
+
+/**
+ * The status of an ended plan, from the server alone (no worker): a plan the chain ended returned its ChainStatus
+ * (the close event's result); one Temporal closed has its search attributes, and its history says whether its order
+ * was recorded.
+ */
+export async function endedStatus(
+  client: Client,
+  planId: string,
+  description: WorkflowExecutionDescription,
+): Promise<ChainStatus> {
+  const execution = { workflowId: description.workflowId, runId: description.runId };
+  const converter = client.options.loadedDataConverter.payloadConverter;
   const how = CLOSED_BY_TEMPORAL[description.status.name];
   if (!how) {
-    if ('error' in answer) throw answer.error;
-    return answer.status;
+    const last = await client.workflowService.getWorkflowExecutionHistoryReverse({
+      namespace: client.options.namespace,
+      execution,
+      maximumPageSize: 1,
+    });
+    const event = last.history?.events?.[0];
+    const result = event?.workflowExecutionCompletedEventAttributes?.result?.payloads?.[0];
+    if (result) return converter.fromPayload<ChainStatus>(result);
+    // The workflow itself failed (a bug, not a plan's outcome): its failure is the last thing it says.
+    const failure = event?.workflowExecutionFailedEventAttributes?.failure?.message;
+    return { ...statusFromAttributes(planId, description), ...(failure ? { last_error: bounded(failure) } : {}) };
   }
-  // A plan closed before its first workflow task has no status to replay: its search attributes stand in.
-  const status = 'status' in answer ? answer.status : statusFromAttributes(planId, description);
-  return { ...status, closed: await closedByTemporal(client, description, status, how) };
+  const history = await client.workflow.getHandle(execution.workflowId, execution.runId).fetchHistory();
+  const status = statusFromHistory(statusFromAttributes(planId, description), history, converter);
+  const reason = history.events?.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason;
+  return { ...status, closed: closedByTemporal(description, status, how, reason ? bounded(reason) : undefined) };
 }
 
 function statusFromAttributes(planId: string, description: WorkflowExecutionDescription): ChainStatus {
@@ -154,6 +220,41 @@ function statusFromAttributes(planId: string, description: WorkflowExecutionDesc
   };
 }
 
+const EXECUTE_ACTIVITY = 'executePlan';
+
+/**
+ * What a closed run's history adds to its search attributes: Execute was reached if its activity was scheduled (the
+ * attribute follows stages only when the plan waits), and its order is recorded if that activity returned one.
+ */
+function statusFromHistory(
+  status: ChainStatus,
+  history: temporal.api.history.v1.IHistory,
+  converter: PayloadConverter,
+): ChainStatus {
+  const events = history.events ?? [];
+  const executes = new Set<string>();
+  for (const event of events) {
+    if (event.activityTaskScheduledEventAttributes?.activityType?.name === EXECUTE_ACTIVITY) {
+      executes.add(String(event.eventId));
+    }
+  }
+  if (executes.size === 0) return status;
+  let execution: ExecutionRecord | undefined;
+  for (const event of events) {
+    const completed = event.activityTaskCompletedEventAttributes;
+    const payload = completed?.result?.payloads?.[0];
+    if (!payload || !executes.has(String(completed.scheduledEventId))) continue;
+    const result = converter.fromPayload<ExecuteResult>(payload);
+    if (result.placed) execution = result.execution;
+  }
+  return { ...status, stage: 'execute', ...(execution ? { execution } : {}) };
+}
+
+/** Bounded to REASON_MAX_CHARS, saying how long it was. */
+function bounded(text: string): string {
+  return text.length > REASON_MAX_CHARS ? `${text.slice(0, REASON_MAX_CHARS)}… (${text.length} chars)` : text;
+}
+
 /** What an operator does about a plan Temporal closed in `stage`: check the exchange if its order may be there. */
 export function closedNextStep(symbol: string, stage: string, orderMayBeOnExchange: boolean): string {
   if (orderMayBeOnExchange) {
@@ -166,15 +267,14 @@ export function closedNextStep(symbol: string, stage: string, orderMayBeOnExchan
   return `it placed no order (closed in stage ${stage}); submit a new plan if the trade is still wanted`;
 }
 
-async function closedByTemporal(
-  client: Client,
+function closedByTemporal(
   description: WorkflowExecutionDescription,
   status: ChainStatus,
   how: ClosedByTemporal['status'],
-): Promise<ClosedByTemporal> {
+  reason: string | undefined,
+): ClosedByTemporal {
   const symbol = description.typedSearchAttributes.get(symbolKey) ?? status.governor?.symbol ?? 'SYMBOL';
   const mayBe = status.stage === 'execute' && !status.execution;
-  const reason = await closeReason(client, description).catch(() => undefined);
   return {
     status: how,
     at: (description.closeTime ?? new Date()).getTime(),
@@ -182,16 +282,4 @@ async function closedByTemporal(
     order_may_be_on_exchange: mayBe,
     next_step: closedNextStep(symbol, status.stage, mayBe),
   };
-}
-
-/** The reason a terminate gave, from the run's last history event (read alone, newest first). */
-async function closeReason(client: Client, description: WorkflowExecutionDescription): Promise<string | undefined> {
-  const last = await client.workflowService.getWorkflowExecutionHistoryReverse({
-    namespace: client.options.namespace,
-    execution: { workflowId: description.workflowId, runId: description.runId },
-    maximumPageSize: 1,
-  });
-  const reason = last.history?.events?.[0]?.workflowExecutionTerminatedEventAttributes?.reason;
-  if (!reason) return undefined;
-  return reason.length > REASON_MAX_CHARS ? `${reason.slice(0, REASON_MAX_CHARS)}… (${reason.length} chars)` : reason;
 }

@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
-import { planWorkflowId, statusQuery } from '../contract/messages';
 import type { ChainStatus } from '../contract/types';
+import { planStatus } from './plans';
 
 /** A plan a retry moved: it left `blocked` (its positions agree again, or it ended meanwhile). */
 export interface MovedPlan {
@@ -61,9 +61,11 @@ type Seen =
  * retry (moved when its positions agree, still blocked when not). Until then it is shown as it stands.
  */
 function verdict(planId: string, status: ChainStatus, retryId: string): { seen: Seen; final: boolean } {
-  if (status.outcome) {
+  // Ended: by the chain (its outcome) or by Temporal (terminated, timed out).
+  const outcome = status.outcome ?? status.closed?.status;
+  if (outcome) {
     return {
-      seen: { kind: 'moved', plan: { plan_id: planId, stage: status.stage, outcome: status.outcome } },
+      seen: { kind: 'moved', plan: { plan_id: planId, stage: status.stage, outcome } },
       final: true,
     };
   }
@@ -98,9 +100,10 @@ async function inBatches<T, R>(items: T[], size: number, read: (item: T) => Prom
 
 /**
  * Waits, at most `waitMs`, for the plans signalled with the retry `retryId` to look at their positions, and reports
- * which moved and which are still blocked, with the positions each saw. Reads are the plans' `status` queries, in
- * rounds: each round reads every plan not yet settled (`concurrency` at a time), then sleeps `roundMs`; a plan is
- * settled once it ended or has looked since the retry. The number of rounds is bounded by waitMs / roundMs. A plan
+ * which moved and which are still blocked, with the positions each saw. Reads are the plans' statuses (planStatus:
+ * the `status` query of a running plan, the result of an ended one, which needs no worker of its build), in rounds:
+ * each round reads every plan not yet settled (`concurrency` at a time), then sleeps `roundMs`; a plan is settled
+ * once it ended or has looked since the retry. The number of rounds is bounded by waitMs / roundMs. A plan
  * not blocked (in line, awaiting approval) does not look: it is reported `notBlocked` once the wait runs out.
  */
 export async function reportRetries(
@@ -117,7 +120,7 @@ export async function reportRetries(
   for (;;) {
     await inBatches(pending, options.concurrency ?? CONCURRENCY, async (planId) => {
       try {
-        const status = await client.workflow.getHandle(planWorkflowId(planId)).query(statusQuery);
+        const status = await planStatus(client, planId);
         const { seen, final } = verdict(planId, status, retryId);
         unknown.delete(planId);
         latest.set(planId, seen);

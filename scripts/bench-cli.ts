@@ -19,6 +19,8 @@ import { PROJECT_ROOT, freePort, startDevTemporalServer, startRedis, temporalCli
 const LAUNCHER = join(PROJECT_ROOT, 'bin', 'permit-chain');
 const NODE = join(PROJECT_ROOT, '.tools', 'node', 'bin', 'node');
 const PLAN_ID = 'c11be0c4c11be0c4';
+/** A plan that stays running (blocked: its positions disagree): `status` asks it its `status` query. */
+const RUNNING_PLAN_ID = 'b10c4edb10c4edb1';
 
 interface Measured {
   name: string;
@@ -87,9 +89,13 @@ async function main(): Promise<void> {
     const keys = redisKeys('quantum');
     await redis.hset(keys.position('BTCUSDT'), 'ledger_amount', '0.062');
     await redis.hset(keys.paperPosition('BTCUSDT'), 'amount', '0.062');
-    // The plan every `status` asks about: executed, its history replayed by the worker for each query.
+    // The ended plan `status` reads: executed, its result read from its history (no worker asked).
     const submit = ['submit', '--symbol', 'BTCUSDT', '--side', 'SELL', '--qty', '0.062', '--plan-id', PLAN_ID];
     timed([LAUNCHER, ...submit, '--wait'], env);
+    await redis.hset(keys.position('ETHUSDT'), 'ledger_amount', '1');
+    await redis.hset(keys.paperPosition('ETHUSDT'), 'amount', '2');
+    const blocked = ['submit', '--symbol', 'ETHUSDT', '--side', 'SELL', '--qty', '1', '--plan-id', RUNNING_PLAN_ID];
+    timed([LAUNCHER, ...blocked], env);
     if (worker.exitCode !== null) throw new Error(`the worker exited (${worker.exitCode}): ${started.slice(0, 500)}`);
 
     const address = ['--address', server.address];
@@ -133,8 +139,15 @@ async function main(): Promise<void> {
     const ours: Measured[] = [
       { name: 'permit-chain --version', command: [LAUNCHER, '--version'], target: 150, times: [] },
       {
-        name: 'permit-chain status PLAN_ID',
+        name: 'permit-chain status PLAN_ID (ended: its result)',
         command: [LAUNCHER, 'status', PLAN_ID],
+        target: 400,
+        versus: 'temporal workflow describe -w plan-ID',
+        times: [],
+      },
+      {
+        name: 'permit-chain status RUNNING_ID (running: its query)',
+        command: [LAUNCHER, 'status', RUNNING_PLAN_ID],
         target: 400,
         versus: 'temporal workflow describe -w plan-ID',
         times: [],

@@ -20,6 +20,8 @@
 #                                   membership ports must be at most 32767, a smallint in PostgreSQL)
 #   CLUSTER_UI_PORT [frontend + 1000: 18233]
 #   CLUSTER_NAMESPACE [default]  CLUSTER_RETENTION [72h]
+#   CLUSTER_DYNAMIC_CONFIG_EXTRA []  a YAML file of dynamic config keys added to deploy/temporal/dynamicconfig.yaml's
+#                                    (keys it does not set): the cluster test's short drainage timings
 set -euo pipefail
 
 TEMPORAL_VERSION=v1.32.2
@@ -239,6 +241,19 @@ render_config() {
   done
   mkdir -p "$CLUSTER_DIR"
   cp "$ROOT/deploy/temporal/dynamicconfig.yaml" "$RENDERED_DYNCONFIG"
+  if [[ -n ${CLUSTER_DYNAMIC_CONFIG_EXTRA:-} ]]; then
+    [[ -f $CLUSTER_DYNAMIC_CONFIG_EXTRA ]] ||
+      die "CLUSTER_DYNAMIC_CONFIG_EXTRA=$CLUSTER_DYNAMIC_CONFIG_EXTRA: no such file (a YAML file of dynamic config keys)"
+    local key
+    # A key given twice would leave the server to pick one: the extra file only adds.
+    for key in $(grep -oE '^[A-Za-z][A-Za-z0-9_.]*:' "$CLUSTER_DYNAMIC_CONFIG_EXTRA"); do
+      if grep -qE "^${key//./\\.}" "$RENDERED_DYNCONFIG"; then
+        die "CLUSTER_DYNAMIC_CONFIG_EXTRA sets ${key%:}, which deploy/temporal/dynamicconfig.yaml sets already"
+      fi
+    done
+    printf '\n# Added from %s (CLUSTER_DYNAMIC_CONFIG_EXTRA).\n' "$CLUSTER_DYNAMIC_CONFIG_EXTRA" >>"$RENDERED_DYNCONFIG"
+    cat "$CLUSTER_DYNAMIC_CONFIG_EXTRA" >>"$RENDERED_DYNCONFIG"
+  fi
   local DYNAMIC_CONFIG_FILE=$RENDERED_DYNCONFIG
   local args=() v
   for v in PG_HOST PG_PORT PG_USER PG_PASSWORD METRICS_PORT FRONTEND_PORT FRONTEND_HTTP_PORT \

@@ -84,10 +84,12 @@ export function addPlansCommands(program: Command, ctx: CommandContext): void {
           const text = `retry sent to plan-${planId}: ${formatRetryReport(done.report)}`;
           return o.result(text, { plan_id: planId, signalled: true, ...retryReportJson(done.report) });
         }
-        o.result(`plan ${planId} runs again from its start (reset, run ${done.runId})`, {
+        const build = done.buildId ? `, on build ${done.buildId}` : '';
+        o.result(`plan ${planId} runs again from its start (reset, run ${done.runId}${build})`, {
           plan_id: planId,
           reset: true,
           run_id: done.runId,
+          ...(done.buildId ? { build_id: done.buildId } : {}),
         });
       }),
     );

@@ -51,9 +51,14 @@ export function clusterScript(command: string, env: Record<string, string>, log:
 
 /**
  * Sets up and starts a cluster in `dir` (created by the caller; PostgreSQL's data goes to `dir/pg`, so the
- * directory is opened to the `postgres` user, who runs PostgreSQL when the tests run as root).
+ * directory is opened to the `postgres` user, who runs PostgreSQL when the tests run as root). `dynamicConfigExtra`:
+ * a YAML file of dynamic config keys the server gets beside deploy/temporal/dynamicconfig.yaml's.
  */
-export async function startCluster(dir: string, log: (text: string) => void): Promise<RunningCluster> {
+export async function startCluster(
+  dir: string,
+  log: (text: string) => void,
+  options: { dynamicConfigExtra?: string } = {},
+): Promise<RunningCluster> {
   chmodSync(dir, 0o755);
   // Every port the script would derive from the frontend's is chosen free here, so nothing can collide. The
   // membership ports must be at most 32767 (PostgreSQL keeps them as a smallint), below Linux's ephemeral range.
@@ -75,6 +80,7 @@ export async function startCluster(dir: string, log: (text: string) => void): Pr
     CLUSTER_WORKER_MEMBERSHIP_PORT: wm ?? '',
     CLUSTER_METRICS_PORT: metrics ?? '',
     CLUSTER_UI_PORT: ui ?? '',
+    ...(options.dynamicConfigExtra ? { CLUSTER_DYNAMIC_CONFIG_EXTRA: options.dynamicConfigExtra } : {}),
   };
   let t0 = Date.now();
   const stop = () =>

@@ -41,7 +41,7 @@ export interface Positions {
 export interface ChainSnapshot {
   /** How each plan's workflow ended (its result's outcome); absent or undefined: not ended. */
   outcomes: ReadonlyMap<string, ChainOutcome | undefined>;
-  /** Workflows of the chain's type in the namespace: one per plan, no more. */
+  /** Workflows of the chain's type in the namespace (runs that continued as new aside): one per plan, no more. */
   workflows: number;
   /** The plan id of each entry of the Apply stream, in order. */
   applyEntries: readonly string[];
@@ -198,7 +198,10 @@ export async function readSnapshot(
 ): Promise<ChainSnapshot> {
   const { client, redis, keys } = deps;
   const outcomes = await inLanes(plans, 16, (plan) => planOutcome(client, plan.planId));
-  const { count } = await client.workflow.count(`WorkflowType = "${PERMIT_CHAIN_WORKFLOW}"`);
+  // A plan that continued as new has a closed run per continuation: its workflow counts once, by its last run.
+  const { count } = await client.workflow.count(
+    `WorkflowType = "${PERMIT_CHAIN_WORKFLOW}" AND ExecutionStatus != "ContinuedAsNew"`,
+  );
 
   const orderKeys: string[] = [];
   let cursor = '0';

@@ -194,12 +194,15 @@ describe('docker-compose.yml: our rules', () => {
     }
   });
 
-  it('runs the workers versioned, as builds of the deployment permit-chain, and says how to make one current', () => {
+  it('runs the workers versioned, as builds of the deployment permit-chain that move waiting plans on to a new build, and says how to make one current', () => {
     const { services } = loadOurs().project;
     expect(services.worker?.environment).toMatchObject({
       WORKER_VERSIONING: 'true',
       WORKER_DEPLOYMENT: 'permit-chain',
+      UPGRADE_ON_CONTINUE_AS_NEW: 'true',
     });
+    // The worker's own environment adds to the chain's, it does not replace it.
+    expect(services.worker?.environment).toMatchObject({ REDIS_URL: 'redis://redis:6379/0', METRICS_PORT: '9464' });
     const text = readFileSync(COMPOSE_FILE, 'utf8');
     expect(text).toContain('temporal worker deployment set-current-version --deployment-name permit-chain');
   });
