@@ -8,6 +8,7 @@ import { reportRetries } from '../../client/retry-report';
 import type { WhatIfReport } from '../../client/what-if';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus, Plan } from '../../contract/types';
+import type { permitChain } from '../../workflows';
 import { connectWorkerTemporal } from '../../workers/worker';
 import { runCli } from '../cli-runner';
 import {
@@ -205,5 +206,25 @@ describe('plans that ended on a build whose workers are stopped', () => {
     expect(reset[0]?.[2]).toBe(
       `retry of a failed plan by ops onto build B of ${config.workerDeployment} (it ran on build A, not current)`,
     );
+  });
+
+  it('retry of a plan that failed on the current build B resets it on B, and says so', async () => {
+    await setPositions(h, 'XRPUSDT', '1', 'garbage');
+    const plan = makePlan({ symbol: 'XRPUSDT', qty: '1' });
+    const { handle } = await startPlan(h.client, config, plan);
+    expect((await handle.result()).outcome).toBe('failed');
+    await h.redis.hset(h.keys.position('XRPUSDT'), 'ledger_amount', '1');
+    const run = await runCli(['retry', plan.plan_id, '--by', 'ops'], env);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(
+      new RegExp(`^plan ${plan.plan_id} runs again from its start \\(reset, run [0-9a-f-]+, on build B\\)\\n$`),
+    );
+    const rerun = h.client.workflow.getHandle<typeof permitChain>(handle.workflowId);
+    expect((await rerun.result()).outcome).toBe('executed');
+    expect(await auditOf(h, plan.plan_id)).toContainEqual([
+      'operator',
+      'reset',
+      `retry of a failed plan by ops on its build B of ${config.workerDeployment}`,
+    ]);
   });
 });
