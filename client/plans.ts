@@ -31,6 +31,7 @@ import {
   tradingModeKey,
 } from '../contract/messages';
 import type { permitChain } from '../workflows';
+import type { ChainActivities } from '../activities';
 
 /** A client of the chain's namespace over the chain's connection options (TLS, API key); one clear line on failure. */
 export async function connectTemporal(
@@ -220,7 +221,8 @@ function statusFromAttributes(planId: string, description: WorkflowExecutionDesc
   };
 }
 
-const EXECUTE_ACTIVITY = 'executePlan';
+/** Execute's activity type, as the workflow schedules it. */
+const EXECUTE_ACTIVITY: keyof ChainActivities = 'executePlan';
 
 /**
  * What a closed run's history adds to its search attributes: Execute was reached if its activity was scheduled (the
