@@ -40,7 +40,7 @@ export interface BenchOptions {
   parked?: number;
   /** With `parked`: how long CPU and memory are sampled (ms). */
   window: number;
-  /** With `parked`: how long the fixed plans may take to execute after the seed's fix (ms). */
+  /** With `parked`: how long the fixed plans may take to execute after the ledger fix (ms). */
   fixTimeout: number;
   /** With `parked`: the Temporal server's pid, when it cannot be found from its port. */
   serverPid?: number;
@@ -659,7 +659,7 @@ async function bursts(b: Bench, sizes: readonly number[]): Promise<Measured> {
   return { text, report };
 }
 
-/** Plans blocked alone on a symbol each, on which `--parked` times the seed's fix. */
+/** Plans blocked alone on a symbol each, on which `--parked` times the ledger fix. */
 const FIX_PROBES = 5;
 
 const msOrOver = (ms: number | null, timeoutMs: number) => (ms === null ? `> ${timeoutMs} ms` : `${ms} ms`);
@@ -681,7 +681,7 @@ const cpuPercent = (first: ProcessSample, last: ProcessSample) =>
 
 /**
  * `--parked`: N plans blocked by a ledger mismatch on their symbols, at rest for the window while the worker's and
- * the server's CPU and memory are sampled; then the seed's fix (a plain HSET of ledger_amount) on one symbol, and
+ * the server's CPU and memory are sampled; then the ledger fix (a plain HSET of ledger_amount) on one symbol, and
  * the time until its plans are executed. The rest are cancelled.
  */
 async function parked(
@@ -708,7 +708,7 @@ async function parked(
   await inLanes(count, Math.max(RPC_LANES, options.concurrency), async (i) => {
     handles.push(await startChain(b, benchPlan(b, symbols[i % symbolCount]!, `parked-${i}`)));
   });
-  // The seed's incident among them: one plan blocked on a symbol of its own, for the fix to be timed on.
+  // The desk's incident among them: one plan blocked on a symbol of its own, for the fix to be timed on.
   const probeSymbols = Array.from({ length: FIX_PROBES }, (_, i) => `BENCHLONE${i}USDT`);
   await setPositions(b.redis, b.keys, probeSymbols, { exchange: PARKED_EXCHANGE, ledger: '0' }, b.baseline);
   const probes = await Promise.all(probeSymbols.map((symbol) => startChain(b, benchPlan(b, symbol, `lone-${symbol}`))));
@@ -752,8 +752,8 @@ async function parked(
   const rssMax = Math.max(...rss);
   const rssDrift = Math.max(...rss.map((r) => Math.abs(r - rssFirst))) / rssFirst;
 
-  // The seed's fix: the ledger set by hand to the exchange's amount, and nothing else (no retry, no reconcile). First
-  // as in the seed's incident, one plan blocked on its symbol (each probe in turn, among all the parked plans), then
+  // The ledger fix: the ledger set by hand to the exchange's amount, and nothing else (no retry, no reconcile). First
+  // as in the desk's incident, one plan blocked on its symbol (each probe in turn, among all the parked plans), then
   // on a symbol where a hundred plans wait, which then run one at a time.
   const probeRuns: number[] = [];
   for (const probe of probes) {
@@ -818,7 +818,7 @@ async function parked(
       (server.length > 0
         ? `; server RSS ${mib(server[0]!.rssBytes)} → ${mib(server[server.length - 1]!.rssBytes)} MiB`
         : ''),
-    `seed's fix      ${fixExecuted}/${probes.length} lone plans (one a symbol) executed within ` +
+    `ledger fix      ${fixExecuted}/${probes.length} lone plans (one a symbol) executed within ` +
       `${options.fixTimeout / 1000} s of their fix: p50 ${msOrOver(fixMs.p50, options.fixTimeout)}, ` +
       `max ${msOrOver(fixMs.max, options.fixTimeout)}`,
     `crowded fix     ${crowdExecuted}/${fixed.length} plans of ${fixSymbol} executed, one at a time: ` +
