@@ -6,12 +6,8 @@ import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { exchangeFor } from '../../activities/exchange';
-import {
-  SEND_WINDOW_MARGIN_MS,
-  binanceClientOrderId,
-  createBinanceExchange,
-  type BinanceExchange,
-} from '../../activities/exchange/binance';
+import { SEND_WINDOW_MARGIN_MS, createBinanceExchange, type BinanceExchange } from '../../activities/exchange/binance';
+import { binanceClientOrderId } from '../../activities/exchange/binance-wire';
 import {
   ExchangeAuthError,
   ExchangeBusyError,

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { Redis } from 'ioredis';
-import { binanceClientOrderId } from '../../activities/exchange/binance';
+import { binanceClientOrderId } from '../../activities/exchange/binance-wire';
 import { redisKeys } from '../../contract/keys';
 import { PERMIT_CHAIN_WORKFLOW, planWorkflowId } from '../../contract/messages';
 import type { ChainOutcome, ChainStatus } from '../../contract/types';
