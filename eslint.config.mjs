@@ -25,7 +25,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.cjs', 'test/fixtures/*.cjs'] },
+        projectService: { allowDefaultProject: ['*.mjs', 'cli/*.cjs', 'test/fixtures/*.cjs'] },
         tsconfigRootDir: import.meta.dirname,
       },
     },
@@ -52,11 +52,11 @@ export default tseslint.config(
             'vitest.config.mts',
             'vitest.cluster.config.mts',
             'scripts/record-histories.ts',
-            'scripts/servers.ts',
-            'scripts/dev.ts',
+            'cli/servers.ts',
+            'cli/dev.ts',
             // The checkout's entry (tsx) and the build: the production image runs dist/ without dev dependencies.
-            'scripts/permit-chain.cjs',
-            'scripts/launch.cjs',
+            'cli/permit-chain.cjs',
+            'cli/launch.cjs',
             'scripts/build.ts',
           ],
         },

@@ -17,14 +17,14 @@ import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 import { directChain } from './bench-direct';
 import { checkIntegrity, integrityLine, type Baseline, type BenchPlan } from './bench-integrity';
 import { listeningPid, processName, sampleProcess, type ProcessSample } from './bench-proc';
-import type { Output } from './output';
+import type { Output } from '../cli/output';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { prebuiltWorkflowCode } from '../workers/workflow-code';
-import { CLI } from '../test/cli-runner';
-import { workerSpec } from '../test/stack/chain';
-import { ProcessGroup, type ManagedProcess } from '../test/stack/processes';
+import { CLI } from './stack/cli-runner';
+import { workerSpec } from './stack/chain';
+import { ProcessGroup, type ManagedProcess } from './stack/processes';
 
 export interface BenchOptions {
   /** Side by side (the default mode): how many plans, empty workflows and direct chains. */
@@ -953,7 +953,7 @@ function workerCli(): { cli: string; how: string } {
   const dist = join(root, 'dist');
   try {
     prebuiltWorkflowCode(dist, root);
-    return { cli: join(dist, 'scripts', 'cli.js'), how: 'compiled, from dist/ (npm run build)' };
+    return { cli: join(dist, 'cli', 'cli.js'), how: 'compiled, from dist/ (npm run build)' };
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
     return { cli: CLI, how: `from the sources, with webpack at its start (${why})` };

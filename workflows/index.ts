@@ -1,3 +1,3 @@
 export { permitChain } from './permit-chain';
-export { benchFloor, benchShape } from './bench-floor';
+export { benchFloor, benchShape } from '../scripts/bench-workflows';
 export { operatorOperation } from './operator-operation';

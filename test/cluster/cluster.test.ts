@@ -26,13 +26,19 @@ import {
   startRedis,
   temporalCliExecutable,
   type RunningRedis,
-} from '../../scripts/servers';
-import { runCli } from '../cli-runner';
+} from '../../cli/servers';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { eventually } from '../helpers';
-import { intakeSpec, workerSpec } from '../stack/chain';
-import { startCluster, type RunningCluster } from '../stack/cluster';
-import { findViolations, readSnapshot, takeOvers, type ExpectedPlan, type Positions } from '../stack/invariants';
-import { ProcessGroup } from '../stack/processes';
+import { intakeSpec, workerSpec } from '../../scripts/stack/chain';
+import { startCluster, type RunningCluster } from '../../scripts/stack/cluster';
+import {
+  findViolations,
+  readSnapshot,
+  takeOvers,
+  type ExpectedPlan,
+  type Positions,
+} from '../../scripts/stack/invariants';
+import { ProcessGroup } from '../../scripts/stack/processes';
 
 const PLANS = 300;
 const SYMBOLS = 20;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../lib/config';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { chainHarness, eventually, testEnv, type ChainHarness } from '../helpers';
 
 // Sanity, not speed: the figures are there and hang together, plans end, keys go. The targets are for the README.

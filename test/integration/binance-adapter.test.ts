@@ -19,7 +19,7 @@ import { ruleViolation } from '../../activities/exchange/rules';
 import { redisKeys } from '../../contract/keys';
 import type { ChainConfig } from '../../lib/config';
 import { connectRedis } from '../../lib/connections';
-import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../binance-double/server';
+import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../../scripts/binance-double/server';
 import { makePlan, testConfig } from '../helpers';
 
 /**

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Dec } from '../../lib/decimal';
-import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../binance-double/server';
+import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../../scripts/binance-double/server';
 
 /** The double is checked the way the adapter will use it: plain fetch, signatures computed here. */
 

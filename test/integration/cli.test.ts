@@ -9,12 +9,12 @@ import { keyFingerprint } from '../../lib/approval';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus } from '../../contract/types';
 import { planWorkflowId } from '../../contract/messages';
-import { CLI, runCli } from '../cli-runner';
-import { PROJECT_ROOT } from '../../scripts/servers';
-import { packageVersion } from '../../scripts/version';
+import { CLI, runCli } from '../../scripts/stack/cli-runner';
+import { PROJECT_ROOT } from '../../cli/servers';
+import { packageVersion } from '../../cli/version';
 import { buildIdOf } from '../../workers/build-id';
 import { hashSources } from '../../workers/workflow-code';
-import { COMMAND_GROUPS, errorLine } from '../../scripts/cli';
+import { COMMAND_GROUPS, errorLine } from '../../cli/cli';
 import {
   chainHarness,
   eventually,
@@ -171,9 +171,9 @@ describe('permit-chain --version', () => {
     const root = mkdtempSync(join(tmpdir(), 'permit-chain-version-'));
     cpSync(join(PROJECT_ROOT, 'package.json'), join(root, 'package.json'));
     // A package.json of something else on the way up (as in a bundler's output folder) is not ours.
-    mkdirSync(join(root, 'dist', 'scripts'), { recursive: true });
+    mkdirSync(join(root, 'dist', 'cli'), { recursive: true });
     cpSync(require.resolve('@temporalio/client/package.json'), join(root, 'dist', 'package.json'));
-    expect(packageVersion(join(root, 'dist', 'scripts'))).toBe(manifest.version);
+    expect(packageVersion(join(root, 'dist', 'cli'))).toBe(manifest.version);
     expect(() => packageVersion(tmpdir())).toThrow(/no package\.json of quantum-permit-chain/);
   });
 });

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 import { parseDockerfile, runStageLocally, type LocalStage, type Stage } from '../dockerfile';
 import { chainHarness, eventually, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
 import { loadConfig } from '../../lib/config';
@@ -47,7 +47,7 @@ describe('the Dockerfile', () => {
       ['build', '/app/dist ./dist'],
     ]);
     expect(argsOf(runtime, 'USER')).toEqual(['node']);
-    expect(argsOf(runtime, 'ENTRYPOINT')).toEqual(['["node", "dist/scripts/cli.js"]']);
+    expect(argsOf(runtime, 'ENTRYPOINT')).toEqual(['["node", "dist/cli/cli.js"]']);
   });
 });
 
@@ -97,7 +97,7 @@ describe('the image, its two stages run without Docker', () => {
   it('starts the worker from the prebuilt bundle as the non-root user, without webpack, and runs a plan to executed', async () => {
     const [command = '', ...args] = app.command;
     const asRoot = process.getuid?.() === 0;
-    expect(app.command).toEqual(['node', 'dist/scripts/cli.js', 'worker']);
+    expect(app.command).toEqual(['node', 'dist/cli/cli.js', 'worker']);
     const worker = spawn(command, args, {
       cwd: join(app.root, app.workdir),
       env: {

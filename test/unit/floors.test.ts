@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ESLint } from 'eslint';
 import { describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 
 /**
  * The house's floors are a lint rule; this shows the rule bites. Probe files are written into the tree for the

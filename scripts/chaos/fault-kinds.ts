@@ -1,6 +1,6 @@
 /**
  * The chaos run's fault kinds, as `--faults` takes them: in a module of their own so that the CLI can check its
- * arguments without loading the run (test/stack/chaos.ts, loaded lazily).
+ * arguments without loading the run (scripts/chaos/chaos.ts, loaded lazily).
  */
 export const FAULT_KINDS = [
   'worker-kill',

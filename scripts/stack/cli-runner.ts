@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 /**
- * The checkout's `permit-chain` (the project's root is this folder's parent, as scripts/servers.ts has it; not
+ * The checkout's `permit-chain` (the project's root is this folder's grandparent, as cli/servers.ts has it; not
  * imported from there, which loads the dev-only test servers: the compiled CLI's bench uses this module too).
  */
-export const CLI = join(__dirname, '..', 'scripts', 'permit-chain.cjs');
+export const CLI = join(__dirname, '..', '..', 'cli', 'permit-chain.cjs');
 
 export interface CliRun {
   code: number | null;

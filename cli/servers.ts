@@ -7,7 +7,7 @@ import { TestWorkflowEnvironment, type EphemeralServerExecutable } from '@tempor
 import { Redis } from 'ioredis';
 import { CHAIN_SEARCH_ATTRIBUTES } from '../contract/messages';
 
-/** The project's root: `.tools/` and `.data/` live here (compiled, this file is in dist/scripts/). */
+/** The project's root: `.tools/` and `.data/` live here (compiled, this file is in dist/cli/). */
 export const PROJECT_ROOT = resolve(__dirname, ...(__filename.endsWith('.js') ? ['..', '..'] : ['..']));
 export const TOOLS_DIR = join(PROJECT_ROOT, '.tools');
 /** Where `dev` keeps its state; `PERMIT_CHAIN_DATA_DIR` moves it (tests use a temporary folder). */

@@ -1,8 +1,8 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { HOUR, durationUpTo, upTo } from '../cli-args';
-import { UsageError, type CommandContext } from './context';
-import type * as ChaosModule from '../../test/stack/chaos';
-import { FAULT_KINDS } from '../../test/stack/fault-kinds';
+import { HOUR, durationUpTo, upTo } from '../../cli/cli-args';
+import { UsageError, type CommandContext } from '../../cli/commands/context';
+import type * as ChaosModule from './chaos';
+import { FAULT_KINDS } from './fault-kinds';
 
 function faultList(value: string): (typeof FAULT_KINDS)[number][] {
   const names = value.split(',').map((name) => name.trim());
@@ -20,7 +20,7 @@ function seedArg(value: string): number {
   return Number(value);
 }
 
-/** `chaos`: the bounded fault run on a local stack of its own (test/stack/chaos.ts). */
+/** `chaos`: the bounded fault run on a local stack of its own (scripts/chaos/chaos.ts). */
 export function addChaosCommand(program: Command, ctx: CommandContext): void {
   program
     .command('chaos')
@@ -54,7 +54,7 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
         }
         // Loaded only here: test code (the process module, the double), which a production install does not have.
         // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
-        const { DEFAULT_CHAOS_OPTIONS, runChaos } = require('../../test/stack/chaos') as typeof ChaosModule;
+        const { DEFAULT_CHAOS_OPTIONS, runChaos } = require('./chaos') as typeof ChaosModule;
         const o = ctx.out();
         const report = await runChaos(
           {

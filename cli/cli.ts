@@ -5,7 +5,7 @@ import type * as ConfigModule from '../lib/config';
 import type * as PlanModule from '../lib/plan';
 import { redactUrl } from '../lib/redact';
 import { EXIT, type CommandContext } from './commands/context';
-import type * as ChaosCommands from './commands/chaos';
+import type * as ChaosCommands from '../scripts/chaos/main';
 import type * as OperatorsCommands from './commands/operators';
 import type * as PlansCommands from './commands/plans';
 import type * as ProcessesCommands from './commands/processes';
@@ -28,7 +28,7 @@ const GROUPS: Record<string, () => AddCommands> = {
   plans: () => (require('./commands/plans') as typeof PlansCommands).addPlansCommands,
   operators: () => (require('./commands/operators') as typeof OperatorsCommands).addOperatorsCommands,
   'safe-changes': () => (require('./commands/safe-changes') as typeof SafeChangesCommands).addSafeChangesCommands,
-  chaos: () => (require('./commands/chaos') as typeof ChaosCommands).addChaosCommand,
+  chaos: () => (require('../scripts/chaos/main') as typeof ChaosCommands).addChaosCommand,
 };
 const loadConfigModule = () => require('../lib/config') as typeof ConfigModule;
 const loadChainClient = () => require('../client/chain-client') as typeof ChainClientModule;
@@ -67,7 +67,7 @@ function commandOf(args: string[]): string | undefined {
 
 /**
  * `permit-chain`: a table of commands, each parsing its arguments, asking the client room (client/) or starting a
- * process (workers/, dev), and printing what it got (scripts/commands/). Exit codes: EXIT (scripts/commands/context).
+ * process (workers/, dev), and printing what it got (cli/commands/). Exit codes: EXIT (cli/commands/context).
  * `only`: register just the group of this command (all groups when it is not in COMMAND_GROUPS, or not given).
  */
 export function buildProgram(
@@ -194,8 +194,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
 }
 
-// The compiled CLI runs itself (`node dist/scripts/cli.js`); in a checkout, bin/permit-chain runs it (or, from the
-// sources, scripts/permit-chain.cjs via tsx).
+// The compiled CLI runs itself (`node dist/cli/cli.js`); in a checkout, bin/permit-chain runs it (or, from the
+// sources, cli/permit-chain.cjs via tsx).
 if (typeof require !== 'undefined' && require.main === module) {
   void main(process.argv).then((code) => {
     process.exitCode = code;

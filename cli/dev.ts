@@ -3,8 +3,8 @@ import { hostname } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Secret, type ChainConfig } from '../lib/config';
-import type * as DoubleModule from '../test/binance-double/server';
-import type { BinanceDouble } from '../test/binance-double/server';
+import type * as DoubleModule from '../scripts/binance-double/server';
+import type { BinanceDouble } from '../scripts/binance-double/server';
 import { closeOnFailure, connectRedis } from '../lib/connections';
 import { createLogger, lineLogger } from '../lib/log';
 import { redactUrl } from '../lib/redact';
@@ -272,13 +272,13 @@ export async function runDev(
 }
 
 /**
- * The Binance double (test/binance-double), started for `dev --exchange binance-double`: its key and secret go to
+ * The Binance double (scripts/binance-double), started for `dev --exchange binance-double`: its key and secret go to
  * owner-only files under .data/, and the lines to point another terminal's `permit-chain` at it are printed.
  */
 async function startDouble(out: Output): Promise<BinanceDouble> {
   // Loaded only here: test code, which a production install does not have.
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
-  const { startBinanceDouble } = require('../test/binance-double/server') as typeof DoubleModule;
+  const { startBinanceDouble } = require('../scripts/binance-double/server') as typeof DoubleModule;
   const double = await startBinanceDouble();
   const dir = join(DATA_DIR, 'binance-double');
   mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -3,7 +3,7 @@ import { HOUR, durationArg, durationUpTo, positiveInt, sizeList, upTo } from '..
 import { Option, type Command } from 'commander';
 import { UsageError, type CommandContext } from './context';
 import { loadConfig, requireExplicitMode } from '../../lib/config';
-import { remoteServers, runBench, type BenchOptions } from '../bench';
+import { remoteServers, runBench, type BenchOptions } from '../../scripts/bench';
 import { processLogger, runWorker } from '../../workers/worker';
 import type * as DevModule from '../dev';
 
@@ -78,7 +78,7 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
       'N plans on one symbol at once, per size (e.g. 100,200): drain time, linearity',
       sizeList,
     )
-    .option('--parked <n>', "N blocked plans at rest: CPU and memory, then the ledger fix", upTo(10_000))
+    .option('--parked <n>', 'N blocked plans at rest: CPU and memory, then the ledger fix', upTo(10_000))
     .addOption(
       new Option('--window <time>', 'with --parked: how long CPU and memory are sampled')
         .argParser(durationUpTo(HOUR))

@@ -6,7 +6,7 @@
  * (a lost response after the fill, 5xx, 429); then it waits for every plan to end and checks, as an operator would,
  * that nothing was lost, duplicated or late. The same seed gives the same schedule (plans and faults, in order).
  *
- * Dev tooling: loaded lazily by the CLI (scripts/commands/chaos.ts), like the double by `dev`.
+ * Dev tooling: loaded lazily by the CLI (scripts/chaos/main.ts), like the double by `dev`.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,12 +26,12 @@ import {
   freePort,
   redisReachable,
   redisServerPath,
-} from '../../scripts/servers';
-import { runCli } from '../cli-runner';
-import { intakeSpec, workerSpec } from './chain';
+} from '../../cli/servers';
+import { runCli } from '../stack/cli-runner';
+import { intakeSpec, workerSpec } from '../stack/chain';
 import { chaosViolations, involvedPlans, type ExchangeOrderRecord, type FedPlan, type Violation } from './chaos-check';
-import { inLanes, intakeGroupState, streamPlanIds } from './invariants';
-import { ProcessGroup, type ManagedProcess } from './processes';
+import { inLanes, intakeGroupState, streamPlanIds } from '../stack/invariants';
+import { ProcessGroup, type ManagedProcess } from '../stack/processes';
 import { FAULT_KINDS, type FaultKind } from './fault-kinds';
 
 export { FAULT_KINDS, type FaultKind };
@@ -189,7 +189,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
         name: 'binance-double',
         command: process.execPath,
         args: [
-          ...['--import', 'tsx', join(PROJECT_ROOT, 'test', 'binance-double', 'main.ts')],
+          ...['--import', 'tsx', join(PROJECT_ROOT, 'scripts', 'binance-double', 'main.ts')],
           ...['--port', String(doublePort), '--symbols', [...SYMBOLS, BLOCKED_SYMBOL].join(','), '--key-dir', keyDir],
         ],
         cwd: PROJECT_ROOT,
