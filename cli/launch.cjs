@@ -8,7 +8,7 @@ const { existsSync, readFileSync, readdirSync, statSync } = require('node:fs');
 const { join } = require('node:path');
 
 /** The folders a build is made from, as BUILD_FOLDERS in workers/workflow-code.ts (a test keeps them equal). */
-const BUILD_FOLDERS = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'cli', 'scripts'];
+const BUILD_FOLDERS = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'cli'];
 
 /**
  * The inputs (by path from `root`) that differ from those the build in `dist` was made from: added, removed or

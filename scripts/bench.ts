@@ -9,7 +9,7 @@ import type { ChainConfig } from '../lib/config';
 import { redisKeys, type RedisKeys } from '../contract/keys';
 import { parsePlan } from '../lib/plan';
 import type { ChainStatus, Plan } from '../contract/types';
-import type { benchFloor, benchShape } from '../workflows';
+import type { benchFloor, benchShape } from './bench-workflows';
 import { connectRedis } from '../lib/connections';
 import { PositionWatcher } from '../workers/position-watcher';
 import { exchangeFor } from '../activities/exchange';
@@ -25,6 +25,9 @@ import { prebuiltWorkflowCode } from '../workers/workflow-code';
 import { CLI } from './stack/cli-runner';
 import { workerSpec } from './stack/chain';
 import { ProcessGroup, type ManagedProcess } from './stack/processes';
+
+/** The bench's workflows (the chain's and its floors), which its in-process worker bundles at start. */
+const BENCH_WORKFLOWS_PATH = join(__dirname, 'bench-workflows.ts');
 
 export interface BenchOptions {
   /** Side by side (the default mode): how many plans, empty workflows and direct chains. */
@@ -301,7 +304,7 @@ async function endOpen(b: Bench, options: { cancelFirst: boolean; waitMs: number
   const left = [...b.open.values()];
   await inLanes(left.length, RPC_LANES, async (i) => {
     const { handle, record } = left[i]!;
-    await handle.terminate(`permit-chain bench ${b.run} is done`).catch(() => undefined);
+    await handle.terminate(`bench ${b.run} is done`).catch(() => undefined);
     b.open.delete(handle.workflowId);
     if (record) record.outcome = 'terminated';
   });
@@ -943,12 +946,11 @@ async function withWorkerProcess<T>(b: Bench, mode: (worker: ManagedProcess) => 
 }
 
 /**
- * The CLI the worker process runs: compiled (the JavaScript and the prebuilt workflow bundle, as deployed) when the
- * bench is compiled or `npm run build` made a dist/ from these sources; else the sources, whose worker also holds
+ * The CLI the worker process runs: compiled (the JavaScript and the prebuilt workflow bundle, as deployed) when
+ * `npm run build` made a dist/ from these sources; else the sources, whose worker also holds
  * tsx's and webpack's memory from its start (docs/benchmark.md, worker start).
  */
 function workerCli(): { cli: string; how: string } {
-  if (__filename.endsWith('.js')) return { cli: join(__dirname, 'cli.js'), how: 'compiled' };
   const root = resolve(__dirname, '..');
   const dist = join(root, 'dist');
   try {
@@ -988,6 +990,7 @@ async function measure(b: Bench, connection: NativeConnection, options: BenchOpt
       redis: b.redis,
       connection,
       approverKeys: new Map(),
+      workflowsPath: BENCH_WORKFLOWS_PATH,
       extraActivities: { benchNoop: () => Promise.resolve() },
     });
     // As in every worker process: blocked plans rest until their positions change.

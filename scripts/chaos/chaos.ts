@@ -1,12 +1,12 @@
 /**
- * `permit-chain chaos`: a bounded, self-stopping fault run on the local stack (loopback only). It owns every process:
+ * `npm run chaos`: a bounded, self-stopping fault run on the local stack (loopback only). It owns every process:
  * Redis (append-only, fsync always), the Temporal dev server (a database file, so a restart keeps state), the Binance
  * double (or the paper exchange), two workers and one intake. It feeds plans through the upstream stream while a
  * seeded schedule hurts the processes (SIGKILL, SIGSTOP longer than a permit lives, server restarts) and the double
  * (a lost response after the fill, 5xx, 429); then it waits for every plan to end and checks, as an operator would,
  * that nothing was lost, duplicated or late. The same seed gives the same schedule (plans and faults, in order).
  *
- * Dev tooling: loaded lazily by the CLI (scripts/chaos/main.ts), like the double by `dev`.
+ * A tool of the checkout, not of the image: its entry is scripts/chaos/main.ts.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -281,22 +281,14 @@ describe('permit-chain against a running worker', () => {
     });
   });
 
-  it('benchmarks plans through the whole chain and reports their latency', async () => {
-    const run = await runCli(['bench', '--plans', '6', '--concurrency', '3', '--symbols', '2', '--json'], env);
-    expect(run.stderr).toBe('');
-    expect(run.code).toBe(0);
-    const result = JSON.parse(run.stdout) as {
-      executed: number;
-      plans: number;
-      latency_ms: { p50: number; p95: number; max: number };
-    };
-    expect(result.plans).toBe(6);
-    expect(result.executed).toBe(6);
-    expect(result.latency_ms.p50).toBeGreaterThan(0);
-    expect(result.latency_ms.max).toBeGreaterThanOrEqual(result.latency_ms.p95);
-    // The bench keeps to a key prefix of its own: the test's prefix is untouched.
-    expect(await h.redis.keys(`${env.KEY_PREFIX}:position:BENCH*`)).toEqual([]);
-  });
+  it.each(['bench', 'chaos'])(
+    'has no %s command: a tool of the checkout (npm run %s), not of the CLI',
+    async (tool) => {
+      const run = await runCli([tool], env);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toBe(`permit-chain: unknown command '${tool}'\n`);
+    },
+  );
 
   it.each(['worker', 'intake'])('refuses to start the %s without an explicit TRADING_MODE', async (command) => {
     const { TRADING_MODE: _unset, ...withoutMode } = env;
