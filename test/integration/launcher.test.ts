@@ -26,7 +26,8 @@ const launch = require('../../cli/launch.cjs') as {
 };
 
 /**
- * bin/permit-chain in a checkout of its own (a copy of this one's sources, its node_modules and .tools linked),
+ * bin/permit-chain in a checkout of its own (a copy of the product's sources, BUILD_FOLDERS: no tools, no tests;
+ * its node_modules and .tools linked),
  * compiled there with tsc as `npm run build` does. A preloaded probe writes down every module the process loaded.
  */
 let root: string;
@@ -41,11 +42,6 @@ beforeAll(() => {
     });
   }
   cpSync(join(PROJECT_ROOT, 'tsconfig.build.json'), join(root, 'tsconfig.build.json'));
-  // The tools' code that scripts/ imports (the bench's stack, the double), which tsc compiles with it.
-  cpSync(join(PROJECT_ROOT, 'test'), join(root, 'test'), {
-    recursive: true,
-    filter: (path) => !path.endsWith('.test.ts') && !path.includes('/histories'),
-  });
   for (const linked of ['node_modules', '.tools']) symlinkSync(join(PROJECT_ROOT, linked), join(root, linked));
   const info: BuildInfo = { builtAt: new Date().toISOString(), node: process.version, sources: hashSources(root) };
   const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
@@ -110,10 +106,10 @@ describe('bin/permit-chain', () => {
     expect(run.code).toBe(4);
     expect(JSON.parse(run.stderr)).toMatchObject({ exit_code: 4 });
     expect(tsx(run.modules)).toEqual([]);
-    // The plans' commands and the client, not the worker's, the bench's or the dev servers'.
+    // The plans' commands and the client, not the worker's or the dev servers'.
     const ours = run.modules.filter((path) => path.startsWith(join(root, 'dist')));
     expect(ours).toContain(join(root, 'dist', 'cli', 'commands', 'plans.js'));
-    for (const unused of ['workers/worker.js', 'scripts/bench.js', 'cli/dev.js', 'cli/commands/processes.js']) {
+    for (const unused of ['workers/worker.js', 'cli/dev.js', 'cli/commands/processes.js']) {
       expect(ours).not.toContain(join(root, 'dist', unused));
     }
     // Nor the exchange's or Redis's client: status asks Temporal alone.

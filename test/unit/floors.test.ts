@@ -35,6 +35,14 @@ describe('the import graph', () => {
     expect(rules).toContain('import-x/no-cycle');
   }, 60_000);
 
+  it('keeps the product out of the tools and the tests: the CLI importing the bench, a tool importing a test helper', async () => {
+    const rules = await lintProbes({
+      'cli/zz-probe-tool.ts': "export { runBench } from '../scripts/bench';\n",
+      'scripts/zz-probe-test.ts': "export { testEnv } from '../test/helpers';\n",
+    });
+    expect(rules).toEqual(['import-x/no-restricted-paths', 'import-x/no-restricted-paths']);
+  }, 60_000);
+
   it('lets an import go down a floor', async () => {
     const rules = await lintProbes({
       'workers/zz-probe-down.ts': "export { redisKeys } from '../contract/keys';\n",
