@@ -19,13 +19,14 @@ export function addProcessesCommands(program: Command, ctx: CommandContext): voi
         .default('paper'),
     )
     .action(async (opts: { demo?: boolean; exchange: 'paper' | 'binance-double' }) => {
-      // The embedded stack is for a first run and for development: testnet unless told otherwise, and it says so.
+      // The double is a tool of the checkout (scripts/), which the image does not carry: said before anything starts.
       if (opts.exchange === 'binance-double' && !checkoutToolsHere()) {
         throw new UsageError(
           '--exchange binance-double: the Binance double is a tool of the checkout (scripts/binance-double), not of ' +
             'this install: run dev from a checkout with its dev dependencies, or use --exchange paper',
         );
       }
+      // The embedded stack is for a first run and for development: testnet unless told otherwise, and it says so.
       const explicit = (ctx.env.TRADING_MODE ?? '').trim() !== '';
       const cfg = loadConfig(explicit ? ctx.env : { ...ctx.env, TRADING_MODE: 'testnet' });
       const o = ctx.out();

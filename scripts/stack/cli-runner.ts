@@ -1,10 +1,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
-/**
- * The checkout's `permit-chain` (the project's root is this folder's grandparent, as cli/servers.ts has it; not
- * imported from there, which loads the dev-only test servers: the compiled CLI's bench uses this module too).
- */
+/** The checkout's `permit-chain`, run from its sources (the project's root is this folder's grandparent). */
 const ROOT = join(__dirname, '..', '..');
 export const CLI = join(ROOT, 'cli', 'permit-chain.cjs');
 
