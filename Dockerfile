@@ -29,5 +29,5 @@ RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --no-audit --no-fund 
     ! -name "$(uname -m)-unknown-linux-gnu" -exec rm -rf {} +
 COPY --from=build /app/dist ./dist
 USER node
-ENTRYPOINT ["node", "dist/scripts/cli.js"]
+ENTRYPOINT ["node", "dist/cli/cli.js"]
 CMD ["worker"]

@@ -7,11 +7,12 @@ import tseslint from 'typescript-eslint';
 const nodeBuiltins = builtinModules.flatMap((name) => (name.startsWith('node:') ? [name] : [name, `node:${name}`]));
 
 /**
- * The house's floors, bottom up: the contract (types, Redis keys, messages), the domain helpers (lib), the layers
- * (activities), the workflows, the client room, the processes (workers), and the scripts (the CLI). An import may
- * only go down (or stay on its floor); tests stand above everything.
+ * The house's floors, bottom up. The product (what the image ships): the contract (types, Redis keys, messages), the
+ * domain helpers (lib), the layers (activities), the workflows, the client room, the processes (workers) and the CLI
+ * (cli). Above it the tools of the checkout (scripts: bench, chaos, the Binance double, the shared stack), then the
+ * tests. An import may only go down (or stay on its floor): the product imports neither tools nor tests.
  */
-const floors = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'scripts'];
+const floors = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'cli', 'scripts', 'test'];
 const floorZones = floors.slice(0, -1).map((floor, i) => ({
   target: `./${floor}`,
   from: floors.slice(i + 1).map((above) => `./${above}`),
@@ -25,7 +26,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.cjs', 'test/fixtures/*.cjs'] },
+        projectService: { allowDefaultProject: ['*.mjs', 'cli/*.cjs', 'test/fixtures/*.cjs'] },
         tsconfigRootDir: import.meta.dirname,
       },
     },
@@ -51,13 +52,13 @@ export default tseslint.config(
             'eslint.config.mjs',
             'vitest.config.mts',
             'vitest.cluster.config.mts',
-            'scripts/record-histories.ts',
-            'scripts/servers.ts',
-            'scripts/dev.ts',
+            // The tools of the checkout: never in the image.
+            'scripts/**',
+            'cli/servers.ts',
+            'cli/dev.ts',
             // The checkout's entry (tsx) and the build: the production image runs dist/ without dev dependencies.
-            'scripts/permit-chain.cjs',
-            'scripts/launch.cjs',
-            'scripts/build.ts',
+            'cli/permit-chain.cjs',
+            'cli/launch.cjs',
           ],
         },
       ],
@@ -69,7 +70,7 @@ export default tseslint.config(
   },
   {
     // Workflow code is bundled into Temporal's deterministic sandbox: no I/O, no Node built-ins, no Redis.
-    files: ['workflows/**/*.ts'],
+    files: ['workflows/**/*.ts', 'scripts/bench-workflows.ts'],
     rules: {
       'no-restricted-imports': [
         'error',

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { redisKeys } from '../contract/keys';
-import { PROJECT_ROOT, freePort, startDevTemporalServer, startRedis, temporalCliExecutable } from './servers';
+import { PROJECT_ROOT, freePort, startDevTemporalServer, startRedis, temporalCliExecutable } from '../cli/servers';
 
 /**
  * `npm run bench-cli [-- --runs N]`: how long an operator waits for `permit-chain`, run as the README says

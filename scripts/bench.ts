@@ -9,7 +9,7 @@ import type { ChainConfig } from '../lib/config';
 import { redisKeys, type RedisKeys } from '../contract/keys';
 import { parsePlan } from '../lib/plan';
 import type { ChainStatus, Plan } from '../contract/types';
-import type { benchFloor, benchShape } from '../workflows';
+import type { benchFloor, benchShape } from './bench-workflows';
 import { connectRedis } from '../lib/connections';
 import { PositionWatcher } from '../workers/position-watcher';
 import { exchangeFor } from '../activities/exchange';
@@ -17,14 +17,17 @@ import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 import { directChain } from './bench-direct';
 import { checkIntegrity, integrityLine, type Baseline, type BenchPlan } from './bench-integrity';
 import { listeningPid, processName, sampleProcess, type ProcessSample } from './bench-proc';
-import type { Output } from './output';
+import type { Output } from '../cli/output';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { prebuiltWorkflowCode } from '../workers/workflow-code';
-import { CLI } from '../test/cli-runner';
-import { workerSpec } from '../test/stack/chain';
-import { ProcessGroup, type ManagedProcess } from '../test/stack/processes';
+import { CLI } from './stack/cli-runner';
+import { workerSpec } from './stack/chain';
+import { ProcessGroup, type ManagedProcess } from './stack/processes';
+
+/** The bench's workflows (the chain's and its floors), which its in-process worker bundles at start. */
+const BENCH_WORKFLOWS_PATH = join(__dirname, 'bench-workflows.ts');
 
 export interface BenchOptions {
   /** Side by side (the default mode): how many plans, empty workflows and direct chains. */
@@ -40,7 +43,7 @@ export interface BenchOptions {
   parked?: number;
   /** With `parked`: how long CPU and memory are sampled (ms). */
   window: number;
-  /** With `parked`: how long the fixed plans may take to execute after the seed's fix (ms). */
+  /** With `parked`: how long the fixed plans may take to execute after the ledger fix (ms). */
   fixTimeout: number;
   /** With `parked`: the Temporal server's pid, when it cannot be found from its port. */
   serverPid?: number;
@@ -301,7 +304,7 @@ async function endOpen(b: Bench, options: { cancelFirst: boolean; waitMs: number
   const left = [...b.open.values()];
   await inLanes(left.length, RPC_LANES, async (i) => {
     const { handle, record } = left[i]!;
-    await handle.terminate(`permit-chain bench ${b.run} is done`).catch(() => undefined);
+    await handle.terminate(`bench ${b.run} is done`).catch(() => undefined);
     b.open.delete(handle.workflowId);
     if (record) record.outcome = 'terminated';
   });
@@ -659,7 +662,7 @@ async function bursts(b: Bench, sizes: readonly number[]): Promise<Measured> {
   return { text, report };
 }
 
-/** Plans blocked alone on a symbol each, on which `--parked` times the seed's fix. */
+/** Plans blocked alone on a symbol each, on which `--parked` times the ledger fix. */
 const FIX_PROBES = 5;
 
 const msOrOver = (ms: number | null, timeoutMs: number) => (ms === null ? `> ${timeoutMs} ms` : `${ms} ms`);
@@ -681,7 +684,7 @@ const cpuPercent = (first: ProcessSample, last: ProcessSample) =>
 
 /**
  * `--parked`: N plans blocked by a ledger mismatch on their symbols, at rest for the window while the worker's and
- * the server's CPU and memory are sampled; then the seed's fix (a plain HSET of ledger_amount) on one symbol, and
+ * the server's CPU and memory are sampled; then the ledger fix (a plain HSET of ledger_amount) on one symbol, and
  * the time until its plans are executed. The rest are cancelled.
  */
 async function parked(
@@ -708,7 +711,7 @@ async function parked(
   await inLanes(count, Math.max(RPC_LANES, options.concurrency), async (i) => {
     handles.push(await startChain(b, benchPlan(b, symbols[i % symbolCount]!, `parked-${i}`)));
   });
-  // The seed's incident among them: one plan blocked on a symbol of its own, for the fix to be timed on.
+  // The desk's incident among them: one plan blocked on a symbol of its own, for the fix to be timed on.
   const probeSymbols = Array.from({ length: FIX_PROBES }, (_, i) => `BENCHLONE${i}USDT`);
   await setPositions(b.redis, b.keys, probeSymbols, { exchange: PARKED_EXCHANGE, ledger: '0' }, b.baseline);
   const probes = await Promise.all(probeSymbols.map((symbol) => startChain(b, benchPlan(b, symbol, `lone-${symbol}`))));
@@ -752,8 +755,8 @@ async function parked(
   const rssMax = Math.max(...rss);
   const rssDrift = Math.max(...rss.map((r) => Math.abs(r - rssFirst))) / rssFirst;
 
-  // The seed's fix: the ledger set by hand to the exchange's amount, and nothing else (no retry, no reconcile). First
-  // as in the seed's incident, one plan blocked on its symbol (each probe in turn, among all the parked plans), then
+  // The ledger fix: the ledger set by hand to the exchange's amount, and nothing else (no retry, no reconcile). First
+  // as in the desk's incident, one plan blocked on its symbol (each probe in turn, among all the parked plans), then
   // on a symbol where a hundred plans wait, which then run one at a time.
   const probeRuns: number[] = [];
   for (const probe of probes) {
@@ -818,7 +821,7 @@ async function parked(
       (server.length > 0
         ? `; server RSS ${mib(server[0]!.rssBytes)} → ${mib(server[server.length - 1]!.rssBytes)} MiB`
         : ''),
-    `seed's fix      ${fixExecuted}/${probes.length} lone plans (one a symbol) executed within ` +
+    `ledger fix      ${fixExecuted}/${probes.length} lone plans (one a symbol) executed within ` +
       `${options.fixTimeout / 1000} s of their fix: p50 ${msOrOver(fixMs.p50, options.fixTimeout)}, ` +
       `max ${msOrOver(fixMs.max, options.fixTimeout)}`,
     `crowded fix     ${crowdExecuted}/${fixed.length} plans of ${fixSymbol} executed, one at a time: ` +
@@ -943,17 +946,16 @@ async function withWorkerProcess<T>(b: Bench, mode: (worker: ManagedProcess) => 
 }
 
 /**
- * The CLI the worker process runs: compiled (the JavaScript and the prebuilt workflow bundle, as deployed) when the
- * bench is compiled or `npm run build` made a dist/ from these sources; else the sources, whose worker also holds
+ * The CLI the worker process runs: compiled (the JavaScript and the prebuilt workflow bundle, as deployed) when
+ * `npm run build` made a dist/ from these sources; else the sources, whose worker also holds
  * tsx's and webpack's memory from its start (docs/benchmark.md, worker start).
  */
 function workerCli(): { cli: string; how: string } {
-  if (__filename.endsWith('.js')) return { cli: join(__dirname, 'cli.js'), how: 'compiled' };
   const root = resolve(__dirname, '..');
   const dist = join(root, 'dist');
   try {
     prebuiltWorkflowCode(dist, root);
-    return { cli: join(dist, 'scripts', 'cli.js'), how: 'compiled, from dist/ (npm run build)' };
+    return { cli: join(dist, 'cli', 'cli.js'), how: 'compiled, from dist/ (npm run build)' };
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
     return { cli: CLI, how: `from the sources, with webpack at its start (${why})` };
@@ -988,6 +990,7 @@ async function measure(b: Bench, connection: NativeConnection, options: BenchOpt
       redis: b.redis,
       connection,
       approverKeys: new Map(),
+      workflowsPath: BENCH_WORKFLOWS_PATH,
       extraActivities: { benchNoop: () => Promise.resolve() },
     });
     // As in every worker process: blocked plans rest until their positions change.

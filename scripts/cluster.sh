@@ -314,7 +314,7 @@ cmd_start() {
   done
   ((i < 300)) || die "namespace $NAMESPACE exists but is not usable after 30 s; see $SERVER_LOG"
   log "ready: TEMPORAL_ADDRESS=$ADDRESS (namespace $NAMESPACE)"
-  log "next: TEMPORAL_ADDRESS=$ADDRESS node scripts/permit-chain.cjs register-search-attributes"
+  log "next: TEMPORAL_ADDRESS=$ADDRESS node cli/permit-chain.cjs register-search-attributes"
 }
 
 # --- Web UI -----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 /**
  * Worker start → RUNNING, the two ways a worker can start, side by side in one run on one pair of servers:
- *   sources   node scripts/permit-chain.cjs worker   tsx compiles the TypeScript, webpack bundles workflows/ at start
- *   compiled  node dist/scripts/cli.js worker       the JavaScript and the workflow bundle of `npm run build`
+ *   sources   node cli/permit-chain.cjs worker   tsx compiles the TypeScript, webpack bundles workflows/ at start
+ *   compiled  node dist/cli/cli.js worker       the JavaScript and the workflow bundle of `npm run build`
  * Each run is a new process, timed from its spawn to the SDK's `Worker state changed … RUNNING` line, with its CPU
  * time and resident memory at that moment; the two kinds alternate, so that whatever else the machine does falls on
  * both. Starts its own Redis and Temporal dev server; needs a fresh `npm run build` (the compiled worker refuses a
@@ -14,11 +14,11 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { sampleProcess, type ProcessSample } from './bench-proc';
-import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from './servers';
+import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../cli/servers';
 
 const KINDS = {
-  sources: [join(PROJECT_ROOT, 'scripts', 'permit-chain.cjs'), 'worker'],
-  compiled: [join(PROJECT_ROOT, 'dist', 'scripts', 'cli.js'), 'worker'],
+  sources: [join(PROJECT_ROOT, 'cli', 'permit-chain.cjs'), 'worker'],
+  compiled: [join(PROJECT_ROOT, 'dist', 'cli', 'cli.js'), 'worker'],
 } as const;
 type Kind = keyof typeof KINDS;
 

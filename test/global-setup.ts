@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../scripts/servers';
+import { PROJECT_ROOT, ensureServersInstalled, freePort, startRedis, startTemporalDevServer } from '../cli/servers';
 import { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from '../workers/worker';
 import { QUIET_BUNDLE_LOGGER } from '../workers/workflow-code';
 

@@ -17,7 +17,7 @@ import { statusQuery } from '../contract/messages';
 import type { ExchangePort } from '../activities/exchange/port';
 import { connectWorkerTemporal, createChainWorker } from '../workers/worker';
 import { QUIET_BUNDLE_LOGGER } from '../workers/workflow-code';
-import { PROJECT_ROOT } from '../scripts/servers';
+import { PROJECT_ROOT } from '../cli/servers';
 
 let runtimeInstalled = false;
 /** The SDK's own logs only for warnings: a test's output is its assertions. */

@@ -30,7 +30,7 @@ import {
   startRedis,
   temporalCliExecutable,
   testServerExecutable,
-} from '../scripts/servers';
+} from '../cli/servers';
 
 const OUT = join(PROJECT_ROOT, 'test', 'histories', 'blocked-long.json.gz');
 

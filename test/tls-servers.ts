@@ -5,7 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createServer } from 'node:tls';
 import { Redis } from 'ioredis';
-import { freePort, redisServerPath } from '../scripts/servers';
+import { freePort, redisServerPath } from '../cli/servers';
 
 /** PEM files made by `openssl` for one test run: nothing secret is committed. */
 export interface TestCertificates {

@@ -37,7 +37,7 @@ export interface PositionWatcherDeps {
 
 /**
  * Wakes blocked plans when their symbol's positions change, so that a blocked plan rests (no timers, no activities)
- * until there is something to look at: the seed's one-command fix (`redis-cli HSET quantum:position:BTCUSDT
+ * until there is something to look at: the one-command ledger fix (`redis-cli HSET quantum:position:BTCUSDT
  * ledger_amount 0.062`) reaches the plan within milliseconds. Two sources: Redis keyspace notifications on the ledger
  * and paper-exchange position keys, and a sweep every RECHECK_INTERVAL_S over the symbols P3.3 has blocked plans
  * on, which reads their positions through the exchange port (an exchange outside Redis sends no notification) and

@@ -65,7 +65,9 @@ export interface ChainWorkerOptions {
   logger?: Logger;
   /** OpenTelemetry tracing (workers/tracing.ts); default: none. */
   tracing?: Tracing;
-  /** Activities registered beside the chain's: the bench's no-op (workflows/bench-floor.ts benchShape). */
+  /** Workflow code bundled at start from this module instead: the bench's (scripts/bench-workflows.ts). */
+  workflowsPath?: string;
+  /** Activities registered beside the chain's: the bench's no-op (scripts/bench-workflows.ts benchShape). */
   extraActivities?: Record<string, () => Promise<void>>;
   /** With WORKER_VERSIONING, the build id this worker polls as; default: currentBuildId() (workers/build-id.ts). */
   buildId?: string;
@@ -101,7 +103,11 @@ export async function createChainWorker(options: ChainWorkerOptions): Promise<Wo
   const operatorKeys = options.operatorKeys ?? loadOperatorKeys(config);
   const metrics = options.metrics ?? new ChainMetrics({ processMetrics: false });
   const logger = options.logger ?? createLogger({ level: 'warn', format: 'json' });
-  const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : workflowCode().option;
+  const code = options.workflowBundle
+    ? { workflowBundle: options.workflowBundle }
+    : options.workflowsPath
+      ? { workflowsPath: options.workflowsPath }
+      : workflowCode().option;
   // Learnt at start: Apply's once-only record outlives every run Temporal could still reset.
   const recordLife = await applyRecordLife(connection.workflowService, config);
   if (recordLife.ttlS === null) logger.warn(recordLife.line);

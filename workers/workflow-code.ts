@@ -28,7 +28,7 @@ export const QUIET_BUNDLE_LOGGER = {
 export const BUNDLE_FILE = 'workflow-bundle.js';
 export const BUILD_INFO_FILE = 'build-info.json';
 /** The folders tsc compiles (tsconfig.build.json); with package-lock.json, the inputs of a build. */
-export const BUILD_FOLDERS = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'scripts'] as const;
+export const BUILD_FOLDERS = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'cli'] as const;
 
 export interface BuildInfo {
   builtAt: string;

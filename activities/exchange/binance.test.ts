@@ -12,7 +12,7 @@ import {
   rulesFromExchangeInfo,
   type BinanceFailure,
   type OrderFailureKind,
-} from './binance';
+} from './binance-wire';
 import type { ExchangeOrder, MarketOrderRequest } from './port';
 
 const NOW = 1_700_000_000_000;

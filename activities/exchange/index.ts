@@ -6,7 +6,7 @@ import { createPaperExchange } from './paper';
 import type { ExchangePort } from './port';
 
 export type { ExchangePort } from './port';
-export { binanceClientOrderId } from './binance';
+export { binanceClientOrderId } from './binance-wire';
 
 /**
  * The exchange the chain trades on, as `EXCHANGE` names it: one factory for the worker and the client room. The

@@ -7,7 +7,7 @@
  * it.
  *
  * Then a deploy on the same cluster and Redis: a second build (the checkout's sources with one line of an activity
- * changed: test/stack/second-build.ts) started beside the first while 60 plans are blocked by stale ledgers and
+ * changed: scripts/stack/second-build.ts) started beside the first while 60 plans are blocked by stale ledgers and
  * others wait in flight for a rate slot, made current with `permit-chain deploy`. The plans in flight finish on the
  * first build, the blocked ones continue as new onto the second when woken and execute there once reconciled, and the
  * first build, its workers stopped, still answers for its ended plans and is reported drained (the server's drainage
@@ -37,11 +37,11 @@ import {
   startRedis,
   temporalCliExecutable,
   type RunningRedis,
-} from '../../scripts/servers';
-import { runCli } from '../cli-runner';
+} from '../../cli/servers';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { eventually } from '../helpers';
-import { intakeSpec, workerSpec } from '../stack/chain';
-import { startCluster, type RunningCluster } from '../stack/cluster';
+import { intakeSpec, workerSpec } from '../../scripts/stack/chain';
+import { startCluster, type RunningCluster } from '../../scripts/stack/cluster';
 import {
   findViolations,
   inLanes,
@@ -49,9 +49,9 @@ import {
   takeOvers,
   type ExpectedPlan,
   type Positions,
-} from '../stack/invariants';
-import { ProcessGroup } from '../stack/processes';
-import { makeSecondBuild } from '../stack/second-build';
+} from '../../scripts/stack/invariants';
+import { ProcessGroup } from '../../scripts/stack/processes';
+import { makeSecondBuild } from '../../scripts/stack/second-build';
 
 const PLANS = 300;
 const SYMBOLS = 20;
@@ -83,7 +83,7 @@ const STALE_SYMBOLS = ['DPST0USDT', 'DPST1USDT', 'DPST2USDT', 'DPST3USDT', 'DPST
 const BLOCKED_PER_SYMBOL = 12;
 const STALE = { exchange: '10', ledger: '9' };
 /**
- * Build B: the checkout's sources with this one line of an activity changed (test/stack/second-build.ts). Its Execute
+ * Build B: the checkout's sources with this one line of an activity changed (scripts/stack/second-build.ts). Its Execute
  * says on the worker's output which plan it runs for, so the test sees build B's own code execute each plan.
  */
 const BUILD_B_CHANGE = {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { PROJECT_ROOT, ensureServersInstalled } from '../../scripts/servers';
+import { PROJECT_ROOT, ensureServersInstalled } from '../../cli/servers';
 import { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from '../../workers/worker';
 import { QUIET_BUNDLE_LOGGER, hashSources } from '../../workers/workflow-code';
 import { requireEnginesNode } from '../global-setup';

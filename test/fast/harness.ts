@@ -7,7 +7,7 @@ import { registerSearchAttributes } from '../../client/search-attributes';
 import { PERMIT_CHAIN_WORKFLOW, planWorkflowId, statusQuery } from '../../contract/messages';
 import type { ChainStage, ChainStatus, Plan } from '../../contract/types';
 import { parsePlan } from '../../lib/plan';
-import { testServerExecutable } from '../../scripts/servers';
+import { testServerExecutable } from '../../cli/servers';
 import type { ChainObserverSinks } from '../../workflows/observe';
 import type { permitChain } from '../../workflows/permit-chain';
 import { MEMORY_ACTIVITY_NAMES, type MemoryActivities, type MemoryChain } from './memory-activities';

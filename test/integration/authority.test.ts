@@ -6,7 +6,7 @@ import { createPaperExchange } from '../../activities/exchange/paper';
 import type { ExchangePort } from '../../activities/exchange/port';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
-import { temporalCliExecutable } from '../../scripts/servers';
+import { temporalCliExecutable } from '../../cli/servers';
 import type { ChainStatus, Plan } from '../../contract/types';
 import {
   PERMIT_CHAIN_WORKFLOW,
@@ -17,7 +17,7 @@ import {
 } from '../../contract/messages';
 import type { permitChain } from '../../workflows';
 import { DEFAULT_INTAKE_OPTIONS, PlanIntake } from '../../workers/intake';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import {
   auditOf,
   chainHarness,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../lib/config';
-import { runCli } from '../cli-runner';
+import { runTool } from '../../scripts/stack/cli-runner';
 import { chainHarness, eventually, testEnv, type ChainHarness } from '../helpers';
 
 // Sanity, not speed: the figures are there and hang together, plans end, keys go. The targets are for the README.
@@ -28,7 +28,7 @@ interface Report {
 }
 
 async function bench(args: string[], extraEnv: Record<string, string> = {}): Promise<Report> {
-  const run = await runCli(['bench', ...args, '--json'], { ...env, ...extraEnv }, 120_000);
+  const run = await runTool('bench', [...args, '--json'], { ...env, ...extraEnv }, 120_000);
   expect(run.stderr).toBe('');
   expect(run.code).toBe(0);
   return JSON.parse(run.stdout) as Report;
@@ -41,9 +41,9 @@ async function leftNothing(report: Report) {
   await eventually(async () => ((await h.client.workflow.count(running)).count === 0 ? true : undefined));
 }
 
-describe('permit-chain bench', () => {
+describe('the bench (npm run bench)', () => {
   it("prints the empty workflow, the chain's no-op shape, the direct calls and the chain side by side, with the ratios and their targets", async () => {
-    const run = await runCli(['bench', '--plans', '4', '--concurrency', '1', '--symbols', '2'], env, 120_000);
+    const run = await runTool('bench', ['--plans', '4', '--concurrency', '1', '--symbols', '2'], env, 120_000);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     const order = [
@@ -193,17 +193,15 @@ describe('permit-chain bench', () => {
   });
 
   it('refuses servers that are not on loopback, and starts nothing', async () => {
-    const run = await runCli(['bench', '--burst', '5'], { ...env, REDIS_URL: 'redis://10.0.0.1:6379/0' });
+    const run = await runTool('bench', ['--burst', '5'], { ...env, REDIS_URL: 'redis://10.0.0.1:6379/0' });
     expect(run.code).toBe(2);
-    expect(run.stderr).toBe(
-      'permit-chain: bench: runs on loopback servers only, not REDIS_URL redis://10.0.0.1:6379/0\n',
-    );
+    expect(run.stderr).toBe('bench: runs on loopback servers only, not REDIS_URL redis://10.0.0.1:6379/0\n');
     expect(run.stdout).toBe('');
   });
 
   it('refuses two modes at once with one line', async () => {
-    const run = await runCli(['bench', '--burst', '5', '--parked', '5'], env);
+    const run = await runTool('bench', ['--burst', '5', '--parked', '5'], env);
     expect(run.code).toBe(2);
-    expect(run.stderr).toBe('permit-chain: bench: --duration, --burst and --parked are separate runs: give one\n');
+    expect(run.stderr).toBe('bench: --duration, --burst and --parked are separate runs: give one\n');
   });
 });

@@ -6,12 +6,8 @@ import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { exchangeFor } from '../../activities/exchange';
-import {
-  SEND_WINDOW_MARGIN_MS,
-  binanceClientOrderId,
-  createBinanceExchange,
-  type BinanceExchange,
-} from '../../activities/exchange/binance';
+import { SEND_WINDOW_MARGIN_MS, createBinanceExchange, type BinanceExchange } from '../../activities/exchange/binance';
+import { binanceClientOrderId } from '../../activities/exchange/binance-wire';
 import {
   ExchangeAuthError,
   ExchangeBusyError,
@@ -23,7 +19,7 @@ import { ruleViolation } from '../../activities/exchange/rules';
 import { redisKeys } from '../../contract/keys';
 import type { ChainConfig } from '../../lib/config';
 import { connectRedis } from '../../lib/connections';
-import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../binance-double/server';
+import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../../scripts/binance-double/server';
 import { makePlan, testConfig } from '../helpers';
 
 /**

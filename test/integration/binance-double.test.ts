@@ -1,7 +1,11 @@
 import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { PROJECT_ROOT, startBinanceDoubleProcess } from '../../cli/servers';
 import { Dec } from '../../lib/decimal';
-import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../binance-double/server';
+import { startBinanceDouble, type BinanceDouble, type BinanceDoubleOptions } from '../../scripts/binance-double/server';
 
 /** The double is checked the way the adapter will use it: plain fetch, signatures computed here. */
 
@@ -38,7 +42,7 @@ interface SignOptions {
 }
 
 async function signed(
-  d: BinanceDouble,
+  d: Pick<BinanceDouble, 'url' | 'apiKey' | 'apiSecret'>,
   method: 'GET' | 'POST',
   path: string,
   params: Record<string, string>,
@@ -304,4 +308,24 @@ describe('binance double: faults, each consumed once', () => {
     expect(expired.body).toMatchObject({ status: 'EXPIRED', executedQty: '0.000' });
     expect((await positionAmt(d, 'BTCUSDT')).eq('0.004')).toBe(true);
   });
+});
+
+describe('binance double: as `dev --exchange binance-double` starts it', () => {
+  it('is a process of the checkout (scripts/binance-double/main.ts): owner-only key files, signed answers, gone when stopped', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'permit-chain-double-'));
+    const running = await startBinanceDoubleProcess(join(dir, 'keys'));
+    try {
+      expect(running.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(running.process.spawnargs).toContain(join(PROJECT_ROOT, 'scripts', 'binance-double', 'main.ts'));
+      for (const file of ['api-key', 'api-secret']) expect(statSync(join(dir, 'keys', file)).mode & 0o777).toBe(0o600);
+      const { status, body } = await signed(running, 'GET', '/fapi/v1/positionSide/dual', {});
+      expect(status).toBe(200);
+      expect(body).toEqual({ dualSidePosition: false });
+    } finally {
+      await running.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(running.process.exitCode !== null || running.process.signalCode !== null).toBe(true);
+    await expect(fetch(`${running.url}/fapi/v1/ping`)).rejects.toThrow();
+  }, 60_000);
 });

@@ -9,12 +9,12 @@ import { keyFingerprint } from '../../lib/approval';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus } from '../../contract/types';
 import { planWorkflowId } from '../../contract/messages';
-import { CLI, runCli } from '../cli-runner';
-import { PROJECT_ROOT } from '../../scripts/servers';
-import { packageVersion } from '../../scripts/version';
+import { CLI, runCli } from '../../scripts/stack/cli-runner';
+import { PROJECT_ROOT } from '../../cli/servers';
+import { packageVersion } from '../../cli/version';
 import { buildIdOf } from '../../workers/build-id';
 import { hashSources } from '../../workers/workflow-code';
-import { COMMAND_GROUPS, errorLine } from '../../scripts/cli';
+import { COMMAND_GROUPS, errorLine } from '../../cli/cli';
 import {
   chainHarness,
   eventually,
@@ -171,9 +171,9 @@ describe('permit-chain --version', () => {
     const root = mkdtempSync(join(tmpdir(), 'permit-chain-version-'));
     cpSync(join(PROJECT_ROOT, 'package.json'), join(root, 'package.json'));
     // A package.json of something else on the way up (as in a bundler's output folder) is not ours.
-    mkdirSync(join(root, 'dist', 'scripts'), { recursive: true });
+    mkdirSync(join(root, 'dist', 'cli'), { recursive: true });
     cpSync(require.resolve('@temporalio/client/package.json'), join(root, 'dist', 'package.json'));
-    expect(packageVersion(join(root, 'dist', 'scripts'))).toBe(manifest.version);
+    expect(packageVersion(join(root, 'dist', 'cli'))).toBe(manifest.version);
     expect(() => packageVersion(tmpdir())).toThrow(/no package\.json of quantum-permit-chain/);
   });
 });
@@ -281,22 +281,14 @@ describe('permit-chain against a running worker', () => {
     });
   });
 
-  it('benchmarks plans through the whole chain and reports their latency', async () => {
-    const run = await runCli(['bench', '--plans', '6', '--concurrency', '3', '--symbols', '2', '--json'], env);
-    expect(run.stderr).toBe('');
-    expect(run.code).toBe(0);
-    const result = JSON.parse(run.stdout) as {
-      executed: number;
-      plans: number;
-      latency_ms: { p50: number; p95: number; max: number };
-    };
-    expect(result.plans).toBe(6);
-    expect(result.executed).toBe(6);
-    expect(result.latency_ms.p50).toBeGreaterThan(0);
-    expect(result.latency_ms.max).toBeGreaterThanOrEqual(result.latency_ms.p95);
-    // The bench keeps to a key prefix of its own: the test's prefix is untouched.
-    expect(await h.redis.keys(`${env.KEY_PREFIX}:position:BENCH*`)).toEqual([]);
-  });
+  it.each(['bench', 'chaos'])(
+    'has no %s command: a tool of the checkout (npm run %s), not of the CLI',
+    async (tool) => {
+      const run = await runCli([tool], env);
+      expect(run.code).toBe(2);
+      expect(run.stderr).toBe(`permit-chain: unknown command '${tool}'\n`);
+    },
+  );
 
   it.each(['worker', 'intake'])('refuses to start the %s without an explicit TRADING_MODE', async (command) => {
     const { TRADING_MODE: _unset, ...withoutMode } = env;

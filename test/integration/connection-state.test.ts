@@ -10,17 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  PROJECT_ROOT,
-  devTemporalServerCommand,
-  freePort,
-  redisReachable,
-  redisServerPath,
-} from '../../scripts/servers';
-import { CLI } from '../cli-runner';
+import { PROJECT_ROOT, devTemporalServerCommand, freePort, redisReachable, redisServerPath } from '../../cli/servers';
+import { CLI } from '../../scripts/stack/cli-runner';
 import { testEnv } from '../helpers';
-import { intakeSpec, workerSpec } from '../stack/chain';
-import { ProcessGroup, type ManagedProcess } from '../stack/processes';
+import { intakeSpec, workerSpec } from '../../scripts/stack/chain';
+import { ProcessGroup, type ManagedProcess } from '../../scripts/stack/processes';
 
 const group = new ProcessGroup(join(PROJECT_ROOT, 'test-results', 'connection-state'));
 const dir = mkdtempSync(join(tmpdir(), 'permit-chain-connection-state-'));

@@ -4,7 +4,7 @@ import { loadConfig } from '../../lib/config';
 import type { permitChain } from '../../workflows';
 import { redisKeys } from '../../contract/keys';
 import { statusQuery } from '../../contract/messages';
-import { runCli, runCliOnTerminal } from '../cli-runner';
+import { runCli, runCliOnTerminal } from '../../scripts/stack/cli-runner';
 import {
   onceWritten,
   auditOf,

@@ -12,7 +12,7 @@ import { approveSignal, retrySignal, statusQuery, wakeSignal } from '../../contr
 import { OPERATOR_OPERATION_WORKFLOW, operationWorkflowId } from '../../contract/operations';
 import type { ChainConfig } from '../../lib/config';
 import { connectWorkerTemporal, createChainWorker } from '../../workers/worker';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import {
   auditOf,
   chainHarness,

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, redisReachable, temporalCliExecutable } from '../../scripts/servers';
+import { freePort, redisReachable, temporalCliExecutable } from '../../cli/servers';
 import type { ChainStatus } from '../../contract/types';
-import { CLI, runCli } from '../cli-runner';
+import { CLI, runCli } from '../../scripts/stack/cli-runner';
 import { eventually } from '../helpers';
 
 const run = promisify(execFile);

@@ -7,7 +7,7 @@ import type { FillsEntry } from '../../activities/fills';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus, Plan } from '../../contract/types';
-import { startBinanceDouble, type BinanceDouble, type Fault } from '../binance-double/server';
+import { startBinanceDouble, type BinanceDouble, type Fault } from '../../scripts/binance-double/server';
 import { auditOf, chainHarness, eventually, makePlan, testEnv, type ChainHarness } from '../helpers';
 
 /**

@@ -11,13 +11,13 @@ import {
   type BinanceDouble,
   type DoubleOrder,
   type Fault,
-} from '../binance-double/server';
-import { runCli } from '../cli-runner';
+} from '../../scripts/binance-double/server';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { chainHarness, eventually, makePlan, testEnv, waitForStage, type ChainHarness, type TestEnv } from '../helpers';
 
 /**
  * The whole chain (real Temporal dev server, real Redis, a real worker) on each exchange it can trade on: the paper
- * exchange and Binance USD-M futures, here the double of its API (test/binance-double), over real HTTP, signed by
+ * exchange and Binance USD-M futures, here the double of its API (scripts/binance-double), over real HTTP, signed by
  * the connector and checked by the double as Binance checks. The same stories pass on both; the double's own
  * behaviours (trading rules, order states, faults) follow, then a load with faults injected at random.
  */

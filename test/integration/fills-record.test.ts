@@ -11,7 +11,7 @@ import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import { Dec } from '../../lib/decimal';
 import type { ChainStatus, Plan } from '../../contract/types';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { auditOf, chainHarness, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 /**

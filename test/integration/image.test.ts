@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
@@ -10,10 +10,10 @@ import {
   rmSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 import { parseDockerfile, runStageLocally, type LocalStage, type Stage } from '../dockerfile';
 import { chainHarness, eventually, makePlan, setPositions, testEnv, type ChainHarness } from '../helpers';
 import { loadConfig } from '../../lib/config';
@@ -47,7 +47,7 @@ describe('the Dockerfile', () => {
       ['build', '/app/dist ./dist'],
     ]);
     expect(argsOf(runtime, 'USER')).toEqual(['node']);
-    expect(argsOf(runtime, 'ENTRYPOINT')).toEqual(['["node", "dist/scripts/cli.js"]']);
+    expect(argsOf(runtime, 'ENTRYPOINT')).toEqual(['["node", "dist/cli/cli.js"]']);
   });
 });
 
@@ -97,7 +97,7 @@ describe('the image, its two stages run without Docker', () => {
   it('starts the worker from the prebuilt bundle as the non-root user, without webpack, and runs a plan to executed', async () => {
     const [command = '', ...args] = app.command;
     const asRoot = process.getuid?.() === 0;
-    expect(app.command).toEqual(['node', 'dist/scripts/cli.js', 'worker']);
+    expect(app.command).toEqual(['node', 'dist/cli/cli.js', 'worker']);
     const worker = spawn(command, args, {
       cwd: join(app.root, app.workdir),
       env: {
@@ -139,6 +139,70 @@ describe('the image, its two stages run without Docker', () => {
     expect(text).not.toMatch(/was used|Workflow bundle created|webpack \d/);
     expect(text).toContain('worker: stopped');
   }, 120_000);
+
+  it('holds the product only: no file of the tools (scripts/) or the tests (test/) in dist/, no bench workflow in the bundle', () => {
+    const dist = join(app.root, app.workdir, 'dist');
+    const files = readdirSync(dist, { recursive: true, withFileTypes: true })
+      .filter((entry) => entry.isFile())
+      .map((entry) => relative(dist, join(entry.parentPath, entry.name)));
+    expect(files.filter((path) => /^(scripts|test)\//.test(path))).toEqual([]);
+    const tops = new Set(files.map((path) => path.split('/')[0]));
+    expect([...tops].sort()).toEqual([
+      'activities',
+      'build-info.json',
+      'cli',
+      'client',
+      'contract',
+      'lib',
+      'workers',
+      'workflow-bundle.js',
+      'workflows',
+    ]);
+    expect(files).toContain(join('cli', 'cli.js'));
+    // What the build id hashes: the product's sources and the lock file.
+    const info = JSON.parse(readFileSync(join(dist, 'build-info.json'), 'utf8')) as { sources: Record<string, string> };
+    const hashed = new Set(Object.keys(info.sources).map((path) => path.split('/')[0]));
+    expect([...hashed].sort()).toEqual([
+      'activities',
+      'cli',
+      'client',
+      'contract',
+      'lib',
+      'package-lock.json',
+      'workers',
+      'workflows',
+    ]);
+    const bundle = readFileSync(join(dist, 'workflow-bundle.js'), 'utf8');
+    expect(bundle).toMatch(/\bpermitChain\b/);
+    expect(bundle).toMatch(/\boperatorOperation\b/);
+    expect(bundle.match(/\bbench(Floor|Shape|Noop)\b/g)).toBeNull();
+  });
+
+  it("lists no tool among its commands (no bench, no chaos), and dev --exchange binance-double says the double is the checkout's", () => {
+    const run = (args: string[]) =>
+      spawnSync('node', ['dist/cli/cli.js', ...args], {
+        cwd: join(app.root, app.workdir),
+        env: {
+          ...process.env,
+          ...app.env,
+          ...env,
+          PATH: `${join(app.root, 'usr', 'local', 'bin')}:${process.env.PATH ?? ''}`,
+        },
+        encoding: 'utf8',
+      });
+    const help = run(['--help']);
+    expect(help.status).toBe(0);
+    const commands = [...help.stdout.matchAll(/^ {2}([a-z-]+)\b/gm)].map((m) => m[1]);
+    expect(commands).toEqual(expect.arrayContaining(['dev', 'worker', 'intake', 'demo', 'replay-check', 'what-if']));
+    expect(commands.filter((name) => name === 'bench' || name === 'chaos')).toEqual([]);
+    const dev = run(['dev', '--exchange', 'binance-double']);
+    expect(dev.status).toBe(2);
+    expect(dev.stderr).toBe(
+      'permit-chain: --exchange binance-double: the Binance double is a tool of the checkout ' +
+        '(scripts/binance-double), not of this install: run dev from a checkout with its dev dependencies, or use ' +
+        '--exchange paper\n',
+    );
+  });
 });
 
 function collect(child: ChildProcess): { text: () => string; exited: Promise<number | null> } {

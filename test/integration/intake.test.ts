@@ -7,9 +7,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { planWorkflowId } from '../../contract/messages';
 import { redisKeys } from '../../contract/keys';
 import { canonicalJson, parsePlan } from '../../lib/plan';
-import { freePort, startRedis } from '../../scripts/servers';
+import { freePort, startRedis } from '../../cli/servers';
 import { INTAKE_GROUP } from '../../workers/intake';
-import { CLI } from '../cli-runner';
+import { CLI } from '../../scripts/stack/cli-runner';
 import { eventually, pairs, testEnv } from '../helpers';
 
 let redis: Redis;

@@ -13,20 +13,21 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 import { buildIdOf } from '../../workers/build-id';
 import { BUILD_FOLDERS, BUILD_INFO_FILE, hashSources, type BuildInfo } from '../../workers/workflow-code';
 import { testEnv } from '../helpers';
 
-// scripts/launch.cjs is plain JavaScript, loaded as the launcher loads it.
+// cli/launch.cjs is plain JavaScript, loaded as the launcher loads it.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const launch = require('../../scripts/launch.cjs') as {
+const launch = require('../../cli/launch.cjs') as {
   BUILD_FOLDERS: string[];
   staleBuild(root: string): string[] | undefined;
 };
 
 /**
- * bin/permit-chain in a checkout of its own (a copy of this one's sources, its node_modules and .tools linked),
+ * bin/permit-chain in a checkout of its own (a copy of the product's sources, BUILD_FOLDERS: no tools, no tests;
+ * its node_modules and .tools linked),
  * compiled there with tsc as `npm run build` does. A preloaded probe writes down every module the process loaded.
  */
 let root: string;
@@ -41,11 +42,6 @@ beforeAll(() => {
     });
   }
   cpSync(join(PROJECT_ROOT, 'tsconfig.build.json'), join(root, 'tsconfig.build.json'));
-  // The tools' code that scripts/ imports (the bench's stack, the double), which tsc compiles with it.
-  cpSync(join(PROJECT_ROOT, 'test'), join(root, 'test'), {
-    recursive: true,
-    filter: (path) => !path.endsWith('.test.ts') && !path.includes('/histories'),
-  });
   for (const linked of ['node_modules', '.tools']) symlinkSync(join(PROJECT_ROOT, linked), join(root, linked));
   const info: BuildInfo = { builtAt: new Date().toISOString(), node: process.version, sources: hashSources(root) };
   const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
@@ -95,12 +91,12 @@ describe('bin/permit-chain', () => {
     // The build id of a compiled copy is that of the sources it was built from (dist/build-info.json).
     const info = JSON.parse(readFileSync(join(root, 'dist', BUILD_INFO_FILE), 'utf8')) as BuildInfo;
     expect(run.stdout).toContain(`build ${buildIdOf(info.sources)}\n`);
-    expect(run.modules).toContain(join(root, 'dist', 'scripts', 'cli.js'));
+    expect(run.modules).toContain(join(root, 'dist', 'cli', 'cli.js'));
     expect(tsx(run.modules)).toEqual([]);
     expect(temporalClient(run.modules)).toEqual([]);
     // No command's module: only the exit codes' and the context's, which every command shares.
-    const commands = run.modules.filter((path) => path.includes('/dist/scripts/commands/'));
-    expect(commands).toEqual([join(root, 'dist', 'scripts', 'commands', 'context.js')]);
+    const commands = run.modules.filter((path) => path.includes('/dist/cli/commands/'));
+    expect(commands).toEqual([join(root, 'dist', 'cli', 'commands', 'context.js')]);
   });
 
   it('runs a command against the server, compiled, through a link to it from another folder', () => {
@@ -110,10 +106,10 @@ describe('bin/permit-chain', () => {
     expect(run.code).toBe(4);
     expect(JSON.parse(run.stderr)).toMatchObject({ exit_code: 4 });
     expect(tsx(run.modules)).toEqual([]);
-    // The plans' commands and the client, not the worker's, the bench's or the dev servers'.
+    // The plans' commands and the client, not the worker's or the dev servers'.
     const ours = run.modules.filter((path) => path.startsWith(join(root, 'dist')));
-    expect(ours).toContain(join(root, 'dist', 'scripts', 'commands', 'plans.js'));
-    for (const unused of ['workers/worker.js', 'scripts/bench.js', 'scripts/dev.js', 'scripts/commands/processes.js']) {
+    expect(ours).toContain(join(root, 'dist', 'cli', 'commands', 'plans.js'));
+    for (const unused of ['workers/worker.js', 'cli/dev.js', 'cli/commands/processes.js']) {
       expect(ours).not.toContain(join(root, 'dist', unused));
     }
     // Nor the exchange's or Redis's client: status asks Temporal alone.
@@ -143,7 +139,7 @@ describe('bin/permit-chain', () => {
     );
     expect(JSON.parse(run.stdout)).toMatchObject({ version: expect.any(String) as string });
     expect(tsx(run.modules).length).toBeGreaterThan(0);
-    expect(run.modules).toContain(join(root, 'scripts', 'cli.ts'));
+    expect(run.modules).toContain(join(root, 'cli', 'cli.ts'));
   });
 
   it('counts a removed source as a change, and says so when there is no build at all', () => {

@@ -11,7 +11,7 @@ import type { Plan } from '../../contract/types';
 import { reconcileLedger, resetFailedPlan } from '../../client/operations';
 import type { permitChain } from '../../workflows';
 import { createChainWorker } from '../../workers/worker';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { auditOf, chainHarness, makePlan, onceWritten, setPositions, testEnv, type ChainHarness } from '../helpers';
 
 const env = testEnv();

@@ -7,8 +7,8 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
-import { PROJECT_ROOT, freePort, startRedis, type RunningRedis } from '../../scripts/servers';
-import { startCli, type CliProcess } from '../cli-runner';
+import { PROJECT_ROOT, freePort, startRedis, type RunningRedis } from '../../cli/servers';
+import { startCli, type CliProcess } from '../../scripts/stack/cli-runner';
 import {
   chainHarness,
   eventually,

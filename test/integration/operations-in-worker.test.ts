@@ -9,8 +9,8 @@ import { OPERATOR_OPERATION_WORKFLOW, type OperatorRequest } from '../../contrac
 import { keyFingerprint } from '../../lib/approval';
 import { loadConfig } from '../../lib/config';
 import { freePort } from '../../lib/ports';
-import { startBinanceDouble, type BinanceDouble } from '../binance-double/server';
-import { runCliOnly } from '../cli-runner';
+import { startBinanceDouble, type BinanceDouble } from '../../scripts/binance-double/server';
+import { runCliOnly } from '../../scripts/stack/cli-runner';
 import { currentBuildId } from '../../workers/build-id';
 import {
   chainHarness,

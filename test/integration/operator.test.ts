@@ -8,11 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlan } from '../../client/plans';
 import { keyFingerprint } from '../../lib/approval';
 import { loadConfig } from '../../lib/config';
-import { temporalCliExecutable } from '../../scripts/servers';
+import { temporalCliExecutable } from '../../cli/servers';
 import type { Plan, PositionSnapshot } from '../../contract/types';
 import { approveSignal, statusQuery } from '../../contract/messages';
 import type { permitChain } from '../../workflows';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import {
   auditOf,
   chainHarness,

@@ -5,7 +5,7 @@ import { loadConfig } from '../../lib/config';
 import { approvePlanUpdate, approveSignal, planWorkflowId, statusQuery } from '../../contract/messages';
 import type { ChainStatus, Plan } from '../../contract/types';
 import type { permitChain } from '../../workflows';
-import { runCli, startCli, type CliProcess } from '../cli-runner';
+import { runCli, startCli, type CliProcess } from '../../scripts/stack/cli-runner';
 import {
   chainHarness,
   eventually,

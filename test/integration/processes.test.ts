@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ProcessGroup, type ProcessSpec } from '../stack/processes';
+import { ProcessGroup, type ProcessSpec } from '../../scripts/stack/processes';
 
 // The process module the cluster test (and the chaos run) drive workers and intakes with, on plain node scripts.
 
@@ -26,7 +26,7 @@ async function stateOf(pid: number | undefined): Promise<string> {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const ticks = (output: string) => output.split('\n').filter((line) => line.startsWith('tick ')).length;
 
-describe('test/stack/processes.ts', () => {
+describe('scripts/stack/processes.ts', () => {
   it('starts a process with its environment, waits for its ready line, and logs its output', async () => {
     group = new ProcessGroup(mkdtempSync(join(tmpdir(), 'permit-chain-processes-')));
     const p = await group.start(ticker('alpha'));

@@ -10,7 +10,7 @@ import { loadConfig, type ChainConfig } from '../../lib/config';
 import type { ChainStatus, Plan, PositionSnapshot } from '../../contract/types';
 import { approvePlanUpdate, approveSignal, rejectPlanUpdate, statusQuery } from '../../contract/messages';
 import type { permitChain } from '../../workflows';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import {
   auditOf,
   chainHarness,

@@ -4,7 +4,7 @@ import { gunzipSync } from 'node:zlib';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { Worker, type ReplayResult } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 import { quietRuntime, reorderedWorkflowBundle } from '../helpers';
 
 /**

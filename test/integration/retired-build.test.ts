@@ -10,7 +10,7 @@ import { loadConfig } from '../../lib/config';
 import type { ChainStatus, Plan } from '../../contract/types';
 import type { permitChain } from '../../workflows';
 import { connectWorkerTemporal } from '../../workers/worker';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import {
   auditOf,
   chainHarness,

@@ -8,8 +8,8 @@ import { cancelPlanUpdate } from '../../contract/messages';
 import type { ChainStatus } from '../../contract/types';
 import type { WhatIfReport } from '../../client/what-if';
 import { loadConfig } from '../../lib/config';
-import { PROJECT_ROOT } from '../../scripts/servers';
-import { runCli } from '../cli-runner';
+import { PROJECT_ROOT } from '../../cli/servers';
+import { runCli } from '../../scripts/stack/cli-runner';
 import {
   chainHarness,
   eventually,

@@ -5,8 +5,8 @@ import { status } from '@grpc/grpc-js';
 import { Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerSearchAttributes } from '../../client/search-attributes';
-import { temporalCliExecutable } from '../../scripts/servers';
-import { runCli } from '../cli-runner';
+import { temporalCliExecutable } from '../../cli/servers';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { testEnv } from '../helpers';
 
 const run = promisify(execFile);

@@ -8,12 +8,12 @@ import { createPaperExchange } from '../../activities/exchange/paper';
 import { startPlan } from '../../client/plans';
 import { redisKeys } from '../../contract/keys';
 import { ConfigError, loadConfig } from '../../lib/config';
-import { freePort, startRedis, temporalCliExecutable, type RunningRedis } from '../../scripts/servers';
+import { freePort, startRedis, temporalCliExecutable, type RunningRedis } from '../../cli/servers';
 import { ChainMetrics } from '../../workers/metrics';
 import { StreamTrimmer, evictionRisk } from '../../workers/redis-store';
 import { applyRecordLife } from '../../workers/retention';
 import type { permitChain } from '../../workflows';
-import { runCli, startCli } from '../cli-runner';
+import { runCli, startCli } from '../../scripts/stack/cli-runner';
 import {
   auditOf,
   chainHarness,

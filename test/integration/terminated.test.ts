@@ -11,7 +11,7 @@ import type { permitChain } from '../../workflows';
 import { createLogger } from '../../lib/log';
 import { LineSweeper } from '../../workers/line-sweep';
 import { ChainMetrics, watchPlans } from '../../workers/metrics';
-import { runCli } from '../cli-runner';
+import { runCli } from '../../scripts/stack/cli-runner';
 import { chainHarness, eventually, makePlan, setPositions, testEnv, waitForStage, type ChainHarness } from '../helpers';
 
 /**

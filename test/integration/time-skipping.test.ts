@@ -7,7 +7,7 @@ import { startPlan } from '../../client/plans';
 import type { ChainConfig } from '../../lib/config';
 import { redisKeys } from '../../contract/keys';
 import { registerSearchAttributes } from '../../client/search-attributes';
-import { testServerExecutable } from '../../scripts/servers';
+import { testServerExecutable } from '../../cli/servers';
 import { approveSignal, cancelSignal, planIdKey, retrySignal, statusQuery, symbolKey } from '../../contract/messages';
 import { createChainWorker } from '../../workers/worker';
 import { auditOf, makePlan, onceWritten, quietRuntime, setPositions, testApprovers, testConfig } from '../helpers';

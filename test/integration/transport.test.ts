@@ -8,10 +8,10 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { connectTemporal } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import { temporalConnectionOptions } from '../../lib/connections';
-import { freePort } from '../../scripts/servers';
+import { freePort } from '../../cli/servers';
 import type { ChainStatus } from '../../contract/types';
 import { connectWorkerTemporal } from '../../workers/worker';
-import { CLI, runCli } from '../cli-runner';
+import { CLI, runCli } from '../../scripts/stack/cli-runner';
 import { chainHarness, eventually, pairs, setPositions, testEnv, type ChainHarness, type TestEnv } from '../helpers';
 import {
   makeCertificates,

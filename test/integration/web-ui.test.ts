@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startPlan } from '../../client/plans';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 import { statusQuery } from '../../contract/messages';
 import { chainHarness, eventually, makePlan, setPositions, testConfig, type ChainHarness } from '../helpers';
 

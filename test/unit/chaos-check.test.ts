@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { chaosViolations, involvedPlans, type ChaosEnding, type FedPlan } from '../stack/chaos-check';
-import { seededRandom } from '../stack/chaos';
+import { chaosViolations, involvedPlans, type ChaosEnding, type FedPlan } from '../../scripts/chaos/chaos-check';
+import { seededRandom } from '../../scripts/chaos/chaos';
 
 const A = 'aaaaaaaaaaaaaaaa';
 const B = 'bbbbbbbbbbbbbbbb';

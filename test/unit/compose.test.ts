@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFile
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 
 /**
  * docker-compose.yml, checked without Docker: compose-go, the Compose Specification's own loader (what `docker

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatDeploymentReport, versionLine } from '../../scripts/commands/deployments';
+import { formatDeploymentReport, versionLine } from '../../cli/commands/deployments';
 
 describe('permit-chain deploy status, as an operator reads it', () => {
   it.each([

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 
 const ALERTS = join(PROJECT_ROOT, 'deploy', 'prometheus', 'alerts.yml');
 const ALERT_CASES = join(PROJECT_ROOT, 'deploy', 'prometheus', 'alerts.test.yml');

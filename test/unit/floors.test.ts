@@ -2,7 +2,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ESLint } from 'eslint';
 import { describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 
 /**
  * The house's floors are a lint rule; this shows the rule bites. Probe files are written into the tree for the
@@ -33,6 +33,14 @@ describe('the import graph', () => {
       'lib/zz-probe-b.ts': "import { a } from './zz-probe-a';\nexport const b = (): number => a() - 1;\n",
     });
     expect(rules).toContain('import-x/no-cycle');
+  }, 60_000);
+
+  it('keeps the product out of the tools and the tests: the CLI importing the bench, a tool importing a test helper', async () => {
+    const rules = await lintProbes({
+      'cli/zz-probe-tool.ts': "export { runBench } from '../scripts/bench';\n",
+      'scripts/zz-probe-test.ts': "export { testEnv } from '../test/helpers';\n",
+    });
+    expect(rules).toEqual(['import-x/no-restricted-paths', 'import-x/no-restricted-paths']);
   }, 60_000);
 
   it('lets an import go down a floor', async () => {

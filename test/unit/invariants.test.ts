@@ -5,9 +5,9 @@ import {
   type ExpectedPlan,
   type OrderRecord,
   type Positions,
-} from '../stack/invariants';
+} from '../../scripts/stack/invariants';
 
-// The cluster test's checker (test/stack/invariants.ts), fed snapshots with one thing broken each: it must name it.
+// The cluster test's checker (scripts/stack/invariants.ts), fed snapshots with one thing broken each: it must name it.
 
 const plans: ExpectedPlan[] = [
   { planId: 'a000000000000001', symbol: 'AAAUSDT', outcome: 'executed' },

@@ -1,11 +1,15 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
-/**
- * The checkout's `permit-chain` (the project's root is this folder's parent, as scripts/servers.ts has it; not
- * imported from there, which loads the dev-only test servers: the compiled CLI's bench uses this module too).
- */
-export const CLI = join(__dirname, '..', 'scripts', 'permit-chain.cjs');
+/** The checkout's `permit-chain`, run from its sources (the project's root is this folder's grandparent). */
+const ROOT = join(__dirname, '..', '..');
+export const CLI = join(ROOT, 'cli', 'permit-chain.cjs');
+
+/** The checkout's tools with an entry of their own, as `npm run bench -- …` runs them: Node with tsx. */
+export const TOOLS = {
+  bench: join(ROOT, 'scripts', 'bench-main.ts'),
+  chaos: join(ROOT, 'scripts', 'chaos', 'main.ts'),
+} as const;
 
 export interface CliRun {
   code: number | null;
@@ -18,6 +22,19 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
   return runCliIn(args, { ...process.env, ...env }, timeoutMs);
 }
 
+/** Runs a tool of the checkout (`npm run <tool> -- args`) the same way: a separate process, its exit code. */
+export function runTool(
+  tool: keyof typeof TOOLS,
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+): Promise<CliRun> {
+  const nodeArgs = ['--import', 'tsx', TOOLS[tool], ...args];
+  const shown = `npm run ${tool} -- ${args.join(' ')}`;
+  // In the checkout, as npm runs it: `--import tsx` is resolved from there.
+  return runNode(nodeArgs, { ...process.env, ...env }, timeoutMs, shown, ROOT);
+}
+
 /**
  * Runs `permit-chain` in a shell that holds exactly `env` (and PATH and HOME): nothing of the test process's
  * environment, as an operator's shell that has only what the runbook gives it.
@@ -28,18 +45,26 @@ export function runCliOnly(args: string[], env: Record<string, string>, timeoutM
 }
 
 function runCliIn(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CliRun> {
+  return runNode([CLI, ...args], env, timeoutMs, `permit-chain ${args.join(' ')}`);
+}
+
+/** `node nodeArgs`; `shown` names the command line if it does not finish in time. */
+function runNode(
+  nodeArgs: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  shown: string,
+  cwd?: string,
+): Promise<CliRun> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(process.execPath, nodeArgs, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      fail(new Error(`permit-chain ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+      fail(new Error(`${shown} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
     }, timeoutMs);
     child.once('exit', (code) => {
       clearTimeout(timer);

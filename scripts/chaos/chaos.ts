@@ -1,19 +1,19 @@
 /**
- * `permit-chain chaos`: a bounded, self-stopping fault run on the local stack (loopback only). It owns every process:
+ * `npm run chaos`: a bounded, self-stopping fault run on the local stack (loopback only). It owns every process:
  * Redis (append-only, fsync always), the Temporal dev server (a database file, so a restart keeps state), the Binance
  * double (or the paper exchange), two workers and one intake. It feeds plans through the upstream stream while a
  * seeded schedule hurts the processes (SIGKILL, SIGSTOP longer than a permit lives, server restarts) and the double
  * (a lost response after the fill, 5xx, 429); then it waits for every plan to end and checks, as an operator would,
  * that nothing was lost, duplicated or late. The same seed gives the same schedule (plans and faults, in order).
  *
- * Dev tooling: loaded lazily by the CLI (scripts/commands/chaos.ts), like the double by `dev`.
+ * A tool of the checkout, not of the image: its entry is scripts/chaos/main.ts.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { Redis } from 'ioredis';
-import { binanceClientOrderId } from '../../activities/exchange/binance';
+import { binanceClientOrderId } from '../../activities/exchange/binance-wire';
 import { redisKeys } from '../../contract/keys';
 import { PERMIT_CHAIN_WORKFLOW, planWorkflowId } from '../../contract/messages';
 import type { ChainOutcome, ChainStatus } from '../../contract/types';
@@ -26,12 +26,12 @@ import {
   freePort,
   redisReachable,
   redisServerPath,
-} from '../../scripts/servers';
-import { runCli } from '../cli-runner';
-import { intakeSpec, workerSpec } from './chain';
+} from '../../cli/servers';
+import { runCli } from '../stack/cli-runner';
+import { intakeSpec, workerSpec } from '../stack/chain';
 import { chaosViolations, involvedPlans, type ExchangeOrderRecord, type FedPlan, type Violation } from './chaos-check';
-import { inLanes, intakeGroupState, streamPlanIds } from './invariants';
-import { ProcessGroup, type ManagedProcess } from './processes';
+import { inLanes, intakeGroupState, streamPlanIds } from '../stack/invariants';
+import { ProcessGroup, type ManagedProcess } from '../stack/processes';
 import { FAULT_KINDS, type FaultKind } from './fault-kinds';
 
 export { FAULT_KINDS, type FaultKind };
@@ -189,7 +189,7 @@ export async function runChaos(options: ChaosOptions, print: (line: string) => v
         name: 'binance-double',
         command: process.execPath,
         args: [
-          ...['--import', 'tsx', join(PROJECT_ROOT, 'test', 'binance-double', 'main.ts')],
+          ...['--import', 'tsx', join(PROJECT_ROOT, 'scripts', 'binance-double', 'main.ts')],
           ...['--port', String(doublePort), '--symbols', [...SYMBOLS, BLOCKED_SYMBOL].join(','), '--key-dir', keyDir],
         ],
         cwd: PROJECT_ROOT,

@@ -1,7 +1,4 @@
-/**
- * The chaos run's fault kinds, as `--faults` takes them: in a module of their own so that the CLI can check its
- * arguments without loading the run (test/stack/chaos.ts, loaded lazily).
- */
+/** The chaos run's fault kinds: what `--faults` takes (scripts/chaos/main.ts) and the run injects (chaos.ts). */
 export const FAULT_KINDS = [
   'worker-kill',
   'intake-kill',

@@ -16,7 +16,7 @@ const GENERIC_SYMBOL: SymbolRules & { markPrice: string } = {
 };
 
 /**
- * The Binance double, by hand: `npx tsx test/binance-double/main.ts --port 18080 [--hedge] [--skew-ms 0]
+ * The Binance double, by hand: `npx tsx scripts/binance-double/main.ts --port 18080 [--hedge] [--skew-ms 0]
  * [--symbols AAAUSDT,BBBUSDT] [--key-dir DIR]`. The API key and secret are written to files readable by their owner
  * only (`api-key`, `api-secret` in `--key-dir`, else a new temporary folder); the console shows the key and the
  * secret file's path. `--symbols` replaces BTCUSDT and ETHUSDT with symbols of generic rules (step 0.001, price 100).

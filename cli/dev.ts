@@ -1,10 +1,7 @@
 import { createConnection } from 'node:net';
 import { hostname } from 'node:os';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Secret, type ChainConfig } from '../lib/config';
-import type * as DoubleModule from '../test/binance-double/server';
-import type { BinanceDouble } from '../test/binance-double/server';
 import { closeOnFailure, connectRedis } from '../lib/connections';
 import { createLogger, lineLogger, sdkOwnInfo } from '../lib/log';
 import { redactUrl } from '../lib/redact';
@@ -17,8 +14,10 @@ import { outagesOf } from '../workers/outages';
 import {
   DATA_DIR,
   ensureServersInstalled,
+  startBinanceDoubleProcess,
   startDevTemporalServer,
   startRedis,
+  type RunningDouble,
   type RunningRedis,
   type RunningTemporal,
 } from './servers';
@@ -120,12 +119,13 @@ export async function runDev(
 
   let redisServer: RunningRedis | undefined;
   let temporalServer: RunningTemporal | undefined;
-  let double: BinanceDouble | undefined;
+  let double: RunningDouble | undefined;
   let config = baseConfig; // pointed at the double, when there is one
   // Whatever ends this process, the servers it started do not outlive it.
   const stopServersNow = () => {
     temporalServer?.process.kill('SIGTERM');
     redisServer?.process.kill('SIGTERM');
+    double?.process.kill('SIGTERM');
   };
   process.once('exit', stopServersNow);
   const stop = stopRequests(out, stopServersNow);
@@ -277,18 +277,13 @@ export async function runDev(
 }
 
 /**
- * The Binance double (test/binance-double), started for `dev --exchange binance-double`: its key and secret go to
- * owner-only files under .data/, and the lines to point another terminal's `permit-chain` at it are printed.
+ * The Binance double for `dev --exchange binance-double`: a tool of the checkout (scripts/binance-double), started
+ * as a process of its own; its key and secret go to owner-only files under .data/, and the lines to point another
+ * terminal's `permit-chain` at it are printed.
  */
-async function startDouble(out: Output): Promise<BinanceDouble> {
-  // Loaded only here: test code, which a production install does not have.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
-  const { startBinanceDouble } = require('../test/binance-double/server') as typeof DoubleModule;
-  const double = await startBinanceDouble();
+async function startDouble(out: Output): Promise<RunningDouble> {
   const dir = join(DATA_DIR, 'binance-double');
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(dir, 'api-key'), `${double.apiKey}\n`, { mode: 0o600 });
-  writeFileSync(join(dir, 'api-secret'), `${double.apiSecret}\n`, { mode: 0o600 });
+  const double = await startBinanceDoubleProcess(dir);
   out.line(`dev: the Binance USD-M double on ${double.url} (BTCUSDT, ETHUSDT; the chain trades there, testnet rules)`);
   out.line(
     `dev: to use it from another terminal: export EXCHANGE=binance-usdm-testnet BINANCE_BASE_URL=${double.url} ` +
@@ -298,7 +293,7 @@ async function startDouble(out: Output): Promise<BinanceDouble> {
 }
 
 /** The configuration that points the chain at the double. */
-function doubleConfig(config: ChainConfig, double: BinanceDouble): ChainConfig {
+function doubleConfig(config: ChainConfig, double: RunningDouble): ChainConfig {
   return {
     ...config,
     exchange: 'binance-usdm-testnet',

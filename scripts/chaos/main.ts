@@ -1,8 +1,9 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { HOUR, durationUpTo, upTo } from '../cli-args';
-import { UsageError, type CommandContext } from './context';
-import type * as ChaosModule from '../../test/stack/chaos';
-import { FAULT_KINDS } from '../../test/stack/fault-kinds';
+import { runTool } from '../../cli/cli';
+import { HOUR, durationUpTo, upTo } from '../../cli/cli-args';
+import { UsageError, type CommandContext } from '../../cli/commands/context';
+import { DEFAULT_CHAOS_OPTIONS, runChaos } from './chaos';
+import { FAULT_KINDS } from './fault-kinds';
 
 function faultList(value: string): (typeof FAULT_KINDS)[number][] {
   const names = value.split(',').map((name) => name.trim());
@@ -20,10 +21,9 @@ function seedArg(value: string): number {
   return Number(value);
 }
 
-/** `chaos`: the bounded fault run on a local stack of its own (test/stack/chaos.ts). */
-export function addChaosCommand(program: Command, ctx: CommandContext): void {
+/** `npm run chaos -- [options]`: the bounded fault run on a local stack of its own (scripts/chaos/chaos.ts). */
+function configureChaos(program: Command, ctx: CommandContext): void {
   program
-    .command('chaos')
     .description(
       'a bounded fault run on a stack of its own (loopback): plans fed while processes and servers are killed, ' +
         'then the invariants checked; exit 1 on any violation, naming the plans',
@@ -50,11 +50,8 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
         drain?: number;
       }) => {
         if (opts.duration !== undefined && opts.plans !== undefined) {
-          throw new UsageError('chaos: --duration and --plans exclude each other: give one');
+          throw new UsageError('--duration and --plans exclude each other: give one');
         }
-        // Loaded only here: test code (the process module, the double), which a production install does not have.
-        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a lazy load, see above
-        const { DEFAULT_CHAOS_OPTIONS, runChaos } = require('../../test/stack/chaos') as typeof ChaosModule;
         const o = ctx.out();
         const report = await runChaos(
           {
@@ -79,3 +76,7 @@ export function addChaosCommand(program: Command, ctx: CommandContext): void {
       },
     );
 }
+
+void runTool('chaos', configureChaos).then((code) => {
+  process.exitCode = code;
+});

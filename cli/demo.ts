@@ -94,7 +94,7 @@ const WATCHER_GRACE_MS = 5_000;
 
 /**
  * The existing system's reported incident, on the running stack: exchange 0.062 BTC, ledger 0.002, a reduce-only
- * SELL 0.062 → P3.3 denies `reconcile_required_qty_mismatch` → the ledger is set to 0.062 (the seed's one command)
+ * SELL 0.062 → P3.3 denies `reconcile_required_qty_mismatch` → the ledger is set to 0.062 (the desk's one command)
  * → the position watcher wakes the plan → executed, and the exchange and the ledger are both 0.
  */
 export async function runDemo(config: ChainConfig, out: Output): Promise<DemoResult> {

@@ -5,7 +5,6 @@ import type * as ConfigModule from '../lib/config';
 import type * as PlanModule from '../lib/plan';
 import { redactUrl } from '../lib/redact';
 import { EXIT, type CommandContext } from './commands/context';
-import type * as ChaosCommands from './commands/chaos';
 import type * as DeploymentsCommands from './commands/deployments';
 import type * as OperatorsCommands from './commands/operators';
 import type * as PlansCommands from './commands/plans';
@@ -18,9 +17,15 @@ export { UsageError } from './commands/context';
 
 type AddCommands = (program: Command, ctx: CommandContext) => void;
 
+/** A program's name, for its errors (`permit-chain: …`), and what builds it, given how it prints its errors. */
+interface Program {
+  name: string;
+  build: (json: boolean, writeErr: (line: string) => void) => { program: Command; exitCode: () => number };
+}
+
 /*
- * Each group of commands is loaded only when one of its commands runs: `status` never loads the worker, the bench
- * or the dev servers, and `--version` loads none. A command missing from COMMAND_GROUPS still runs, with every group
+ * Each group of commands is loaded only when one of its commands runs: `status` never loads the worker or the dev
+ * servers, and `--version` loads none. A command missing from COMMAND_GROUPS still runs, with every group
  * loaded (a test keeps the table complete).
  */
 /* eslint-disable @typescript-eslint/no-require-imports -- the lazy loads described above */
@@ -29,7 +34,6 @@ const GROUPS: Record<string, () => AddCommands> = {
   plans: () => (require('./commands/plans') as typeof PlansCommands).addPlansCommands,
   operators: () => (require('./commands/operators') as typeof OperatorsCommands).addOperatorsCommands,
   'safe-changes': () => (require('./commands/safe-changes') as typeof SafeChangesCommands).addSafeChangesCommands,
-  chaos: () => (require('./commands/chaos') as typeof ChaosCommands).addChaosCommand,
   deployments: () => (require('./commands/deployments') as typeof DeploymentsCommands).addDeploymentsCommands,
 };
 const loadConfigModule = () => require('../lib/config') as typeof ConfigModule;
@@ -42,7 +46,6 @@ export const COMMAND_GROUPS: Record<string, keyof typeof GROUPS> = {
   dev: 'processes',
   worker: 'processes',
   intake: 'processes',
-  bench: 'processes',
   submit: 'plans',
   status: 'plans',
   retry: 'plans',
@@ -59,7 +62,6 @@ export const COMMAND_GROUPS: Record<string, keyof typeof GROUPS> = {
   'register-search-attributes': 'operators',
   'what-if': 'safe-changes',
   'replay-check': 'safe-changes',
-  chaos: 'chaos',
   deploy: 'deployments',
 };
 
@@ -70,7 +72,7 @@ function commandOf(args: string[]): string | undefined {
 
 /**
  * `permit-chain`: a table of commands, each parsing its arguments, asking the client room (client/) or starting a
- * process (workers/, dev), and printing what it got (scripts/commands/). Exit codes: EXIT (scripts/commands/context).
+ * process (workers/, dev), and printing what it got (cli/commands/). Exit codes: EXIT (cli/commands/context).
  * `only`: register just the group of this command (all groups when it is not in COMMAND_GROUPS, or not given).
  */
 export function buildProgram(
@@ -79,6 +81,18 @@ export function buildProgram(
   only?: string,
   writeErr: (line: string) => void = (line) => process.stderr.write(`permit-chain: ${line}\n`),
 ) {
+  const { program, ctx, exitCode } = createProgram('permit-chain', out, env, writeErr);
+  program
+    .description('Durable permit chain: Governor → Apply → P3.3 → Execute, one Temporal workflow per plan')
+    .version(versionText(), '-V, --version', 'the version of permit-chain and of the Temporal SDK it runs');
+  const group = only !== undefined ? COMMAND_GROUPS[only] : undefined;
+  const groups = group ? [group] : Object.keys(GROUPS);
+  for (const name of groups) GROUPS[name]?.()(program, ctx);
+  return { program, exitCode };
+}
+
+/** A program in the CLI's voice: `--json`, a usage error as one line through `writeErr`, an exit code to set. */
+function createProgram(name: string, out: () => Output, env: NodeJS.ProcessEnv, writeErr: (line: string) => void) {
   let exitCode: number = EXIT.done;
   const ctx: CommandContext = {
     env,
@@ -108,18 +122,13 @@ export function buildProgram(
       }
     },
   };
-  const program = new Command('permit-chain')
-    .description('Durable permit chain: Governor → Apply → P3.3 → Execute, one Temporal workflow per plan')
+  const program = new Command(name)
     .option('--json', 'print one JSON object instead of text (an error too: {"error", "exit_code"}, on stderr)')
-    .version(versionText(), '-V, --version', 'the version of permit-chain and of the Temporal SDK it runs')
     .showSuggestionAfterError(false)
     .exitOverride()
     // One line, in the same voice as every other refusal.
     .configureOutput({ writeErr: (text) => writeErr(firstLine(text)) });
-  const group = only !== undefined ? COMMAND_GROUPS[only] : undefined;
-  const groups = group ? [group] : Object.keys(GROUPS);
-  for (const name of groups) GROUPS[name]?.()(program, ctx);
-  return { program, exitCode: () => exitCode };
+  return { program, ctx, exitCode: () => exitCode };
 }
 
 function firstLine(text: string): string {
@@ -157,12 +166,6 @@ function exitCodeOf(err: unknown): number {
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const args = argv.slice(2);
   const json = args.includes('--json');
-  const fail = (message: string, code: number): number => {
-    process.stderr.write(
-      json ? `${JSON.stringify({ error: message, exit_code: code })}\n` : `permit-chain: ${message}\n`,
-    );
-    return code;
-  };
   // `--version` alone (with or without --json) loads nothing else.
   if (
     args.length > 0 &&
@@ -174,16 +177,42 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     out.result(versionText(), { version, build_id: buildId, temporal_sdk: temporalSdk });
     return EXIT.done;
   }
-  let commanderError: string | undefined;
-  const cli = buildProgram(
-    () => createOutput(json),
-    env,
-    commandOf(args),
-    (line) => {
-      if (json) commanderError ??= line;
-      else process.stderr.write(`permit-chain: ${line}\n`);
+  return runProgram(argv, json, {
+    name: 'permit-chain',
+    build: (asJson, writeErr) => buildProgram(() => createOutput(asJson), env, commandOf(args), writeErr),
+  });
+}
+
+/**
+ * A tool of the checkout (scripts/: `npm run bench -- …`) run in the CLI's voice: `configure` gives the program its
+ * options and action; errors are one line (one JSON object with `--json`), the exit codes are the CLI's.
+ */
+export function runTool(
+  name: string,
+  configure: (program: Command, ctx: CommandContext) => void,
+  argv: string[] = process.argv,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  return runProgram(argv, argv.slice(2).includes('--json'), {
+    name,
+    build(json, writeErr) {
+      const { program, ctx, exitCode } = createProgram(name, () => createOutput(json), env, writeErr);
+      configure(program, ctx);
+      return { program, exitCode };
     },
-  );
+  });
+}
+
+async function runProgram(argv: string[], json: boolean, { name, build }: Program): Promise<number> {
+  const fail = (message: string, code: number): number => {
+    process.stderr.write(json ? `${JSON.stringify({ error: message, exit_code: code })}\n` : `${name}: ${message}\n`);
+    return code;
+  };
+  let commanderError: string | undefined;
+  const cli = build(json, (line) => {
+    if (json) commanderError ??= line;
+    else process.stderr.write(`${name}: ${line}\n`);
+  });
   try {
     await cli.program.parseAsync(argv);
     return cli.exitCode();
@@ -197,8 +226,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
 }
 
-// The compiled CLI runs itself (`node dist/scripts/cli.js`); in a checkout, bin/permit-chain runs it (or, from the
-// sources, scripts/permit-chain.cjs via tsx).
+// The compiled CLI runs itself (`node dist/cli/cli.js`); in a checkout, bin/permit-chain runs it (or, from the
+// sources, cli/permit-chain.cjs via tsx).
 if (typeof require !== 'undefined' && require.main === module) {
   void main(process.argv).then((code) => {
     process.exitCode = code;

@@ -2,7 +2,7 @@
  * A second build of the chain, for a test that deploys one beside the checkout's: a copy of the checkout's build
  * inputs (the folders of workers/workflow-code.ts BUILD_FOLDERS, package.json, package-lock.json, tsconfig.json) in
  * a folder of its own, with one line of its sources changed, run exactly as the tests run the checkout (its own
- * scripts/permit-chain.cjs through tsx, its workflows bundled by its worker at start, the checkout's node_modules).
+ * cli/permit-chain.cjs through tsx, its workflows bundled by its worker at start, the checkout's node_modules).
  * Its build id is the one the product computes for those sources (workers/build-id.ts), so it differs from the
  * checkout's by that line alone; nothing is told which build it is. No compiled build (dist/, build-info.json) is
  * involved: the checkout's build runs from its sources too, and a compiled copy would only add a tsc run.
@@ -10,18 +10,16 @@
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PROJECT_ROOT } from '../../scripts/servers';
+import { PROJECT_ROOT } from '../../cli/servers';
 import { BUILD_FOLDERS } from '../../workers/workflow-code';
 
 /** Besides the build folders: what the CLI reads at start (engines, the pinned Node) and tsx's compiler options. */
 const ROOT_FILES = ['package.json', 'package-lock.json', 'tsconfig.json', '.node-version'] as const;
-/** Loaded by the CLI from the sources for its dev-only commands (bench, chaos, dev's exchange double); no build input. */
-const DEV_FOLDERS = ['test'] as const;
 
 export interface SecondBuild {
   /** The copy's root. */
   root: string;
-  /** Its `permit-chain` (scripts/permit-chain.cjs), for workerSpec's `cli`. */
+  /** Its `permit-chain` (cli/permit-chain.cjs), for workerSpec's `cli`. */
   cli: string;
   /** Its build id, as its own `permit-chain --version --json` prints it. */
   buildId: string;
@@ -38,8 +36,7 @@ export interface SourceChange {
 export function makeSecondBuild(into: string, change: SourceChange): SecondBuild {
   if (existsSync(into)) throw new Error(`second build: ${into} exists already: give a new folder`);
   mkdirSync(into, { recursive: true });
-  for (const folder of [...BUILD_FOLDERS, ...DEV_FOLDERS])
-    cpSync(join(PROJECT_ROOT, folder), join(into, folder), { recursive: true });
+  for (const folder of BUILD_FOLDERS) cpSync(join(PROJECT_ROOT, folder), join(into, folder), { recursive: true });
   for (const file of ROOT_FILES) {
     if (existsSync(join(PROJECT_ROOT, file))) cpSync(join(PROJECT_ROOT, file), join(into, file));
   }
@@ -57,7 +54,7 @@ export function makeSecondBuild(into: string, change: SourceChange): SecondBuild
   }
   writeFileSync(path, source.replace(change.from, change.to));
 
-  const cli = join(into, 'scripts', 'permit-chain.cjs');
+  const cli = join(into, 'cli', 'permit-chain.cjs');
   const version = spawnSync(process.execPath, [cli, '--version', '--json'], { encoding: 'utf8', timeout: 60_000 });
   if (version.status !== 0) {
     throw new Error(`second build: permit-chain --version failed (${version.status}): ${version.stderr.slice(0, 500)}`);

@@ -1,8 +1,14 @@
 import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 
 /**
- * An empty workflow: what one workflow costs on the server, start to result, with nothing in it. `permit-chain
- * bench` runs it beside the chain so that the chain's latency reads as a ratio to this floor.
+ * The bench's workflow module: the chain's workflows, and beside them the bench's floors, which the production bundle
+ * (workflows/index.ts) does not carry. The bench's own worker bundles this module at its start.
+ */
+export * from '../workflows';
+
+/**
+ * An empty workflow: what one workflow costs on the server, start to result, with nothing in it. The bench runs it
+ * beside the chain so that the chain's latency reads as a ratio to this floor.
  */
 export async function benchFloor(): Promise<void> {}
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The package's `permit-chain` bin (npx, npm run cli) and the tests' entry: runs the TypeScript CLI through tsx, so
-// there is no build step. Operators run bin/permit-chain, the compiled CLI (scripts/launch.cjs); the production image
-// runs `node dist/scripts/cli.js`. Started by a Node older than `engines` (the
+// there is no build step. Operators run bin/permit-chain, the compiled CLI (cli/launch.cjs); the production image
+// runs `node dist/cli/cli.js`. Started by a Node older than `engines` (the
 // system's, through npx), it runs itself again on the pinned Node that scripts/setup.sh installs in .tools/node.
 const { spawn } = require('node:child_process');
 const { existsSync, readFileSync } = require('node:fs');

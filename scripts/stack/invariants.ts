@@ -11,7 +11,7 @@ import { PERMIT_CHAIN_WORKFLOW, planWorkflowId } from '../../contract/messages';
 import type { ChainOutcome, ChainStatus } from '../../contract/types';
 import { Dec, formatDec } from '../../lib/decimal';
 import { INTAKE_GROUP } from '../../workers/intake';
-import { countBy, decimal } from './chaos-check';
+import { countBy, decimal } from '../chaos/chaos-check';
 
 /**
  * A plan and how it was designed to end. `executed`: one Apply entry and one filled order. `denied` (by the

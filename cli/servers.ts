@@ -1,14 +1,14 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { TypedSearchAttributes } from '@temporalio/common';
 import { TestWorkflowEnvironment, type EphemeralServerExecutable } from '@temporalio/testing';
 import { Redis } from 'ioredis';
 import { CHAIN_SEARCH_ATTRIBUTES } from '../contract/messages';
+import { BINANCE_DOUBLE_MAIN, PROJECT_ROOT } from './checkout';
 
-/** The project's root: `.tools/` and `.data/` live here (compiled, this file is in dist/scripts/). */
-export const PROJECT_ROOT = resolve(__dirname, ...(__filename.endsWith('.js') ? ['..', '..'] : ['..']));
+export { PROJECT_ROOT } from './checkout';
 export const TOOLS_DIR = join(PROJECT_ROOT, '.tools');
 /** Where `dev` keeps its state; `PERMIT_CHAIN_DATA_DIR` moves it (tests use a temporary folder). */
 export const DATA_DIR = process.env.PERMIT_CHAIN_DATA_DIR || join(PROJECT_ROOT, '.data');
@@ -140,6 +140,55 @@ export async function startRedis(options: {
     await new Promise((r) => setTimeout(r, 100));
   }
   return { url, process: child, stop: () => stopChild(child) };
+}
+
+export interface RunningDouble {
+  url: string;
+  apiKey: string;
+  apiSecret: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/**
+ * The checkout's Binance double (scripts/binance-double/main.ts, run with tsx from node_modules) in a process of its
+ * own group, on a free loopback port, its key and secret written to owner-only files in `keyDir`
+ * (checkoutToolsHere says whether it can run here).
+ */
+export async function startBinanceDoubleProcess(keyDir: string): Promise<RunningDouble> {
+  const child = spawn(process.execPath, ['--import', 'tsx', BINANCE_DOUBLE_MAIN, '--port', '0', '--key-dir', keyDir], {
+    cwd: PROJECT_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let said = '';
+  const url = await new Promise<string>((done, fail) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      fail(new Error(`the Binance double did not start in 30 s: ${said.slice(0, 500)}`));
+    }, 30_000);
+    const read = (chunk: Buffer) => {
+      said += chunk.toString();
+      const ready = /^binance double on (\S+) /m.exec(said);
+      if (!ready) return;
+      clearTimeout(timer);
+      done(ready[1] as string);
+    };
+    child.stdout.on('data', read);
+    child.stderr.on('data', read);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      fail(new Error(`the Binance double exited (${code ?? signal}): ${said.slice(0, 500)}`));
+    });
+  });
+  const secret = (name: string) => readFileSync(join(keyDir, name), 'utf8').trim();
+  return {
+    url,
+    apiKey: secret('api-key'),
+    apiSecret: secret('api-secret'),
+    process: child,
+    stop: () => stopChild(child),
+  };
 }
 
 /** SIGTERM, and the exit awaited; SIGKILL if it has not gone after `graceMs`. */

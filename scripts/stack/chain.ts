@@ -2,7 +2,7 @@
  * The chain's own processes as `ProcessSpec`s: `permit-chain worker` and `permit-chain intake`, run exactly as a
  * deployment runs them (the CLI, through `node`, with an environment), each ready when it prints its first line.
  */
-import { CLI } from '../cli-runner';
+import { CLI } from './cli-runner';
 import type { ProcessSpec } from './processes';
 
 /**

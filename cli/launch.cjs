@@ -8,7 +8,7 @@ const { existsSync, readFileSync, readdirSync, statSync } = require('node:fs');
 const { join } = require('node:path');
 
 /** The folders a build is made from, as BUILD_FOLDERS in workers/workflow-code.ts (a test keeps them equal). */
-const BUILD_FOLDERS = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'scripts'];
+const BUILD_FOLDERS = ['contract', 'lib', 'activities', 'workflows', 'client', 'workers', 'cli'];
 
 /**
  * The inputs (by path from `root`) that differ from those the build in `dist` was made from: added, removed or
@@ -17,7 +17,7 @@ const BUILD_FOLDERS = ['contract', 'lib', 'activities', 'workflows', 'client', '
  */
 function staleBuild(root, dist = join(root, 'dist')) {
   const infoPath = join(dist, 'build-info.json');
-  if (!existsSync(infoPath) || !existsSync(join(dist, 'scripts', 'cli.js'))) return undefined;
+  if (!existsSync(infoPath) || !existsSync(join(dist, 'cli', 'cli.js'))) return undefined;
   const info = JSON.parse(readFileSync(infoPath, 'utf8'));
   const builtAt = Date.parse(info.builtAt);
   const inputs = [];
@@ -48,7 +48,7 @@ function run(root) {
   let cli;
   if (stale && stale.length === 0) {
     require('node:module').enableCompileCache?.();
-    cli = require(join(root, 'dist', 'scripts', 'cli.js'));
+    cli = require(join(root, 'dist', 'cli', 'cli.js'));
   } else {
     const why = stale
       ? `dist/ was built from other sources (${stale.slice(0, 2).join(', ')}${stale.length > 2 ? ` and ${stale.length - 2} more` : ''} changed)`

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
-import { PROJECT_ROOT, freePort } from '../../scripts/servers';
+import { PROJECT_ROOT, freePort } from '../../cli/servers';
 
 export const CLUSTER_SCRIPT = join(PROJECT_ROOT, 'scripts', 'cluster.sh');
 

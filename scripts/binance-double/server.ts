@@ -6,7 +6,7 @@ import { Dec, formatDec } from '../../lib/decimal';
 /**
  * A local double of Binance USD-M futures REST (fapi v1/v2/v3): the endpoints the exchange adapter uses, signed and
  * checked the way Binance checks them, with positions it keeps and faults a test can inject. Test code only; also
- * runnable by hand (`npx tsx test/binance-double/main.ts`).
+ * runnable by hand (`npx tsx scripts/binance-double/main.ts`).
  */
 
 export type PositionSide = 'BOTH' | 'LONG' | 'SHORT';
