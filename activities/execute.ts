@@ -6,7 +6,7 @@ import { redisKeys } from '../contract/keys';
 import type { ExecuteRefusal, ExecuteResult, GovernorPermit, P33Permit, Plan, PostTradeCheck } from '../contract/types';
 import { auditFields } from './audit';
 import type { ActivityDeps } from './deps';
-import { createFillsRecord, type SendClaim } from './fills';
+import { createFillsRecord, type SendClaim } from './ledger/fills';
 import { killSwitchOn } from './kill-switch';
 import { createLedger, executedAny, showAmount, type RecordedFill } from './ledger';
 import { checkOrderAnswer, ExchangeAnswerRefused, type SentOrder } from './exchange/answer';

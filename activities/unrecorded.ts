@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../contract/keys';
 import { checkOrderAnswer } from './exchange/answer';
 import { isFinalStatus, type ExchangePort } from './exchange/port';
-import type { FillsEntry, SendClaim } from './fills';
+import type { FillsEntry, SendClaim } from './ledger/fills';
 
 /**
  * An order the exchange has under a claimed send of the chain, with no execution record: its plan's worker died

@@ -43,7 +43,8 @@ import { fetchPlanRuns, type PlanRun, type RunSelection } from './histories';
 import { registerSearchAttributes } from './search-attributes';
 import { deployBuild, deploymentReport, type DeploymentReport, type DeployReport } from './deployments';
 import { reportRetries, type RetryReport } from './retry-report';
-import { readPlanRecord, reDecide, type PlanRecord, type WhatIfReport } from './what-if';
+import { reDecide, type WhatIfReport } from './what-if';
+import { readPlanRecord, type PlanRecord } from './what-if-history';
 import type { UnrecordedOrder } from '../activities/unrecorded';
 
 /** A refusal the person can act on (a plan that does not exist, one that cannot be retried): exit code 2. */

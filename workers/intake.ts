@@ -10,7 +10,8 @@ import { lineLogger, type Logger } from '../lib/log';
 import { PlanError, parsePlan } from '../lib/plan';
 import { deadLetterFields, defineDeadLetterScript } from './dead-letter';
 import { redisReadiness, serveTelemetry, temporalReadiness, type TelemetryServer } from './health';
-import { ChainMetrics, watchIntake } from './metrics';
+import { watchIntake } from './gauges';
+import { ChainMetrics } from './metrics';
 import { outagesOf } from './outages';
 import { tracingFor } from './tracing';
 

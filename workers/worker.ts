@@ -28,7 +28,8 @@ import {
   type ReadinessCheck,
   type TelemetryServer,
 } from './health';
-import { ChainMetrics, chainObserverSinks, observeActivities, watchPlans, watchRedisMemory } from './metrics';
+import { watchPlans, watchRedisMemory } from './gauges';
+import { ChainMetrics, chainObserverSinks, observeActivities } from './metrics';
 import { outagesOf } from './outages';
 import { StreamTrimmer, evictionRisk } from './redis-store';
 import { LineSweeper } from './line-sweep';

@@ -3,7 +3,7 @@ import { createActivities } from '../../activities';
 import { binanceClientOrderId } from '../../activities/exchange';
 import { ANSWER_MAX_BYTES, createBinanceExchange } from '../../activities/exchange/binance';
 import type { ExchangePort } from '../../activities/exchange/port';
-import type { FillsEntry } from '../../activities/fills';
+import type { FillsEntry } from '../../activities/ledger/fills';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
 import type { ChainStatus, Plan } from '../../contract/types';

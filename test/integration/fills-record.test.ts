@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import type { ExchangeOrder, ExchangePort } from '../../activities/exchange/port';
 import { createPaperExchange } from '../../activities/exchange/paper';
-import { createFillsRecord, type FillsEntry } from '../../activities/fills';
+import { createFillsRecord, type FillsEntry } from '../../activities/ledger/fills';
 import { createLedger } from '../../activities/ledger';
 import { resetFailedPlan } from '../../client/operations';
 import { startPlan } from '../../client/plans';

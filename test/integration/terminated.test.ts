@@ -10,7 +10,8 @@ import type { ChainStatus, Plan } from '../../contract/types';
 import type { permitChain } from '../../workflows';
 import { createLogger } from '../../lib/log';
 import { LineSweeper } from '../../workers/line-sweep';
-import { ChainMetrics, watchPlans } from '../../workers/metrics';
+import { watchPlans } from '../../workers/gauges';
+import { ChainMetrics } from '../../workers/metrics';
 import { runCli } from '../../scripts/stack/cli-runner';
 import { chainHarness, eventually, makePlan, setPositions, testEnv, waitForStage, type ChainHarness } from '../helpers';
 

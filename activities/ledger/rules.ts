@@ -1,6 +1,6 @@
-import { AmountError, Dec, formatDec, parseAmount } from '../lib/decimal';
-import type { Side } from '../contract/types';
-import type { ExchangeOrder } from './exchange/port';
+import { AmountError, Dec, formatDec, parseAmount } from '../../lib/decimal';
+import type { Side } from '../../contract/types';
+import type { ExchangeOrder } from '../exchange/port';
 
 /* The ledger's rules, pure: what a fill is, how it moves the ledger, how an unapplied one is settled. The I/O that
    applies them is activities/ledger.ts. */

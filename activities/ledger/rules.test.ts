@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { ExchangeOrder } from './exchange/port';
-import { ledgerAfterFill, orderAudit, settleUnappliedFill, type Fill, type Settlement } from './ledger';
-import { Dec } from '../lib/decimal';
-import type { Side } from '../contract/types';
+import type { ExchangeOrder } from '../exchange/port';
+import { ledgerAfterFill, orderAudit, settleUnappliedFill, type Fill, type Settlement } from '.';
+import { Dec } from '../../lib/decimal';
+import type { Side } from '../../contract/types';
 
 describe('ledgerAfterFill', () => {
   const order = (side: Side, status: ExchangeOrder['status'], filledQty: string) => ({

@@ -1,7 +1,7 @@
 import type { Redis, Result } from 'ioredis';
-import type { RedisKeys } from '../contract/keys';
-import type { ExecutionRecord, Plan } from '../contract/types';
-import { auditFields } from './audit';
+import type { RedisKeys } from '../../contract/keys';
+import type { ExecutionRecord, Plan } from '../../contract/types';
+import { auditFields } from '../audit';
 
 /**
  * The fills record: one hash per symbol, `quantum:ledger:fills:{symbol}`, field = the exchange's order id, value =

@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
-import { AmountError, formatDec, type Dec } from '../lib/decimal';
-import type { RedisKeys } from '../contract/keys';
-import type { ExecutionRecord, Plan } from '../contract/types';
-import { auditFields } from './audit';
-import type { ExchangeOrder } from './exchange/port';
+import { AmountError, formatDec, type Dec } from '../../lib/decimal';
+import type { RedisKeys } from '../../contract/keys';
+import type { ExecutionRecord, Plan } from '../../contract/types';
+import { auditFields } from '../audit';
+import type { ExchangeOrder } from '../exchange/port';
 import { fillsEntry, type FillsEntry } from './fills';
 import {
   decimalOrNull,
@@ -16,10 +16,10 @@ import {
   type ReconcileState,
   LedgerConflict,
   ReconcileStale,
-} from './ledger-rules';
+} from './rules';
 
-export * from './ledger-rules';
-import { RECONCILE_LEDGER, RECORD_FILL, SETTLE_FILL } from './ledger-scripts';
+export * from './rules';
+import { RECONCILE_LEDGER, RECORD_FILL, SETTLE_FILL } from './scripts';
 
 /** Conflicts only arise under contention on one symbol or a person editing the ledger meanwhile: far beyond this. */
 const MAX_LEDGER_TRIES = 100;
