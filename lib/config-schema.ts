@@ -61,6 +61,12 @@ const streamCap = (fallback: number) =>
     })
     .transform(Number);
 
+/** A switch that is off unless set to `true`. */
+const switchOff = z
+  .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
+  .default('false')
+  .transform((raw) => raw === 'true');
+
 export const decimalString = (fallback: string) =>
   z
     .string()
@@ -149,10 +155,7 @@ export const EnvSchema = z.object({
   REDIS_TLS_CA_FILE: pemFile('certificate'),
   REDIS_TLS_CERT_FILE: pemFile('certificate'),
   REDIS_TLS_KEY_FILE: pemFile('private key'),
-  REDIS_ALLOW_EVICTION: z
-    .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
-    .default('false')
-    .transform((raw) => raw === 'true'),
+  REDIS_ALLOW_EVICTION: switchOff,
   AUDIT_STREAM_MAXLEN: streamCap(1_000_000),
   APPLY_STREAM_MAXLEN: streamCap(100_000),
   TEMPORAL_ADDRESS: z
@@ -178,10 +181,7 @@ export const EnvSchema = z.object({
     .refine((raw) => /^[A-Za-z0-9_-]{1,200}$/.test(raw), {
       message: "must be 1 to 200 letters, digits, _ or - (no '.': Temporal joins it to the build id with one)",
     }),
-  WORKER_VERSIONING: z
-    .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
-    .default('false')
-    .transform((raw) => raw === 'true'),
+  WORKER_VERSIONING: switchOff,
   KEY_PREFIX: z
     .string()
     .default('quantum')
@@ -255,10 +255,7 @@ export const EnvSchema = z.object({
       { message: `must be a whole number from ${CONTINUE_AS_NEW_EVENTS_MIN} to ${CONTINUE_AS_NEW_EVENTS_MAX}` },
     )
     .transform(Number),
-  UPGRADE_ON_CONTINUE_AS_NEW: z
-    .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
-    .default('false')
-    .transform((raw) => raw === 'true'),
+  UPGRADE_ON_CONTINUE_AS_NEW: switchOff,
   WORKFLOW_CACHE_SIZE: z
     .string()
     .default('250')

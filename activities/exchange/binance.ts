@@ -82,20 +82,9 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
   // One key, or four with a guard: their number is the call's first argument.
   redis.defineCommand('binanceClaimSend', { lua: CLAIM_SEND });
 
-  const {
-    client,
-    infoClient,
-    scrub,
-    describe,
-    serverNow,
-    busyError,
-    authError,
-    readError,
-    syncTime,
-    ensureSynced,
-    signed,
-    read,
-  } = createBinanceSession({ name, config, clock });
+  const session = createBinanceSession({ name, config, clock });
+  const { client, infoClient, scrub, describe, serverNow, busyError, authError } = session;
+  const { readError, syncTime, ensureSynced, signed, read } = session;
 
   /** The order with the answer it came from, bounded: what Execute shows when it does not believe the answer. */
   const withRaw = (order: ExchangeOrder, json: unknown): ExchangeOrder => ({

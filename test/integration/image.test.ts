@@ -59,6 +59,14 @@ describe('the image, its two stages run without Docker', () => {
   let app: LocalStage;
   let h: ChainHarness;
   const env = testEnv();
+  /** The image's environment for a process started in it: its variables, the test's, Node on its PATH. */
+  const imageEnv = (extra: Record<string, string> = {}) => ({
+    ...process.env,
+    ...app.env,
+    ...env,
+    PATH: `${join(app.root, 'usr', 'local', 'bin')}:${process.env.PATH ?? ''}`,
+    ...extra,
+  });
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'permit-chain-image-'));
@@ -100,13 +108,7 @@ describe('the image, its two stages run without Docker', () => {
     expect(app.command).toEqual(['node', 'dist/cli/cli.js', 'worker']);
     const worker = spawn(command, args, {
       cwd: join(app.root, app.workdir),
-      env: {
-        ...process.env,
-        ...app.env,
-        ...env,
-        PATH: `${join(app.root, 'usr', 'local', 'bin')}:${process.env.PATH ?? ''}`,
-        NODE_OPTIONS: `--require ${join(app.root, 'no-webpack.cjs')}`,
-      },
+      env: imageEnv({ NODE_OPTIONS: `--require ${join(app.root, 'no-webpack.cjs')}` }),
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(asRoot ? { uid: NODE_UID, gid: NODE_UID } : {}),
     });
@@ -182,12 +184,7 @@ describe('the image, its two stages run without Docker', () => {
     const run = (args: string[]) =>
       spawnSync('node', ['dist/cli/cli.js', ...args], {
         cwd: join(app.root, app.workdir),
-        env: {
-          ...process.env,
-          ...app.env,
-          ...env,
-          PATH: `${join(app.root, 'usr', 'local', 'bin')}:${process.env.PATH ?? ''}`,
-        },
+        env: imageEnv(),
         encoding: 'utf8',
       });
     const help = run(['--help']);
