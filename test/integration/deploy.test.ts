@@ -210,7 +210,11 @@ describe('a deploy while plans run (two builds, one Redis)', () => {
       expect(report.current_build_id).toBe(idB);
       expect(report.deployed).toMatchObject({ build_id: idB, as: 'current', previous_current: idA });
       expect(report.woken).toBe(5);
-      expect(report.versions.find((v) => v.build_id === idA)).toMatchObject({ status: 'draining', running_plans: 6 });
+      // Counted after the wake: the woken plans may have moved onto B by then, the plan in flight has not.
+      const onA = report.versions.find((v) => v.build_id === idA);
+      expect(onA?.status).toBe('draining');
+      expect(onA?.running_plans).toBeGreaterThanOrEqual(1);
+      expect(onA?.running_plans).toBeLessThanOrEqual(6);
       expect(report.audit.audited).toBe(
         `by ops: build ${idB} current in deployment ${config.workerDeployment} (set by permit-chain deploy by ops (${hostname()}))`,
       );
