@@ -6,7 +6,7 @@ import type { PlanRun } from './plan-run';
 import { awaitingNextStep, clockTime } from './status-board';
 
 /** What the approvers are asked to sign: the positions shown, whether they moved since, how many must sign. */
-export interface ApprovalAsk {
+interface ApprovalAsk {
   shown: NonNullable<ChainStatus['awaiting']>;
   stale: boolean;
   required: number;

@@ -27,7 +27,7 @@ export async function permitChain(input: ChainInput): Promise<ChainStatus> {
   return CancellationScope.nonCancellable(() => runPlan(input, cancelRequested));
 }
 
-/** The plan's steps, as the desk's table reads: turn and permit → Apply → P3.3 → Execute; a block or a lost permit loops. */
+/** The plan's steps: its turn and a permit → Apply → P3.3 → Execute; a block or a lost permit loops back. */
 async function steps(run: PlanRun): Promise<Ending> {
   const resumed = await resumeWait(run);
   if (resumed) return resumed;

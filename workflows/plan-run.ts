@@ -7,7 +7,7 @@ import type { StatusBoard } from './status-board';
 import type { WakeUps } from './wake-ups';
 
 /** The Governor's answer to the call that admitted the plan, and the workflow's time when it was asked. */
-export interface FirstTurn {
+interface FirstTurn {
   turn: GovernorTurn;
   at: number;
 }

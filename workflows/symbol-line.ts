@@ -1,14 +1,14 @@
+/**
+ * The plan's place in its symbol's line: one plan at a time holds a symbol, the others wait their turn in arrival
+ * order, woken by the plan before them as it lets go, never polling.
+ */
+
 import { condition, getExternalWorkflowHandle } from '@temporalio/workflow';
 import type { SymbolHold } from '../activities/symbol-lock';
 import { planWorkflowId, symbolFreeSignal } from '../contract/messages';
 import { WAITER_REFRESH_MS } from '../lib/symbol-line';
 import { type Ending, options } from './chain-calls';
 import type { PlanRun } from './plan-run';
-
-/**
- * The plan's place in its symbol's line: one plan at a time holds a symbol, the others wait their turn in arrival
- * order, woken by the plan before them as it lets go, never polling.
- */
 
 /**
  * Takes the plan's symbol for a blocked plan's look at the positions (it stays blocked while it waits its turn).
