@@ -79,7 +79,10 @@ export function createActivities(deps: ActivityDeps) {
   const governor = createGovernorActivities(deps);
   const line = createSymbolLockActivities(deps);
   return failOnBadData({
-    ...governor,
+    // The admission and the permit run inside governorTurn (one call per turn): the workflow calls neither alone.
+    verifyDecision: (request: Parameters<typeof governor.verifyDecision>[0]) => governor.verifyDecision(request),
+    recordOperatorDecision: (entry: Parameters<typeof governor.recordOperatorDecision>[0]) =>
+      governor.recordOperatorDecision(entry),
     ...createGovernorTurnActivities(deps, governor, line),
     ...createApplyActivities(deps),
     ...createP33Activities(deps),

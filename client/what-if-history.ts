@@ -110,11 +110,9 @@ function readRun(history: History, converter: PayloadConverter): RunRecord {
     }
   }
   for (const { type, input, result, eventId, at } of results) {
-    if (type === 'admitPlan') admission = result as Admission;
-    else if (type === 'requestPermit' || type === 'governorTurn') {
-      // One call per turn (governorTurn) may carry the admission and, once the symbol was held, the answer.
-      const turn: GovernorTurn =
-        type === 'governorTurn' ? (result as GovernorTurn) : { answer: result as GovernorAnswer };
+    if (type === 'governorTurn') {
+      // One call per turn may carry the admission and, once the symbol was held, the answer.
+      const turn = result as GovernorTurn;
       if (turn.admission) admission = turn.admission;
       const asked = (input?.[0] as { at?: number } | undefined)?.at;
       if (turn.answer) decisions.push({ layer: 'governor', at: asked ?? at, eventId, answer: turn.answer });

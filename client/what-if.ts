@@ -9,7 +9,7 @@ import type { PlanRecord, RecordedDecision, RecordedGovernor, RecordedP33 } from
 /**
  * `permit-chain what-if`: the recorded past re-decided under proposed settings, by the layers' own pure decisions
  * (decidePermit, decideP33, the rate window's pure twin). The source is each plan's Temporal history, the one record
- * that holds everything a decision read: the admitted plan and its mode (admitPlan), every answer of the Governor and
+ * that holds everything a decision read: the admitted plan and its mode (governorTurn), every answer of the Governor and
  * when it was asked, every P3.3 comparison with the exchange's and the ledger's amounts, and the fill's price. The
  * audit stream lacks the quantities and positions; the `status` query keeps only each layer's last permit.
  */

@@ -3,7 +3,7 @@ import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/wor
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ChainActivities } from '../activities';
 import type { GovernorTurn } from '../activities/governor-turn';
-import type { ExecuteResult, GovernorAnswer, P33Permit } from '../contract/types';
+import type { ExecuteResult, P33Permit } from '../contract/types';
 import { planFields, planIdOf, type Logger } from '../lib/log';
 import type { ChainObserverSinks } from '../workflows/observe';
 
@@ -112,9 +112,7 @@ export class ChainMetrics {
 
 /** Which layer each activity belongs to: the `stage` label of its durations. */
 const STAGE_OF: Record<keyof ChainActivities, string> = {
-  admitPlan: 'governor',
   governorTurn: 'governor',
-  requestPermit: 'governor',
   verifyDecision: 'governor',
   recordOperatorDecision: 'operator',
   publishPlan: 'apply',
@@ -130,12 +128,9 @@ const STAGE_OF: Record<keyof ChainActivities, string> = {
 
 /** What a layer's result says, counted: a permit's decision, P3.3's, Execute's order. */
 function countResult(metrics: ChainMetrics, activity: string, result: unknown, log: Logger): void {
-  // One call per turn: the Governor's answer, when it gave one, counts as requestPermit's.
-  if (activity === 'governorTurn') {
-    const { answer } = result as GovernorTurn;
-    if (answer) countResult(metrics, 'requestPermit', answer, log);
-  } else if (activity === 'requestPermit') {
-    const answer = result as GovernorAnswer;
+  // One call per turn: the Governor's answer is in it when the plan held its symbol and asked for a permit.
+  const answer = activity === 'governorTurn' ? (result as GovernorTurn).answer : undefined;
+  if (answer) {
     if (answer.kind === 'permit') {
       const { granted, reason } = answer.permit;
       metrics.permits.inc({ layer: 'governor', decision: granted ? 'granted' : 'denied', reason });

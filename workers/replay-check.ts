@@ -84,7 +84,7 @@ function recordedActivity(event: JsonOrProtoEvent): string | undefined {
 
 /**
  * Where a replay failure diverges: the history event its message names (`HistoryEvent(id: 10, …)`), or, when it
- * names only the recorded activity that does not match the code's command (`recorded marker 'requestPermit'`,
+ * names only the recorded activity that does not match the code's command (`recorded marker 'checkPosition'`,
  * `scheduled event 'X'`), the first event of the history that records that activity.
  */
 export function divergingEvent(message: string, history: unknown): { eventId: number | null; note?: string } {

@@ -16,11 +16,8 @@ import {
   cancelSignal,
   rejectPlanUpdate,
   rejectSignal,
-  positionsChangedSignal,
   retrySignal,
   statusQuery,
-  symbolFreeSignal,
-  wakeSignal,
 } from '../contract/messages';
 import type { StatusBoard } from './status-board';
 
@@ -95,12 +92,12 @@ function claimOf(request: unknown): DecisionClaim {
 /**
  * Everything people send a plan: retry, approve, reject, cancel (as signals, and as updates that answer at once),
  * Temporal's own cancellation request, and the `status` query. A decision counts only once the Governor has
- * verified its signature against the positions shown; every refusal is noted in the timeline and audited.
+ * verified its signature against the positions shown; every refusal is noted in the timeline and audited. What
+ * machines send (the symbol let go, the positions changed, a deploy's wake) is the wake-ups' (wake-ups.ts).
  */
 export class OperatorDesk {
+  /** A retry came in since the blocked plan last looked (taken as acted on before each look). */
   retryRequested = false;
-  symbolFreed = false;
-  positionsChanged = false;
   cancel?: CancelRequest;
   private rejection?: PersonRejection;
   /** While the plan awaits a decision: the positions the approvers are shown, which their signatures cover. */
@@ -131,15 +128,6 @@ export class OperatorDesk {
       this.board.note(`retry requested by ${by}`);
       log.info('operator: retry requested', { who: by, stage: status.stage });
     });
-    setHandler(symbolFreeSignal, () => {
-      this.symbolFreed = true;
-    });
-    setHandler(positionsChangedSignal, () => {
-      this.positionsChanged = true;
-    });
-    // No news and no state: the signal only gives the plan a workflow task, in which it sees the deployment's target
-    // (workflowInfo) and, at rest, continues as new onto a new current build when it should.
-    setHandler(wakeSignal, () => undefined);
     setHandler(approveSignal, (request) => this.decide('approve', request).then(() => undefined));
     setHandler(rejectSignal, (request) => this.decide('reject', request).then(() => undefined));
     setHandler(cancelSignal, (request) => this.requestCancel(request).then(() => undefined));
@@ -331,42 +319,11 @@ export class OperatorDesk {
   }
 
   /**
-   * A blocked plan at rest: sleeps until someone retries it, the position watcher says its positions changed, it is
-   * cancelled, or `until` (the fallback re-check) comes. `'wake'` when only `wake()` came true (it continues as new).
-   * News not yet taken (takeNews) wakes it at once.
-   */
-  async rest(until: number, wake: () => boolean = () => false): Promise<'wake' | undefined> {
-    this.board.publish();
-    const news = () => this.cancel !== undefined || this.retryRequested || this.positionsChanged;
-    const woken = await condition(() => news() || wake(), Math.max(1, until - Date.now()));
-    return woken && !news() ? 'wake' : undefined;
-  }
-
-  /**
-   * Takes the news a blocked plan acts on (a retry, a position change) as acted on: the plan takes it before it looks,
-   * so that one coming during the look wakes its next rest at once.
-   */
-  takeNews(): void {
-    this.retryRequested = false;
-    this.positionsChanged = false;
-  }
-
-  /**
-   * Whether something came in that the plan, waiting where it does, must act on before it may continue as new: a
-   * cancel; a retry or a position change (blocked); a decision or an approval towards it (awaiting approval): the
-   * state carried over may have been written before it.
+   * Whether a person sent something that the plan, waiting where it does, must act on before it may continue as new:
+   * a cancel; a retry (blocked); a decision or an approval towards it (awaiting approval).
    */
   hasNews(waiting: 'blocked' | 'awaiting_approval'): boolean {
     if (this.cancel !== undefined) return true;
-    return waiting === 'blocked'
-      ? this.retryRequested || this.positionsChanged
-      : this.rejection !== undefined || this.approvalNews;
-  }
-
-  /** Waits for the plan ahead to let go of the symbol (it signals), or at most `timeoutMs`, or a cancel. */
-  async awaitSymbol(timeoutMs: number): Promise<void> {
-    this.board.publish();
-    await condition(() => this.symbolFreed || this.cancel !== undefined, Math.max(1, timeoutMs));
-    this.symbolFreed = false;
+    return waiting === 'blocked' ? this.retryRequested : this.rejection !== undefined || this.approvalNews;
   }
 }

@@ -6,6 +6,7 @@ import { createActivities } from '../../activities';
 import { APPLY_DEDUPE_TTL_S } from '../../activities/apply';
 import type { CarriedRecord } from '../../activities/carry';
 import { createPaperExchange } from '../../activities/exchange/paper';
+import { createGovernorActivities } from '../../activities/governor';
 import { WAITER_STALE_MS } from '../../activities/symbol-lock';
 import { redisKeys } from '../../contract/keys';
 import type { GovernorPermit, Plan } from '../../contract/types';
@@ -25,17 +26,19 @@ const config = testConfig({ PERMIT_TTL_S: '60', PERMIT_MARGIN_S: '5' });
 const keys = redisKeys(config.keyPrefix);
 let redis: Redis;
 let layers: ReturnType<typeof createActivities>;
+let governor: ReturnType<typeof createGovernorActivities>;
 
 beforeAll(() => {
   redis = new Redis(config.redisUrl);
-  const exchange = createPaperExchange(redis, keys, Date.now);
-  layers = createActivities({ redis, config, exchange, clock: Date.now, approverKeys: new Map() });
+  const deps = { redis, config, exchange: createPaperExchange(redis, keys, Date.now), clock: Date.now };
+  layers = createActivities({ ...deps, approverKeys: new Map() });
+  governor = createGovernorActivities({ ...deps, approverKeys: new Map() });
 });
 afterAll(() => redis.disconnect());
 
 /** The Governor's permit for a plan (testnet mode: it decides by itself). */
 async function permitFor(plan: Plan): Promise<GovernorPermit> {
-  const answer = await layers.requestPermit({ plan, at: Date.now() });
+  const answer = await governor.requestPermit({ plan, at: Date.now() });
   if (answer.kind !== 'permit') throw new Error(`expected a permit, got ${answer.kind}`);
   return answer.permit;
 }
@@ -85,7 +88,7 @@ describe('Governor size limits', () => {
   it('denies a plan above the notional limit at the exchange price, and grants one within it', async () => {
     const limited = testConfig({ GOVERNOR_MAX_NOTIONAL: '1000', GOVERNOR_MAX_QTY_SIZEUSDT: '5' });
     const lkeys = redisKeys(limited.keyPrefix);
-    const governor = createActivities({
+    const governor = createGovernorActivities({
       redis,
       config: limited,
       exchange: createPaperExchange(redis, lkeys, Date.now),

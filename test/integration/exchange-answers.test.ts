@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
+import { createGovernorActivities } from '../../activities/governor';
 import { binanceClientOrderId } from '../../activities/exchange';
 import { ANSWER_MAX_BYTES, createBinanceExchange } from '../../activities/exchange/binance';
 import type { ExchangePort } from '../../activities/exchange/port';
@@ -177,15 +178,12 @@ describe("the kill switch at the Binance adapter's send claim", () => {
       redis: h.redis,
       keys: h.keys,
     });
-    const layers = createActivities({
-      redis: h.redis,
-      config: h.config,
-      exchange: fresh,
-      clock: Date.now,
-      approverKeys: new Map(),
-    });
+    const deps = { redis: h.redis, config: h.config, exchange: fresh, clock: Date.now, approverKeys: new Map() };
+    const layers = createActivities(deps);
     const plan = makePlan({ symbol: 'ETHUSDT', qty: '0.5' });
-    expect(await layers.requestPermit({ plan, at: Date.now() })).toMatchObject({ kind: 'permit' });
+    expect(await createGovernorActivities(deps).requestPermit({ plan, at: Date.now() })).toMatchObject({
+      kind: 'permit',
+    });
     expect(await layers.checkPosition(plan)).toMatchObject({ allow: true });
     double.injectFault({ kind: 'delay', ms: 1000, path: '/fapi/v1/positionSide/dual' });
     const result = layers.executePlan(plan);

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities';
 import type { ExchangeOrder, ExchangePort } from '../../activities/exchange/port';
 import { createPaperExchange } from '../../activities/exchange/paper';
+import { createGovernorActivities } from '../../activities/governor';
 import { createFillsRecord, type FillsEntry } from '../../activities/ledger/fills';
 import { createLedger } from '../../activities/ledger';
 import { resetFailedPlan } from '../../client/operations';
@@ -24,11 +25,19 @@ const env = testEnv();
 let h: ChainHarness;
 let exchange: ExchangePort;
 let layers: ReturnType<typeof createActivities>;
+let governor: ReturnType<typeof createGovernorActivities>;
 
 beforeAll(async () => {
   h = await chainHarness(loadConfig(env));
   exchange = createPaperExchange(h.redis, h.keys, Date.now);
   layers = over(exchange);
+  governor = createGovernorActivities({
+    redis: h.redis,
+    config: h.config,
+    exchange,
+    clock: Date.now,
+    approverKeys: new Map(),
+  });
 });
 afterAll(() => h.close());
 
@@ -45,7 +54,7 @@ function over(port: ExchangePort) {
 /** Both permits in place, as the Governor and P3.3 leave them for a plan that reaches Execute. */
 async function permitted(symbol: string): Promise<Plan> {
   const plan = makePlan({ symbol, qty: '1' });
-  expect(await layers.requestPermit({ plan, at: Date.now() })).toMatchObject({ kind: 'permit' });
+  expect(await governor.requestPermit({ plan, at: Date.now() })).toMatchObject({ kind: 'permit' });
   expect(await layers.checkPosition(plan)).toMatchObject({ allow: true });
   return plan;
 }

@@ -4,6 +4,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities';
 import { createPaperExchange } from '../../activities/exchange/paper';
+import { createGovernorActivities } from '../../activities/governor';
 import type { ExchangePort } from '../../activities/exchange/port';
 import { startPlan } from '../../client/plans';
 import { loadConfig } from '../../lib/config';
@@ -18,18 +19,26 @@ const env = testEnv();
 let h: ChainHarness;
 let exchange: ExchangePort;
 let layers: ReturnType<typeof createActivities>;
+let governor: ReturnType<typeof createGovernorActivities>;
 
 beforeAll(async () => {
   h = await chainHarness(loadConfig(env));
   exchange = createPaperExchange(h.redis, h.keys, Date.now);
   layers = createActivities({ redis: h.redis, config: h.config, exchange, clock: Date.now, approverKeys: new Map() });
+  governor = createGovernorActivities({
+    redis: h.redis,
+    config: h.config,
+    exchange,
+    clock: Date.now,
+    approverKeys: new Map(),
+  });
 });
 afterAll(() => h.close());
 
 /** Both permits in place, as the Governor and P3.3 leave them for a plan that reaches Execute. */
 async function permitted(symbol: string, fields: Record<string, unknown> = {}): Promise<Plan> {
   const plan = makePlan({ symbol, qty: '1', ...fields });
-  const answer = await layers.requestPermit({ plan, at: Date.now() });
+  const answer = await governor.requestPermit({ plan, at: Date.now() });
   expect(answer).toMatchObject({ kind: 'permit', permit: { granted: true } });
   expect(await layers.checkPosition(plan)).toMatchObject({ allow: true });
   return plan;
