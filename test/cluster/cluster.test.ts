@@ -1,6 +1,6 @@
 /**
  * The chain as it is deployed, on a real Temporal cluster (the server binary on PostgreSQL, `scripts/cluster.sh`),
- * with two worker processes and two intake processes, fed through the upstream stream: the seed's incident and 300
+ * with two worker processes and two intake processes, fed through the upstream stream: the desk's incident and 300
  * plans on 20 symbols, one worker and one intake SIGKILLed mid-run and started again. Nothing may be lost or
  * duplicated. The workers run versioned (WORKER_VERSIONING), as in docker-compose.yml: their build is made the
  * deployment's current version with the command of the runbook before any plan arrives, and every plan is pinned to
@@ -361,7 +361,7 @@ describe('the chain on a PostgreSQL-backed Temporal cluster', () => {
     // at the kill: the feed still going (above) is what makes it mid-run.
     expect(inFlight.running).toBeGreaterThanOrEqual(1);
 
-    // While they are dead, the operator fixes the incident's ledger (the seed's one command).
+    // While they are dead, the operator fixes the incident's ledger (the one-command ledger fix).
     await redis.hset(keys.position(INCIDENT.symbol), 'ledger_amount', INCIDENT.exchange);
     await sleep(DEAD_FOR_MS);
     await Promise.all([workerA.start(), intakeB.start()]);

@@ -47,7 +47,7 @@ async function amounts(symbol: string) {
 }
 
 describe('the position watcher', () => {
-  it("executes a blocked plan on the seed's fix alone (HSET ledger_amount), with no retry", async () => {
+  it("executes a blocked plan on the ledger fix alone (HSET ledger_amount), with no retry", async () => {
     await setPositions(h, 'BTCUSDT', '0.062', '0.002');
     const plan = makePlan({ symbol: 'BTCUSDT', qty: '0.062' });
     const watching = await watcher();

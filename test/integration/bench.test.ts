@@ -145,7 +145,7 @@ describe('the bench (npm run bench)', () => {
     await leftNothing(report);
   });
 
-  it("--parked: all blocked, CPU and memory at rest, the seed's fix executes lone plans and a crowded symbol's, the rest cancelled", async () => {
+  it("--parked: all blocked, CPU and memory at rest, the ledger fix executes lone plans and a crowded symbol's, the rest cancelled", async () => {
     const report = await bench(['--parked', '6', '--symbols', '2', '--window', '2s', '--fix-timeout', '30s']);
     expect(report.mode).toBe('parked');
     expect(report.blocked).toBe(6);

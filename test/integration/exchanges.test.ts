@@ -112,7 +112,7 @@ describe.each(venues)('the chain on $name', (kind) => {
     return new Dec((await h.redis.hget(h.keys.position(symbol), 'ledger_amount')) ?? 'NaN');
   }
 
-  it("the seed's incident: blocked on the mismatch, executed once the ledger is fixed, one order", async () => {
+  it("the desk's incident: blocked on the mismatch, executed once the ledger is fixed, one order", async () => {
     await positions('BTCUSDT', '0.062', '0.002');
     const plan = makePlan({ symbol: 'BTCUSDT', side: 'SELL', qty: '0.062', reduce_only: true });
     await h.withWorker(async () => {
@@ -324,7 +324,7 @@ describe('100 plans on 10 symbols on the Binance double, every fault injected at
     const schedule = kinds.flatMap((fault) => Array.from({ length: 5 }, () => fault)).sort(() => random() - 0.5);
     const startedAt = Date.now();
     const finals = await h.withWorker(async () => {
-      // The seed's incident first, in the same run: blocked, the ledger fixed, executed.
+      // The desk's incident first, in the same run: blocked, the ledger fixed, executed.
       const first = (await startPlan(h.client, h.config, incident)).handle;
       await waitForStage(h, `plan-${incident.plan_id}`, 'blocked');
       await h.redis.hset(h.keys.position('BTCUSDT'), 'ledger_amount', '0.062');

@@ -160,7 +160,7 @@ describe('the worker process with METRICS_PORT', () => {
     // And the process's.
     expect(samples(text, 'process_resident_memory_bytes')).toHaveLength(1);
 
-    // The seed's fix: the blocked plan executes, and the gauge follows.
+    // The ledger fix: the blocked plan executes, and the gauge follows.
     await h.redis.hset(h.keys.position('DOGEUSDT'), 'ledger_amount', '5');
     const final = (await h.client.workflow.getHandle(workflowId).result()) as ChainStatus;
     expect(final.outcome).toBe('executed');
