@@ -19,8 +19,8 @@ import {
 } from '../helpers';
 
 /**
- * Blocked plans at rest, woken by the position watcher, and the symbol line driven by signals: the seed's
- * one-command fix executes a blocked plan by itself, and plans on one symbol keep their place however long they wait.
+ * Blocked plans at rest, woken by the position watcher, and the symbol line driven by signals: the
+ * one-command ledger fix executes a blocked plan by itself, and plans on one symbol keep their place however long they wait.
  */
 let h: ChainHarness;
 beforeAll(async () => {
@@ -47,7 +47,7 @@ async function amounts(symbol: string) {
 }
 
 describe('the position watcher', () => {
-  it("executes a blocked plan on the ledger fix alone (HSET ledger_amount), with no retry", async () => {
+  it('executes a blocked plan on the ledger fix alone (HSET ledger_amount), with no retry', async () => {
     await setPositions(h, 'BTCUSDT', '0.062', '0.002');
     const plan = makePlan({ symbol: 'BTCUSDT', qty: '0.062' });
     const watching = await watcher();
