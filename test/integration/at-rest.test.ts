@@ -19,8 +19,8 @@ import {
 } from '../helpers';
 
 /**
- * Blocked plans at rest, woken by the position watcher, and the symbol line driven by signals: the
- * one-command ledger fix executes a blocked plan by itself, and plans on one symbol keep their place however long they wait.
+ * Blocked plans at rest, woken by the position watcher, and the symbol line driven by signals: the one-command
+ * ledger fix executes a blocked plan by itself, and plans on one symbol keep their place however long they wait.
  */
 let h: ChainHarness;
 beforeAll(async () => {
