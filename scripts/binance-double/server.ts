@@ -116,22 +116,14 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
     authenticate(req, rawQuery, rawBody, params, { apiKey, apiSecret }, book, faults);
 
     if (path === '/fapi/v1/positionSide/dual') return send(res, 200, { dualSidePosition: book.hedgeMode });
-    if (path === '/fapi/v2/positionRisk') {
+    if (path === '/fapi/v2/positionRisk' || path === '/fapi/v3/positionRisk') {
       const symbol = params.get('symbol');
       if (symbol) book.symbol(symbol);
+      const risk = path === '/fapi/v2/positionRisk' ? positionRisk : positionRiskV3;
       return send(
         res,
         200,
-        (symbol ? [symbol] : [...book.symbols.keys()]).flatMap((one) => positionRisk(book, one)),
-      );
-    }
-    if (path === '/fapi/v3/positionRisk') {
-      const symbol = params.get('symbol');
-      if (symbol) book.symbol(symbol);
-      return send(
-        res,
-        200,
-        (symbol ? [symbol] : [...book.symbols.keys()]).flatMap((one) => positionRiskV3(book, one)),
+        (symbol ? [symbol] : [...book.symbols.keys()]).flatMap<object>((one) => risk(book, one)),
       );
     }
     if (method === 'GET') return sendOrder(res, path, method, findOrder(book, params));
