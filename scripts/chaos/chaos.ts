@@ -21,6 +21,7 @@ import { drain, readEnding } from './ending';
 import { FAULT_KINDS, type FaultKind } from './fault-kinds';
 import { injectFaults, type InjectedFault } from './fault-schedule';
 import { Feed } from './feed';
+import { seededRandom } from '../stack/seeded-random';
 import { sayFigures } from './figures';
 
 export interface ChaosOptions {
@@ -54,18 +55,6 @@ export interface ChaosReport {
   planIds: string[];
   faults: InjectedFault[];
   lines: string[];
-}
-
-/** mulberry32: a small seeded generator, so that a seed replays the same schedule. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Runs the chaos and returns its report; `print` gets each line of it as it comes. Never leaves a process behind. */
