@@ -2,7 +2,8 @@ import { Option, type Command } from 'commander';
 import { runTool } from '../cli/cli';
 import { HOUR, durationUpTo, positiveInt, sizeList, upTo } from '../cli/cli-args';
 import { UsageError, type CommandContext } from '../cli/commands/context';
-import { remoteServers, runBench, type BenchOptions } from './bench';
+import { remoteServers, runBench } from './bench';
+import type { BenchOptions } from './bench-runner';
 
 /** `npm run bench -- [options]`: the bench, a tool of the checkout (docs/benchmark.md); `--help` lists its options. */
 function configureBench(program: Command, ctx: CommandContext): void {

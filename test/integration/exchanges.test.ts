@@ -13,6 +13,7 @@ import {
   type Fault,
 } from '../../scripts/binance-double/server';
 import { runCli } from '../../scripts/stack/cli-runner';
+import { seededRandom } from '../../scripts/stack/seeded-random';
 import { chainHarness, eventually, makePlan, testEnv, waitForStage, type ChainHarness, type TestEnv } from '../helpers';
 
 /**
@@ -273,18 +274,6 @@ describe('the chain on the Binance double: its rules, its order states, its faul
 /** How long the load may take before the plans still running are reported as problems (it takes ~10 s). */
 const LOAD_DEADLINE_MS = 120_000;
 
-/** A small seeded generator (mulberry32): the same seed gives the same plans and the same faults. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('100 plans on 10 symbols on the Binance double, every fault injected at random', () => {
   const SEED = Number(process.env.EXCHANGE_LOAD_SEED ?? 20261126);
   const START = '100';
@@ -295,7 +284,7 @@ describe('100 plans on 10 symbols on the Binance double, every fault injected at
   afterAll(() => h.close());
 
   it('ends with one order per executed plan, exchange == ledger on every symbol, no order on an expired permit', async () => {
-    const random = seeded(SEED);
+    const random = seededRandom(SEED);
     for (const symbol of [...LOAD_SYMBOLS, 'BTCUSDT']) {
       const amount = symbol === 'BTCUSDT' ? '0.062' : START;
       double.setPosition(symbol, amount);

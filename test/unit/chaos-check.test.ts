@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { chaosViolations, involvedPlans, type ChaosEnding, type FedPlan } from '../../scripts/chaos/chaos-check';
-import { seededRandom } from '../../scripts/chaos/chaos';
+import { seededRandom } from '../../scripts/stack/seeded-random';
 
 const A = 'aaaaaaaaaaaaaaaa';
 const B = 'bbbbbbbbbbbbbbbb';
