@@ -61,6 +61,17 @@ const streamCap = (fallback: number) =>
     })
     .transform(Number);
 
+/** A comma-separated list of names, blanks dropped; empty by default. */
+const nameList = z
+  .string()
+  .default('')
+  .transform((raw) =>
+    raw
+      .split(',')
+      .map((name) => name.trim())
+      .filter((name) => name !== ''),
+  );
+
 /** A switch that is off unless set to `true`. */
 const switchOff = z
   .enum(['true', 'false'], { message: "must be 'true' or 'false'" })
@@ -197,25 +208,9 @@ export const EnvSchema = z.object({
   PLAN_MAX_AGE_S: seconds(3600, PLAN_MAX_AGE_LIMIT_S),
   RECHECK_INTERVAL_S: seconds(30),
   P33_TOLERANCE: decimalString('0.001'),
-  APPROVERS: z
-    .string()
-    .default('')
-    .transform((raw) =>
-      raw
-        .split(',')
-        .map((name) => name.trim())
-        .filter((name) => name !== ''),
-    ),
+  APPROVERS: nameList,
   APPROVER_KEYS_DIR: z.string().default(''),
-  OPERATORS: z
-    .string()
-    .default('')
-    .transform((raw) =>
-      raw
-        .split(',')
-        .map((name) => name.trim())
-        .filter((name) => name !== ''),
-    ),
+  OPERATORS: nameList,
   APPROVER_FINGERPRINTS: z
     .string()
     .default('')

@@ -6,7 +6,7 @@ import { inject } from 'vitest';
 import { registerSearchAttributes } from '../../client/search-attributes';
 import { PERMIT_CHAIN_WORKFLOW, planWorkflowId, statusQuery } from '../../contract/messages';
 import type { ChainStage, ChainStatus, Plan } from '../../contract/types';
-import { parsePlan } from '../../lib/plan';
+import { makePlan } from '../helpers';
 import { testServerExecutable } from '../../cli/servers';
 import type { ChainObserverSinks } from '../../workflows/observe';
 import type { permitChain } from '../../workflows/permit-chain';
@@ -98,17 +98,7 @@ export async function startFastServer(): Promise<FastServer> {
 
 /** A valid plan: SELL 1 BTCUSDT reduce-only unless `fields` say otherwise. */
 export function fastPlan(fields: Partial<Plan> = {}): Plan {
-  return parsePlan({
-    plan_id: randomBytes(8).toString('hex'),
-    action: 'EXECUTE',
-    symbol: 'BTCUSDT',
-    side: 'SELL',
-    qty: '1',
-    reduce_only: true,
-    source: 'fast-test',
-    created_at: Date.now(),
-    ...fields,
-  });
+  return makePlan({ qty: '1', source: 'fast-test', ...fields });
 }
 
 /**

@@ -31,13 +31,7 @@ beforeAll(async () => {
   h = await chainHarness(loadConfig(env));
   exchange = createPaperExchange(h.redis, h.keys, Date.now);
   layers = over(exchange);
-  governor = createGovernorActivities({
-    redis: h.redis,
-    config: h.config,
-    exchange,
-    clock: Date.now,
-    approverKeys: new Map(),
-  });
+  governor = createGovernorActivities({ ...h, exchange, clock: Date.now, approverKeys: new Map() });
 });
 afterAll(() => h.close());
 

@@ -24,14 +24,9 @@ let governor: ReturnType<typeof createGovernorActivities>;
 beforeAll(async () => {
   h = await chainHarness(loadConfig(env));
   exchange = createPaperExchange(h.redis, h.keys, Date.now);
-  layers = createActivities({ redis: h.redis, config: h.config, exchange, clock: Date.now, approverKeys: new Map() });
-  governor = createGovernorActivities({
-    redis: h.redis,
-    config: h.config,
-    exchange,
-    clock: Date.now,
-    approverKeys: new Map(),
-  });
+  const deps = { redis: h.redis, config: h.config, exchange, clock: Date.now, approverKeys: new Map() };
+  layers = createActivities(deps);
+  governor = createGovernorActivities(deps);
 });
 afterAll(() => h.close());
 
