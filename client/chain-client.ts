@@ -1,14 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { WorkflowFailedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
-import { ApplicationFailure, type UpdateDefinition } from '@temporalio/common';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import type { UpdateDefinition } from '@temporalio/common';
 import { redisKeys } from '../contract/keys';
-import {
-  OPERATOR_OPERATION_WORKFLOW,
-  operationWorkflowId,
-  type OperatorRequest,
-  type WorkerIdentity,
-} from '../contract/operations';
+import type { OperatorRequest } from '../contract/operations';
 import {
   approvePlanUpdate,
   cancelPlanUpdate,
@@ -46,46 +41,22 @@ import { reportRetries, type RetryReport } from './retry-report';
 import { reDecide, type WhatIfReport } from './what-if';
 import { readPlanRecord, type PlanRecord } from './what-if-history';
 import type { UnrecordedOrder } from '../activities/unrecorded';
-
-/** A refusal the person can act on (a plan that does not exist, one that cannot be retried): exit code 2. */
-export class ClientError extends Error {
-  override name = 'ClientError';
-}
-
-/** No such plan: the CLI's exit code 4, apart from a bad argument's 2. */
-export class NotFoundError extends ClientError {
-  override name = 'NotFoundError';
-}
+import { ClientError, NotFoundError, WORKER_ANSWER_WAIT_MS, runOperation, type Answered } from './operation-run';
 
 export type { PositionView } from './operations';
-
-/** The workers did not answer (Temporal unreachable, or no worker polls the task queue): nothing was done. */
-export class WorkersUnreachable extends Error {
-  override name = 'WorkersUnreachable';
-}
-
-/** A worker refused an operator's operation (unsigned, a bad signature, a used nonce): exit code 3. */
-export class OperationRefused extends Error {
-  override name = 'OperationRefused';
-}
-
-/** How long an operation waits for a worker to take it before it says the workers are unreachable. */
-export const WORKER_ANSWER_WAIT_MS = 5_000;
-/** An operation no worker took is ended after this: it must not run long after the operator was told it did not. */
-const OPERATION_EXECUTION_TIMEOUT = '3m';
+export {
+  ClientError,
+  NotFoundError,
+  OperationRefused,
+  WORKER_ANSWER_WAIT_MS,
+  WorkersUnreachable,
+  type Answered,
+} from './operation-run';
 
 /** A signing key for an operation: the operator's name in OPERATORS and their private key file. */
 export interface OperationSigner {
   keyFile: string;
   lifeMs?: number;
-}
-
-/** An operation's answer: its result and which worker gave it, under which configuration. */
-export interface Answered<T> {
-  result: T;
-  worker: WorkerIdentity;
-  recorded_as?: string;
-  operation_id: string;
 }
 
 /**
@@ -108,60 +79,11 @@ export class ChainClient {
     if (client.status === 'fulfilled') await client.value?.connection.close();
   }
 
-  /**
-   * Runs an operation in a worker of the chain's task queue (workflows/operator-operation.ts) and returns its answer.
-   * When Temporal does not answer, or no worker takes the operation within {@link WORKER_ANSWER_WAIT_MS}, it is
-   * ended unperformed and {@link WorkersUnreachable} says so. A refusal is a ClientError with the worker's reason.
-   */
-  private async operate<T>(request: OperatorRequest): Promise<Answered<T>> {
-    const address = `Temporal at ${this.config.temporalAddress}`;
+  /** Runs an operation in a worker of the chain's task queue (runOperation). */
+  private operate<T>(request: OperatorRequest): Promise<Answered<T>> {
     // An operation's connection gives up with its wait: an unreachable server does not hold the command longer.
     this.temporal ??= connectTemporal(this.config, { connectTimeoutMs: WORKER_ANSWER_WAIT_MS });
-    const client = await withinWait(this.client(), `${address} did not answer`);
-    const workflowId = operationWorkflowId(randomUUID());
-    const handle = await withinWait(
-      client.workflow.start(OPERATOR_OPERATION_WORKFLOW, {
-        workflowId,
-        taskQueue: this.config.taskQueue,
-        args: [request],
-        workflowExecutionTimeout: OPERATION_EXECUTION_TIMEOUT,
-      }),
-      `${address} did not take the operation`,
-    );
-    const result = handle.result() as Promise<{ worker: WorkerIdentity; result: T; recorded_as?: string }>;
-    // Read below once the wait is over; until then a failure must not go unhandled.
-    result.catch(() => undefined);
-    const early = await Promise.race([
-      result.then(
-        () => true,
-        () => true,
-      ),
-      delay(WORKER_ANSWER_WAIT_MS),
-    ]);
-    if (!early) {
-      const { historyLength } = await handle.describe();
-      // Started and scheduled only: no worker has taken its first task.
-      if (historyLength <= 2) {
-        await handle.terminate('no worker answered in time').catch(() => undefined);
-        throw new WorkersUnreachable(
-          `no worker of task queue ${this.config.taskQueue} answered within ${WORKER_ANSWER_WAIT_MS / 1000}s ` +
-            `(${address}): nothing was done`,
-        );
-      }
-    }
-    try {
-      return { ...(await result), operation_id: workflowId };
-    } catch (err) {
-      if (err instanceof WorkflowFailedError) {
-        // The activity's own message: the worker's refusal or failure, without the SDK's wrapping.
-        let cause: Error | undefined = err.cause;
-        while (cause?.cause instanceof Error) cause = cause.cause;
-        const message = `${(cause ?? err).message} (operation ${workflowId})`;
-        if (cause instanceof ApplicationFailure && cause.type === 'Refused') throw new OperationRefused(message);
-        throw new ClientError(message);
-      }
-      throw err;
-    }
+    return runOperation<T>(this.client(), this.config, request);
   }
 
   async submit(plan: Plan, explicitId: boolean): Promise<StartedPlan> {
@@ -391,26 +313,4 @@ function notFound(err: unknown, planId: string): never {
     throw new NotFoundError(`no plan ${planId} (workflow ${planWorkflowId(planId)} not found)`);
   }
   throw err;
-}
-
-function delay(ms: number): Promise<false> {
-  return new Promise((done) => setTimeout(() => done(false), ms).unref());
-}
-
-/** `promise`, or WorkersUnreachable when it has not settled within the operation's wait. */
-async function withinWait<T>(promise: Promise<T>, what: string): Promise<T> {
-  promise.catch(() => undefined);
-  const settled = await Promise.race([
-    promise.then(
-      () => true,
-      () => true,
-    ),
-    delay(WORKER_ANSWER_WAIT_MS),
-  ]);
-  if (!settled) throw new WorkersUnreachable(`${what} within ${WORKER_ANSWER_WAIT_MS / 1000}s: nothing was done`);
-  try {
-    return await promise;
-  } catch (err) {
-    throw new WorkersUnreachable(`${what}: ${(err as Error).message.split('\n')[0]?.slice(0, 300)}: nothing was done`);
-  }
 }
