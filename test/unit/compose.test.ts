@@ -204,7 +204,7 @@ describe('docker-compose.yml: our rules', () => {
     // The worker's own environment adds to the chain's, it does not replace it.
     expect(services.worker?.environment).toMatchObject({ REDIS_URL: 'redis://redis:6379/0', METRICS_PORT: '9464' });
     const text = readFileSync(COMPOSE_FILE, 'utf8');
-    expect(text).toContain('temporal worker deployment set-current-version --deployment-name permit-chain');
+    expect(text).toContain('docker compose run --rm --no-deps worker deploy BUILD_ID');
   });
 
   it("registers the search attributes with the project's own command, before any worker or intake starts", () => {
