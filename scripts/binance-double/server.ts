@@ -11,6 +11,7 @@ import { exchangeInfo, orderView, positionRisk, positionRiskV3, premiumIndex } f
 import { DoubleBook } from './book';
 import { BinanceError, internalError, missing } from './errors';
 import { FaultQueue } from './faults';
+import { HISTORY_WEIGHT, WeightMeter, accountTrades, allOrders } from './history';
 import { findOrder, placeOrder } from './orders';
 import { authenticate } from './signing';
 import { DEFAULT_SYMBOLS, type BinanceDouble, type BinanceDoubleOptions, type Fault, type PositionSide } from './types';
@@ -38,6 +39,7 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
   const apiSecret = options.apiSecret ?? randomBytes(32).toString('hex');
   const book = new DoubleBook(options.hedgeMode ?? false, options.skewMs ?? 0, options.symbols ?? DEFAULT_SYMBOLS);
   const faults = new FaultQueue();
+  const weight = new WeightMeter();
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
@@ -110,7 +112,9 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
       (method === 'GET' &&
         (path === '/fapi/v2/positionRisk' ||
           path === '/fapi/v3/positionRisk' ||
-          path === '/fapi/v1/positionSide/dual')) ||
+          path === '/fapi/v1/positionSide/dual' ||
+          path === '/fapi/v1/userTrades' ||
+          path === '/fapi/v1/allOrders')) ||
       ((method === 'GET' || method === 'POST') && path === ORDER_PATH);
     if (!signed) return send(res, 404, { code: -1000, msg: `No route for ${method} ${path} in the double.` });
     authenticate(req, rawQuery, rawBody, params, { apiKey, apiSecret }, book, faults);
@@ -125,6 +129,11 @@ export async function startBinanceDouble(options: BinanceDoubleOptions = {}): Pr
         200,
         (symbol ? [symbol] : [...book.symbols.keys()]).flatMap<object>((one) => risk(book, one)),
       );
+    }
+    if (path === '/fapi/v1/userTrades' || path === '/fapi/v1/allOrders') {
+      const history = path === '/fapi/v1/userTrades' ? accountTrades : allOrders;
+      const used = weight.charge(HISTORY_WEIGHT, book.serverTime());
+      return send(res, 200, history(book, params), { 'X-MBX-USED-WEIGHT-1M': String(used) });
     }
     if (method === 'GET') return sendOrder(res, path, method, findOrder(book, params));
 

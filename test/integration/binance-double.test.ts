@@ -223,6 +223,85 @@ describe('binance double: signed requests', () => {
   });
 });
 
+describe("binance double: the account's history (userTrades, allOrders)", () => {
+  const rows = (reply: Reply) => reply.body as unknown as Record<string, unknown>[];
+
+  it('lists the filled orders as trades and every order, oldest first, per symbol, paged, each call weighed', async () => {
+    const d = await start();
+    await order(d, { symbol: 'BTCUSDT', side: 'BUY', quantity: '0.003', newClientOrderId: 'plan-a' });
+    await order(d, { symbol: 'ETHUSDT', side: 'SELL', quantity: '0.5', newClientOrderId: 'plan-b' });
+    d.injectFault({ kind: 'expire' });
+    await order(d, { symbol: 'BTCUSDT', side: 'BUY', quantity: '0.002', newClientOrderId: 'plan-c' });
+    await order(d, { symbol: 'BTCUSDT', side: 'SELL', quantity: '0.002', newClientOrderId: 'outside' });
+    const [a, , c, outside] = d.orders();
+
+    const trades = await signed(d, 'GET', '/fapi/v1/userTrades', { symbol: 'BTCUSDT' });
+    expect(trades.status).toBe(200);
+    // The expired order traded nothing: no trade; a trade carries no client order id, as on Binance.
+    expect(rows(trades).map((t) => [t.orderId, t.side, t.qty, t.price])).toEqual([
+      [a?.orderId, 'BUY', '0.003', '60000.0'],
+      [outside?.orderId, 'SELL', '0.002', '60000.0'],
+    ]);
+    expect(rows(trades)[0]).not.toHaveProperty('clientOrderId');
+    expect(trades.headers.get('x-mbx-used-weight-1m')).toBe('5');
+
+    const orders = await signed(d, 'GET', '/fapi/v1/allOrders', { symbol: 'BTCUSDT' });
+    expect(rows(orders).map((o) => [o.clientOrderId, o.status])).toEqual([
+      ['plan-a', 'FILLED'],
+      ['plan-c', 'EXPIRED'],
+      ['outside', 'FILLED'],
+    ]);
+    expect(orders.headers.get('x-mbx-used-weight-1m')).toBe('10');
+
+    // Paged: from an id on, `limit` at a time; without an id, the most recent `limit`.
+    const page = await signed(d, 'GET', '/fapi/v1/allOrders', {
+      symbol: 'BTCUSDT',
+      orderId: String(c?.orderId),
+      limit: '1',
+    });
+    expect(rows(page).map((o) => o.clientOrderId)).toEqual(['plan-c']);
+    const recent = await signed(d, 'GET', '/fapi/v1/userTrades', { symbol: 'BTCUSDT', limit: '1' });
+    expect(rows(recent).map((t) => t.orderId)).toEqual([outside?.orderId]);
+    const from = await signed(d, 'GET', '/fapi/v1/userTrades', { symbol: 'BTCUSDT', fromId: String(c?.orderId) });
+    expect(rows(from).map((t) => t.orderId)).toEqual([outside?.orderId]);
+  });
+
+  it('keeps to a window of 7 days at most, and refuses what Binance refuses', async () => {
+    const d = await start();
+    await order(d, { symbol: 'BTCUSDT', side: 'BUY', quantity: '0.003', newClientOrderId: 'plan-a' });
+    const now = Date.now();
+    const day = 24 * 3600 * 1000;
+    const inWindow = await signed(d, 'GET', '/fapi/v1/userTrades', {
+      symbol: 'BTCUSDT',
+      startTime: String(now - day),
+      endTime: String(now + day),
+    });
+    expect(rows(inWindow)).toHaveLength(1);
+    const before = await signed(d, 'GET', '/fapi/v1/allOrders', { symbol: 'BTCUSDT', endTime: String(now - day) });
+    expect(rows(before)).toEqual([]);
+
+    const tooLong = await signed(d, 'GET', '/fapi/v1/userTrades', {
+      symbol: 'BTCUSDT',
+      startTime: String(now - 8 * day),
+      endTime: String(now),
+    });
+    expect([tooLong.status, tooLong.body.code]).toEqual([400, -1127]);
+    const both = await signed(d, 'GET', '/fapi/v1/userTrades', {
+      symbol: 'BTCUSDT',
+      fromId: '1',
+      startTime: String(now - day),
+    });
+    expect([both.status, both.body.code]).toEqual([400, -1128]);
+    const limit = await signed(d, 'GET', '/fapi/v1/allOrders', { symbol: 'BTCUSDT', limit: '1001' });
+    expect([limit.status, limit.body.code]).toEqual([400, -1130]);
+    const noSymbol = await signed(d, 'GET', '/fapi/v1/allOrders', {});
+    expect([noSymbol.status, noSymbol.body.code]).toEqual([400, -1102]);
+    // A signed endpoint: no API key, no answer.
+    const unsigned = await publicGet(d, '/fapi/v1/userTrades?symbol=BTCUSDT');
+    expect(unsigned.status).toBe(401);
+  });
+});
+
 describe('binance double: position risk V3', () => {
   it('lists only the sides that hold a position, SHORT negative, padded like Binance', async () => {
     const d = await start({ hedgeMode: true });
