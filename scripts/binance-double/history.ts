@@ -3,6 +3,7 @@
  * (`GET /fapi/v1/allOrders`), per symbol, within a window of at most 7 days, paged by id and `limit`, each request
  * charged its weight. What an explanation of a difference between exchange and ledger reads.
  */
+import { Dec } from '../../lib/decimal';
 import type { DoubleBook } from './book';
 import { BinanceError, missing } from './errors';
 import { orderView } from './answers';
@@ -100,7 +101,7 @@ function pick(orders: DoubleOrder[], { symbol, limit, fromId, start, end }: Retu
 
 /** GET /fapi/v1/userTrades: the account's trades on a symbol, oldest first. */
 export function accountTrades(book: DoubleBook, params: URLSearchParams) {
-  const filled = book.orders.filter((o) => Number(o.executedQty) > 0);
+  const filled = book.orders.filter((o) => !new Dec(o.executedQty).isZero());
   return pick(filled, selection(book, params, 'fromId')).map(tradeView);
 }
 
