@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { redisKeys } from '../contract/keys';
 import type { CarriedState } from '../contract/types';
 import { auditFields } from './audit';
@@ -11,6 +12,36 @@ import type { ActivityDeps } from './deps';
 export const CARRIED_FORMAT = 1;
 /** The formats this build reads. */
 export const CARRIED_FORMATS_READ: readonly number[] = [1];
+
+const finite = z.number().refine(Number.isFinite);
+/** Where a run waited, as format 1 holds it: what the next run acts on (its deadlines, the signatures it needs). */
+const CarriedWait = z.object({
+  started_at: finite,
+  waiting: z.discriminatedUnion('stage', [
+    z.object({
+      stage: z.literal('blocked'),
+      denial: z.object({
+        reason: z.string(),
+        exchange_amount: z.string(),
+        ledger_amount: z.string(),
+        tolerance: z.string(),
+        evaluated_at: finite,
+      }),
+    }),
+    z.object({
+      stage: z.literal('awaiting_approval'),
+      shown: z.object({
+        exchange_amount: z.string(),
+        ledger_amount: z.string(),
+        tolerance: z.string(),
+        taken_at: finite,
+      }),
+      until: finite,
+      stale: z.boolean(),
+      required: z.number().int().min(1).optional(),
+    }),
+  ]),
+});
 
 /** The record a run leaves for the run it continues as: its format, whose it is, and the state. */
 export interface CarriedRecord {
@@ -29,7 +60,7 @@ export function readCarried(
   raw: string | null,
   expected: { workflowId: string; previousRunId: string; planId: string },
 ): { state: CarriedState } | { why: string } {
-  if (raw === null) return { why: carriedRefusal(null, expected) ?? 'no state' };
+  if (raw === null) return { why: 'no state carried over (none written, or it expired)' };
   let record: unknown;
   try {
     record = JSON.parse(raw);
@@ -65,6 +96,11 @@ export function carriedRefusal(
   const status = state !== null && typeof state === 'object' ? (state as { status?: unknown }).status : undefined;
   if (status === null || typeof status !== 'object' || typeof (status as { plan_id?: unknown }).plan_id !== 'string') {
     return 'the state has no plan status';
+  }
+  const wait = CarriedWait.safeParse(state);
+  if (!wait.success) {
+    const issue = wait.error.issues[0];
+    return `the state's ${issue?.path.join('.') || 'wait'} is not as format 1 writes it`;
   }
   if (record.workflow_id !== expected.workflowId) return `the state is workflow ${record.workflow_id}'s`;
   if (record.run_id !== expected.previousRunId) {

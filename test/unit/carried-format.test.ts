@@ -88,6 +88,26 @@ describe('carried state this build does not read', () => {
     expect(readCarried(text, expected)).toEqual({ why });
   });
 
+  const awaiting = JSON.parse(fixture('format-1-awaiting.json')) as { state: { waiting: Record<string, unknown> } };
+  const waitingAs = (base: { state: object }, waiting: Record<string, unknown>) =>
+    JSON.stringify({ ...base, state: { ...base.state, waiting } });
+  it.each([
+    [
+      'no approvals needed',
+      { ...awaiting.state.waiting, required: 0 },
+      "the state's waiting.required is not as format 1 writes it",
+    ],
+    [
+      'no deadline',
+      { ...awaiting.state.waiting, until: 'soon' },
+      "the state's waiting.until is not as format 1 writes it",
+    ],
+    ['a stage it does not know', { stage: 'executing' }, "the state's waiting.stage is not as format 1 writes it"],
+  ])('refuses a wait with %s: the plan starts over rather than act on it', (_name, waiting, why) => {
+    const raw = fixture('format-1-awaiting.json');
+    expect(readCarried(waitingAs(awaiting, waiting), expectedOf(raw))).toEqual({ why });
+  });
+
   it('refuses a record written by another run', () => {
     const read = readCarried(raw, { ...expected, previousRunId: 'another-run' });
     expect('why' in read && read.why).toMatch(/^the state was written by run .+, not by run another-run/);
