@@ -36,7 +36,13 @@ import {
 import { connectTemporal, planStatus, startPlan, type StartedPlan } from './plans';
 import { fetchPlanRuns, type PlanRun, type RunSelection } from './histories';
 import { registerSearchAttributes } from './search-attributes';
-import { deployBuild, deploymentReport, type DeploymentReport, type DeployReport } from './deployments';
+import {
+  deployBuild,
+  deployIdentityOf,
+  deploymentReport,
+  type DeploymentReport,
+  type DeployReport,
+} from './deployments';
 import { reportRetries, type RetryReport } from './retry-report';
 import { reDecide, type WhatIfReport } from './what-if';
 import { readPlanRecord, type PlanRecord } from './what-if-history';
@@ -222,7 +228,7 @@ export class ChainClient {
     buildId: string,
     { rampPercentage, by }: { rampPercentage?: number; by: string },
   ): Promise<DeployReport & { audit: { audited: string } | { not_audited: string } }> {
-    const identity = `permit-chain deploy by ${by} (${hostname()})`;
+    const identity = `${deployIdentityOf(by)}(${hostname()})`;
     const report = await deployBuild(await this.client(), this.config, buildId, {
       identity,
       ...(rampPercentage !== undefined ? { rampPercentage } : {}),

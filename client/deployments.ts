@@ -247,6 +247,11 @@ async function wakeWaiters(
 /** What a build id may be, as the CLI and the worker accept it: Temporal's, without spaces or the `:` it joins with. */
 export const BUILD_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 
+/** How `permit-chain deploy` names itself to the server when it changes the routing (its identity, then the host). */
+export function deployIdentityOf(by: string): string {
+  return `permit-chain deploy by ${by} `;
+}
+
 /**
  * The audit entry of a deploy, written by a worker (operators hold no Redis secrets): `operator deployed`, with the
  * routing as the worker reads it from the server, not as the request claims. Refused when `build_id` is neither
@@ -279,6 +284,12 @@ export async function recordDeploy(
     throw new DeployRefused(
       `build ${request.build_id} is neither current nor ramping in deployment ${config.workerDeployment} ` +
         `(current ${current || 'none'})`,
+    );
+  }
+  // The audit names who changed the routing as the server recorded it, not as the request claims.
+  if (!(info?.lastModifierIdentity ?? '').startsWith(deployIdentityOf(request.by))) {
+    throw new DeployRefused(
+      `the deployment's routing was last changed by ${setBy || 'nobody recorded'}, not by permit-chain deploy by ${request.by}`,
     );
   }
   const audited = `by ${request.by}: ${reason} in deployment ${config.workerDeployment}${setBy ? ` (set by ${setBy})` : ''}`;

@@ -67,7 +67,7 @@ const PADDED = 'must not begin or end with white space (spaces, tabs, newlines, 
 export const MAX_QTY_DECIMALS = 8;
 /** No exchange trades a trillion of anything in one order: a longer qty is a producer's bug, not a plan. */
 export const MAX_QTY_INTEGER_DIGITS = 12;
-const PLAN_ID = /^[0-9a-f]{16}$/;
+export const PLAN_ID = /^[0-9a-f]{16}$/;
 /** Upper-case letters and digits with at least one letter: BTCUSDT, 1000PEPEUSDT. */
 export const SYMBOL_PATTERN = /^(?=[0-9]*[A-Z])[A-Z0-9]{2,20}$/;
 const DECIMAL_TEXT = /^-?(\d+(\.\d*)?|\.\d+)$/;

@@ -8,6 +8,7 @@ import {
   positionView,
   previewReconcile,
   reconcileLedger,
+  ResetRefused,
   resetFailedPlan,
   retryBlocked,
   setKillSwitch,
@@ -20,7 +21,7 @@ import { APPROVER_NAME, keyFingerprint, operationRefusal, type SignedOperation }
 import type { ChainConfig } from '../lib/config';
 import type { Logger } from '../lib/log';
 import { boundText } from '../lib/bound';
-import { SYMBOL_PATTERN } from '../lib/plan';
+import { PLAN_ID, SYMBOL_PATTERN } from '../lib/plan';
 import { liveVenue, venueHost, workerIdentity } from '../lib/venue';
 import { currentBuildId } from './build-id';
 
@@ -114,6 +115,9 @@ export function createOperatorActivities(deps: OperatorDeps) {
         `symbol must be an upper-case exchange symbol such as BTCUSDT (got ${boundText(String(request.symbol), 40)})`,
       );
     }
+    if ('plan_id' in request && !PLAN_ID.test(String(request.plan_id))) {
+      refuse(`plan_id must be 16 lowercase hex characters (got ${boundText(String(request.plan_id), 40)})`);
+    }
     if ('by' in request && !APPROVER_NAME.test(String(request.by))) {
       refuse(`by must be a name of letters, digits, _ . - (got ${boundText(String(request.by), 40)})`);
     }
@@ -155,10 +159,10 @@ export function createOperatorActivities(deps: OperatorDeps) {
       }
       case 'reset': {
         const client = await deps.client();
-        return {
-          result: await resetFailedPlan(client, redis, keys, request.plan_id, request.by),
-          recorded_as: request.by,
-        };
+        const reset = await resetFailedPlan(client, redis, keys, request.plan_id, request.by).catch((err: unknown) => {
+          throw err instanceof ResetRefused ? ApplicationFailure.nonRetryable(err.message, 'Refused') : err;
+        });
+        return { result: reset, recorded_as: request.by };
       }
     }
   }

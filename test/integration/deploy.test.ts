@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { type WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -304,23 +304,33 @@ describe('a deploy while plans run (two builds, one Redis)', () => {
       expect((await started.handle.result()).outcome).toBe('executed');
       expect(a.placed).toEqual([plan.plan_id]);
       expect(b.placed).toEqual([]);
-      // The deploy's audit names the build the worker reads as current, whatever the operation claims.
-      const forged = h.client.workflow.execute(OPERATOR_OPERATION_WORKFLOW, {
-        taskQueue: config.taskQueue,
-        workflowId: operationWorkflowId(randomUUID()),
-        args: [{ operation: 'deployed', build_id: a.id, by: 'mallory' }],
-      });
-      await expect(forged).rejects.toThrow(WorkflowFailedError);
-      const failure = await forged.then(
-        () => '',
-        (err: unknown) => {
-          const cause = (err as WorkflowFailedError).cause?.cause;
-          return cause instanceof Error ? cause.message : String(cause);
-        },
-      );
-      expect(failure).toBe(
+      // An operation can come from anyone who reaches Temporal: the worker checks it against the server and the plan.
+      const refusal = (request: Record<string, string>) =>
+        h.client.workflow
+          .execute(OPERATOR_OPERATION_WORKFLOW, {
+            taskQueue: config.taskQueue,
+            workflowId: operationWorkflowId(randomUUID()),
+            args: [request],
+          })
+          .then(
+            () => 'performed',
+            (err: unknown) => {
+              const cause = (err as WorkflowFailedError).cause?.cause;
+              return cause instanceof Error ? cause.message : String(cause);
+            },
+          );
+      // The deploy's audit names the build the server has current, and who changed the routing as the server says.
+      expect(await refusal({ operation: 'deployed', build_id: a.id, by: 'mallory' })).toBe(
         `build ${a.id} is neither current nor ramping in deployment ${config.workerDeployment} (current ${b.id})`,
       );
+      expect(await refusal({ operation: 'deployed', build_id: b.id, by: 'mallory' })).toBe(
+        "the deployment's routing was last changed by test, not by permit-chain deploy by mallory",
+      );
+      // Only a plan that ended failed runs again, whoever asks.
+      expect(await refusal({ operation: 'reset', plan_id: plan.plan_id, by: 'mallory' })).toBe(
+        `plan ${plan.plan_id} ended executed: only a failed plan runs again`,
+      );
+      expect(await auditOf(h, plan.plan_id)).not.toContainEqual(expect.arrayContaining(['reset']));
       expect((await auditOf(h, '-')).filter(([, , reason]) => reason?.includes('mallory'))).toEqual([]);
     } finally {
       await b?.stop();
