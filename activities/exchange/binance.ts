@@ -16,7 +16,7 @@ import {
   rulesFromExchangeInfo,
   type BinanceFailure,
 } from './binance-wire';
-import { ANSWER_MAX_BYTES, EXCHANGE_INFO_MAX_BYTES, READ_RETRY_MS, createBinanceSession } from './binance-session';
+import { READ_RETRY_MS, createBinanceSession } from './binance-session';
 import { CLAIM_SEND } from './binance-sent-marker';
 import {
   ExchangeAuthError,
@@ -319,6 +319,3 @@ export function createBinanceExchange(options: BinanceExchangeOptions): BinanceE
     },
   };
 }
-
-// Callers and tests name the answers' bounds from the adapter.
-export { ANSWER_MAX_BYTES, EXCHANGE_INFO_MAX_BYTES };

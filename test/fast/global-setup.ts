@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
@@ -13,7 +12,9 @@ import { requireEnginesNode } from '../global-setup';
  * The fast tier's setup: the workflow bundle, as the worker would bundle it (with its interceptors). No Redis and no
  * dev server: each test file starts its own time-skipping test server (test/fast/harness.ts). The bundle is kept by
  * the hash of the sources it could be built from, so that running the tier again after a change elsewhere (a test,
- * a doc) skips webpack, and a change to any source bundles again.
+ * a doc) skips webpack, and a change to any source bundles again. It lives in the checkout's node_modules/.cache,
+ * owner-only, not in a shared temporary folder where another user could leave workflow code for the tests to run;
+ * a new bundle replaces the ones before it.
  */
 export default async function setup(project: TestProject) {
   requireEnginesNode();
@@ -22,7 +23,7 @@ export default async function setup(project: TestProject) {
   const sources = createHash('sha256')
     .update(JSON.stringify(hashSources(PROJECT_ROOT)))
     .digest('hex');
-  const dir = join(tmpdir(), 'permit-chain-fast-bundles');
+  const dir = join(PROJECT_ROOT, 'node_modules', '.cache', 'permit-chain-fast');
   const bundlePath = join(dir, `workflow-bundle-${sources.slice(0, 16)}.js`);
   if (!existsSync(bundlePath)) {
     const bundle = await bundleWorkflowCode({
@@ -30,10 +31,11 @@ export default async function setup(project: TestProject) {
       workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
       logger: QUIET_BUNDLE_LOGGER,
     });
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (const old of readdirSync(dir)) rmSync(join(dir, old), { force: true });
     // Written whole or not at all: another run may read it at any moment.
     const partial = `${bundlePath}.${process.pid}.partial`;
-    writeFileSync(partial, bundle.code);
+    writeFileSync(partial, bundle.code, { mode: 0o600 });
     renameSync(partial, bundlePath);
   }
   project.provide('workflowBundlePath', bundlePath);
