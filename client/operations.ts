@@ -332,6 +332,21 @@ export class ResetRefused extends Error {
 }
 
 /**
+ * Refuses (ResetRefused) unless the plan ended `failed`: what the worker checks before a `reset` operation, which can
+ * come from anyone who reaches Temporal, not only the CLI.
+ */
+export async function refuseUnlessFailed(client: Client, planId: string): Promise<void> {
+  const description = await client.workflow.getHandle(planWorkflowId(planId)).describe();
+  const ended = description.status.name === 'RUNNING' ? undefined : await endedStatus(client, planId, description);
+  if (ended?.outcome !== 'failed') {
+    throw new ResetRefused(
+      `plan ${planId} ${ended ? `ended ${ended.outcome ?? ended.closed?.status ?? 'without an outcome'}` : 'is running'}: ` +
+        'only a failed plan runs again',
+    );
+  }
+}
+
+/**
  * Runs a plan that ended `failed` again from its start with Temporal's reset, the reason recorded in its history
  * and in the audit stream. The layers are idempotent (one stream entry, one order per plan), so a rerun never
  * publishes or fills twice. A versioned plan runs again on its deployment's current build, wherever it ran before
@@ -347,14 +362,6 @@ export async function resetFailedPlan(
 ): Promise<ResetPlan> {
   const handle = client.workflow.getHandle(planWorkflowId(planId));
   const description = await handle.describe();
-  // The worker checks for itself: an operation can come from anyone who reaches Temporal, not only the CLI.
-  const ended = description.status.name === 'RUNNING' ? undefined : await endedStatus(client, planId, description);
-  if (ended?.outcome !== 'failed') {
-    throw new ResetRefused(
-      `plan ${planId} ${ended ? `ended ${ended.outcome ?? ended.closed?.status ?? 'without an outcome'}` : 'is running'}: ` +
-        'only a failed plan runs again',
-    );
-  }
   const history = await handle.fetchHistory();
   const firstTask = history.events?.find((event) => event.eventType === WORKFLOW_TASK_COMPLETED);
   if (!firstTask?.eventId) throw new Error(`plan ${planId} has no completed workflow task to reset to`);

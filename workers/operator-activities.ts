@@ -9,6 +9,7 @@ import {
   previewReconcile,
   reconcileLedger,
   ResetRefused,
+  refuseUnlessFailed,
   resetFailedPlan,
   retryBlocked,
   setKillSwitch,
@@ -159,9 +160,10 @@ export function createOperatorActivities(deps: OperatorDeps) {
       }
       case 'reset': {
         const client = await deps.client();
-        const reset = await resetFailedPlan(client, redis, keys, request.plan_id, request.by).catch((err: unknown) => {
+        await refuseUnlessFailed(client, request.plan_id).catch((err: unknown) => {
           throw err instanceof ResetRefused ? ApplicationFailure.nonRetryable(err.message, 'Refused') : err;
         });
+        const reset = await resetFailedPlan(client, redis, keys, request.plan_id, request.by);
         return { result: reset, recorded_as: request.by };
       }
     }
